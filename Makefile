@@ -1,0 +1,65 @@
+# The one entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PROTO_OUT := services/contracts/src
+PROTOS := $(shell find protos -name '*.proto')
+GENERATED := $(PROTO_OUT)/boxcost/.generated
+PACKAGES := services/contracts services/service-kit services/billing services/webhook-gateway tools/devstack tools/webhook-trigger
+
+.PHONY: help install protos run test test-unit bench trigger db db-stop clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(INSTALLED) $(GENERATED) ## Create .venv with every service and tool installed
+
+$(VENV)/.deps: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@# PostgreSQL server binaries for the local database: the machine's, else the pgserver wheel's.
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+		|| $(PY) -m pip install --quiet pgserver
+	touch $@
+
+protos: $(GENERATED) ## Generate Python code (with .pyi stubs) from protos/
+
+$(GENERATED): $(PROTOS) $(VENV)/.deps
+	rm -rf $(PROTO_OUT)/boxcost && mkdir -p $(PROTO_OUT)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		--grpc_python_out=$(PROTO_OUT) $(PROTOS)
+	find $(PROTO_OUT)/boxcost -type d -exec touch {}/__init__.py \;
+	touch $@
+
+$(INSTALLED): $(VENV)/.deps $(GENERATED) $(addsuffix /pyproject.toml,$(PACKAGES))
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	touch $@
+
+run: install ## Start the whole system (local PostgreSQL when DATABASE_URL is unset)
+	$(PY) -m devstack run
+
+test: install ## Run the whole test suite (starts its own PostgreSQL and mail server)
+	$(PY) -m pytest
+
+test-unit: install ## Run the unit tests only (no sockets)
+	$(PY) -m pytest tests/unit
+
+bench: install ## Benchmark the running stack started for the purpose; prints figures
+	$(PY) -m devstack bench
+
+trigger: install ## Send realistic signed events: make trigger EVENT=payment_intent.succeeded (or FLOW=...)
+	$(PY) -m trigger $(if $(FLOW),flow $(FLOW),event $(EVENT)) $(ARGS)
+
+db: install ## Start the project-local PostgreSQL and print its URL
+	$(PY) -m devstack db
+
+db-stop: install ## Stop the project-local PostgreSQL
+	$(PY) -m devstack db-stop
+
+clean: ## Remove the virtualenv and generated code (keeps local data in .local/)
+	rm -rf $(VENV) $(PROTO_OUT)/boxcost

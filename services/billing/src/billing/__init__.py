@@ -1,0 +1,1 @@
+"""BoxCostPro billing: payment transactions, subscriptions and webhook events."""

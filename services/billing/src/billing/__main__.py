@@ -1,0 +1,66 @@
+"""Billing entry point: `python -m billing migrate` or `python -m billing serve` (the default)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import uvloop
+from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from servicekit.env import ConfigError
+from servicekit.grpcserve import add_health, new_server, serve_until_signalled
+from servicekit.logs import configure_logging
+
+from billing.adapters.migrations import migrate
+from billing.adapters.postgres import PostgresEventStore, create_pool
+from billing.api.servicer import BillingServicer
+from billing.config import Settings
+from billing.domain.ingest import IngestEvents
+
+log = logging.getLogger("billing")
+
+SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
+
+
+async def serve(settings: Settings) -> None:
+    pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
+    try:
+        server = new_server()
+        billing_pb2_grpc.add_BillingServiceServicer_to_server(
+            BillingServicer(IngestEvents(PostgresEventStore(pool))), server
+        )
+        health = add_health(server)
+        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
+        port = server.add_insecure_port(settings.listen_addr)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {settings.listen_addr}")
+        log.info("billing listening", extra={"fields": {"addr": settings.listen_addr, "port": port}})
+        await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds)
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "serve"
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"billing: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("billing", settings.log_level)
+    if command == "migrate":
+        applied = asyncio.run(migrate(settings.database_url.value))
+        log.info("migrations up to date", extra={"fields": {"applied": applied}})
+        return 0
+    if command == "serve":
+        uvloop.run(serve(settings))
+        return 0
+    print(f"usage: python -m billing [serve|migrate], not {command!r}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

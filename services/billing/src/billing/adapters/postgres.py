@@ -1,0 +1,220 @@
+"""PostgreSQL store for webhook events, transactions and subscriptions (schema `billing`)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import fields
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import asyncpg
+
+from billing.domain.ingest import BatchUnit, EventRecord, TransientStoreError
+from billing.domain.model import (
+    Owner,
+    Provider,
+    SubRef,
+    Subscription,
+    SubStatus,
+    Transaction,
+    TxnRef,
+    TxnStatus,
+    WorkingSet,
+)
+
+_TRANSIENT = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.QueryCanceledError,
+    ConnectionError,
+    TimeoutError,
+)
+
+_TXN_COLUMNS = [f.name for f in fields(Transaction)]
+_SUB_COLUMNS = [f.name for f in fields(Subscription)]
+
+
+def _upsert_sql(table: str, columns: list[str]) -> str:
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "id")
+    return (
+        f"INSERT INTO billing.{table} ({', '.join(columns)}) VALUES ({placeholders}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
+    )
+
+
+_UPSERT_TXN = _upsert_sql("transactions", _TXN_COLUMNS)
+_UPSERT_SUB = _upsert_sql("user_subscriptions", _SUB_COLUMNS)
+
+
+def lock_id(key: str) -> int:
+    """A stable signed 64-bit advisory lock id for a key."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _values(row: Any, columns: list[str]) -> list[Any]:
+    values = []
+    for column in columns:
+        value = getattr(row, column)
+        values.append(value.value if isinstance(value, Enum) else value)
+    return values
+
+
+def _transaction(record: asyncpg.Record) -> Transaction:
+    data = {c: record[c] for c in _TXN_COLUMNS}
+    data.update(id=str(record["id"]), provider=Provider(record["provider"]), status=TxnStatus(record["status"]))
+    return Transaction(**data)
+
+
+def _subscription(record: asyncpg.Record) -> Subscription:
+    data = {c: record[c] for c in _SUB_COLUMNS}
+    data.update(id=str(record["id"]), provider=Provider(record["provider"]), status=SubStatus(record["status"]))
+    return Subscription(**data)
+
+
+class PostgresUnit(BatchUnit):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def lock(self, keys: Sequence[str]) -> None:
+        # Sorted by key before hashing is enough: every batch takes its locks in one global order.
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+            [lock_id(k) for k in keys],
+        )
+
+    async def failed_or_known_events(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        rows = await self._conn.fetch(
+            """
+            SELECT e.provider, e.event_id, e.status
+            FROM billing.webhook_events e
+            JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
+              ON e.provider = k.provider AND e.event_id = k.event_id
+            """,
+            [p for p, _ in keys],
+            [e for _, e in keys],
+        )
+        return {(r["provider"], r["event_id"]): r["status"] for r in rows}
+
+    async def load(self, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]) -> WorkingSet:
+        ws = WorkingSet()
+        if txn_refs:
+            rows = await self._conn.fetch(
+                """
+                SELECT * FROM billing.transactions
+                WHERE stripe_payment_intent_id = ANY($1::text[])
+                   OR stripe_invoice_id = ANY($2::text[])
+                   OR stripe_charge_id = ANY($3::text[])
+                   OR razorpay_order_id = ANY($4::text[])
+                   OR razorpay_payment_id = ANY($5::text[])
+                FOR UPDATE
+                """,
+                [r.stripe_payment_intent_id for r in txn_refs if r.stripe_payment_intent_id],
+                [r.stripe_invoice_id for r in txn_refs if r.stripe_invoice_id],
+                [r.stripe_charge_id for r in txn_refs if r.stripe_charge_id],
+                [r.razorpay_order_id for r in txn_refs if r.razorpay_order_id],
+                [r.razorpay_payment_id for r in txn_refs if r.razorpay_payment_id],
+            )
+            ws.transactions = [_transaction(r) for r in rows]
+        if sub_refs:
+            rows = await self._conn.fetch(
+                """
+                SELECT * FROM billing.user_subscriptions
+                WHERE stripe_subscription_id = ANY($1::text[]) OR razorpay_subscription_id = ANY($2::text[])
+                FOR UPDATE
+                """,
+                [r.subscription_id for r in sub_refs if r.provider is Provider.STRIPE],
+                [r.subscription_id for r in sub_refs if r.provider is Provider.RAZORPAY],
+            )
+            ws.subscriptions = [_subscription(r) for r in rows]
+        return ws
+
+    async def save(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None:
+        if working_set.changed_subscriptions:
+            await self._conn.executemany(
+                _UPSERT_SUB, [_values(s, _SUB_COLUMNS) for s in working_set.changed_subscriptions.values()]
+            )
+        if working_set.changed_transactions:
+            await self._conn.executemany(
+                _UPSERT_TXN, [_values(t, _TXN_COLUMNS) for t in working_set.changed_transactions.values()]
+            )
+        # Payments stored before their subscription's owner was known take it now.
+        newly_owned = [
+            (ref.provider.value, ref.subscription_id, owner.tenant_id, owner.user_id)
+            for ref, owner in owners.items()
+            if any(s.provider is ref.provider and s.provider_id == ref.subscription_id
+                   for s in working_set.changed_subscriptions.values())
+        ]
+        if newly_owned:
+            await self._conn.executemany(
+                """
+                UPDATE billing.transactions SET tenant_id = $3, user_id = $4, updated_at = now()
+                WHERE provider = $1 AND tenant_id IS NULL
+                  AND (stripe_subscription_id = $2 OR razorpay_subscription_id = $2)
+                """,
+                newly_owned,
+            )
+
+    async def record_events(self, records: Sequence[EventRecord]) -> None:
+        now = datetime.now(UTC)
+        new = [r for r in records if not r.retry]
+        retried = [r for r in records if r.retry]
+        if new:
+            await self._conn.executemany(
+                """
+                INSERT INTO billing.webhook_events
+                    (id, provider, event_id, event_type, payload, request_id, received_at,
+                     processed_at, status, error, transaction_ids, subscription_ids)
+                VALUES (gen_random_uuid(), $1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::uuid[], $11::uuid[])
+                """,
+                [
+                    (r.event.provider.value, r.event.event_id, r.event.event_type, r.payload_text,
+                     r.event.request_id or None, r.event.received_at,
+                     now, r.status.value, r.error, list(r.transaction_ids), list(r.subscription_ids))
+                    for r in new
+                ],
+            )
+        if retried:
+            await self._conn.executemany(
+                """
+                UPDATE billing.webhook_events
+                SET status = $3, error = $4, processed_at = $5, attempts = attempts + 1,
+                    transaction_ids = $6::uuid[], subscription_ids = $7::uuid[]
+                WHERE provider = $1 AND event_id = $2
+                """,
+                [
+                    (r.event.provider.value, r.event.event_id, r.status.value, r.error, now,
+                     list(r.transaction_ids), list(r.subscription_ids))
+                    for r in retried
+                ],
+            )
+
+
+class PostgresEventStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[PostgresUnit]:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield PostgresUnit(conn)
+        except _TRANSIENT as exc:
+            raise TransientStoreError(str(exc)) from exc
+
+
+async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        server_settings={"application_name": "billing"},
+    )

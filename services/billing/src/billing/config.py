@@ -1,0 +1,29 @@
+"""Billing settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from servicekit.env import Secret, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: Secret
+    listen_addr: str
+    db_pool_size: int
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        billing_addr = env_str(environ, "BILLING_ADDR", "127.0.0.1:50051")
+        return cls(
+            database_url=Secret(env_str(environ, "DATABASE_URL")),
+            # Clients dial BILLING_ADDR; in a container the server binds all interfaces instead.
+            listen_addr=env_str(environ, "BILLING_LISTEN_ADDR", billing_addr),
+            db_pool_size=env_int(environ, "BILLING_DB_POOL_SIZE", 10, minimum=2),
+            shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
+            log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+        )

@@ -1,0 +1,99 @@
+"""Reading typed fields out of a provider's JSON, with errors that say which field is wrong."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from billing.domain.model import Owner
+
+MAX_ID_LENGTH = 255
+
+
+class InvalidEvent(ValueError):
+    """The event is authentic but its content is not what the provider documents."""
+
+
+def obj(parent: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
+    value = parent.get(key)
+    if isinstance(value, dict):
+        return value
+    if value is None and not required:
+        return {}
+    raise InvalidEvent(f"{key} must be an object")
+
+
+def text(parent: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = parent.get(key)
+    if value is None or value == "":
+        if required:
+            raise InvalidEvent(f"{key} is required")
+        return None
+    if isinstance(value, dict):
+        # An expanded reference: Stripe sends the object in place of its id when asked to.
+        value = value.get("id")
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{key} must be a string")
+    if len(value) > MAX_ID_LENGTH and key not in {"receipt_url", "failure_message", "description",
+                                                   "error_description", "message"}:
+        raise InvalidEvent(f"{key} is too long")
+    return value
+
+
+def amount(parent: dict[str, Any], key: str, *, required: bool = False) -> int | None:
+    value = parent.get(key)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"{key} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidEvent(f"{key} must be a non-negative integer in minor units")
+    return value
+
+
+def currency(parent: dict[str, Any], key: str = "currency") -> str | None:
+    value = text(parent, key)
+    if value is None:
+        return None
+    if len(value) != 3 or not value.isalpha():
+        raise InvalidEvent(f"{key} must be an ISO-4217 code")
+    return value.upper()
+
+
+def timestamp(parent: dict[str, Any], key: str, *, required: bool = False) -> datetime | None:
+    value = parent.get(key)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"{key} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidEvent(f"{key} must be a unix timestamp")
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidEvent(f"{key} is out of range") from None
+
+
+def owner(*sources: Any) -> Owner | None:
+    """The tenant and user named in Stripe `metadata` / Razorpay `notes`, first source that has one.
+
+    Razorpay sends empty notes as `[]`; ids may be numbers or strings.
+    """
+    for source in sources:
+        if not isinstance(source, dict):
+            continue
+        tenant = _id_value(source.get("tenant_id"), "tenant_id")
+        if tenant:
+            return Owner(tenant_id=tenant, user_id=_id_value(source.get("user_id"), "user_id"))
+    return None
+
+
+def _id_value(value: Any, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidEvent(f"{key} must be a string or integer")
+    value = str(value)
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(f"{key} is too long")
+    return value

@@ -1,0 +1,317 @@
+"""Use case: store and apply a batch of webhook events, exactly once, in one database transaction.
+
+A batch is committed as a whole (one fsync for many events: group commit) while each event keeps its
+own outcome: one that cannot be applied is recorded as failed and its partial effects are discarded
+in memory before anything is written, so it never fails its neighbours.
+
+Concurrency: before reading anything, the batch takes transaction-scoped locks on every event id and
+every payment/subscription it touches, in sorted order. Two deliveries of one event, or two events of
+one payment, therefore never interleave, and batches never deadlock each other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Protocol
+
+from billing.domain import razorpay_events, stripe_events
+from billing.domain.fields import InvalidEvent
+from billing.domain.model import (
+    Owner,
+    PaymentFact,
+    Provider,
+    SubRef,
+    Subscription,
+    SubscriptionFact,
+    Transaction,
+    TxnRef,
+    WorkingSet,
+    merge_payment,
+    merge_subscription,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, Enum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    provider: Provider
+    event_id: str
+    event_type: str
+    payload: bytes
+    received_at: datetime
+    request_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.provider.value, self.event_id)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    event_id: str
+    outcome: Outcome
+    error: str | None = None
+    transaction_ids: tuple[str, ...] = ()
+    subscription_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """The row kept for an event: inserted when new, updated when a failed one is retried."""
+
+    event: IncomingEvent
+    payload_text: str
+    status: Outcome
+    error: str | None
+    transaction_ids: tuple[str, ...]
+    subscription_ids: tuple[str, ...]
+    retry: bool
+
+
+@dataclass
+class _Interpreted:
+    event: IncomingEvent
+    payload_text: str | None
+    facts: list[PaymentFact | SubscriptionFact] | None = None
+    error: str | None = None
+
+
+class TransientStoreError(Exception):
+    """The database could not finish the batch for a passing reason (deadlock, lost connection)."""
+
+
+class BatchUnit(Protocol):
+    """One database transaction, as the ingest use case needs it."""
+
+    async def lock(self, keys: Sequence[str]) -> None: ...
+
+    async def failed_or_known_events(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]: ...
+
+    async def load(self, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]) -> WorkingSet: ...
+
+    async def save(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None: ...
+
+    async def record_events(self, records: Sequence[EventRecord]) -> None: ...
+
+
+class EventStore(Protocol):
+    def unit(self) -> AbstractAsyncContextManager[BatchUnit]: ...
+
+
+_INTERPRETERS = {
+    Provider.STRIPE: stripe_events.interpret,
+    Provider.RAZORPAY: razorpay_events.interpret,
+}
+
+MAX_TRANSIENT_RETRIES = 3
+
+
+def _interpret(event: IncomingEvent) -> _Interpreted:
+    try:
+        text = event.payload.decode("utf-8")
+        body = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        return _Interpreted(event, None, error="payload is not JSON")
+    if not isinstance(body, dict) or "\\u0000" in text:
+        return _Interpreted(event, None, error="payload is not a storable JSON object")
+    try:
+        return _Interpreted(event, text, facts=_INTERPRETERS[event.provider](event.event_type, body))
+    except InvalidEvent as exc:
+        return _Interpreted(event, text, error=f"invalid {event.event_type}: {exc}")
+
+
+def _txn_lock_keys(ref: TxnRef) -> Iterable[str]:
+    p = ref.provider.value
+    if ref.stripe_payment_intent_id:
+        yield f"{p}:pi:{ref.stripe_payment_intent_id}"
+    elif ref.stripe_invoice_id:
+        yield f"{p}:in:{ref.stripe_invoice_id}"
+    elif ref.stripe_charge_id:
+        yield f"{p}:ch:{ref.stripe_charge_id}"
+    if ref.razorpay_order_id:
+        yield f"{p}:order:{ref.razorpay_order_id}"
+    if ref.razorpay_payment_id:
+        yield f"{p}:pay:{ref.razorpay_payment_id}"
+
+
+def _sub_lock_key(ref: SubRef) -> str:
+    return f"{ref.provider.value}:sub:{ref.subscription_id}"
+
+
+@dataclass
+class _Plan:
+    """What a batch reads: its events and every row they may touch."""
+
+    items: list[_Interpreted]
+    txn_refs: list[TxnRef] = field(default_factory=list)
+    sub_refs: list[SubRef] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, items: list[_Interpreted]) -> _Plan:
+        plan = cls(items)
+        for item in items:
+            for fact in item.facts or ():
+                if isinstance(fact, PaymentFact):
+                    plan.txn_refs.append(fact.ref)
+                    if fact.subscription:
+                        plan.sub_refs.append(fact.subscription)
+                else:
+                    plan.sub_refs.append(fact.ref)
+        return plan
+
+    @property
+    def event_keys(self) -> list[tuple[str, str]]:
+        return [item.event.key for item in self.items]
+
+    def lock_keys(self) -> list[str]:
+        keys = {f"event:{p}:{e}" for p, e in self.event_keys}
+        for ref in self.txn_refs:
+            keys.update(_txn_lock_keys(ref))
+        keys.update(_sub_lock_key(ref) for ref in self.sub_refs)
+        return sorted(keys)
+
+
+class IngestEvents:
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    async def execute(self, events: Sequence[IncomingEvent]) -> list[IngestResult]:
+        items = [_interpret(e) for e in events]
+        storable = [i for i in items if i.payload_text is not None]
+        results = {id(i): r for i, r in zip(storable, await self._run(storable), strict=True)} if storable else {}
+        return [
+            results.get(id(i)) or IngestResult(i.event.event_id, Outcome.FAILED, error=i.error)
+            for i in items
+        ]
+
+    async def _run(self, items: list[_Interpreted]) -> list[IngestResult]:
+        try:
+            return await self._commit(items)
+        except TransientStoreError:
+            raise
+        except Exception:
+            if len(items) == 1:
+                return [await self._record_unappliable(items[0])]
+            # The database refused something of the batch; find which event by going one at a time.
+            log.warning("batch refused by the database; applying its events one by one", exc_info=True)
+            return [(await self._run([item]))[0] for item in items]
+
+    async def _commit(self, items: list[_Interpreted]) -> list[IngestResult]:
+        plan = _Plan.of(items)
+        for attempt in range(1, MAX_TRANSIENT_RETRIES + 1):
+            try:
+                async with self._store.unit() as unit:
+                    await unit.lock(plan.lock_keys())
+                    known = await unit.failed_or_known_events(plan.event_keys)
+                    working_set = await unit.load(plan.txn_refs, plan.sub_refs)
+                    results, records = _apply(working_set, items, known)
+                    await unit.save(working_set, _owners(working_set))
+                    await unit.record_events(records)
+                return results
+            except TransientStoreError:
+                if attempt == MAX_TRANSIENT_RETRIES:
+                    raise
+                log.info("transient database error; retrying batch", extra={"fields": {"attempt": attempt}})
+        raise AssertionError("unreachable")
+
+    async def _record_unappliable(self, item: _Interpreted) -> IngestResult:
+        """Keep an event whose effects the database refused, as failed, without its effects."""
+        error = "the database refused the event's changes"
+        async with self._store.unit() as unit:
+            await unit.lock([f"event:{item.event.provider.value}:{item.event.event_id}"])
+            known = await unit.failed_or_known_events([item.event.key])
+            status = known.get(item.event.key)
+            if status is not None and status != Outcome.FAILED.value:
+                return IngestResult(item.event.event_id, Outcome.DUPLICATE)
+            await unit.record_events(
+                [EventRecord(item.event, item.payload_text or "{}", Outcome.FAILED, error, (), (), status is not None)]
+            )
+        return IngestResult(item.event.event_id, Outcome.FAILED, error=error)
+
+
+def _owners(working_set: WorkingSet) -> dict[SubRef, Owner]:
+    return {
+        SubRef(s.provider, s.provider_id): Owner(s.tenant_id, s.user_id)
+        for s in working_set.subscriptions
+        if s.tenant_id
+    }
+
+
+def _apply(
+    ws: WorkingSet, items: list[_Interpreted], known: dict[tuple[str, str], str]
+) -> tuple[list[IngestResult], list[EventRecord]]:
+    """Apply each event's facts to the working set (pure). Returns results and the event rows to keep."""
+    results: list[IngestResult] = []
+    records: list[EventRecord] = []
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        event = item.event
+        previous = known.get(event.key)
+        if event.key in seen or (previous is not None and previous != Outcome.FAILED.value):
+            results.append(IngestResult(event.event_id, Outcome.DUPLICATE))
+            continue
+        seen.add(event.key)
+        retry = previous is not None
+        if item.facts is None and item.error is None:
+            outcome, error, txn_ids, sub_ids = Outcome.IGNORED, None, (), ()
+        elif item.error is not None:
+            outcome, error, txn_ids, sub_ids = Outcome.FAILED, item.error, (), ()
+        else:
+            outcome, error, txn_ids, sub_ids = _apply_facts(ws, item.facts or [])
+        assert item.payload_text is not None
+        records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
+        results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids))
+    _fill_owners_from_subscriptions(ws)
+    return results, records
+
+
+def _apply_facts(
+    ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact]
+) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...]]:
+    before = (list(ws.transactions), list(ws.subscriptions),
+              dict(ws.changed_transactions), dict(ws.changed_subscriptions))
+    txn_ids: list[str] = []
+    sub_ids: list[str] = []
+    try:
+        for fact in facts:
+            if isinstance(fact, SubscriptionFact):
+                sub = merge_subscription(ws.find_subscription(fact.ref), fact)
+                ws.put_subscription(sub)
+                sub_ids.append(sub.id)
+            else:
+                hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
+                hint = Owner(hint_sub.tenant_id, hint_sub.user_id) if hint_sub and hint_sub.tenant_id else None
+                txn = merge_payment(ws.find_transaction(fact.ref), fact, owner_hint=hint)
+                ws.put_transaction(txn)
+                txn_ids.append(txn.id)
+    except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
+        log.exception("event could not be applied")
+        (ws.transactions, ws.subscriptions, ws.changed_transactions, ws.changed_subscriptions) = before
+        return Outcome.FAILED, f"{type(exc).__name__}: {exc}", (), ()
+    return Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids))
+
+
+def _fill_owners_from_subscriptions(ws: WorkingSet) -> None:
+    """Payments of a subscription that carried no owner take the subscription's."""
+    owners = _owners(ws)
+    for txn in list(ws.transactions):
+        if txn.tenant_id:
+            continue
+        sub_id = txn.stripe_subscription_id or txn.razorpay_subscription_id
+        owner = owners.get(SubRef(txn.provider, sub_id)) if sub_id else None
+        if owner:
+            ws.put_transaction(replace(txn, tenant_id=owner.tenant_id, user_id=owner.user_id))

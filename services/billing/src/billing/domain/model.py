@@ -1,0 +1,399 @@
+"""Payment transactions and user subscriptions, and how facts from events merge into them.
+
+Providers deliver events at least once and in any order. Every merge here is order-independent: the
+state after a set of events is the same whatever order they arrived in, and applying a fact twice
+changes nothing. That holds because each field merges by a rule that is commutative and idempotent:
+- status: the candidate with the highest precedence key wins (see `_txn_status_key`);
+- fields that belong to a status (provider status, winning payment id, method) move with it;
+- identities and owner (tenant, user): first known value is kept (all events of one payment agree);
+- amounts refunded, refund time: the largest; paid and disputed time: the earliest;
+- failure details: those of the latest failure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+
+
+class Provider(str, Enum):
+    STRIPE = "stripe"
+    RAZORPAY = "razorpay"
+
+
+class TxnStatus(str, Enum):
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    AUTHORIZED = "authorized"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+
+
+# (tier, rank). Within tier 0 (attempts in progress or failed) the latest event wins, so a customer
+# who retries after a failure shows as retrying; a higher tier always wins, so nothing late undoes a
+# success, a refund or a dispute.
+_TXN_PRECEDENCE: dict[TxnStatus, tuple[int, int]] = {
+    TxnStatus.PENDING: (0, 0),
+    TxnStatus.REQUIRES_ACTION: (0, 1),
+    TxnStatus.PROCESSING: (0, 2),
+    TxnStatus.AUTHORIZED: (0, 3),
+    TxnStatus.FAILED: (0, 4),
+    TxnStatus.CANCELLED: (1, 0),
+    TxnStatus.SUCCEEDED: (1, 1),
+    TxnStatus.PARTIALLY_REFUNDED: (2, 0),
+    TxnStatus.REFUNDED: (2, 1),
+    TxnStatus.DISPUTED: (3, 0),
+}
+
+
+def _txn_status_key(status: TxnStatus, at: datetime) -> tuple[int, float, int]:
+    tier, rank = _TXN_PRECEDENCE[status]
+    return (tier, at.timestamp() if tier == 0 else 0.0, rank)
+
+
+class SubStatus(str, Enum):
+    PENDING = "pending"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    UNPAID = "unpaid"
+    HALTED = "halted"
+    PAUSED = "paused"
+    EXPIRED = "expired"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+# (terminal, rank). A subscription that ended never comes back, so terminal states always win;
+# otherwise the newest snapshot wins and the rank only breaks ties within one second.
+_SUB_PRECEDENCE: dict[SubStatus, tuple[int, int]] = {
+    SubStatus.PENDING: (0, 0),
+    SubStatus.TRIALING: (0, 1),
+    SubStatus.ACTIVE: (0, 2),
+    SubStatus.PAST_DUE: (0, 3),
+    SubStatus.UNPAID: (0, 4),
+    SubStatus.HALTED: (0, 5),
+    SubStatus.PAUSED: (0, 6),
+    SubStatus.EXPIRED: (1, 0),
+    SubStatus.COMPLETED: (1, 1),
+    SubStatus.CANCELLED: (1, 2),
+}
+
+
+def _sub_status_key(status: SubStatus, at: datetime) -> tuple[int, float, int]:
+    terminal, rank = _SUB_PRECEDENCE[status]
+    return (terminal, at.timestamp() if not terminal else 0.0, rank)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a payment or subscription belongs to: opaque platform ids (integers or UUIDs)."""
+
+    tenant_id: str
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class TxnRef:
+    """How an event names the payment it is about."""
+
+    provider: Provider
+    stripe_payment_intent_id: str | None = None
+    stripe_invoice_id: str | None = None
+    stripe_charge_id: str | None = None
+    razorpay_order_id: str | None = None
+    razorpay_payment_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SubRef:
+    provider: Provider
+    subscription_id: str
+
+
+@dataclass(frozen=True)
+class PaymentFact:
+    """What one event says about one payment. None means the event does not say."""
+
+    ref: TxnRef
+    at: datetime
+    status: TxnStatus | None = None
+    provider_status: str | None = None
+    owner: Owner | None = None
+    amount: int | None = None
+    currency: str | None = None
+    amount_refunded: int | None = None
+    refunded_at: datetime | None = None
+    paid_at: datetime | None = None
+    disputed_at: datetime | None = None
+    failure: Failure | None = None
+    receipt_url: str | None = None
+    payment_method: str | None = None
+    customer_email: str | None = None
+    subscription: SubRef | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionFact:
+    """A snapshot of a subscription as one event shows it."""
+
+    ref: SubRef
+    at: datetime
+    status: SubStatus | None = None
+    provider_status: str | None = None
+    owner: Owner | None = None
+    plan: str | None = None
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    cancelled_at: datetime | None = None
+    customer_email: str | None = None
+
+
+@dataclass(frozen=True)
+class Transaction:
+    id: str
+    provider: Provider
+    status: TxnStatus
+    status_at: datetime
+    tenant_id: str | None = None
+    user_id: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    provider_status: str | None = None
+    stripe_payment_intent_id: str | None = None
+    stripe_charge_id: str | None = None
+    stripe_invoice_id: str | None = None
+    stripe_subscription_id: str | None = None
+    razorpay_order_id: str | None = None
+    razorpay_payment_id: str | None = None
+    razorpay_subscription_id: str | None = None
+    payment_method: str | None = None
+    customer_email: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    failed_at: datetime | None = None
+    receipt_url: str | None = None
+    paid_at: datetime | None = None
+    refunded_at: datetime | None = None
+    amount_refunded: int = 0
+    disputed_at: datetime | None = None
+
+    def matches(self, ref: TxnRef) -> bool:
+        if ref.provider is not self.provider:
+            return False
+        if ref.stripe_payment_intent_id:
+            return self.stripe_payment_intent_id == ref.stripe_payment_intent_id
+        if ref.stripe_invoice_id:
+            return self.stripe_invoice_id == ref.stripe_invoice_id
+        if ref.stripe_charge_id:
+            return self.stripe_charge_id == ref.stripe_charge_id
+        if ref.razorpay_order_id:
+            return self.razorpay_order_id == ref.razorpay_order_id
+        if ref.razorpay_payment_id:
+            return self.razorpay_payment_id == ref.razorpay_payment_id
+        return False
+
+    def adoptable_by(self, ref: TxnRef) -> bool:
+        """A row started from a payment id alone (a refund seen before its order) that an event
+        naming both the order and that payment takes over."""
+        return (
+            ref.provider is self.provider
+            and bool(ref.razorpay_order_id and ref.razorpay_payment_id)
+            and self.razorpay_order_id is None
+            and self.razorpay_payment_id == ref.razorpay_payment_id
+        )
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    provider: Provider
+    status: SubStatus
+    status_at: datetime
+    tenant_id: str | None = None
+    user_id: str | None = None
+    plan: str | None = None
+    provider_status: str | None = None
+    stripe_subscription_id: str | None = None
+    razorpay_subscription_id: str | None = None
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    cancelled_at: datetime | None = None
+    customer_email: str | None = None
+
+    @property
+    def provider_id(self) -> str:
+        return self.stripe_subscription_id or self.razorpay_subscription_id or ""
+
+    def matches(self, ref: SubRef) -> bool:
+        return ref.provider is self.provider and self.provider_id == ref.subscription_id
+
+
+def _first(current, new):
+    return current if current is not None else new
+
+
+def _earliest(current: datetime | None, new: datetime | None) -> datetime | None:
+    if current is None or new is None:
+        return current or new
+    return min(current, new)
+
+
+def _latest(current: datetime | None, new: datetime | None) -> datetime | None:
+    if current is None or new is None:
+        return current or new
+    return max(current, new)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner | None = None) -> Transaction:
+    """The transaction after `fact`; `row` is None for a payment seen for the first time.
+
+    `owner_hint` is the owner of the subscription the payment belongs to, for events (subscription
+    invoices, refunds, disputes) that carry no owner themselves.
+    """
+    ref = fact.ref
+    fresh = row is None
+    if row is None:
+        row = Transaction(
+            id=new_id(),
+            provider=ref.provider,
+            status=TxnStatus.PENDING,
+            status_at=fact.at,
+        )
+    owner = fact.owner or owner_hint
+    sub_id = fact.subscription.subscription_id if fact.subscription else None
+    stripe_sub = sub_id if ref.provider is Provider.STRIPE else None
+    razorpay_sub = sub_id if ref.provider is Provider.RAZORPAY else None
+    merged = replace(
+        row,
+        tenant_id=_first(row.tenant_id, owner.tenant_id if owner else None),
+        user_id=_first(row.user_id, owner.user_id if owner else None),
+        amount=_first(row.amount, fact.amount),
+        currency=_first(row.currency, fact.currency),
+        stripe_payment_intent_id=_first(row.stripe_payment_intent_id, ref.stripe_payment_intent_id),
+        stripe_invoice_id=_first(row.stripe_invoice_id, ref.stripe_invoice_id),
+        stripe_charge_id=_first(row.stripe_charge_id, ref.stripe_charge_id),
+        stripe_subscription_id=_first(row.stripe_subscription_id, stripe_sub),
+        razorpay_order_id=_first(row.razorpay_order_id, ref.razorpay_order_id),
+        razorpay_payment_id=_first(row.razorpay_payment_id, ref.razorpay_payment_id),
+        razorpay_subscription_id=_first(row.razorpay_subscription_id, razorpay_sub),
+        customer_email=_first(row.customer_email, fact.customer_email),
+        receipt_url=_first(row.receipt_url, fact.receipt_url),
+        payment_method=_first(row.payment_method, fact.payment_method),
+        amount_refunded=max(row.amount_refunded, fact.amount_refunded or 0),
+        refunded_at=_latest(row.refunded_at, fact.refunded_at),
+        paid_at=_earliest(row.paid_at, fact.paid_at),
+        disputed_at=_earliest(row.disputed_at, fact.disputed_at),
+    )
+    if fact.failure is not None:
+        current = (merged.failed_at.timestamp(), merged.failure_code or "") if merged.failed_at else None
+        if current is None or (fact.at.timestamp(), fact.failure.code or "") >= current:
+            merged = replace(
+                merged,
+                failed_at=fact.at,
+                failure_code=fact.failure.code,
+                failure_message=fact.failure.message,
+            )
+    status = _proposed_status(merged, fact)
+    if status is not None and (
+        fresh or _txn_status_key(status, fact.at) > _txn_status_key(merged.status, merged.status_at)
+    ):
+        merged = replace(
+            merged,
+            status=status,
+            status_at=fact.at,
+            provider_status=fact.provider_status or merged.provider_status,
+            # The charge or Razorpay payment that decided the status is the one the row names.
+            stripe_charge_id=ref.stripe_charge_id or merged.stripe_charge_id,
+            razorpay_payment_id=ref.razorpay_payment_id or merged.razorpay_payment_id,
+            payment_method=fact.payment_method or merged.payment_method,
+        )
+    return merged
+
+
+def _proposed_status(merged: Transaction, fact: PaymentFact) -> TxnStatus | None:
+    if fact.status in (TxnStatus.REFUNDED, TxnStatus.PARTIALLY_REFUNDED):
+        # Refund events carry the cumulative amount refunded; judge against the payment's amount.
+        if merged.amount is not None and merged.amount_refunded < merged.amount:
+            return TxnStatus.PARTIALLY_REFUNDED
+        return TxnStatus.REFUNDED
+    return fact.status
+
+
+def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subscription:
+    ref = fact.ref
+    fresh = row is None
+    if row is None:
+        row = Subscription(
+            id=new_id(),
+            provider=ref.provider,
+            status=fact.status or SubStatus.PENDING,
+            status_at=fact.at,
+            stripe_subscription_id=ref.subscription_id if ref.provider is Provider.STRIPE else None,
+            razorpay_subscription_id=ref.subscription_id if ref.provider is Provider.RAZORPAY else None,
+        )
+    merged = replace(
+        row,
+        tenant_id=_first(row.tenant_id, fact.owner.tenant_id if fact.owner else None),
+        user_id=_first(row.user_id, fact.owner.user_id if fact.owner else None),
+        customer_email=_first(row.customer_email, fact.customer_email),
+        plan=_first(row.plan, fact.plan),
+    )
+    if fact.status is not None and (
+        fresh or _sub_status_key(fact.status, fact.at) > _sub_status_key(row.status, row.status_at)
+    ):
+        merged = replace(
+            merged,
+            status=fact.status,
+            status_at=fact.at,
+            provider_status=fact.provider_status,
+            plan=fact.plan or merged.plan,
+            current_period_start=fact.current_period_start,
+            current_period_end=fact.current_period_end,
+            cancelled_at=fact.cancelled_at,
+        )
+    return merged
+
+
+@dataclass
+class WorkingSet:
+    """The rows one batch of events reads and writes, with what changed."""
+
+    transactions: list[Transaction] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    changed_transactions: dict[str, Transaction] = field(default_factory=dict)
+    changed_subscriptions: dict[str, Subscription] = field(default_factory=dict)
+
+    def find_transaction(self, ref: TxnRef) -> Transaction | None:
+        found = next((t for t in self.transactions if t.matches(ref)), None)
+        if found is None:
+            found = next((t for t in self.transactions if t.adoptable_by(ref)), None)
+        return found
+
+    def find_subscription(self, ref: SubRef) -> Subscription | None:
+        return next((s for s in self.subscriptions if s.matches(ref)), None)
+
+    def put_transaction(self, row: Transaction) -> None:
+        self.transactions = [t for t in self.transactions if t.id != row.id] + [row]
+        self.changed_transactions[row.id] = row
+
+    def put_subscription(self, row: Subscription) -> None:
+        self.subscriptions = [s for s in self.subscriptions if s.id != row.id] + [row]
+        self.changed_subscriptions[row.id] = row

@@ -1,0 +1,171 @@
+"""What each Razorpay event type means for BoxCostPro's payments and subscriptions.
+
+A Razorpay event is `{"event": ..., "payload": {"payment": {"entity": {...}}, ...}, "created_at": ...}`.
+One order is one transaction: a failed attempt and a later successful one on the same order are the
+same purchase. Payments without an order (rare) are keyed by payment id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from billing.domain import fields as f
+from billing.domain.fields import InvalidEvent
+from billing.domain.model import (
+    Failure,
+    Owner,
+    PaymentFact,
+    Provider,
+    SubRef,
+    SubscriptionFact,
+    SubStatus,
+    TxnRef,
+    TxnStatus,
+)
+
+Facts = list[PaymentFact | SubscriptionFact]
+
+_PAYMENT_STATUS = {
+    "payment.authorized": TxnStatus.AUTHORIZED,
+    "payment.captured": TxnStatus.SUCCEEDED,
+    "payment.failed": TxnStatus.FAILED,
+    "order.paid": TxnStatus.SUCCEEDED,
+}
+
+_SUB_STATUS = {
+    "created": SubStatus.PENDING,
+    "authenticated": SubStatus.PENDING,
+    "active": SubStatus.ACTIVE,
+    "pending": SubStatus.PAST_DUE,
+    "halted": SubStatus.HALTED,
+    "paused": SubStatus.PAUSED,
+    "cancelled": SubStatus.CANCELLED,
+    "completed": SubStatus.COMPLETED,
+    "expired": SubStatus.EXPIRED,
+}
+
+SUBSCRIPTION_EVENTS = frozenset(
+    f"subscription.{s}"
+    for s in ("authenticated", "activated", "charged", "pending", "halted", "cancelled", "completed")
+)
+
+
+def _entity(payload: dict[str, Any], name: str, *, required: bool = True) -> dict[str, Any]:
+    wrapper = f.obj(payload, name, required=required)
+    return f.obj(wrapper, "entity", required=required)
+
+
+def _payment_ref(payment: dict[str, Any]) -> TxnRef:
+    return TxnRef(
+        provider=Provider.RAZORPAY,
+        razorpay_order_id=f.text(payment, "order_id"),
+        razorpay_payment_id=f.text(payment, "id", required=True),
+    )
+
+
+def _payment_fact(
+    status: TxnStatus,
+    payment: dict[str, Any],
+    at: datetime,
+    *,
+    owner: Owner | None = None,
+    subscription: SubRef | None = None,
+) -> PaymentFact:
+    failure = None
+    if status is TxnStatus.FAILED:
+        failure = Failure(
+            code=f.text(payment, "error_code") or "payment_failed",
+            message=f.text(payment, "error_description"),
+        )
+    return PaymentFact(
+        ref=_payment_ref(payment),
+        at=at,
+        status=status,
+        provider_status=f.text(payment, "status"),
+        owner=f.owner(payment.get("notes")) or owner,
+        amount=f.amount(payment, "amount", required=True),
+        currency=f.currency(payment),
+        paid_at=at if status is TxnStatus.SUCCEEDED else None,
+        failure=failure,
+        payment_method=f.text(payment, "method"),
+        customer_email=f.text(payment, "email"),
+        subscription=subscription,
+    )
+
+
+def _payment_event(event_type: str, payload: dict[str, Any], at: datetime) -> Facts:
+    payment = _entity(payload, "payment")
+    order = _entity(payload, "order", required=False)
+    return [_payment_fact(_PAYMENT_STATUS[event_type], payment, at, owner=f.owner(order.get("notes")))]
+
+
+def _refund_event(payload: dict[str, Any], at: datetime) -> Facts:
+    refund = _entity(payload, "refund")
+    payment = _entity(payload, "payment", required=False)
+    payment_id = f.text(refund, "payment_id", required=True)
+    # The payment entity's amount_refunded is cumulative; the refund alone is only this refund.
+    refunded = f.amount(payment, "amount_refunded") if payment else None
+    if refunded is None:
+        refunded = f.amount(refund, "amount", required=True)
+    return [
+        PaymentFact(
+            ref=TxnRef(
+                provider=Provider.RAZORPAY,
+                razorpay_order_id=f.text(payment, "order_id") if payment else None,
+                razorpay_payment_id=payment_id,
+            ),
+            at=at,
+            status=TxnStatus.REFUNDED,
+            provider_status=f"refund_{f.text(refund, 'status') or 'processed'}",
+            owner=f.owner(payment.get("notes"), refund.get("notes")),
+            amount=f.amount(payment, "amount") if payment else None,
+            currency=f.currency(refund) or (f.currency(payment) if payment else None),
+            amount_refunded=refunded,
+            refunded_at=f.timestamp(refund, "created_at") or at,
+        )
+    ]
+
+
+def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) -> Facts:
+    sub = _entity(payload, "subscription")
+    raw_status = f.text(sub, "status", required=True)
+    status = _SUB_STATUS.get(raw_status)
+    if status is None:
+        raise InvalidEvent(f"unknown subscription status {raw_status!r}")
+    ref = SubRef(Provider.RAZORPAY, f.text(sub, "id", required=True))
+    owner = f.owner(sub.get("notes"))
+    ended = None
+    if status in (SubStatus.CANCELLED, SubStatus.COMPLETED, SubStatus.EXPIRED):
+        ended = f.timestamp(sub, "ended_at") or at
+    facts: Facts = [
+        SubscriptionFact(
+            ref=ref,
+            at=at,
+            status=status,
+            provider_status=raw_status,
+            owner=owner,
+            plan=f.text(sub, "plan_id"),
+            current_period_start=f.timestamp(sub, "current_start"),
+            current_period_end=f.timestamp(sub, "current_end"),
+            cancelled_at=ended,
+        )
+    ]
+    if event_type == "subscription.charged":
+        payment = _entity(payload, "payment")
+        facts.append(_payment_fact(TxnStatus.SUCCEEDED, payment, at, owner=owner, subscription=ref))
+    return facts
+
+
+def interpret(event_type: str, event: dict[str, Any]) -> Facts | None:
+    """The facts a Razorpay event states, or None for a type billing does not act on."""
+    if event_type in _PAYMENT_STATUS:
+        handler = _payment_event
+    elif event_type == "refund.processed":
+        handler = lambda _t, payload, at: _refund_event(payload, at)  # noqa: E731
+    elif event_type in SUBSCRIPTION_EVENTS:
+        handler = _subscription_event
+    else:
+        return None
+    at = f.timestamp(event, "created_at", required=True)
+    return handler(event_type, f.obj(event, "payload"), at)

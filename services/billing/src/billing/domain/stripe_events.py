@@ -1,0 +1,269 @@
+"""What each Stripe event type means for BoxCostPro's payments and subscriptions.
+
+Event names are Stripe's real ones (`payment_intent.payment_failed`, not `payment_intent.failed`).
+Objects are read as Stripe documents them, tolerating both the classic shapes and the 2025 ones
+(invoice subscription under `parent.subscription_details`, periods on subscription items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from billing.domain import fields as f
+from billing.domain.fields import InvalidEvent
+from billing.domain.model import (
+    Failure,
+    PaymentFact,
+    Provider,
+    SubRef,
+    SubscriptionFact,
+    SubStatus,
+    TxnRef,
+    TxnStatus,
+)
+
+Facts = list[PaymentFact | SubscriptionFact]
+
+_PI_STATUS = {
+    "payment_intent.succeeded": TxnStatus.SUCCEEDED,
+    "payment_intent.payment_failed": TxnStatus.FAILED,
+    "payment_intent.canceled": TxnStatus.CANCELLED,
+    "payment_intent.processing": TxnStatus.PROCESSING,
+    "payment_intent.requires_action": TxnStatus.REQUIRES_ACTION,
+}
+
+_SUB_STATUS = {
+    "incomplete": SubStatus.PENDING,
+    "trialing": SubStatus.TRIALING,
+    "active": SubStatus.ACTIVE,
+    "past_due": SubStatus.PAST_DUE,
+    "unpaid": SubStatus.UNPAID,
+    "paused": SubStatus.PAUSED,
+    "canceled": SubStatus.CANCELLED,
+    "incomplete_expired": SubStatus.EXPIRED,
+}
+
+
+def _ref(pi: str | None, *, invoice: str | None = None, charge: str | None = None) -> TxnRef:
+    if not (pi or invoice or charge):
+        raise InvalidEvent("the event names no payment intent, invoice or charge")
+    return TxnRef(
+        provider=Provider.STRIPE,
+        stripe_payment_intent_id=pi,
+        stripe_invoice_id=invoice,
+        stripe_charge_id=charge,
+    )
+
+
+def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
+    status = _PI_STATUS[event_type]
+    error = f.obj(pi, "last_payment_error", required=False)
+    failure = None
+    if status is TxnStatus.FAILED:
+        failure = Failure(
+            code=f.text(error, "decline_code") or f.text(error, "code") or "payment_failed",
+            message=f.text(error, "message"),
+        )
+    return [
+        PaymentFact(
+            ref=_ref(f.text(pi, "id", required=True), invoice=f.text(pi, "invoice")),
+            at=at,
+            status=status,
+            provider_status=f.text(pi, "status") or event_type.split(".", 1)[1],
+            owner=f.owner(pi.get("metadata")),
+            amount=f.amount(pi, "amount", required=True),
+            currency=f.currency(pi),
+            paid_at=at if status is TxnStatus.SUCCEEDED else None,
+            failure=failure,
+            payment_method=_first_method(pi),
+            customer_email=f.text(pi, "receipt_email"),
+        )
+    ]
+
+
+def _first_method(pi: dict[str, Any]) -> str | None:
+    types = pi.get("payment_method_types")
+    if isinstance(types, list) and types and isinstance(types[0], str):
+        return types[0]
+    return None
+
+
+def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
+    charge_id = f.text(charge, "id", required=True)
+    billing = f.obj(charge, "billing_details", required=False)
+    details = f.obj(charge, "payment_method_details", required=False)
+    common = dict(
+        ref=_ref(f.text(charge, "payment_intent"), charge=charge_id),
+        at=at,
+        owner=f.owner(charge.get("metadata")),
+        amount=f.amount(charge, "amount", required=True),
+        currency=f.currency(charge),
+        receipt_url=f.text(charge, "receipt_url"),
+        payment_method=f.text(details, "type"),
+        customer_email=f.text(charge, "receipt_email") or f.text(billing, "email"),
+    )
+    if event_type == "charge.succeeded":
+        return [PaymentFact(**common, status=TxnStatus.SUCCEEDED, provider_status="succeeded", paid_at=at)]
+    if event_type == "charge.failed":
+        failure = Failure(f.text(charge, "failure_code") or "charge_failed", f.text(charge, "failure_message"))
+        return [PaymentFact(**common, status=TxnStatus.FAILED, provider_status="failed", failure=failure)]
+    # charge.refunded: amount_refunded is cumulative over every refund of the charge.
+    refunded = f.amount(charge, "amount_refunded", required=True)
+    refunds = f.obj(charge, "refunds", required=False).get("data")
+    refunded_at = at
+    if isinstance(refunds, list) and refunds and isinstance(refunds[0], dict):
+        refunded_at = f.timestamp(refunds[0], "created") or at
+    return [
+        PaymentFact(
+            **common,
+            status=TxnStatus.REFUNDED,
+            provider_status="refunded" if charge.get("refunded") else "partially_refunded",
+            amount_refunded=refunded,
+            refunded_at=refunded_at,
+        )
+    ]
+
+
+def _dispute(dispute: dict[str, Any], at: datetime) -> Facts:
+    return [
+        PaymentFact(
+            ref=_ref(f.text(dispute, "payment_intent"), charge=f.text(dispute, "charge")),
+            at=at,
+            status=TxnStatus.DISPUTED,
+            provider_status=f"dispute_{f.text(dispute, 'status') or 'created'}",
+            currency=f.currency(dispute),
+            disputed_at=f.timestamp(dispute, "created") or at,
+        )
+    ]
+
+
+def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    details = f.obj(invoice, "subscription_details", required=False)
+    parent = f.obj(f.obj(invoice, "parent", required=False), "subscription_details", required=False)
+    sub_id = f.text(invoice, "subscription") or f.text(parent, "subscription")
+    metadata = details.get("metadata") or parent.get("metadata") or {}
+    return sub_id, metadata if isinstance(metadata, dict) else {}
+
+
+def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
+    sub_id, sub_metadata = _invoice_subscription(invoice)
+    invoice_id = f.text(invoice, "id", required=True)
+    common = dict(
+        ref=_ref(f.text(invoice, "payment_intent"), invoice=invoice_id),
+        at=at,
+        owner=f.owner(invoice.get("metadata"), sub_metadata),
+        currency=f.currency(invoice),
+        customer_email=f.text(invoice, "customer_email"),
+        receipt_url=f.text(invoice, "hosted_invoice_url"),
+        subscription=SubRef(Provider.STRIPE, sub_id) if sub_id else None,
+    )
+    if event_type == "invoice.payment_failed":
+        return [
+            PaymentFact(
+                **common,
+                amount=f.amount(invoice, "amount_due", required=True),
+                status=TxnStatus.FAILED,
+                provider_status="invoice_payment_failed",
+                failure=Failure("invoice_payment_failed", None),
+            )
+        ]
+    transitions = f.obj(invoice, "status_transitions", required=False)
+    return [
+        PaymentFact(
+            **common,
+            amount=f.amount(invoice, "amount_paid", required=True),
+            status=TxnStatus.SUCCEEDED,
+            provider_status="invoice_paid",
+            paid_at=f.timestamp(transitions, "paid_at") or at,
+        )
+    ]
+
+
+def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
+    raw_status = f.text(sub, "status", required=True)
+    if event_type == "customer.subscription.deleted":
+        raw_status = "canceled"
+    status = _SUB_STATUS.get(raw_status)
+    if status is None:
+        raise InvalidEvent(f"unknown subscription status {raw_status!r}")
+    items = f.obj(sub, "items", required=False).get("data")
+    item = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+    price = f.obj(item, "price", required=False) or f.obj(sub, "plan", required=False)
+    ended = None
+    if status is SubStatus.CANCELLED:
+        ended = f.timestamp(sub, "canceled_at") or f.timestamp(sub, "ended_at") or at
+    return [
+        SubscriptionFact(
+            ref=SubRef(Provider.STRIPE, f.text(sub, "id", required=True)),
+            at=at,
+            status=status,
+            provider_status=raw_status,
+            owner=f.owner(sub.get("metadata")),
+            plan=f.text(price, "lookup_key") or f.text(price, "nickname") or f.text(price, "id"),
+            current_period_start=f.timestamp(sub, "current_period_start")
+            or f.timestamp(item, "current_period_start"),
+            current_period_end=f.timestamp(sub, "current_period_end")
+            or f.timestamp(item, "current_period_end"),
+            cancelled_at=ended,
+        )
+    ]
+
+
+def _checkout_session(session: dict[str, Any], at: datetime) -> Facts:
+    details = f.obj(session, "customer_details", required=False)
+    email = f.text(details, "email") or f.text(session, "customer_email")
+    owner = f.owner(session.get("metadata"))
+    mode = f.text(session, "mode")
+    if mode == "subscription":
+        sub_id = f.text(session, "subscription")
+        if not sub_id:
+            return []
+        # Links the subscription to its tenant; its state comes from customer.subscription.* events.
+        return [SubscriptionFact(ref=SubRef(Provider.STRIPE, sub_id), at=at, owner=owner, customer_email=email)]
+    pi = f.text(session, "payment_intent")
+    if mode != "payment" or not pi:
+        return []
+    paid = f.text(session, "payment_status") == "paid"
+    return [
+        PaymentFact(
+            ref=_ref(pi),
+            at=at,
+            status=TxnStatus.SUCCEEDED if paid else TxnStatus.PENDING,
+            provider_status=f"checkout_{f.text(session, 'payment_status') or 'unknown'}",
+            owner=owner,
+            amount=f.amount(session, "amount_total"),
+            currency=f.currency(session),
+            paid_at=at if paid else None,
+            customer_email=email,
+        )
+    ]
+
+
+def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
+    table: dict[str, Callable[[str, dict[str, Any], datetime], Facts]] = {}
+    for name in _PI_STATUS:
+        table[name] = _payment_intent
+    for name in ("charge.succeeded", "charge.failed", "charge.refunded"):
+        table[name] = _charge
+    table["charge.dispute.created"] = lambda _t, obj, at: _dispute(obj, at)
+    for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed"):
+        table[name] = _invoice
+    for suffix in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"):
+        table[f"customer.subscription.{suffix}"] = _subscription
+    table["checkout.session.completed"] = lambda _t, obj, at: _checkout_session(obj, at)
+    return table
+
+
+HANDLERS = _handlers()
+
+
+def interpret(event_type: str, event: dict[str, Any]) -> Facts | None:
+    """The facts a Stripe event states, or None for a type billing does not act on."""
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return None
+    at = f.timestamp(event, "created", required=True)
+    data_object = f.obj(f.obj(event, "data"), "object")
+    return handler(event_type, data_object, at)

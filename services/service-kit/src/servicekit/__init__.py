@@ -1,0 +1,1 @@
+"""Runtime pieces every BoxCostPro payment service shares. Knows nothing of payments, email or SQL."""

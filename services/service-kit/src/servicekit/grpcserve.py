@@ -1,0 +1,87 @@
+"""Serving a grpc.aio server: request ids from metadata, health, and graceful SIGTERM handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class RequestIdInterceptor(grpc.aio.ServerInterceptor):
+    """Puts the caller's `x-request-id` (or a new one) in the logging context of each unary RPC."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        request_id = next(
+            (v for k, v in handler_call_details.invocation_metadata or () if k == REQUEST_ID_HEADER),
+            "",
+        ) or new_request_id()
+        inner = handler.unary_unary
+
+        async def behaviour(request, context):
+            token = request_id_var.set(request_id)
+            try:
+                return await inner(request, context)
+            finally:
+                request_id_var.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def new_server(max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[RequestIdInterceptor()],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+
+
+def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
+
+
+async def serve_until_signalled(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    service_names: Sequence[str],
+    grace_seconds: float,
+    on_draining: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Start, report SERVING, wait for SIGTERM/SIGINT, then drain within the grace period.
+
+    Draining: health goes NOT_SERVING first (so probes and load balancers stop sending), then the
+    server stops accepting RPCs and lets in-flight ones finish for up to `grace_seconds`.
+    """
+    await server.start()
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutdown requested; draining", extra={"fields": {"grace_seconds": grace_seconds}})
+    await health_servicer.enter_graceful_shutdown()
+    if on_draining is not None:
+        await on_draining()
+    await server.stop(grace_seconds)
+    log.info("stopped")

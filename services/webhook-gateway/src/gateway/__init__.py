@@ -1,0 +1,1 @@
+"""BoxCostPro webhook gateway: the authenticated edge for payment provider webhooks."""

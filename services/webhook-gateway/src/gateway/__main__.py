@@ -1,0 +1,44 @@
+"""Gateway entry point: read settings, configure logging, run the aiohttp app until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import uvloop
+from aiohttp import web
+from servicekit.env import ConfigError
+from servicekit.logs import configure_logging
+
+from gateway.config import Settings
+from gateway.web.app import create_app
+
+log = logging.getLogger("gateway")
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"webhook-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("webhook-gateway", settings.log_level)
+    log.info("webhook gateway listening", extra={"fields": {"host": settings.host, "port": settings.port,
+                                                            "billing_addr": settings.billing_addr}})
+    # run_app stops accepting on SIGTERM, lets in-flight webhooks finish for shutdown_timeout, then
+    # runs the cleanup contexts (closing the billing channel) in reverse order.
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

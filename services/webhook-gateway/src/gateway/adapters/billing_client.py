@@ -1,0 +1,160 @@
+"""Billing over gRPC, with concurrent webhooks sharing one IngestEvents call.
+
+Requests that arrive while earlier calls are in flight wait together and go as one batch: under light
+load every event goes alone at once, under a burst the batches grow and billing commits many events
+with one fsync. Each caller still gets its own event's result, and only after billing answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult, Provider
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {Provider.STRIPE: billing_pb2.PROVIDER_STRIPE, Provider.RAZORPAY: billing_pb2.PROVIDER_RAZORPAY}
+_STATUSES = {
+    billing_pb2.INGEST_STATUS_PROCESSED: "processed",
+    billing_pb2.INGEST_STATUS_DUPLICATE: "duplicate",
+    billing_pb2.INGEST_STATUS_IGNORED: "ignored",
+    billing_pb2.INGEST_STATUS_FAILED: "failed",
+}
+
+
+def _to_pb(event: AuthenticatedEvent) -> billing_pb2.WebhookEvent:
+    received = Timestamp()
+    received.FromDatetime(event.received_at)
+    return billing_pb2.WebhookEvent(
+        provider=_PROVIDERS[event.provider],
+        event_id=event.event_id,
+        event_type=event.event_type,
+        payload=event.payload,
+        received_at=received,
+        request_id=event.request_id,
+    )
+
+
+def _from_pb(result: billing_pb2.IngestResult) -> ProcessingResult:
+    status = _STATUSES.get(result.status)
+    if status is None:
+        raise BillingUnavailable(f"billing answered an unknown status {result.status}")
+    return ProcessingResult(
+        status=status,
+        error=result.error or None,
+        transaction_ids=tuple(result.transaction_ids),
+        subscription_ids=tuple(result.subscription_ids),
+    )
+
+
+@dataclass
+class _Waiting:
+    event: billing_pb2.WebhookEvent
+    future: asyncio.Future[ProcessingResult]
+
+
+class BatchingBillingClient:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout_seconds: float,
+        max_batch: int = 256,
+        max_in_flight: int = 4,
+    ) -> None:
+        self._channel = channel
+        self._stub = billing_pb2_grpc.BillingServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
+        self._timeout = timeout_seconds
+        self._max_batch = max_batch
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._waiting: list[_Waiting] = []
+        self._wake = asyncio.Event()
+        self._sends: set[asyncio.Task[None]] = set()
+        self._pump = asyncio.get_running_loop().create_task(self._run())
+
+    async def ingest(self, event: AuthenticatedEvent) -> ProcessingResult:
+        future: asyncio.Future[ProcessingResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(_to_pb(event), future))
+        self._wake.set()
+        # Shielded: if the provider hangs up, the event still goes to billing and is committed.
+        return await asyncio.shield(future)
+
+    async def is_serving(self, timeout_seconds: float = 1.0) -> bool:
+        try:
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service="boxcost.billing.v1.BillingService"),
+                timeout=timeout_seconds,
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await self._slots.acquire()
+            batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+            if not self._waiting:
+                self._wake.clear()
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        try:
+            reply = await self._stub.IngestEvents(
+                billing_pb2.IngestEventsRequest(events=[w.event for w in batch]),
+                timeout=self._timeout,
+                metadata=(("x-request-id", batch[0].event.request_id),),
+            )
+            if len(reply.results) != len(batch):
+                raise BillingUnavailable("billing answered a different number of results")
+            for waiting, result in zip(batch, reply.results, strict=True):
+                if not waiting.future.done():
+                    waiting.future.set_result(_from_pb(result))
+        except (grpc.aio.AioRpcError, BillingUnavailable) as exc:
+            detail = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            log.warning("billing did not confirm a batch", extra={"fields": {"events": len(batch), "error": detail}})
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(BillingUnavailable(detail))
+        except BaseException as exc:
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(BillingUnavailable(repr(exc)))
+            raise
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        """Finish the calls in flight, then close the channel."""
+        while self._waiting or self._sends:
+            if self._sends:
+                await asyncio.gather(*self._sends, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)
+        self._pump.cancel()
+        await asyncio.gather(self._pump, return_exceptions=True)
+        await self._channel.close()
+
+
+def open_channel(addr: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        addr,
+        options=[
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )

@@ -1,0 +1,41 @@
+"""Gateway settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from servicekit.env import ConfigError, Secret, env_float, env_int, env_secrets, env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int
+    host: str
+    billing_addr: str
+    stripe_webhook_secrets: tuple[Secret, ...]
+    razorpay_webhook_secrets: tuple[Secret, ...]
+    tolerance_seconds: int
+    max_body_bytes: int
+    billing_timeout_seconds: float
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        settings = cls(
+            port=env_int(environ, "GATEWAY_PORT", 8000),
+            host=env_str(environ, "GATEWAY_HOST", "0.0.0.0"),
+            billing_addr=env_str(environ, "BILLING_ADDR", "127.0.0.1:50051"),
+            stripe_webhook_secrets=env_secrets(environ, "STRIPE_WEBHOOK_SECRET"),
+            razorpay_webhook_secrets=env_secrets(environ, "RAZORPAY_WEBHOOK_SECRET"),
+            tolerance_seconds=env_int(environ, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
+            # Stripe's largest events are a few hundred KiB; 1 MiB leaves room and bounds abuse.
+            max_body_bytes=env_int(environ, "WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            billing_timeout_seconds=env_float(environ, "BILLING_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
+            log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+        )
+        if not settings.stripe_webhook_secrets and not settings.razorpay_webhook_secrets:
+            raise ConfigError("set STRIPE_WEBHOOK_SECRET and/or RAZORPAY_WEBHOOK_SECRET")
+        return settings

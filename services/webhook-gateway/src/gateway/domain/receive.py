@@ -1,0 +1,100 @@
+"""Use case: authenticate a provider's webhook and hand it to billing, answering only once committed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Protocol
+
+from gateway.domain.envelope import Envelope, InvalidEvent, parse_razorpay, parse_stripe
+from gateway.domain.signatures import SignatureError, verify_razorpay, verify_stripe
+
+__all__ = ["InvalidEvent", "SignatureError"]
+
+
+class Provider(str, Enum):
+    STRIPE = "stripe"
+    RAZORPAY = "razorpay"
+
+
+@dataclass(frozen=True)
+class AuthenticatedEvent:
+    provider: Provider
+    event_id: str
+    event_type: str
+    payload: bytes
+    received_at: datetime
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ProcessingResult:
+    status: str  # processed | duplicate | ignored | failed
+    error: str | None = None
+    transaction_ids: tuple[str, ...] = ()
+    subscription_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    envelope: Envelope
+    result: ProcessingResult
+
+
+class BillingUnavailable(Exception):
+    """Billing did not confirm the event as committed; the provider must retry."""
+
+
+class BillingPort(Protocol):
+    async def ingest(self, event: AuthenticatedEvent) -> ProcessingResult: ...
+
+    async def is_serving(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class WebhookSecrets:
+    stripe: Sequence[str] = field(default_factory=tuple)
+    razorpay: Sequence[str] = field(default_factory=tuple)
+
+
+class ProviderNotConfigured(Exception):
+    """No webhook secret is configured for this provider, so nothing from it can be authenticated."""
+
+
+class ReceiveWebhook:
+    def __init__(
+        self,
+        billing: BillingPort,
+        secrets: WebhookSecrets,
+        *,
+        tolerance_seconds: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._billing = billing
+        self._secrets = secrets
+        self._tolerance = tolerance_seconds
+        self._clock = clock
+
+    async def execute(
+        self, provider: Provider, headers: Mapping[str, str], body: bytes, request_id: str
+    ) -> Receipt:
+        now = self._clock()
+        if provider is Provider.STRIPE:
+            if not self._secrets.stripe:
+                raise ProviderNotConfigured("stripe")
+            verify_stripe(
+                headers.get("Stripe-Signature"), body, self._secrets.stripe,
+                now=now.timestamp(), tolerance=self._tolerance,
+            )
+            envelope = parse_stripe(body)
+        else:
+            if not self._secrets.razorpay:
+                raise ProviderNotConfigured("razorpay")
+            verify_razorpay(headers.get("X-Razorpay-Signature"), body, self._secrets.razorpay)
+            envelope = parse_razorpay(body, headers.get("X-Razorpay-Event-Id"))
+        result = await self._billing.ingest(
+            AuthenticatedEvent(provider, envelope.event_id, envelope.event_type, body, now, request_id)
+        )
+        return Receipt(envelope, result)

@@ -1,0 +1,190 @@
+"""aiohttp transport: decode the request, call ReceiveWebhook, map the receipt or error to a response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+
+from gateway.adapters.billing_client import BatchingBillingClient, open_channel
+from gateway.config import Settings
+from gateway.domain.receive import (
+    BillingPort,
+    BillingUnavailable,
+    InvalidEvent,
+    Provider,
+    ProviderNotConfigured,
+    Receipt,
+    ReceiveWebhook,
+    SignatureError,
+    WebhookSecrets,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReadinessProbe:
+    """Whether the gateway should receive traffic: billing reachable and not shutting down."""
+
+    def __init__(self, billing_serving: Callable[[], Awaitable[bool]]) -> None:
+        self._billing_serving = billing_serving
+        self.shutting_down = False
+
+    async def billing_reachable(self) -> bool:
+        return await self._billing_serving()
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    retry_after_seconds: int = 5
+
+
+RECEIVE = web.AppKey("receive", ReceiveWebhook)
+READINESS = web.AppKey("readiness", ReadinessProbe)
+LIMITS = web.AppKey("limits", Limits)
+
+# Error -> (HTTP status, error code). Unknown exceptions are defects: 500, logged, generic body.
+_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (SignatureError, 400, "invalid_signature"),
+    (InvalidEvent, 400, "invalid_event"),
+    (ProviderNotConfigured, 404, "provider_not_configured"),
+    (BillingUnavailable, 503, "billing_unavailable"),
+]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def _receipt_body(receipt: Receipt) -> dict:
+    result = receipt.result
+    processing = {
+        "status": result.status,
+        "transaction_ids": list(result.transaction_ids),
+        "subscription_ids": list(result.subscription_ids),
+    }
+    if result.error:
+        processing["error"] = result.error
+    return {
+        "received": True,
+        "event_id": receipt.envelope.event_id,
+        "event_type": receipt.envelope.event_type,
+        "processing_result": processing,
+    }
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = request.app[LIMITS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    return await request.read()
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    provider = Provider(request.match_info["provider"])
+    limits = request.app[LIMITS]
+    try:
+        body = await _read_body(request)
+        receipt = await request.app[RECEIVE].execute(provider, request.headers, body, request_id_var.get())
+    except tuple(t for t, _, _ in _ERRORS) as exc:
+        status, code = next((s, c) for t, s, c in _ERRORS if isinstance(exc, t))
+        log.info("webhook refused", extra={"fields": {"provider": provider.value, "code": code, "reason": str(exc)}})
+        headers = {"Retry-After": str(limits.retry_after_seconds)} if status == 503 else None
+        message = "billing is unavailable; retry later" if status == 503 else str(exc)
+        return _error(status, code, message, headers)
+    result = receipt.result
+    log.info(
+        "webhook accepted",
+        extra={"fields": {"provider": provider.value, "event_id": receipt.envelope.event_id,
+                          "event_type": receipt.envelope.event_type, "status": result.status}},
+    )
+    return web.json_response(_receipt_body(receipt))
+
+
+async def health(request: web.Request) -> web.Response:
+    """Kept for existing BoxCostPro clients, which expect {"status": "healthy"}."""
+    reachable = await request.app[READINESS].billing_reachable()
+    body = {"status": "healthy" if reachable else "unhealthy", "service": "webhook-gateway",
+            "billing": "reachable" if reachable else "unreachable"}
+    return web.json_response(body, status=200 if reachable else 503)
+
+
+async def livez(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    readiness = request.app[READINESS]
+    if readiness.shutting_down:
+        return web.json_response({"status": "shutting_down"}, status=503)
+    if not await readiness.billing_reachable():
+        return web.json_response({"status": "billing_unreachable"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+@web.middleware
+async def request_context(request: web.Request, handler):
+    """Request id (the caller's, or a new one) for logs and billing; JSON for every HTTP error."""
+    request_id = request.headers.get(REQUEST_ID_HEADER, "")[:64] or new_request_id()
+    token = request_id_var.set(request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        response = _error(413, "body_too_large", f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
+        del exc
+    except web.HTTPMethodNotAllowed as exc:
+        response = _error(405, "method_not_allowed", f"use {', '.join(sorted(exc.allowed_methods))}",
+                          headers={"Allow": ",".join(sorted(exc.allowed_methods))})
+    except web.HTTPNotFound:
+        response = _error(404, "not_found", "no such endpoint")
+    except web.HTTPException as exc:
+        response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unhandled error")
+        response = _error(500, "internal", "internal error")
+    finally:
+        request_id_var.reset(token)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[READINESS].shutting_down = True
+
+
+def create_app(
+    settings: Settings,
+    billing: BillingPort | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> web.Application:
+    """The gateway application; tests pass a fake `billing`, production gets the gRPC client."""
+    # client_max_size also guards chunked bodies that send no Content-Length.
+    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes)
+
+    async def billing_context(app: web.Application) -> AsyncIterator[None]:
+        client = billing or BatchingBillingClient(
+            open_channel(settings.billing_addr), timeout_seconds=settings.billing_timeout_seconds
+        )
+        secrets = WebhookSecrets(
+            stripe=tuple(s.value for s in settings.stripe_webhook_secrets),
+            razorpay=tuple(s.value for s in settings.razorpay_webhook_secrets),
+        )
+        app[RECEIVE] = ReceiveWebhook(client, secrets, tolerance_seconds=settings.tolerance_seconds, clock=clock)
+        app[READINESS] = ReadinessProbe(client.is_serving)
+        yield
+        if billing is None:
+            await client.close()
+
+    app.cleanup_ctx.append(billing_context)
+    app.router.add_post(r"/webhooks/{provider:stripe|razorpay}", receive_webhook)
+    app.router.add_get("/webhooks/health", health)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.on_shutdown.append(_mark_shutting_down)
+    return app

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real, throwaway PostgreSQL for the whole session, a fresh database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from billing.adapters.migrations import migrate
+from devstack.localpg import LocalPostgres
+from devstack.stack import free_port
+
+TEMPLATE_DB = "billing_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """TEST_DATABASE_ADMIN_URL when given (a server we may create databases on), else our own server."""
+    given = os.environ.get("TEST_DATABASE_ADMIN_URL")
+    if given:
+        yield given
+        return
+    pg = LocalPostgres(Path(tmp_path_factory.mktemp("pg")) / "data", free_port(), durable=False)
+    pg.start()
+    try:
+        yield pg.url()
+    finally:
+        pg.stop()
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_admin_url: str) -> str:
+    async def build() -> None:
+        conn = await asyncpg.connect(postgres_admin_url)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        finally:
+            await conn.close()
+        await migrate(_with_database(postgres_admin_url, TEMPLATE_DB))
+
+    asyncio.run(build())
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def database_url(postgres_admin_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {migrated_template}")
+    finally:
+        await conn.close()
+    yield _with_database(postgres_admin_url, name)
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's database, for reading what the system wrote."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()

@@ -1,0 +1,1 @@
+"""Local development stack for BoxCostPro payments (not shipped in the service images)."""

@@ -1,0 +1,1 @@
+"""Local trigger tool for Stripe and Razorpay webhooks."""

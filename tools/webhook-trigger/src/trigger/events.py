@@ -1,0 +1,267 @@
+"""Realistic Stripe and Razorpay events, shaped as the providers send them.
+
+A `StripeScenario` / `RazorpayScenario` holds the ids of one customer's payment and subscription, so the
+events it builds refer to each other as real ones do (a refund names its charge and payment intent).
+Each call to `event(type)` advances the scenario's clock by a second, so a flow's events carry
+increasing `created` times even when delivered shuffled.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+STRIPE_API_VERSION = "2024-06-20"
+
+
+def _id(prefix: str, length: int = 24) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+@dataclass
+class _Clock:
+    now: int = field(default_factory=lambda: int(time.time()) - 3600)
+
+    def tick(self) -> int:
+        self.now += 1
+        return self.now
+
+
+@dataclass
+class StripeScenario:
+    tenant_id: str = "tenant_1"
+    user_id: str = "user_1"
+    amount: int = 4999
+    currency: str = "usd"
+    email: str = "buyer@example.com"
+    clock: _Clock = field(default_factory=_Clock)
+    pi: str = field(default_factory=lambda: _id("pi_"))
+    charge: str = field(default_factory=lambda: _id("ch_"))
+    sub: str = field(default_factory=lambda: _id("sub_"))
+    invoice: str = field(default_factory=lambda: _id("in_"))
+    invoice_pi: str = field(default_factory=lambda: _id("pi_"))
+    renewal_invoice: str = field(default_factory=lambda: _id("in_"))
+    renewal_pi: str = field(default_factory=lambda: _id("pi_"))
+    customer: str = field(default_factory=lambda: _id("cus_", 14))
+    refunded: int = 0
+
+    TYPES = (
+        "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
+        "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.failed",
+        "charge.refunded", "charge.dispute.created", "checkout.session.completed",
+        "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
+        "customer.subscription.resumed", "customer.subscription.trial_will_end",
+        "customer.subscription.deleted", "invoice.payment_succeeded", "invoice.paid",
+        "invoice.payment_failed",
+    )
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"tenant_id": self.tenant_id, "user_id": self.user_id}
+
+    def envelope(self, event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": _id("evt_"),
+            "object": "event",
+            "api_version": STRIPE_API_VERSION,
+            "created": self.clock.tick(),
+            "data": {"object": obj},
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": _id("req_", 14), "idempotency_key": None},
+            "type": event_type,
+        }
+
+    def payment_intent(self, status: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.pi, "object": "payment_intent", "amount": self.amount,
+            "amount_received": self.amount if status == "succeeded" else 0, "currency": self.currency,
+            "customer": self.customer, "status": status, "metadata": self.metadata,
+            "latest_charge": self.charge if status == "succeeded" else None,
+            "last_payment_error": None, "payment_method_types": ["card"],
+            "receipt_email": self.email, "created": self.clock.now, "livemode": False, **extra,
+        }
+
+    def charge_object(self, status: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.charge, "object": "charge", "amount": self.amount,
+            "amount_captured": self.amount if status == "succeeded" else 0,
+            "amount_refunded": self.refunded, "currency": self.currency, "customer": self.customer,
+            "payment_intent": self.pi, "paid": status == "succeeded", "status": status,
+            "refunded": self.refunded >= self.amount, "metadata": self.metadata,
+            "billing_details": {"email": self.email, "name": "Asha Rao"},
+            "payment_method_details": {"type": "card", "card": {"brand": "visa", "last4": "4242"}},
+            "receipt_email": self.email,
+            "receipt_url": f"https://pay.stripe.com/receipts/payment/{self.charge}",
+            "failure_code": None, "failure_message": None, "created": self.clock.now, **extra,
+        }
+
+    def subscription(self, status: str, **extra: Any) -> dict[str, Any]:
+        start = self.clock.now
+        return {
+            "id": self.sub, "object": "subscription", "customer": self.customer, "status": status,
+            "metadata": self.metadata, "cancel_at_period_end": False, "canceled_at": None,
+            "current_period_start": start, "current_period_end": start + 30 * 86400,
+            "items": {"object": "list", "data": [{
+                "id": _id("si_", 14), "object": "subscription_item",
+                "price": {"id": "price_pro_monthly", "object": "price", "lookup_key": "pro_monthly",
+                          "nickname": "Pro monthly", "unit_amount": self.amount, "currency": self.currency},
+                "current_period_start": start, "current_period_end": start + 30 * 86400,
+            }]},
+            "created": start, **extra,
+        }
+
+    def invoice_object(self, paid: bool) -> dict[str, Any]:
+        # The first invoice is paid; a failed payment is the next period's (renewal) invoice.
+        invoice, pi = (self.invoice, self.invoice_pi) if paid else (self.renewal_invoice, self.renewal_pi)
+        return {
+            "id": invoice, "object": "invoice", "customer": self.customer,
+            "customer_email": self.email, "subscription": self.sub, "payment_intent": pi,
+            "amount_due": self.amount, "amount_paid": self.amount if paid else 0, "currency": self.currency,
+            "status": "paid" if paid else "open", "metadata": {},
+            "subscription_details": {"metadata": self.metadata},
+            "status_transitions": {"paid_at": self.clock.now if paid else None},
+            "hosted_invoice_url": f"https://invoice.stripe.com/i/{invoice}",
+        }
+
+    def event(self, event_type: str) -> dict[str, Any]:
+        kind, _, action = event_type.rpartition(".")
+        if kind == "payment_intent":
+            status = {"requires_action": "requires_action", "processing": "processing",
+                      "payment_failed": "requires_payment_method", "succeeded": "succeeded",
+                      "canceled": "canceled"}[action]
+            extra: dict[str, Any] = {}
+            if action == "payment_failed":
+                extra["last_payment_error"] = {"type": "card_error", "code": "card_declined",
+                                               "decline_code": "insufficient_funds",
+                                               "message": "Your card has insufficient funds."}
+            return self.envelope(event_type, self.payment_intent(status, **extra))
+        if event_type == "charge.succeeded":
+            return self.envelope(event_type, self.charge_object("succeeded"))
+        if event_type == "charge.failed":
+            return self.envelope(event_type, self.charge_object(
+                "failed", failure_code="card_declined", failure_message="Your card was declined."))
+        if event_type == "charge.refunded":
+            # Each refund trigger refunds 20% more; the charge shows the cumulative amount.
+            self.refunded = min(self.amount, self.refunded + self.amount // 5)
+            refund = {"id": _id("re_"), "object": "refund", "amount": self.amount // 5,
+                      "charge": self.charge, "created": self.clock.now + 1, "status": "succeeded"}
+            return self.envelope(event_type, self.charge_object(
+                "succeeded", refunds={"object": "list", "data": [refund]}))
+        if event_type == "charge.dispute.created":
+            return self.envelope(event_type, {
+                "id": _id("dp_"), "object": "dispute", "amount": self.amount, "currency": self.currency,
+                "charge": self.charge, "payment_intent": self.pi, "reason": "fraudulent",
+                "status": "needs_response", "created": self.clock.now + 1})
+        if event_type == "checkout.session.completed":
+            return self.envelope(event_type, {
+                "id": _id("cs_test_"), "object": "checkout.session", "mode": "subscription",
+                "subscription": self.sub, "payment_intent": None, "customer": self.customer,
+                "amount_total": self.amount, "currency": self.currency, "payment_status": "paid",
+                "status": "complete", "metadata": self.metadata, "client_reference_id": self.user_id,
+                "customer_details": {"email": self.email, "name": "Asha Rao"}})
+        if kind == "customer.subscription":
+            status = {"created": "active", "updated": "active", "resumed": "active",
+                      "trial_will_end": "trialing", "paused": "paused", "deleted": "canceled"}[action]
+            extra = {"canceled_at": self.clock.now, "ended_at": self.clock.now} if action == "deleted" else {}
+            return self.envelope(event_type, self.subscription(status, **extra))
+        if kind == "invoice":
+            return self.envelope(event_type, self.invoice_object(paid=action != "payment_failed"))
+        raise ValueError(f"unknown Stripe event type {event_type!r}")
+
+    def past_due(self) -> dict[str, Any]:
+        return self.envelope("customer.subscription.updated", self.subscription("past_due"))
+
+
+@dataclass
+class RazorpayScenario:
+    tenant_id: str = "tenant_1"
+    user_id: str = "user_1"
+    amount: int = 125000
+    currency: str = "INR"
+    email: str = "buyer@example.in"
+    clock: _Clock = field(default_factory=_Clock)
+    order: str = field(default_factory=lambda: _id("order_", 14))
+    payment: str = field(default_factory=lambda: _id("pay_", 14))
+    failed_payment: str = field(default_factory=lambda: _id("pay_", 14))
+    sub: str = field(default_factory=lambda: _id("sub_", 14))
+    sub_payment: str = field(default_factory=lambda: _id("pay_", 14))
+    refunded: int = 0
+
+    TYPES = (
+        "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed",
+        "subscription.authenticated", "subscription.activated", "subscription.charged",
+        "subscription.pending", "subscription.halted", "subscription.cancelled", "subscription.completed",
+    )
+
+    @property
+    def notes(self) -> dict[str, str]:
+        return {"tenant_id": self.tenant_id, "user_id": self.user_id}
+
+    def envelope(self, event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "entity": "event", "account_id": "acc_BoxCostProTest", "event": event_type,
+            "contains": list(payload), "payload": payload, "created_at": self.clock.tick(),
+        }
+
+    def payment_entity(self, payment_id: str, status: str, **extra: Any) -> dict[str, Any]:
+        return {"entity": {
+            "id": payment_id, "entity": "payment", "amount": self.amount, "currency": self.currency,
+            "status": status, "order_id": self.order, "invoice_id": None, "international": False,
+            "method": "upi", "amount_refunded": self.refunded,
+            "refund_status": None if not self.refunded else ("full" if self.refunded >= self.amount else "partial"),
+            "captured": status in ("captured", "refunded"), "description": "BoxCostPro order",
+            "email": self.email, "contact": "+919900000000", "notes": self.notes,
+            "error_code": None, "error_description": None, "created_at": self.clock.now, **extra,
+        }}
+
+    def subscription_entity(self, status: str) -> dict[str, Any]:
+        start = self.clock.now
+        return {"entity": {
+            "id": self.sub, "entity": "subscription", "plan_id": "plan_pro_monthly",
+            "customer_id": "cust_BoxCostPro01", "status": status, "current_start": start,
+            "current_end": start + 30 * 86400, "ended_at": start if status in ("cancelled", "completed") else None,
+            "quantity": 1, "notes": self.notes, "charge_at": start + 30 * 86400, "total_count": 12,
+            "paid_count": 1, "created_at": start,
+        }}
+
+    def event(self, event_type: str) -> dict[str, Any]:
+        if event_type == "payment.failed":
+            return self.envelope(event_type, {"payment": self.payment_entity(
+                self.failed_payment, "failed", error_code="BAD_REQUEST_ERROR",
+                error_description="Payment failed because the bank declined it.")})
+        if event_type in ("payment.authorized", "payment.captured"):
+            status = event_type.split(".")[1]
+            return self.envelope(event_type, {"payment": self.payment_entity(self.payment, status)})
+        if event_type == "order.paid":
+            order = {"entity": {"id": self.order, "entity": "order", "amount": self.amount,
+                                "amount_paid": self.amount, "amount_due": 0, "currency": self.currency,
+                                "receipt": "rcpt_1", "status": "paid", "notes": self.notes}}
+            return self.envelope(event_type, {"payment": self.payment_entity(self.payment, "captured"),
+                                              "order": order})
+        if event_type == "refund.processed":
+            refund_amount = self.amount // 4
+            self.refunded = min(self.amount, self.refunded + refund_amount)
+            refund = {"entity": {"id": _id("rfnd_", 14), "entity": "refund", "amount": refund_amount,
+                                 "currency": self.currency, "payment_id": self.payment, "notes": [],
+                                 "status": "processed", "created_at": self.clock.now + 1}}
+            return self.envelope(event_type, {"refund": refund,
+                                              "payment": self.payment_entity(self.payment, "captured")})
+        if event_type.startswith("subscription."):
+            status = {"authenticated": "authenticated", "activated": "active", "charged": "active",
+                      "pending": "pending", "halted": "halted", "cancelled": "cancelled",
+                      "completed": "completed"}[event_type.split(".")[1]]
+            payload: dict[str, Any] = {"subscription": self.subscription_entity(status)}
+            if event_type == "subscription.charged":
+                entity = self.payment_entity(self.sub_payment, "captured", order_id=None)
+                payload["payment"] = entity
+            return self.envelope(event_type, payload)
+        raise ValueError(f"unknown Razorpay event type {event_type!r}")
+
+
+def new_event_id() -> str:
+    """Razorpay sends the event id in the X-Razorpay-Event-Id header, not in the body."""
+    return _id("evt_", 14)

@@ -1,0 +1,61 @@
+"""Whole flows as a provider would send them for one customer, in the order they happen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from trigger.events import RazorpayScenario, StripeScenario
+
+
+@dataclass(frozen=True)
+class Flow:
+    provider: str
+    description: str
+    build: Callable[[str, str], list[dict[str, Any]]]
+
+
+def _stripe_payment(tenant: str, user: str) -> list[dict[str, Any]]:
+    s = StripeScenario(tenant_id=tenant, user_id=user)
+    return [s.event(t) for t in ("payment_intent.requires_action", "payment_intent.succeeded",
+                                 "charge.succeeded", "charge.refunded", "charge.dispute.created")]
+
+
+def _stripe_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
+    s = StripeScenario(tenant_id=tenant, user_id=user)
+    return [s.event("checkout.session.completed"), s.event("customer.subscription.created"),
+            s.event("invoice.paid"), s.event("invoice.payment_failed"), s.past_due(),
+            s.event("customer.subscription.deleted")]
+
+
+def _razorpay_payment(tenant: str, user: str) -> list[dict[str, Any]]:
+    r = RazorpayScenario(tenant_id=tenant, user_id=user)
+    return [r.event(t) for t in ("payment.failed", "payment.authorized", "payment.captured",
+                                 "order.paid", "refund.processed")]
+
+
+def _razorpay_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
+    r = RazorpayScenario(tenant_id=tenant, user_id=user)
+    return [r.event(t) for t in ("subscription.authenticated", "subscription.activated",
+                                 "subscription.charged", "subscription.halted", "subscription.cancelled")]
+
+
+FLOWS: dict[str, Flow] = {
+    "stripe-payment": Flow("stripe", "3-D Secure payment -> success -> partial refund -> dispute", _stripe_payment),
+    "stripe-subscription": Flow("stripe", "checkout -> subscription created -> invoice paid -> renewal failed "
+                                "-> past due -> cancelled", _stripe_subscription),
+    "razorpay-payment": Flow("razorpay", "order -> payment failed -> retry authorized -> captured -> order paid "
+                             "-> partial refund", _razorpay_payment),
+    "razorpay-subscription": Flow("razorpay", "subscription authenticated -> activated -> charged -> halted "
+                                  "-> cancelled", _razorpay_subscription),
+}
+
+
+def single_event(event_type: str, tenant: str, user: str) -> tuple[str, dict[str, Any]]:
+    """One event of any type billing handles, with fresh ids."""
+    if event_type in StripeScenario.TYPES:
+        return "stripe", StripeScenario(tenant_id=tenant, user_id=user).event(event_type)
+    if event_type in RazorpayScenario.TYPES:
+        return "razorpay", RazorpayScenario(tenant_id=tenant, user_id=user).event(event_type)
+    raise ValueError(f"unknown event type {event_type!r}; see `python -m trigger list`")
