@@ -49,7 +49,7 @@ def sign(provider: str, event: dict[str, Any] | bytes, secret: str, *, age_secon
          event_id: str | None = None) -> Delivery:
     """Sign an event (or a saved body, as-is). `age_seconds` backdates Stripe's signature timestamp."""
     body = event if isinstance(event, bytes) else json.dumps(event, indent=2).encode()
-    parsed = json.loads(body) if isinstance(event, bytes) else event
+    parsed = event if isinstance(event, dict) else _best_effort_json(body)
     headers = {"Content-Type": "application/json", "User-Agent": "boxcostpro-trigger/1"}
     if provider == "stripe":
         headers["Stripe-Signature"] = stripe_header(body, secret, int(time.time()) - age_seconds)
@@ -60,6 +60,15 @@ def sign(provider: str, event: dict[str, Any] | bytes, secret: str, *, age_secon
         headers["X-Razorpay-Event-Id"] = event_id
         return Delivery(provider, event_id, str(parsed.get("event")), body, headers)
     raise ValueError(f"unknown provider {provider!r}")
+
+
+def _best_effort_json(body: bytes) -> dict[str, Any]:
+    """A saved payload may be anything (it is sent as-is); read its id and type when it has them."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 async def send(session: aiohttp.ClientSession, base_url: str, delivery: Delivery) -> Response:

@@ -1,0 +1,65 @@
+"""In-memory stand-ins for adapters, for unit tests of the use cases."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+from billing.domain.ingest import EventRecord
+from billing.domain.model import Owner, SubRef, Subscription, Transaction, TxnRef, WorkingSet
+
+
+class InMemoryEventStore:
+    """Atomic like a database transaction: a unit's writes land only if its block completes."""
+
+    def __init__(self) -> None:
+        self.transactions: dict[str, Transaction] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.events: dict[tuple[str, str], EventRecord] = {}
+        self.attempts: dict[tuple[str, str], int] = {}
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[InMemoryUnit]:
+        unit = InMemoryUnit(copy.copy(self.transactions), copy.copy(self.subscriptions),
+                            copy.copy(self.events), copy.copy(self.attempts))
+        yield unit
+        self.transactions, self.subscriptions = unit.transactions, unit.subscriptions
+        self.events, self.attempts = unit.events, unit.attempts
+
+
+class InMemoryUnit:
+    def __init__(self, transactions, subscriptions, events, attempts) -> None:
+        self.transactions = transactions
+        self.subscriptions = subscriptions
+        self.events = events
+        self.attempts = attempts
+        self.locked: list[str] = []
+
+    async def lock(self, keys: Sequence[str]) -> None:
+        self.locked = list(keys)
+
+    async def failed_or_known_events(self, keys):
+        return {k: self.events[k].status.value for k in keys if k in self.events}
+
+    async def load(self, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]) -> WorkingSet:
+        ws = WorkingSet()
+        ws.transactions = [t for t in self.transactions.values()
+                           if any(t.matches(r) or t.adoptable_by(r) for r in txn_refs)]
+        ws.subscriptions = [s for s in self.subscriptions.values() if any(s.matches(r) for r in sub_refs)]
+        return ws
+
+    async def save(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None:
+        self.subscriptions.update(working_set.changed_subscriptions)
+        self.transactions.update(working_set.changed_transactions)
+        for ref, owner in owners.items():
+            for txn in list(self.transactions.values()):
+                sub_id = txn.stripe_subscription_id or txn.razorpay_subscription_id
+                if txn.tenant_id is None and txn.provider is ref.provider and sub_id == ref.subscription_id:
+                    self.transactions[txn.id] = replace(txn, tenant_id=owner.tenant_id, user_id=owner.user_id)
+
+    async def record_events(self, records: Sequence[EventRecord]) -> None:
+        for record in records:
+            self.events[record.event.key] = record
+            self.attempts[record.event.key] = self.attempts.get(record.event.key, 0) + 1

@@ -1,0 +1,176 @@
+"""The gateway's HTTP contract, with a fake billing behind it: precise 4xx for bad input, nothing forwarded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from gateway.config import Settings
+from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
+from gateway.web.app import create_app
+from servicekit.env import Secret
+from trigger.delivery import sign
+from trigger.events import RazorpayScenario, StripeScenario
+
+STRIPE_SECRET, RAZORPAY_SECRET = "whsec_gw_test", "rzp_gw_test"
+
+
+class FakeBilling:
+    def __init__(self) -> None:
+        self.received: list[AuthenticatedEvent] = []
+        self.down = False
+
+    async def ingest(self, event: AuthenticatedEvent) -> ProcessingResult:
+        if self.down:
+            raise BillingUnavailable("UNAVAILABLE")
+        self.received.append(event)
+        return ProcessingResult("processed", transaction_ids=("11111111-1111-1111-1111-111111111111",))
+
+    async def is_serving(self) -> bool:
+        return not self.down
+
+
+def settings(**overrides) -> Settings:
+    base = dict(port=0, host="127.0.0.1", billing_addr="unused:1",
+                stripe_webhook_secrets=(Secret("whsec_old"), Secret(STRIPE_SECRET)),
+                razorpay_webhook_secrets=(Secret(RAZORPAY_SECRET),), tolerance_seconds=300,
+                max_body_bytes=64 * 1024, billing_timeout_seconds=1.0, shutdown_grace_seconds=1.0,
+                log_level="INFO")
+    return Settings(**{**base, **overrides})
+
+
+@pytest.fixture
+def billing() -> FakeBilling:
+    return FakeBilling()
+
+
+@pytest.fixture
+async def client(billing):
+    client = TestClient(TestServer(create_app(settings(), billing=billing)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+def stripe_delivery(**kwargs):
+    return sign("stripe", StripeScenario().event("payment_intent.succeeded"), STRIPE_SECRET, **kwargs)
+
+
+async def post(client, delivery, headers=None, body=None):
+    return await client.post(f"/webhooks/{delivery.provider}", data=delivery.body if body is None else body,
+                             headers=delivery.headers if headers is None else headers)
+
+
+async def test_signed_stripe_event_is_acknowledged_with_billing_result(client, billing):
+    d = stripe_delivery()
+    r = await post(client, d)
+    assert r.status == 200
+    assert await r.json() == {
+        "received": True, "event_id": d.event_id, "event_type": "payment_intent.succeeded",
+        "processing_result": {"status": "processed", "subscription_ids": [],
+                              "transaction_ids": ["11111111-1111-1111-1111-111111111111"]}}
+    assert [e.event_id for e in billing.received] == [d.event_id]
+    assert billing.received[0].payload == d.body  # raw bytes, as signed
+
+
+async def test_signed_razorpay_event_uses_header_event_id(client, billing):
+    d = sign("razorpay", RazorpayScenario().event("payment.captured"), RAZORPAY_SECRET, event_id="evt_hdr_1")
+    r = await post(client, d)
+    assert r.status == 200 and (await r.json())["event_id"] == "evt_hdr_1"
+    assert billing.received[0].event_type == "payment.captured"
+
+
+def _without(headers, name):
+    return {k: v for k, v in headers.items() if k != name}
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("missing_signature", "invalid_signature"), ("garbled_signature", "invalid_signature"),
+     ("wrong_secret", "invalid_signature"), ("stale", "invalid_signature"), ("future", "invalid_signature"),
+     ("tampered_body", "invalid_signature"), ("not_json", "invalid_event"), ("wrong_types", "invalid_event")],
+)
+async def test_bad_stripe_requests_get_400_and_reach_nothing(client, billing, case, code):
+    d = stripe_delivery(age_seconds={"stale": 301, "future": -301}.get(case, 0))
+    headers, body = d.headers, d.body
+    if case == "missing_signature":
+        headers = _without(headers, "Stripe-Signature")
+    elif case == "garbled_signature":
+        headers = {**headers, "Stripe-Signature": "t=abc;;v1"}
+    elif case == "wrong_secret":
+        headers = sign("stripe", json.loads(body), "whsec_wrong").headers
+    elif case == "tampered_body":
+        body = body.replace(b"4999", b"1")
+    elif case == "not_json":
+        d = sign("stripe", b"amount=4999", STRIPE_SECRET)
+        headers, body = d.headers, d.body
+    elif case == "wrong_types":
+        d = sign("stripe", b'{"id": 1, "type": "x", "created": 1, "data": {"object": {}}}', STRIPE_SECRET)
+        headers, body = d.headers, d.body
+    r = await client.post("/webhooks/stripe", data=body, headers=headers)
+    assert r.status == 400
+    assert (await r.json())["error"]["code"] == code
+    assert billing.received == []
+
+
+async def test_bad_razorpay_requests_get_400(client, billing):
+    d = sign("razorpay", RazorpayScenario().event("payment.captured"), RAZORPAY_SECRET)
+    for headers in (_without(d.headers, "X-Razorpay-Signature"), _without(d.headers, "X-Razorpay-Event-Id"),
+                    {**d.headers, "X-Razorpay-Signature": "0" * 64}):
+        r = await post(client, d, headers=headers)
+        assert r.status == 400, headers
+        assert (await r.json())["error"]["code"] in {"invalid_signature", "invalid_event"}
+    assert billing.received == []
+
+
+async def test_body_over_the_limit_gets_413(client, billing):
+    big = StripeScenario().event("payment_intent.succeeded")
+    big["data"]["object"]["description"] = "x" * 70_000
+    r = await post(client, sign("stripe", big, STRIPE_SECRET))
+    assert r.status == 413 and (await r.json())["error"]["code"] == "body_too_large"
+    assert billing.received == []
+
+
+async def test_wrong_method_gets_405_json(client):
+    r = await client.get("/webhooks/stripe")
+    assert r.status == 405 and (await r.json())["error"]["code"] == "method_not_allowed"
+    assert "POST" in r.headers["Allow"]
+
+
+async def test_unknown_provider_path_gets_404_json(client, billing):
+    d = stripe_delivery()
+    r = await client.post("/webhooks/paypal", data=d.body, headers=d.headers)
+    assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+    assert billing.received == []
+
+
+async def test_billing_down_gets_503_with_retry_after(client, billing):
+    billing.down = True
+    r = await post(client, stripe_delivery())
+    assert r.status == 503 and r.headers["Retry-After"].isdigit()
+    assert (await r.json())["error"]["code"] == "billing_unavailable"
+
+
+async def test_health_and_probes_follow_billing(client, billing):
+    assert (await (await client.get("/webhooks/health")).json())["status"] == "healthy"
+    assert (await client.get("/livez")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    billing.down = True
+    assert (await client.get("/readyz")).status == 503
+    assert (await client.get("/livez")).status == 200
+
+
+async def test_provider_without_secret_is_not_accepted(billing):
+    client = TestClient(TestServer(create_app(settings(razorpay_webhook_secrets=()), billing=billing)))
+    await client.start_server()
+    try:
+        r = await post(client, sign("razorpay", RazorpayScenario().event("payment.captured"), RAZORPAY_SECRET))
+        assert r.status == 404 and (await r.json())["error"]["code"] == "provider_not_configured"
+    finally:
+        await client.close()
+
+
+async def test_request_id_is_echoed(client):
+    r = await post(client, stripe_delivery(), headers={**stripe_delivery().headers, "X-Request-Id": "req-abc"})
+    assert r.headers["X-Request-Id"] == "req-abc"

@@ -1,0 +1,111 @@
+"""Billing's ingest on a real PostgreSQL: exactly once under concurrency, group commits, contained failures."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import asyncpg
+import pytest
+from billing.adapters.migrations import migrate
+from billing.adapters.postgres import PostgresEventStore
+from billing.domain.ingest import IngestEvents, Outcome
+from trigger.events import StripeScenario
+from trigger.flows import FLOWS
+
+from tests.fakes import InMemoryEventStore
+from tests.support import incoming, state
+
+
+@pytest.fixture
+async def pool(database_url):
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def ingest(pool) -> IngestEvents:
+    return IngestEvents(PostgresEventStore(pool))
+
+
+async def rows(db, table):
+    return await db.fetch(f"SELECT * FROM billing.{table}")
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+async def test_postgres_rows_equal_the_rules_for_every_flow(name, ingest, db):
+    flow = FLOWS[name]
+    events = [incoming(flow.provider, e) for e in flow.build("t1", "u1")]
+    expected = InMemoryEventStore()
+    for event in events:
+        await IngestEvents(expected).execute([event])
+    for event in events:
+        await ingest.execute([event])
+    assert state(await rows(db, "transactions")) == state(expected.transactions.values())
+    assert state(await rows(db, "user_subscriptions")) == state(expected.subscriptions.values())
+    stored = await db.fetch("SELECT event_id, status, attempts, payload FROM billing.webhook_events")
+    assert sorted(r["event_id"] for r in stored) == sorted(e.event_id for e in events)
+    assert {(r["status"], r["attempts"]) for r in stored} == {("processed", 1)}
+
+
+async def test_concurrent_duplicates_apply_once(ingest, db):
+    event = incoming("stripe", StripeScenario().event("payment_intent.succeeded"))
+    results = await asyncio.gather(*(ingest.execute([event]) for _ in range(20)))
+    outcomes = sorted(r[0].outcome.value for r in results)
+    assert outcomes == ["duplicate"] * 19 + ["processed"]
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 1
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 1
+
+
+async def test_concurrent_shuffled_batches_converge_to_the_in_order_state(ingest, db):
+    flows = [FLOWS[n] for n in sorted(FLOWS)] * 3
+    events = [incoming(f.provider, e) for f in flows for e in f.build("t1", "u1")]
+    expected = InMemoryEventStore()
+    for event in events:
+        await IngestEvents(expected).execute([event])
+    deliveries = events * 2
+    random.Random(3).shuffle(deliveries)
+    batches = [deliveries[i:i + 7] for i in range(0, len(deliveries), 7)]
+    await asyncio.gather(*(ingest.execute(b) for b in batches))
+    assert state(await rows(db, "transactions")) == state(expected.transactions.values())
+    assert state(await rows(db, "user_subscriptions")) == state(expected.subscriptions.values())
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == len(events)
+
+
+async def test_event_the_database_refuses_fails_alone_and_is_kept(ingest, db):
+    good = incoming("stripe", StripeScenario().event("payment_intent.succeeded"))
+    huge = StripeScenario().event("payment_intent.succeeded")
+    huge["data"]["object"]["amount"] = 2**70  # valid JSON, beyond bigint
+    bad = incoming("stripe", huge)
+    results = await ingest.execute([bad, good])
+    assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.PROCESSED]
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 1
+    kept = await db.fetchrow("SELECT status, error FROM billing.webhook_events WHERE event_id = $1", bad.event_id)
+    assert kept["status"] == "failed" and kept["error"]
+
+
+async def test_redelivered_failed_event_is_retried_and_counted(ingest, db):
+    event = StripeScenario().event("payment_intent.succeeded")
+    event["data"]["object"]["currency"] = "dollars"
+    broken = incoming("stripe", event)
+    await ingest.execute([broken])
+    [again] = await ingest.execute([broken])
+    assert again.outcome is Outcome.FAILED
+    row = await db.fetchrow("SELECT status, attempts, error FROM billing.webhook_events")
+    assert (row["status"], row["attempts"]) == ("failed", 2)
+    assert "currency" in row["error"]
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
+
+
+async def test_ignored_event_is_kept_with_its_payload(ingest, db):
+    event = StripeScenario().event("payment_intent.succeeded")
+    event["type"] = "customer.created"
+    [result] = await ingest.execute([incoming("stripe", event)])
+    assert result.outcome is Outcome.IGNORED
+    row = await db.fetchrow("SELECT status, payload->>'type' AS type FROM billing.webhook_events")
+    assert (row["status"], row["type"]) == ("ignored", "customer.created")
+
+
+async def test_migrations_apply_once(database_url):
+    assert await migrate(database_url) == []

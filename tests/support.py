@@ -1,0 +1,38 @@
+"""Helpers shared by tests: building billing's incoming events from the trigger tool's events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from billing.domain.ingest import IncomingEvent
+from billing.domain.model import Provider
+from trigger.events import new_event_id
+
+
+def incoming(provider: str, event: dict[str, Any], event_id: str | None = None) -> IncomingEvent:
+    if provider == "stripe":
+        event_id, event_type = event["id"], event["type"]
+    else:
+        event_id, event_type = event_id or new_event_id(), event["event"]
+    return IncomingEvent(
+        provider=Provider(provider),
+        event_id=event_id,
+        event_type=event_type,
+        payload=json.dumps(event).encode(),
+        received_at=datetime.now(UTC),
+        request_id="test",
+    )
+
+
+# Fields that depend on when or in which process a row was written, not on the events.
+VOLATILE = {"id", "created_at", "updated_at"}
+
+
+def state(rows) -> list[dict[str, Any]]:
+    """Rows as comparable dicts, without ids and write times, in a stable order."""
+    def clean(row) -> dict[str, Any]:
+        data = dict(row) if not hasattr(row, "__dataclass_fields__") else dict(vars(row))
+        return {k: (v.value if hasattr(v, "value") else v) for k, v in data.items() if k not in VOLATILE}
+    return sorted((clean(r) for r in rows), key=lambda d: json.dumps(d, sort_keys=True, default=str))
