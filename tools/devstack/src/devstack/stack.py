@@ -38,11 +38,13 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
-            stdin=subprocess.DEVNULL,
-        )
+        if self.log_path is None:
+            self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
+            return
+        with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:

@@ -1,0 +1,97 @@
+"""Whole flows through gateway -> billing -> PostgreSQL, delivered as providers deliver."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+from billing.domain.ingest import IngestEvents
+from trigger.delivery import DeliveryPlan, deliver, sign
+from trigger.events import StripeScenario
+from trigger.flows import FLOWS
+
+from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
+from tests.fakes import InMemoryEventStore
+from tests.support import incoming, state
+
+SECRETS = {"stripe": STRIPE_SECRET, "razorpay": RAZORPAY_SECRET}
+
+
+async def expected_state(deliveries):
+    store = InMemoryEventStore()
+    for d in deliveries:
+        await IngestEvents(store).execute([incoming(d.provider, json.loads(d.body), d.event_id)])
+    return store
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+async def test_flow_delivered_twice_concurrently_and_shuffled_lands_once_in_order(stack, db, name):
+    flow = FLOWS[name]
+    deliveries = [sign(flow.provider, e, SECRETS[flow.provider]) for e in flow.build("tenant-9", "user-3")]
+    responses = await deliver(stack.gateway_url, deliveries,
+                              DeliveryPlan(times=3, concurrent=True, shuffle=True, seed=11))
+    assert {r.status for r in responses} == {200}
+    outcomes = sorted(r.body["processing_result"]["status"] for r in responses)
+    assert outcomes == ["duplicate"] * (2 * len(deliveries)) + ["processed"] * len(deliveries)
+    expected = await expected_state(deliveries)
+    assert state(await db.fetch("SELECT * FROM billing.transactions")) == state(expected.transactions.values())
+    assert state(await db.fetch("SELECT * FROM billing.user_subscriptions")) == state(expected.subscriptions.values())
+    stored = await db.fetch("SELECT event_id, status FROM billing.webhook_events")
+    assert sorted(r["event_id"] for r in stored) == sorted(d.event_id for d in deliveries)
+
+
+async def test_bad_requests_are_refused_and_store_nothing(stack, db):
+    good = sign("stripe", StripeScenario().event("payment_intent.succeeded"), STRIPE_SECRET)
+    cases = [
+        ("/webhooks/stripe", good.body, {}, 400),
+        ("/webhooks/stripe", good.body, {"Stripe-Signature": "t=1,v1=00"}, 400),
+        ("/webhooks/stripe", good.body, sign("stripe", StripeScenario().event("charge.succeeded"), "whsec_x").headers, 400),
+        ("/webhooks/stripe", good.body, sign("stripe", b"{}", STRIPE_SECRET, age_seconds=3600).headers, 400),
+        ("/webhooks/stripe", b"not json", sign("stripe", b"not json", STRIPE_SECRET).headers, 400),
+        ("/webhooks/stripe", b"[]", sign("stripe", b"[]", STRIPE_SECRET).headers, 400),
+        ("/webhooks/stripe", io.BytesIO(b"{" * 2_000_000), {"Stripe-Signature": "t=1,v1=00"}, 413),
+        ("/webhooks/razorpay", good.body, {"X-Razorpay-Signature": "00"}, 400),
+        ("/webhooks/paypal", good.body, good.headers, 404),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for path, body, headers, status in cases:
+            async with session.post(stack.gateway_url + path, data=body, headers=headers) as r:
+                assert r.status == status, (path, headers)
+                assert "error" in await r.json()
+        async with session.put(stack.gateway_url + "/webhooks/stripe", data=good.body, headers=good.headers) as r:
+            assert r.status == 405
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
+
+
+async def test_billing_down_gets_503_and_the_retry_after_restart_lands(stack, db):
+    billing = next(s for s in stack.services if s.name == "billing")
+    billing.signal()
+    assert billing.wait(20) == 0
+    delivery = sign("stripe", StripeScenario().event("payment_intent.succeeded"), STRIPE_SECRET)
+    [refused] = await deliver(stack.gateway_url, [delivery])
+    assert refused.status == 503 and refused.body["error"]["code"] == "billing_unavailable"
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
+    billing.start()
+    await stack.wait_ready()
+    [accepted] = await deliver(stack.gateway_url, [delivery])
+    assert accepted.status == 200 and accepted.body["processing_result"]["status"] == "processed"
+
+
+async def test_trigger_command_plays_a_flow_against_the_gateway(stack, db):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "trigger", "flow", "razorpay-subscription", "--url", stack.gateway_url,
+        "--tenant", "acme", "--times", "2", "--shuffle",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "10 deliveries: HTTP 200 x10 | duplicate x5, processed x5" in text
+    sub = await db.fetchrow("SELECT tenant_id, status FROM billing.user_subscriptions")
+    assert (sub["tenant_id"], sub["status"]) == ("acme", "cancelled")
