@@ -11,7 +11,6 @@ one payment, therefore never interleave, and batches never deadlock each other.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import Protocol
+
+import orjson
 
 from billing.domain import razorpay_events, stripe_events
 from billing.domain.fields import InvalidEvent
@@ -122,9 +123,9 @@ MAX_TRANSIENT_RETRIES = 3
 
 def _interpret(event: IncomingEvent) -> _Interpreted:
     try:
+        body = orjson.loads(event.payload)
         text = event.payload.decode("utf-8")
-        body = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
         return _Interpreted(event, None, error="payload is not JSON")
     if not isinstance(body, dict) or "\\u0000" in text:
         return _Interpreted(event, None, error="payload is not a storable JSON object")

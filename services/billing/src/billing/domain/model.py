@@ -281,8 +281,8 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
     sub_id = fact.subscription.subscription_id if fact.subscription else None
     stripe_sub = sub_id if ref.provider is Provider.STRIPE else None
     razorpay_sub = sub_id if ref.provider is Provider.RAZORPAY else None
-    merged = replace(
-        row,
+    # One dict of changes and one replace(): this runs once per event on the ingest hot path.
+    changes = dict(
         tenant_id=_first(row.tenant_id, owner.tenant_id if owner else None),
         user_id=_first(row.user_id, owner.user_id if owner else None),
         amount=_first(row.amount, fact.amount),
@@ -303,35 +303,29 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         disputed_at=_earliest(row.disputed_at, fact.disputed_at),
     )
     if fact.failure is not None:
-        current = (merged.failed_at.timestamp(), merged.failure_code or "") if merged.failed_at else None
+        current = (row.failed_at.timestamp(), row.failure_code or "") if row.failed_at else None
         if current is None or (fact.at.timestamp(), fact.failure.code or "") >= current:
-            merged = replace(
-                merged,
-                failed_at=fact.at,
-                failure_code=fact.failure.code,
-                failure_message=fact.failure.message,
-            )
-    status = _proposed_status(merged, fact)
+            changes.update(failed_at=fact.at, failure_code=fact.failure.code, failure_message=fact.failure.message)
+    status = _proposed_status(changes["amount"], changes["amount_refunded"], fact)
     if status is not None and (
-        fresh or _txn_status_key(status, fact.at) > _txn_status_key(merged.status, merged.status_at)
+        fresh or _txn_status_key(status, fact.at) > _txn_status_key(row.status, row.status_at)
     ):
-        merged = replace(
-            merged,
+        changes.update(
             status=status,
             status_at=fact.at,
-            provider_status=fact.provider_status or merged.provider_status,
+            provider_status=fact.provider_status or row.provider_status,
             # The charge or Razorpay payment that decided the status is the one the row names.
-            stripe_charge_id=ref.stripe_charge_id or merged.stripe_charge_id,
-            razorpay_payment_id=ref.razorpay_payment_id or merged.razorpay_payment_id,
-            payment_method=fact.payment_method or merged.payment_method,
+            stripe_charge_id=ref.stripe_charge_id or changes["stripe_charge_id"],
+            razorpay_payment_id=ref.razorpay_payment_id or changes["razorpay_payment_id"],
+            payment_method=fact.payment_method or changes["payment_method"],
         )
-    return merged
+    return replace(row, **changes)
 
 
-def _proposed_status(merged: Transaction, fact: PaymentFact) -> TxnStatus | None:
+def _proposed_status(amount: int | None, amount_refunded: int, fact: PaymentFact) -> TxnStatus | None:
     if fact.status in (TxnStatus.REFUNDED, TxnStatus.PARTIALLY_REFUNDED):
         # Refund events carry the cumulative amount refunded; judge against the payment's amount.
-        if merged.amount is not None and merged.amount_refunded < merged.amount:
+        if amount is not None and amount_refunded < amount:
             return TxnStatus.PARTIALLY_REFUNDED
         return TxnStatus.REFUNDED
     return fact.status

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import orjson
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,9 @@ class Envelope:
 
 def _load(body: bytes) -> dict[str, Any]:
     try:
-        parsed = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        # orjson: strict RFC 8259 (no NaN), valid UTF-8 only, bounded nesting, and several times faster.
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise InvalidEvent("body is not JSON") from None
     if not isinstance(parsed, dict):
         raise InvalidEvent("body must be a JSON object")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from aiohttp import web
 from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 
@@ -57,8 +58,12 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+def _json(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    return _json({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 def _receipt_body(receipt: Receipt) -> dict:
@@ -103,7 +108,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         extra={"fields": {"provider": provider.value, "event_id": receipt.envelope.event_id,
                           "event_type": receipt.envelope.event_type, "status": result.status}},
     )
-    return web.json_response(_receipt_body(receipt))
+    return _json(_receipt_body(receipt))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -111,20 +116,20 @@ async def health(request: web.Request) -> web.Response:
     reachable = await request.app[READINESS].billing_reachable()
     body = {"status": "healthy" if reachable else "unhealthy", "service": "webhook-gateway",
             "billing": "reachable" if reachable else "unreachable"}
-    return web.json_response(body, status=200 if reachable else 503)
+    return _json(body, status=200 if reachable else 503)
 
 
 async def livez(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return _json({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     readiness = request.app[READINESS]
     if readiness.shutting_down:
-        return web.json_response({"status": "shutting_down"}, status=503)
+        return _json({"status": "shutting_down"}, status=503)
     if not await readiness.billing_reachable():
-        return web.json_response({"status": "billing_unreachable"}, status=503)
-    return web.json_response({"status": "ready"})
+        return _json({"status": "billing_unreachable"}, status=503)
+    return _json({"status": "ready"})
 
 
 @web.middleware
