@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 PROTO_OUT := services/contracts/src
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := $(PROTO_OUT)/boxcost/.generated
-PACKAGES := services/contracts services/service-kit services/billing services/webhook-gateway tools/devstack tools/webhook-trigger
+PACKAGES := services/contracts services/service-kit services/pg-kit services/billing services/notifier services/webhook-gateway tools/devstack tools/webhook-trigger
 
 .PHONY: help install protos run test test-unit bench trigger db db-stop clean
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from billing.adapters.migrations import migrate
+from billing.adapters.migrations import migrate as migrate_billing
 from devstack.localpg import LocalPostgres
 from devstack.stack import free_port
+from notifier.adapters.postgres import migrate as migrate_notifier
 
 TEMPLATE_DB = "billing_template"
 
@@ -46,7 +47,8 @@ def migrated_template(postgres_admin_url: str) -> str:
             await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
         finally:
             await conn.close()
-        await migrate(_with_database(postgres_admin_url, TEMPLATE_DB))
+        await migrate_billing(_with_database(postgres_admin_url, TEMPLATE_DB))
+        await migrate_notifier(_with_database(postgres_admin_url, TEMPLATE_DB))
 
     asyncio.run(build())
     return TEMPLATE_DB
@@ -75,3 +77,31 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory):
+    """A throwaway CA and a server certificate for 127.0.0.1, made by the tests."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ca, cert, ca_file
+
+
+@pytest.fixture
+def smtp_server(tls_ca):
+    """A real SMTP server (aiosmtpd) requiring STARTTLS and AUTH, keeping what it accepts."""
+    import ssl
+
+    from devstack.mailsink import MailSink
+
+    _, cert, ca_file = tls_ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    sink = MailSink(free_port(), tls_context=context, credentials=("mailer", "s3cret")).start()
+    sink.ca_file = ca_file
+    yield sink
+    sink.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -11,6 +10,7 @@ from enum import Enum
 from typing import Any
 
 import asyncpg
+from pgkit.migrations import lock_id
 
 from billing.domain.ingest import BatchUnit, EventRecord, TransientStoreError
 from billing.domain.model import (
@@ -63,11 +63,6 @@ def _upsert_sql(table: str, columns: list[str]) -> str:
 
 _UPSERT_TXN = _upsert_sql("transactions", _TXN_COLUMNS)
 _UPSERT_SUB = _upsert_sql("user_subscriptions", _SUB_COLUMNS)
-
-
-def lock_id(key: str) -> int:
-    """A stable signed 64-bit advisory lock id for a key."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _columns(rows: Iterable[Any], columns: list[str]) -> list[list[Any]]:

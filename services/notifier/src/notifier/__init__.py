@@ -1,0 +1,1 @@
+"""BoxCostPro notifier: templated transactional email with a durable log."""

@@ -1,0 +1,117 @@
+"""Notifier entry point: `python -m notifier [serve|migrate|render KIND [--out FILE]]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import uvloop
+from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from servicekit.env import ConfigError
+from servicekit.grpcserve import add_health, new_server, serve_until_signalled
+from servicekit.logs import configure_logging
+
+from notifier.adapters.postgres import PostgresEmailLog, migrate
+from notifier.adapters.smtp import SmtpSender, SmtpSettings
+from notifier.api.servicer import NotifierServicer
+from notifier.config import Settings
+from notifier.domain.emails import AcceptEmail, DeliverEmails, ReadEmails, RetryPolicy
+from notifier.domain.model import EmailKind
+from notifier.domain.render import Renderer
+from notifier.domain.samples import sample
+from notifier.worker import DeliveryWorker
+
+log = logging.getLogger("notifier")
+
+SERVICE_NAME = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name
+
+
+async def serve(settings: Settings) -> None:
+    pool = await asyncpg.create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
+                                     command_timeout=30, server_settings={"application_name": "notifier"})
+    sender = SmtpSender(
+        SmtpSettings(
+            host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_user,
+            password=settings.smtp_password.value if settings.smtp_password else None,
+            from_email=settings.from_email, tls=settings.smtp_tls,
+            timeout_seconds=settings.smtp_timeout_seconds, ca_file=settings.smtp_ca_file,
+        ),
+        connections=settings.smtp_connections,
+    )
+    try:
+        email_log = PostgresEmailLog(pool)
+        renderer = Renderer()
+        policy = RetryPolicy(max_attempts=settings.max_attempts,
+                             give_up_after=timedelta(seconds=settings.retry_for_seconds))
+        deliver = DeliverEmails(email_log, sender, policy, clock=lambda: datetime.now(UTC),
+                                concurrency=settings.smtp_connections, rng=random.Random())
+        worker = DeliveryWorker(deliver, email_log.next_due_in)
+        domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
+        accept = AcceptEmail(email_log, renderer, domain, on_accepted=worker.wake)
+        server = new_server()
+        notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
+            NotifierServicer(accept, ReadEmails(email_log), renderer), server
+        )
+        health = add_health(server)
+        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
+        if server.add_insecure_port(settings.listen_addr) == 0:
+            raise ConfigError(f"cannot listen on {settings.listen_addr}")
+        log.info("notifier listening", extra={"fields": {"addr": settings.listen_addr,
+                                                         "smtp": f"{settings.smtp_host}:{settings.smtp_port}"}})
+        worker.start()
+        await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds,
+                                    on_draining=lambda: worker.stop(settings.shutdown_grace_seconds))
+    finally:
+        await sender.close()
+        await pool.close()
+
+
+def render(kind: str, out: Path | None) -> int:
+    """For designers: render a template with sample data (HTML to --out, or both parts to stdout)."""
+    try:
+        email_kind = EmailKind(kind)
+    except ValueError:
+        print(f"unknown kind {kind!r}; kinds: {', '.join(k.value for k in EmailKind)}", file=sys.stderr)
+        return 2
+    rendered = Renderer().render(sample(email_kind))
+    if out:
+        out.write_text(rendered.html)
+        out.with_suffix(".txt").write_text(rendered.text)
+        print(f"Subject: {rendered.subject}\nwrote {out} and {out.with_suffix('.txt')}")
+    else:
+        print(f"Subject: {rendered.subject}\n\n{rendered.text}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="notifier")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", "render"])
+    parser.add_argument("kind", nargs="?")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv[1:])
+    if args.command == "render":
+        return render(args.kind or "", args.out)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"notifier: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("notifier", settings.log_level)
+    if args.command == "migrate":
+        applied = asyncio.run(migrate(settings.database_url.value))
+        log.info("migrations up to date", extra={"fields": {"applied": applied}})
+        return 0
+    uvloop.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,155 @@
+"""The email log in PostgreSQL (schema `notifier`)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from pgkit.migrations import migrate as _migrate
+
+from notifier.domain.emails import ListFilter, NewEmail
+from notifier.domain.model import EmailRecord, EmailStatus
+
+MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+
+_COLUMNS = ("id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html, body_text, "
+            "status, error_message, attempts, next_attempt_at, sent_at, idempotency_key, message_id, created_at")
+
+
+async def migrate(dsn: str) -> list[str]:
+    return await _migrate(dsn, "notifier", MIGRATIONS)
+
+
+def _record(row: asyncpg.Record) -> EmailRecord:
+    return EmailRecord(
+        id=str(row["id"]), tenant_id=row["tenant_id"], user_id=row["user_id"] or "", to_email=row["to_email"],
+        to_name=row["to_name"], subject=row["subject"], email_type=row["email_type"],
+        status=EmailStatus(row["status"]), attempts=row["attempts"], idempotency_key=row["idempotency_key"],
+        message_id=row["message_id"], created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
+        sent_at=row["sent_at"], error_message=row["error_message"], tenant_name=row["tenant_name"],
+        html=row["html"], text=row["body_text"],
+    )
+
+
+def _encode_cursor(record: EmailRecord) -> str:
+    return base64.urlsafe_b64encode(f"{record.created_at.isoformat()}|{record.id}".encode()).decode()
+
+
+def _decode_cursor(token: str) -> tuple[datetime, uuid.UUID]:
+    from notifier.domain.model import InvalidEmailRequest
+
+    try:
+        created, _, email_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(email_id)
+    except ValueError:
+        raise InvalidEmailRequest("page_token", "is not a token this service issued") from None
+
+
+class PostgresEmailLog:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert_if_new(self, email: NewEmail) -> tuple[EmailRecord, bool, str]:
+        r, rendered = email.request, email.rendered
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"""
+                INSERT INTO notifier.email_logs
+                    (id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
+                     body_text, status, attempts, next_attempt_at, idempotency_key, request_fingerprint,
+                     message_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, now(), $11, $12, $13)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING {_COLUMNS}, request_fingerprint
+                """,
+                uuid.uuid4(), r.tenant_id, r.user_id or None, r.to_email, r.to_name, r.tenant_name,
+                rendered.subject, r.kind.value, rendered.html, rendered.text, email.idempotency_key,
+                email.fingerprint, email.message_id,
+            )
+            created = row is not None
+            if row is None:
+                row = await conn.fetchrow(
+                    f"SELECT {_COLUMNS}, request_fingerprint FROM notifier.email_logs WHERE idempotency_key = $1",
+                    email.idempotency_key,
+                )
+        return _record(row), created, row["request_fingerprint"]
+
+    async def get(self, tenant_id: str, email_id: str) -> EmailRecord | None:
+        try:
+            key = uuid.UUID(email_id)
+        except ValueError:
+            return None
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM notifier.email_logs WHERE tenant_id = $1 AND id = $2", tenant_id, key
+        )
+        return _record(row) if row else None
+
+    async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]:
+        created, last_id = _decode_cursor(after) if after else (None, None)
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_COLUMNS} FROM notifier.email_logs
+            WHERE tenant_id = $1
+              AND ($2::text IS NULL OR user_id = $2)
+              AND ($3::text IS NULL OR email_type = $3)
+              AND ($4::text IS NULL OR status = $4)
+              AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+            ORDER BY created_at DESC, id DESC
+            LIMIT $7
+            """,
+            where.tenant_id, where.user_id, where.email_type, where.status.value if where.status else None,
+            created, last_id, limit + 1,
+        )
+        records = [_record(r) for r in rows[:limit]]
+        return records, (_encode_cursor(records[-1]) if len(rows) > limit else None)
+
+    async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]:
+        """Take due emails for one attempt: pushing next_attempt_at past the lease means another
+        worker will not take them, and a crashed attempt is retried when the lease runs out."""
+        rows = await self._pool.fetch(
+            f"""
+            UPDATE notifier.email_logs SET attempts = attempts + 1, next_attempt_at = now() + $2,
+                                           updated_at = now()
+            WHERE id IN (
+                SELECT id FROM notifier.email_logs
+                WHERE status IN ('queued', 'retrying') AND next_attempt_at <= now()
+                ORDER BY next_attempt_at
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING {_COLUMNS}
+            """,
+            limit, lease,
+        )
+        return [_record(r) for r in rows]
+
+    async def mark_sent(self, email_id: str) -> None:
+        await self._pool.execute(
+            """UPDATE notifier.email_logs SET status = 'sent', sent_at = now(), next_attempt_at = NULL,
+               error_message = NULL, updated_at = now() WHERE id = $1""",
+            uuid.UUID(email_id),
+        )
+
+    async def mark_retry(self, email_id: str, error: str, next_attempt_at: datetime) -> None:
+        await self._pool.execute(
+            """UPDATE notifier.email_logs SET status = 'retrying', error_message = $2, next_attempt_at = $3,
+               updated_at = now() WHERE id = $1""",
+            uuid.UUID(email_id), error[:2000], next_attempt_at,
+        )
+
+    async def mark_failed(self, email_id: str, error: str) -> None:
+        await self._pool.execute(
+            """UPDATE notifier.email_logs SET status = 'failed', error_message = $2, next_attempt_at = NULL,
+               updated_at = now() WHERE id = $1""",
+            uuid.UUID(email_id), error[:2000],
+        )
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the next email falls due (0 if one is due now), None when nothing waits."""
+        return await self._pool.fetchval(
+            """SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))::float8
+               FROM notifier.email_logs WHERE status IN ('queued', 'retrying')"""
+        )

@@ -1,0 +1,120 @@
+"""gRPC transport for the notifier: decode, call one use case, map results and errors."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import grpc
+from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from notifier.domain.emails import AcceptEmail, ListFilter, NotFound, ReadEmails
+from notifier.domain.model import (
+    EmailKind,
+    EmailRecord,
+    EmailRequest,
+    EmailStatus,
+    IdempotencyConflict,
+    InvalidEmailRequest,
+    Money,
+    validate,
+)
+from notifier.domain.render import Renderer
+
+_STATUS_TO_PB = {
+    EmailStatus.QUEUED: notifier_pb2.EMAIL_STATUS_QUEUED,
+    EmailStatus.RETRYING: notifier_pb2.EMAIL_STATUS_RETRYING,
+    EmailStatus.SENT: notifier_pb2.EMAIL_STATUS_SENT,
+    EmailStatus.FAILED: notifier_pb2.EMAIL_STATUS_FAILED,
+}
+_STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+
+# Domain error -> gRPC status code; anything else is a defect (INTERNAL, logged by grpc).
+_ERRORS: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (InvalidEmailRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+]
+
+
+def _value(message, field):
+    value = getattr(message, field.name)
+    if field.message_type is None:
+        return value
+    if not message.HasField(field.name):
+        return None
+    if field.message_type.full_name == "google.protobuf.Timestamp":
+        return value.ToDatetime(tzinfo=UTC)
+    return Money(value.amount_minor, value.currency.upper())
+
+
+def decode_content(content: notifier_pb2.EmailContent) -> EmailRequest:
+    kind_name = content.WhichOneof("kind")
+    if kind_name is None:
+        raise InvalidEmailRequest("content.kind", "one email kind is required")
+    data_message = getattr(content, kind_name)
+    data = {f.name: _value(data_message, f) for f in data_message.DESCRIPTOR.fields}
+    return EmailRequest(kind=EmailKind(kind_name), tenant_id=content.tenant_id, user_id=content.user_id,
+                        to_email=content.to.email, to_name=content.to.name, tenant_name=content.tenant_name,
+                        data=data)
+
+
+def _ts(value) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def encode_email(record: EmailRecord) -> notifier_pb2.Email:
+    return notifier_pb2.Email(
+        id=record.id, tenant_id=record.tenant_id, user_id=record.user_id, to_email=record.to_email,
+        subject=record.subject, email_type=record.email_type, status=_STATUS_TO_PB[record.status],
+        sent=record.sent, error_message=record.error_message or "", attempts=record.attempts,
+        next_attempt_at=_ts(record.next_attempt_at), sent_at=_ts(record.sent_at),
+        created_at=_ts(record.created_at), idempotency_key=record.idempotency_key, message_id=record.message_id,
+    )
+
+
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    code = next(c for t, c in _ERRORS if isinstance(exc, t))
+    await context.abort(code, str(exc))
+
+
+class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
+    def __init__(self, accept: AcceptEmail, read: ReadEmails, renderer: Renderer) -> None:
+        self._accept = accept
+        self._read = read
+        self._renderer = renderer
+
+    async def SendEmail(self, request, context):
+        try:
+            record, created = await self._accept.execute(request.idempotency_key, decode_content(request.content))
+        except tuple(t for t, _ in _ERRORS) as exc:
+            await _abort_for(exc, context)
+        return notifier_pb2.SendEmailResponse(email=encode_email(record), created=created)
+
+    async def GetEmail(self, request, context):
+        try:
+            record = await self._read.get(request.tenant_id, request.id)
+        except tuple(t for t, _ in _ERRORS) as exc:
+            await _abort_for(exc, context)
+        return notifier_pb2.GetEmailResponse(email=encode_email(record))
+
+    async def ListEmails(self, request, context):
+        where = ListFilter(tenant_id=request.tenant_id, user_id=request.user_id or None,
+                           email_type=request.email_type or None, status=_STATUS_FROM_PB.get(request.status))
+        try:
+            records, token = await self._read.list(where, request.page_size, request.page_token)
+        except tuple(t for t, _ in _ERRORS) as exc:
+            await _abort_for(exc, context)
+        return notifier_pb2.ListEmailsResponse(emails=[encode_email(r) for r in records],
+                                               next_page_token=token or "")
+
+    async def PreviewEmail(self, request, context):
+        try:
+            rendered = self._renderer.render(validate(decode_content(request.content)))
+        except tuple(t for t, _ in _ERRORS) as exc:
+            await _abort_for(exc, context)
+        return notifier_pb2.PreviewEmailResponse(subject=rendered.subject, html=rendered.html, text=rendered.text)

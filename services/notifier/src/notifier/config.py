@@ -1,0 +1,54 @@
+"""Notifier settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from servicekit.env import ConfigError, Secret, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: Secret
+    listen_addr: str
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str | None
+    smtp_password: Secret | None
+    smtp_tls: str
+    smtp_timeout_seconds: float
+    smtp_ca_file: str | None
+    smtp_connections: int
+    from_email: str
+    max_attempts: int
+    retry_for_seconds: int
+    db_pool_size: int
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        notifier_addr = env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052")
+        tls = env_str(environ, "SMTP_TLS", "starttls").lower()
+        if tls not in ("starttls", "tls", "none"):
+            raise ConfigError(f"SMTP_TLS must be starttls, tls or none, not {tls!r}")
+        password = environ.get("SMTP_PASSWORD", "")
+        return cls(
+            database_url=Secret(env_str(environ, "DATABASE_URL")),
+            listen_addr=env_str(environ, "NOTIFIER_LISTEN_ADDR", notifier_addr),
+            smtp_host=env_str(environ, "SMTP_HOST"),
+            smtp_port=env_int(environ, "SMTP_PORT", 587, minimum=1),
+            smtp_user=environ.get("SMTP_USER") or None,
+            smtp_password=Secret(password) if password else None,
+            smtp_tls=tls,
+            smtp_timeout_seconds=env_float(environ, "SMTP_TIMEOUT_SECONDS", 15.0, minimum=0.1),
+            smtp_ca_file=environ.get("SMTP_CA_FILE") or None,
+            smtp_connections=env_int(environ, "SMTP_CONNECTIONS", 4, minimum=1),
+            from_email=env_str(environ, "FROM_EMAIL", "noreply@boxcostpro.com"),
+            max_attempts=env_int(environ, "EMAIL_MAX_ATTEMPTS", 10, minimum=1),
+            retry_for_seconds=env_int(environ, "EMAIL_RETRY_FOR_SECONDS", 86400, minimum=1),
+            db_pool_size=env_int(environ, "NOTIFIER_DB_POOL_SIZE", 10, minimum=2),
+            shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
+            log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+        )

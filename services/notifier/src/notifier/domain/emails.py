@@ -1,0 +1,199 @@
+"""Use cases: accept an email (validated, rendered, stored before answering) and deliver due emails.
+
+Delivery is at least once towards the SMTP server, made effectively once by three things: a send is
+claimed with a lease before it is attempted, the row is marked sent right after the server accepts it,
+and every attempt of one email carries the same Message-ID, so a rare repeat (a crash between the
+server's acceptance and our update) is recognisable as the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from notifier.domain.model import (
+    EmailRecord,
+    EmailRequest,
+    EmailStatus,
+    IdempotencyConflict,
+    InvalidEmailRequest,
+    RenderedEmail,
+    validate,
+)
+from notifier.domain.render import Renderer
+
+log = logging.getLogger(__name__)
+
+
+class TransientSendError(Exception):
+    """Worth trying again later: connection trouble, timeouts, 4xx replies."""
+
+
+class PermanentSendError(Exception):
+    """The server refused for good (5xx); the message is the server's reply."""
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    message_id: str
+    to_email: str
+    to_name: str
+    sender_name: str
+    subject: str
+    html: str
+    text: str
+
+
+class MailSender(Protocol):
+    async def send(self, message: OutgoingMessage) -> None: ...
+
+
+@dataclass(frozen=True)
+class NewEmail:
+    request: EmailRequest
+    rendered: RenderedEmail
+    idempotency_key: str
+    fingerprint: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    tenant_id: str
+    user_id: str | None = None
+    email_type: str | None = None
+    status: EmailStatus | None = None
+
+
+class EmailLog(Protocol):
+    async def insert_if_new(self, email: NewEmail) -> tuple[EmailRecord, bool, str]: ...
+    async def get(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
+    async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]: ...
+    async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]: ...
+    async def mark_sent(self, email_id: str) -> None: ...
+    async def mark_retry(self, email_id: str, error: str, next_attempt_at: datetime) -> None: ...
+    async def mark_failed(self, email_id: str, error: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    give_up_after: timedelta = timedelta(hours=24)
+    base_delay: float = 2.0
+    max_delay: float = 600.0
+
+    def next_delay(self, attempts: int, rng: random.Random) -> float:
+        """Exponential backoff with full jitter, never under a tenth of the base."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+        return max(self.base_delay / 10, rng.uniform(0, ceiling))
+
+
+class AcceptEmail:
+    def __init__(self, log_: EmailLog, renderer: Renderer, message_domain: str,
+                 on_accepted: Callable[[], None] = lambda: None) -> None:
+        self._log = log_
+        self._renderer = renderer
+        self._domain = message_domain
+        self._on_accepted = on_accepted
+
+    async def execute(self, idempotency_key: str, request: EmailRequest) -> tuple[EmailRecord, bool]:
+        if not idempotency_key or len(idempotency_key) > 255:
+            raise InvalidEmailRequest("idempotency_key", "is required, at most 255 characters")
+        request = validate(request)
+        email = NewEmail(
+            request=request,
+            rendered=self._renderer.render(request),
+            idempotency_key=idempotency_key,
+            fingerprint=request.fingerprint(),
+            message_id=f"<{uuid.uuid4().hex}@{self._domain}>",
+        )
+        record, created, stored_fingerprint = await self._log.insert_if_new(email)
+        if not created and stored_fingerprint != email.fingerprint:
+            raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was used for a different email")
+        if created:
+            self._on_accepted()
+        return record, created
+
+
+class ReadEmails:
+    def __init__(self, log_: EmailLog) -> None:
+        self._log = log_
+
+    async def get(self, tenant_id: str, email_id: str) -> EmailRecord:
+        if not tenant_id:
+            raise InvalidEmailRequest("tenant_id", "is required")
+        record = await self._log.get(tenant_id, email_id)
+        if record is None:
+            raise NotFound(f"no email {email_id} for this tenant")
+        return record
+
+    async def list(self, where: ListFilter, page_size: int, page_token: str | None):
+        if not where.tenant_id:
+            raise InvalidEmailRequest("tenant_id", "is required")
+        if page_size < 0 or page_size > 100:
+            raise InvalidEmailRequest("page_size", "must be between 0 and 100")
+        return await self._log.list(where, page_size or 20, page_token or None)
+
+
+class DeliverEmails:
+    """Sends what is due, a few at a time, and records what became of each."""
+
+    def __init__(self, log_: EmailLog, sender: MailSender, policy: RetryPolicy, *,
+                 clock: Callable[[], datetime], concurrency: int = 4, lease: timedelta = timedelta(minutes=2),
+                 rng: random.Random | None = None) -> None:
+        self._log = log_
+        self._sender = sender
+        self._policy = policy
+        self._clock = clock
+        self._concurrency = concurrency
+        self._lease = lease
+        self._rng = rng or random.Random()
+
+    async def run_once(self, limit: int = 100) -> int:
+        due = await self._log.claim_due(limit, self._lease)
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def deliver(record: EmailRecord) -> None:
+            async with slots:
+                await self._deliver(record)
+
+        await asyncio.gather(*(deliver(r) for r in due))
+        return len(due)
+
+    async def _deliver(self, record: EmailRecord) -> None:
+        message = OutgoingMessage(record.message_id, record.to_email, record.to_name, record.tenant_name,
+                                  record.subject, record.html, record.text)
+        fields = {"email_id": record.id, "email_type": record.email_type, "attempt": record.attempts}
+        try:
+            await self._sender.send(message)
+        except PermanentSendError as exc:
+            log.warning("email refused", extra={"fields": {**fields, "reply": str(exc)}})
+            await self._log.mark_failed(record.id, str(exc))
+            return
+        except TransientSendError as exc:
+            too_old = self._clock() - record.created_at > self._policy.give_up_after
+            if record.attempts >= self._policy.max_attempts or too_old:
+                log.warning("email retries exhausted", extra={"fields": {**fields, "error": str(exc)}})
+                await self._log.mark_failed(record.id, f"gave up after {record.attempts} attempts: {exc}")
+                return
+            delay = self._policy.next_delay(record.attempts, self._rng)
+            log.info("email will be retried", extra={"fields": {**fields, "error": str(exc), "delay": delay}})
+            await self._log.mark_retry(record.id, str(exc), self._clock() + timedelta(seconds=delay))
+            return
+        await self._log.mark_sent(record.id)
+        log.info("email sent", extra={"fields": fields})
+
+
+def rendered_preview(renderer: Renderer, request: EmailRequest) -> RenderedEmail:
+    return renderer.render(validate(request))
+

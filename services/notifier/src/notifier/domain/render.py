@@ -1,0 +1,74 @@
+"""Rendering emails from Jinja2 templates: HTML (CSS inlined for mail clients) and plain text.
+
+Autoescaping is on for HTML, and an undefined variable is an error, not an empty string.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import css_inline
+from babel.numbers import format_currency, get_currency_precision
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from notifier.domain.model import EmailKind, EmailRequest, Money, RenderedEmail
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+SUBJECTS: dict[EmailKind, str] = {
+    EmailKind.QUOTE_CREATED: "Your quote {{ quote_number }} from {{ tenant_name }}",
+    EmailKind.INVOICE_GENERATED: "Invoice {{ invoice_number }} from {{ tenant_name }}: {{ amount | money }} due",
+    EmailKind.PAYMENT_RECEIVED: "Payment received: {{ amount | money }}",
+    EmailKind.PAYMENT_FAILED: "Your payment of {{ amount | money }} did not go through",
+    EmailKind.PAYMENT_REFUNDED: "{{ 'Refund' if full else 'Partial refund' }} of {{ refunded | money }} issued",
+    EmailKind.TICKET_CREATED: "Ticket {{ ticket_number }} received: {{ subject }}",
+    EmailKind.TICKET_UPDATED: "Ticket {{ ticket_number }} is now {{ new_status }}",
+    EmailKind.SUBSCRIPTION_ACTIVATED: "Your {{ plan }} subscription is active",
+    EmailKind.SUBSCRIPTION_CANCELLED: "Your {{ plan }} subscription has been cancelled",
+}
+
+
+def money(value: Money) -> str:
+    """Minor units to a display amount: USD 4999 -> $49.99, INR 125000 -> ₹1,250.00, JPY 500 -> ¥500."""
+    precision = get_currency_precision(value.currency)
+    return format_currency(Decimal(value.amount_minor).scaleb(-precision), value.currency, locale="en_US")
+
+
+def date(value: datetime) -> str:
+    return f"{value:%B} {value.day}, {value:%Y}"
+
+
+class Renderer:
+    def __init__(self, templates: Path = TEMPLATES) -> None:
+        html = Environment(
+            loader=FileSystemLoader(templates),
+            autoescape=select_autoescape(["html"]),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        # Plain text and subjects are not HTML: no escaping, still strict about undefined names.
+        plain = Environment(loader=FileSystemLoader(templates), autoescape=False, undefined=StrictUndefined,
+                            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+        for env in (html, plain):
+            env.filters["money"] = money
+            env.filters["date"] = date
+        self._html = html
+        self._plain = plain
+        self._subjects = {kind: plain.from_string(source) for kind, source in SUBJECTS.items()}
+        # Styles go inline for clients that strip <style>; the block stays for the responsive @media rule.
+        self._inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
+
+    def render(self, request: EmailRequest) -> RenderedEmail:
+        context = {
+            **request.data,
+            "kind": request.kind.value,
+            "tenant_name": request.tenant_name,
+            "customer_name": request.to_name or "there",
+        }
+        html = self._html.get_template(f"{request.kind.value}.html").render(context)
+        text = self._plain.get_template(f"{request.kind.value}.txt").render(context)
+        subject = self._subjects[request.kind].render(context)
+        return RenderedEmail(subject=subject, html=self._inliner.inline(html), text=text)

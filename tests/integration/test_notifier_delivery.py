@@ -1,0 +1,147 @@
+"""The notifier against a real SMTP server (STARTTLS + AUTH) and a real PostgreSQL email log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from devstack.mailsink import MailSink
+from devstack.stack import free_port
+from notifier.adapters.postgres import PostgresEmailLog
+from notifier.adapters.smtp import SmtpSender, SmtpSettings
+from notifier.domain.emails import AcceptEmail, DeliverEmails, IdempotencyConflict, RetryPolicy
+from notifier.domain.model import EmailKind, EmailStatus
+from notifier.domain.render import Renderer
+from notifier.domain.samples import sample
+
+FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+async def pool(database_url):
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    yield pool
+    await pool.close()
+
+
+def smtp_settings(server, **overrides) -> SmtpSettings:
+    base = dict(host="127.0.0.1", port=server.port, username="mailer", password="s3cret",
+                from_email="noreply@boxcostpro.com", tls="starttls", timeout_seconds=5, ca_file=str(server.ca_file))
+    return SmtpSettings(**{**base, **overrides})
+
+
+@pytest.fixture
+async def notifier(pool, smtp_server):
+    email_log = PostgresEmailLog(pool)
+    sender = SmtpSender(smtp_settings(smtp_server), connections=2)
+    accept = AcceptEmail(email_log, Renderer(), "boxcostpro.com")
+    deliver = DeliverEmails(email_log, sender, FAST_RETRY, clock=lambda: datetime.now(UTC), rng=random.Random(1))
+    yield accept, deliver, email_log
+    await sender.close()
+
+
+async def deliver_until(deliver, email_log, email_id, status, timeout=10.0):
+    """Run delivery rounds until the email reaches `status` (polling, with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await deliver.run_once()
+        record = await email_log.get("tenant_demo", email_id)
+        if record.status is status:
+            return record
+        assert time.monotonic() < deadline, f"email stayed {record.status}"
+        await asyncio.sleep(0.02)
+
+
+async def test_sent_email_arrives_with_both_parts_and_headers(notifier, smtp_server):
+    accept, deliver, email_log = notifier
+    record, created = await accept.execute("k-1", sample(EmailKind.PAYMENT_RECEIVED))
+    assert created and record.status is EmailStatus.QUEUED
+    sent = await deliver_until(deliver, email_log, record.id, EmailStatus.SENT)
+    assert sent.sent and sent.sent_at and sent.attempts == 1
+    [message] = smtp_server.messages
+    assert message["Subject"] == "Payment received: $49.99"
+    assert message["To"] == "Asha Rao <asha@example.com>"
+    assert message["From"] == "Shree Packaging via BoxCostPro <noreply@boxcostpro.com>"
+    assert message["Message-ID"] == record.message_id
+    assert message.get_body(("plain",)).get_content().startswith("Hi Asha Rao,")
+    assert "We received your payment" in message.get_body(("html",)).get_content()
+
+
+async def test_same_idempotency_key_gives_one_email(notifier, smtp_server):
+    accept, deliver, email_log = notifier
+    first, created = await accept.execute("k-dup", sample(EmailKind.PAYMENT_RECEIVED))
+    again, created_again = await accept.execute("k-dup", sample(EmailKind.PAYMENT_RECEIVED))
+    assert created and not created_again and again.id == first.id
+    await deliver_until(deliver, email_log, first.id, EmailStatus.SENT)
+    await deliver.run_once()
+    assert len(smtp_server.messages) == 1
+    with pytest.raises(IdempotencyConflict):
+        await accept.execute("k-dup", sample(EmailKind.PAYMENT_FAILED))
+
+
+@pytest.mark.parametrize("reply", ["421 4.7.0 Try again later", "451 4.3.0 Temporary local problem"])
+async def test_transient_reply_is_retried_then_sent(notifier, smtp_server, reply):
+    accept, deliver, email_log = notifier
+    smtp_server.fail_next(reply)
+    record, _ = await accept.execute("k-retry", sample(EmailKind.PAYMENT_FAILED))
+    await deliver.run_once()
+    retrying = await email_log.get("tenant_demo", record.id)
+    assert retrying.status is EmailStatus.RETRYING and reply[:3] in retrying.error_message
+    sent = await deliver_until(deliver, email_log, record.id, EmailStatus.SENT)
+    assert sent.attempts == 2 and len(smtp_server.messages) == 1
+
+
+async def test_permanent_reply_ends_failed_with_the_reply_logged(notifier, smtp_server):
+    accept, deliver, email_log = notifier
+    smtp_server.fail_next("550 5.1.1 Mailbox does not exist")
+    record, _ = await accept.execute("k-550", sample(EmailKind.PAYMENT_REFUNDED))
+    failed = await deliver_until(deliver, email_log, record.id, EmailStatus.FAILED)
+    assert failed.error_message == "550 5.1.1 Mailbox does not exist" and not failed.sent
+    assert smtp_server.messages == []
+
+
+async def test_smtp_server_down_then_up_delivers(pool):
+    port = free_port()
+    email_log = PostgresEmailLog(pool)
+    settings = SmtpSettings(host="127.0.0.1", port=port, username=None, password=None,
+                            from_email="noreply@boxcostpro.com", tls="none", timeout_seconds=2)
+    sender = SmtpSender(settings, connections=1)
+    deliver = DeliverEmails(email_log, sender, FAST_RETRY, clock=lambda: datetime.now(UTC))
+    record, _ = await AcceptEmail(email_log, Renderer(), "boxcostpro.com").execute(
+        "k-down", sample(EmailKind.SUBSCRIPTION_ACTIVATED))
+    await deliver.run_once()
+    assert (await email_log.get("tenant_demo", record.id)).status is EmailStatus.RETRYING
+    sink = MailSink(port).start()
+    try:
+        await deliver_until(deliver, email_log, record.id, EmailStatus.SENT)
+        assert len(sink.messages) == 1
+    finally:
+        sink.stop()
+        await sender.close()
+
+
+async def test_retries_stop_after_the_limit(pool, smtp_server):
+    email_log = PostgresEmailLog(pool)
+    sender = SmtpSender(smtp_settings(smtp_server), connections=1)
+    policy = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
+    deliver = DeliverEmails(email_log, sender, policy, clock=lambda: datetime.now(UTC))
+    smtp_server.fail_next(*["451 4.3.0 busy"] * 5)
+    record, _ = await AcceptEmail(email_log, Renderer(), "boxcostpro.com").execute(
+        "k-limit", sample(EmailKind.TICKET_UPDATED))
+    failed = await deliver_until(deliver, email_log, record.id, EmailStatus.FAILED)
+    assert failed.attempts == 2 and "gave up after 2 attempts" in failed.error_message
+    await sender.close()
+
+
+async def test_retry_delays_grow_with_jitter_and_stay_bounded():
+    policy = RetryPolicy(base_delay=2, max_delay=600)
+    rng = random.Random(5)
+    ceilings = [min(600, 2 * 2 ** (n - 1)) for n in range(1, 15)]
+    delays = [policy.next_delay(n, rng) for n in range(1, 15)]
+    assert all(0.2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len({round(d, 3) for d in delays}) == len(delays)  # jittered, not lock-step
+    assert timedelta(seconds=max(delays)) <= timedelta(minutes=10)

@@ -1,0 +1,95 @@
+"""Email templates: golden files for every kind, escaping, money and request validation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from jinja2 import UndefinedError
+from notifier.domain.model import EmailKind, EmailRequest, InvalidEmailRequest, Money, validate
+from notifier.domain.render import Renderer, money
+from notifier.domain.samples import sample
+
+GOLDEN = Path(__file__).parent / "golden"
+renderer = Renderer()
+
+
+@pytest.mark.parametrize("kind", list(EmailKind), ids=lambda k: k.value)
+def test_rendered_email_matches_golden_file(kind):
+    """Regenerate after an intended design change with UPDATE_GOLDEN=1 make test-unit, and review the diff."""
+    rendered = renderer.render(validate(sample(kind)))
+    expected = {"html": rendered.html, "txt": f"Subject: {rendered.subject}\n\n{rendered.text}"}
+    for suffix, content in expected.items():
+        path = GOLDEN / f"{kind.value}.{suffix}"
+        if os.environ.get("UPDATE_GOLDEN"):
+            path.write_text(content)
+        assert content == path.read_text(), f"{path.name} differs from its golden file"
+
+
+@pytest.mark.parametrize("kind", list(EmailKind), ids=lambda k: k.value)
+def test_every_email_has_branding_footer_and_both_parts(kind):
+    rendered = renderer.render(validate(sample(kind)))
+    assert "Shree Packaging" in rendered.html and "Shree Packaging" in rendered.text
+    assert "do not reply" in rendered.html and "do not reply" in rendered.text
+    assert 'style="' in rendered.html  # CSS inlined for mail clients
+    assert "<" not in rendered.text
+
+
+def test_customer_supplied_text_is_escaped_in_html():
+    request = replace(sample(EmailKind.TICKET_CREATED), to_name="<script>alert(1)</script>",
+                      data={**sample(EmailKind.TICKET_CREATED).data, "subject": '<img src=x onerror="x()">'})
+    rendered = renderer.render(validate(request))
+    assert "<script>" not in rendered.html and "&lt;script&gt;" in rendered.html
+    assert "<img" not in rendered.html and "&lt;img" in rendered.html
+
+
+@pytest.mark.parametrize(("amount", "currency", "shown"),
+                         [(4999, "USD", "$49.99"), (125000, "INR", "₹1,250.00"), (500, "JPY", "¥500"),
+                          (0, "EUR", "€0.00"), (123456789, "USD", "$1,234,567.89")])
+def test_money_is_formatted_from_minor_units_for_its_currency(amount, currency, shown):
+    assert money(Money(amount, currency)) == shown
+
+
+def test_undefined_template_variable_is_an_error():
+    request = sample(EmailKind.PAYMENT_RECEIVED)
+    broken = replace(request, data={k: v for k, v in request.data.items() if k != "transaction_id"})
+    with pytest.raises(UndefinedError):
+        renderer.render(broken)
+
+
+def _with(kind: EmailKind, **changes) -> EmailRequest:
+    base = sample(kind)
+    data = {**base.data, **changes.pop("data", {})}
+    return replace(base, data=data, **changes)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [(_with(EmailKind.PAYMENT_RECEIVED, to_email="not-an-address"), "content.to.email"),
+     (_with(EmailKind.PAYMENT_RECEIVED, to_email=""), "content.to.email"),
+     (_with(EmailKind.PAYMENT_RECEIVED, to_email="a@b.com\r\nBcc: x@evil.com"), "content.to.email"),
+     (_with(EmailKind.PAYMENT_RECEIVED, to_name="Asha\r\nBcc: x@evil.com"), "content.to.name"),
+     (_with(EmailKind.PAYMENT_RECEIVED, tenant_name="Shree\nSubject: hi"), "content.tenant_name"),
+     (_with(EmailKind.TICKET_CREATED, data={"subject": "Help\r\nBcc: x@evil.com"}), "content.ticket_created.subject"),
+     (_with(EmailKind.PAYMENT_RECEIVED, tenant_id=""), "content.tenant_id"),
+     (_with(EmailKind.PAYMENT_RECEIVED, data={"amount": None}), "content.payment_received.amount"),
+     (_with(EmailKind.PAYMENT_RECEIVED, data={"amount": Money(-1, "USD")}), "content.payment_received.amount"),
+     (_with(EmailKind.PAYMENT_RECEIVED, data={"amount": Money(1, "usdollar")}), "content.payment_received.amount"),
+     (_with(EmailKind.PAYMENT_RECEIVED, data={"receipt_url": "javascript:alert(1)"}),
+      "content.payment_received.receipt_url"),
+     (_with(EmailKind.INVOICE_GENERATED, data={"due_date": None}), "content.invoice_generated.due_date")],
+)
+def test_invalid_requests_name_the_field(request_, field):
+    with pytest.raises(InvalidEmailRequest) as error:
+        validate(request_)
+    assert error.value.field == field
+
+
+def test_valid_request_is_normalised():
+    request = _with(EmailKind.PAYMENT_RECEIVED, to_email="Asha@Example.COM")
+    assert validate(request).to_email == "Asha@example.com"
+    assert isinstance(sample(EmailKind.PAYMENT_RECEIVED).data["payment_date"], datetime)
+    assert sample(EmailKind.PAYMENT_RECEIVED).data["payment_date"].tzinfo is UTC

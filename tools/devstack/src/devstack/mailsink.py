@@ -1,0 +1,91 @@
+"""A local SMTP server (aiosmtpd) that keeps every message: the mail sink of `make run`, and the
+real SMTP peer of the tests (with optional STARTTLS, AUTH and scripted failure replies)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass
+class SinkHandler:
+    directory: Path | None = None
+    messages: list[EmailMessage] = field(default_factory=list)
+    # Replies to give to the next DATA commands instead of accepting, e.g. "451 4.3.0 Try again later".
+    scripted: deque[str] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's hook name)
+        with self.lock:
+            if self.scripted:
+                return self.scripted.popleft()
+            message = message_from_bytes(envelope.content, policy=policy.default)
+            self.messages.append(message)
+            if self.directory is not None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                (self.directory / f"{len(list(self.directory.glob('*.eml'))) + 1:06d}.eml").write_bytes(
+                    envelope.content)
+        return "250 2.0.0 OK"
+
+
+class MailSink:
+    """Runs in a thread of its own; `start()` returns once it listens."""
+
+    def __init__(self, port: int, *, directory: Path | None = None, tls_context: ssl.SSLContext | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
+        self.handler = SinkHandler(directory=directory)
+        self.port = port
+        kwargs: dict = {}
+        if tls_context is not None:
+            kwargs.update(tls_context=tls_context, require_starttls=True)
+        if credentials is not None:
+            login, password = credentials[0].encode(), credentials[1].encode()
+
+            def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
+                ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (login, password)
+                return AuthResult(success=ok)
+
+            kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=tls_context is not None)
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=port, **kwargs)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def fail_next(self, *replies: str) -> None:
+        with self.handler.lock:
+            self.handler.scripted.extend(replies)
+
+    def start(self) -> MailSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+def main() -> int:
+    """`python -m devstack.mailsink PORT DIR`: keep every message as an .eml file in DIR."""
+    import signal
+    import sys
+
+    port, directory = int(sys.argv[1]), Path(sys.argv[2])
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    sink = MailSink(port, directory=directory).start()
+    print(f"mail sink listening on 127.0.0.1:{port}, saving to {directory}", flush=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
