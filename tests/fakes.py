@@ -19,18 +19,20 @@ class InMemoryEventStore:
         self.subscriptions: dict[str, Subscription] = {}
         self.events: dict[tuple[str, str], EventRecord] = {}
         self.attempts: dict[tuple[str, str], int] = {}
+        self.outbox: dict[str, object] = {}
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[InMemoryUnit]:
         unit = InMemoryUnit(copy.copy(self.transactions), copy.copy(self.subscriptions),
-                            copy.copy(self.events), copy.copy(self.attempts))
+                            copy.copy(self.events), copy.copy(self.attempts), copy.copy(self.outbox))
         yield unit
         self.transactions, self.subscriptions = unit.transactions, unit.subscriptions
-        self.events, self.attempts = unit.events, unit.attempts
+        self.events, self.attempts, self.outbox = unit.events, unit.attempts, unit.outbox
 
 
 class InMemoryUnit:
-    def __init__(self, transactions, subscriptions, events, attempts) -> None:
+    def __init__(self, transactions, subscriptions, events, attempts, outbox) -> None:
+        self.outbox = outbox
         self.transactions = transactions
         self.subscriptions = subscriptions
         self.events = events
@@ -51,6 +53,8 @@ class InMemoryUnit:
         return ws
 
     async def save(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None:
+        for email in working_set.emails:
+            self.outbox.setdefault(email.idempotency_key, email)
         self.subscriptions.update(working_set.changed_subscriptions)
         self.transactions.update(working_set.changed_transactions)
         for ref, owner in owners.items():

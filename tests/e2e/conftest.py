@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import pytest
-from devstack.stack import Stack
+from devstack.mailsink import MailSink
+from devstack.stack import Stack, free_port
 
 STRIPE_SECRET = "whsec_e2e_secret"
 RAZORPAY_SECRET = "rzp_e2e_secret"
 
 
 @pytest.fixture
-async def stack(database_url, tmp_path, monkeypatch):
+def mail_sink():
+    """The SMTP server the notifier sends to (a real aiosmtpd server)."""
+    sink = MailSink(free_port()).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+async def stack(database_url, tmp_path, monkeypatch, mail_sink):
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", f"whsec_previous,{STRIPE_SECRET}")
     monkeypatch.setenv("RAZORPAY_WEBHOOK_SECRET", RAZORPAY_SECRET)
-    stack = Stack({"DATABASE_URL": database_url, "BILLING_TIMEOUT_SECONDS": "3"}, log_dir=tmp_path)
+    env = {"DATABASE_URL": database_url, "BILLING_TIMEOUT_SECONDS": "3", "SMTP_HOST": "127.0.0.1",
+           "SMTP_PORT": str(mail_sink.port), "SMTP_TLS": "none"}
+    stack = Stack(env, log_dir=tmp_path)
     stack.start()
     try:
         await stack.wait_ready()

@@ -6,18 +6,23 @@ import asyncio
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 
+import grpc
 import uvloop
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from servicekit.env import ConfigError
 from servicekit.grpcserve import add_health, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.worker import PollingWorker
 
 from billing.adapters.migrations import migrate
+from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.api.servicer import BillingServicer
 from billing.config import Settings
+from billing.domain.dispatch import DispatchEmails
 from billing.domain.ingest import IngestEvents
 
 log = logging.getLogger("billing")
@@ -27,19 +32,27 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 
 async def serve(settings: Settings) -> None:
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
+    notifier_channel = grpc.aio.insecure_channel(settings.notifier_addr)
     try:
+        dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
+                                  clock=lambda: datetime.now(UTC))
+        outbox_worker = PollingWorker(dispatch.run_once, PostgresOutbox(pool).next_due_in, name="email-outbox")
         server = new_server()
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(IngestEvents(PostgresEventStore(pool))), server
+            BillingServicer(IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)), server
         )
         health = add_health(server)
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
         port = server.add_insecure_port(settings.listen_addr)
         if port == 0:
             raise ConfigError(f"cannot listen on {settings.listen_addr}")
-        log.info("billing listening", extra={"fields": {"addr": settings.listen_addr, "port": port}})
-        await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds)
+        log.info("billing listening", extra={"fields": {"addr": settings.listen_addr, "port": port,
+                                                        "notifier_addr": settings.notifier_addr}})
+        outbox_worker.start()
+        await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds,
+                                    on_draining=lambda: outbox_worker.stop(settings.shutdown_grace_seconds))
     finally:
+        await notifier_channel.close()
         await pool.close()
 
 

@@ -12,6 +12,7 @@ from servicekit.env import Secret, env_float, env_int, env_str
 class Settings:
     database_url: Secret
     listen_addr: str
+    notifier_addr: str
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
@@ -23,6 +24,7 @@ class Settings:
             database_url=Secret(env_str(environ, "DATABASE_URL")),
             # Clients dial BILLING_ADDR; in a container the server binds all interfaces instead.
             listen_addr=env_str(environ, "BILLING_LISTEN_ADDR", billing_addr),
+            notifier_addr=env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052"),
             db_pool_size=env_int(environ, "BILLING_DB_POOL_SIZE", 10, minimum=2),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),

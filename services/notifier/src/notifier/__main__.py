@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from servicekit.env import ConfigError
 from servicekit.grpcserve import add_health, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.worker import PollingWorker
 
 from notifier.adapters.postgres import PostgresEmailLog, migrate
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
@@ -27,7 +28,6 @@ from notifier.domain.emails import AcceptEmail, DeliverEmails, ReadEmails, Retry
 from notifier.domain.model import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
-from notifier.worker import DeliveryWorker
 
 log = logging.getLogger("notifier")
 
@@ -53,7 +53,7 @@ async def serve(settings: Settings) -> None:
                              give_up_after=timedelta(seconds=settings.retry_for_seconds))
         deliver = DeliverEmails(email_log, sender, policy, clock=lambda: datetime.now(UTC),
                                 concurrency=settings.smtp_connections, rng=random.Random())
-        worker = DeliveryWorker(deliver, email_log.next_due_in)
+        worker = PollingWorker(deliver.run_once, email_log.next_due_in, name="email-delivery")
         domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
         accept = AcceptEmail(email_log, renderer, domain, on_accepted=worker.wake)
         server = new_server()

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from devstack.localpg import LocalPostgres, ensure_database
-from devstack.stack import Stack
+from devstack.mailsink import MailSink
+from devstack.stack import Stack, free_port
 
 ROOT = Path.cwd()
 LOCAL = ROOT / ".local"
@@ -38,11 +39,16 @@ def _addr_port(name: str, default: str) -> int:
 
 def run() -> int:
     env = {"DATABASE_URL": database_url()}
-    (LOCAL / "logs").mkdir(parents=True, exist_ok=True)
+    sink = None
+    if not os.environ.get("SMTP_HOST"):
+        mail_dir = LOCAL / "mail"
+        sink = MailSink(free_port(), directory=mail_dir).start()
+        env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(sink.port), SMTP_TLS="none")
     stack = Stack(
         env,
         gateway_port=int(os.environ.get("GATEWAY_PORT", "8000")),
         billing_port=_addr_port("BILLING_ADDR", "127.0.0.1:50051"),
+        notifier_port=_addr_port("NOTIFIER_ADDR", "127.0.0.1:50052"),
     )
     stack.migrate()
     stack.start()
@@ -51,13 +57,18 @@ def run() -> int:
     except (TimeoutError, RuntimeError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         stack.stop()
+        if sink:
+            sink.stop()
         return 1
     env_secrets = "STRIPE_WEBHOOK_SECRET" in os.environ or "RAZORPAY_WEBHOOK_SECRET" in os.environ
     print(
         "\nBoxCostPro payments is running:\n"
         f"  webhook gateway  {stack.gateway_url}  (POST /webhooks/stripe, /webhooks/razorpay; GET /readyz)\n"
         f"  billing gRPC     {stack.billing_addr}\n"
-        f"  database         {_redact(env['DATABASE_URL'])}\n"
+        f"  notifier gRPC    {stack.notifier_addr}\n"
+        + (f"  mail sink        127.0.0.1:{sink.port}: every email is saved under .local/mail/ as an .eml file\n"
+           if sink else f"  SMTP             {os.environ['SMTP_HOST']}\n")
+        + f"  database         {_redact(env['DATABASE_URL'])}\n"
         + ("" if env_secrets else
            "  webhook secrets  local development defaults (set STRIPE_WEBHOOK_SECRET / RAZORPAY_WEBHOOK_SECRET)\n")
         + "Try: make trigger FLOW=stripe-payment    Stop: Ctrl-C\n",
@@ -75,6 +86,8 @@ def run() -> int:
 
     asyncio.run(wait_for_signal())
     codes = stack.stop()
+    if sink:
+        sink.stop()
     print(f"stopped: {codes}", flush=True)
     return 0 if all(c == 0 for c in codes.values()) else 1
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Local development secrets, used only when none are configured; printed by `make run`.
 DEV_STRIPE_SECRET = "whsec_boxcostpro_local_dev"
@@ -68,6 +70,7 @@ class Stack:
     log_dir: Path | None = None
     gateway_port: int = field(default_factory=free_port)
     billing_port: int = field(default_factory=free_port)
+    notifier_port: int = field(default_factory=free_port)
     services: list[Service] = field(default_factory=list)
 
     @property
@@ -78,12 +81,17 @@ class Stack:
     def billing_addr(self) -> str:
         return f"127.0.0.1:{self.billing_port}"
 
+    @property
+    def notifier_addr(self) -> str:
+        return f"127.0.0.1:{self.notifier_port}"
+
     def _env(self) -> dict[str, str]:
         env = {**os.environ, **self.env}
         env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_STRIPE_SECRET)
         env.setdefault("RAZORPAY_WEBHOOK_SECRET", DEV_RAZORPAY_SECRET)
         env.update(
             BILLING_ADDR=self.billing_addr,
+            NOTIFIER_ADDR=self.notifier_addr,
             GATEWAY_PORT=str(self.gateway_port),
             GATEWAY_HOST="127.0.0.1",
             PYTHONUNBUFFERED="1",
@@ -91,37 +99,54 @@ class Stack:
         return env
 
     def migrate(self) -> None:
-        subprocess.run([sys.executable, "-m", "billing", "migrate"], env=self._env(), check=True,
-                       stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        for module in ("billing", "notifier"):
+            subprocess.run([sys.executable, "-m", module, "migrate"], env=self._env(), check=True,
+                           stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
         env = self._env()
-        for name, module in (("billing", "billing"), ("webhook-gateway", "gateway")):
+        for name, module in (("notifier", "notifier"), ("billing", "billing"), ("webhook-gateway", "gateway")):
             log_path = self.log_dir / f"{name}.log" if self.log_dir else None
             service = Service(name, [sys.executable, "-m", module], env, log_path)
             service.start()
             self.services.append(service)
 
+    async def _notifier_serving(self) -> bool:
+        async with grpc.aio.insecure_channel(self.notifier_addr) as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            except grpc.aio.AioRpcError:
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def _gateway_ready(self, session: aiohttp.ClientSession) -> bool:
+        try:
+            async with session.get(f"{self.gateway_url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll the gateway's /readyz (which checks billing) until ready, within `timeout`."""
+        """Poll the gateway's /readyz (which checks billing) and the notifier's health, within `timeout`."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
                 for service in self.services:
                     if service.process and service.process.poll() is not None:
                         raise RuntimeError(f"{service.name} exited with {service.process.returncode}")
-                try:
-                    async with session.get(f"{self.gateway_url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
+                names = {s.name for s in self.services}
+                if (await self._gateway_ready(session)
+                        and ("notifier" not in names or await self._notifier_serving())):
+                    return
                 if time.monotonic() > deadline:
                     raise TimeoutError("the stack did not become ready in time")
                 await asyncio.sleep(0.1)
 
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
-        """SIGTERM the gateway first (it drains into billing), then billing; returns exit codes."""
+        """SIGTERM in reverse start order: the gateway drains into billing, billing into the notifier."""
         codes: dict[str, int | None] = {}
         for service in reversed(self.services):
             service.signal(signal.SIGTERM)

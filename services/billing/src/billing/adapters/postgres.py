@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any
 
 import asyncpg
+import orjson
 from pgkit.migrations import lock_id
 
 from billing.domain.ingest import BatchUnit, EventRecord, TransientStoreError
@@ -152,6 +153,18 @@ class PostgresUnit(BatchUnit):
         if working_set.changed_transactions:
             await self._conn.execute(
                 _UPSERT_TXN, *_columns(working_set.changed_transactions.values(), _TXN_COLUMNS)
+            )
+        if working_set.emails:
+            await self._conn.execute(
+                """
+                INSERT INTO billing.email_outbox (id, idempotency_key, kind, request)
+                SELECT gen_random_uuid(), k, kind, request::jsonb
+                FROM unnest($1::text[], $2::text[], $3::text[]) AS e(k, kind, request)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                """,
+                [e.idempotency_key for e in working_set.emails],
+                [e.kind for e in working_set.emails],
+                [orjson.dumps(e.as_json()).decode() for e in working_set.emails],
             )
         # Payments stored before their subscription's owner was known take it now.
         newly_owned = [

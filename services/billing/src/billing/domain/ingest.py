@@ -12,7 +12,7 @@ one payment, therefore never interleave, and batches never deadlock each other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,6 +23,7 @@ import orjson
 
 from billing.domain import razorpay_events, stripe_events
 from billing.domain.fields import InvalidEvent
+from billing.domain.notifications import payment_emails, subscription_emails
 from billing.domain.model import (
     Owner,
     PaymentFact,
@@ -187,8 +188,9 @@ class _Plan:
 
 
 class IngestEvents:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, on_emails_committed: Callable[[], None] = lambda: None) -> None:
         self._store = store
+        self._on_emails = on_emails_committed
 
     async def execute(self, events: Sequence[IncomingEvent]) -> list[IngestResult]:
         items = [_interpret(e) for e in events]
@@ -222,6 +224,8 @@ class IngestEvents:
                     results, records = _apply(working_set, items, known)
                     await unit.save(working_set, _owners(working_set))
                     await unit.record_events(records)
+                if working_set.emails:
+                    self._on_emails()
                 return results
             except TransientStoreError:
                 if attempt == MAX_TRANSIENT_RETRIES:
@@ -284,24 +288,28 @@ def _apply_facts(
     ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact]
 ) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...]]:
     before = (list(ws.transactions), list(ws.subscriptions),
-              dict(ws.changed_transactions), dict(ws.changed_subscriptions))
+              dict(ws.changed_transactions), dict(ws.changed_subscriptions), list(ws.emails))
     txn_ids: list[str] = []
     sub_ids: list[str] = []
     try:
         for fact in facts:
             if isinstance(fact, SubscriptionFact):
-                sub = merge_subscription(ws.find_subscription(fact.ref), fact)
+                old_sub = ws.find_subscription(fact.ref)
+                sub = merge_subscription(old_sub, fact)
                 ws.put_subscription(sub)
+                ws.emails.extend(subscription_emails(old_sub, sub))
                 sub_ids.append(sub.id)
             else:
                 hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
                 hint = Owner(hint_sub.tenant_id, hint_sub.user_id) if hint_sub and hint_sub.tenant_id else None
-                txn = merge_payment(ws.find_transaction(fact.ref), fact, owner_hint=hint)
+                old_txn = ws.find_transaction(fact.ref)
+                txn = merge_payment(old_txn, fact, owner_hint=hint)
                 ws.put_transaction(txn)
+                ws.emails.extend(payment_emails(old_txn, txn))
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")
-        (ws.transactions, ws.subscriptions, ws.changed_transactions, ws.changed_subscriptions) = before
+        (ws.transactions, ws.subscriptions, ws.changed_transactions, ws.changed_subscriptions, ws.emails) = before
         return Outcome.FAILED, f"{type(exc).__name__}: {exc}", (), ()
     return Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids))
 

@@ -143,6 +143,7 @@ class PaymentFact:
     receipt_url: str | None = None
     payment_method: str | None = None
     customer_email: str | None = None
+    customer_name: str | None = None
     subscription: SubRef | None = None
 
 
@@ -160,6 +161,7 @@ class SubscriptionFact:
     current_period_end: datetime | None = None
     cancelled_at: datetime | None = None
     customer_email: str | None = None
+    customer_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ class Transaction:
     refunded_at: datetime | None = None
     amount_refunded: int = 0
     disputed_at: datetime | None = None
+    customer_name: str | None = None
 
     def matches(self, ref: TxnRef) -> bool:
         if ref.provider is not self.provider:
@@ -233,6 +236,7 @@ class Subscription:
     current_period_end: datetime | None = None
     cancelled_at: datetime | None = None
     customer_email: str | None = None
+    customer_name: str | None = None
 
     @property
     def provider_id(self) -> str:
@@ -295,6 +299,7 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         razorpay_payment_id=_first(row.razorpay_payment_id, ref.razorpay_payment_id),
         razorpay_subscription_id=_first(row.razorpay_subscription_id, razorpay_sub),
         customer_email=_first(row.customer_email, fact.customer_email),
+        customer_name=_first(row.customer_name, fact.customer_name),
         receipt_url=_first(row.receipt_url, fact.receipt_url),
         payment_method=_first(row.payment_method, fact.payment_method),
         amount_refunded=max(row.amount_refunded, fact.amount_refunded or 0),
@@ -348,6 +353,7 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
         tenant_id=_first(row.tenant_id, fact.owner.tenant_id if fact.owner else None),
         user_id=_first(row.user_id, fact.owner.user_id if fact.owner else None),
         customer_email=_first(row.customer_email, fact.customer_email),
+        customer_name=_first(row.customer_name, fact.customer_name),
         plan=_first(row.plan, fact.plan),
     )
     if fact.status is not None and (
@@ -374,6 +380,7 @@ class WorkingSet:
     subscriptions: list[Subscription] = field(default_factory=list)
     changed_transactions: dict[str, Transaction] = field(default_factory=dict)
     changed_subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    emails: list = field(default_factory=list)  # EmailIntent, for the outbox
 
     def find_transaction(self, ref: TxnRef) -> Transaction | None:
         found = next((t for t in self.transactions if t.matches(ref)), None)

@@ -103,6 +103,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         receipt_url=f.text(charge, "receipt_url"),
         payment_method=f.text(details, "type"),
         customer_email=f.text(charge, "receipt_email") or f.text(billing, "email"),
+        customer_name=f.text(billing, "name"),
     )
     if event_type == "charge.succeeded":
         return [PaymentFact(**common, status=TxnStatus.SUCCEEDED, provider_status="succeeded", paid_at=at)]
@@ -156,6 +157,7 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
         owner=f.owner(invoice.get("metadata"), sub_metadata),
         currency=f.currency(invoice),
         customer_email=f.text(invoice, "customer_email"),
+        customer_name=f.text(invoice, "customer_name"),
         receipt_url=f.text(invoice, "hosted_invoice_url"),
         subscription=SubRef(Provider.STRIPE, sub_id) if sub_id else None,
     )
@@ -221,7 +223,8 @@ def _checkout_session(session: dict[str, Any], at: datetime) -> Facts:
         if not sub_id:
             return []
         # Links the subscription to its tenant; its state comes from customer.subscription.* events.
-        return [SubscriptionFact(ref=SubRef(Provider.STRIPE, sub_id), at=at, owner=owner, customer_email=email)]
+        return [SubscriptionFact(ref=SubRef(Provider.STRIPE, sub_id), at=at, owner=owner, customer_email=email,
+                                 customer_name=f.text(details, "name"))]
     pi = f.text(session, "payment_intent")
     if mode != "payment" or not pi:
         return []
@@ -237,6 +240,7 @@ def _checkout_session(session: dict[str, Any], at: datetime) -> Facts:
             currency=f.currency(session),
             paid_at=at if paid else None,
             customer_email=email,
+            customer_name=f.text(details, "name"),
         )
     ]
 

@@ -1,4 +1,6 @@
-"""The background sender: delivers due emails, sleeps until the next one is due or a new one arrives."""
+"""A background worker that processes due work in rounds and sleeps until more is due or it is woken.
+
+Used for the notifier's email delivery and billing's outbox dispatch."""
 
 from __future__ import annotations
 
@@ -7,16 +9,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from notifier.domain.emails import DeliverEmails
-
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 5.0
 
 
-class DeliveryWorker:
-    def __init__(self, deliver: DeliverEmails, next_due_in: Callable[[], Awaitable[float | None]]) -> None:
-        self._deliver = deliver
+class PollingWorker:
+    """`run_once()` does a round and returns how much it did; `next_due_in()` says when more is due."""
+
+    def __init__(self, run_once: Callable[[], Awaitable[int]], next_due_in: Callable[[], Awaitable[float | None]],
+                 name: str) -> None:
+        self._run_once = run_once
+        self._name = name
         self._next_due_in = next_due_in
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -32,11 +36,11 @@ class DeliveryWorker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                if await self._deliver.run_once():
+                if await self._run_once():
                     continue
                 wait = await self._next_due_in()
             except Exception:  # the database may be away for a while; keep the worker alive
-                log.exception("delivery round failed")
+                log.exception("background round failed", extra={"fields": {"worker": self._name}})
                 wait = IDLE_POLL_SECONDS
             timeout = IDLE_POLL_SECONDS if wait is None else min(wait, IDLE_POLL_SECONDS)
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stopping.wait())]

@@ -1,0 +1,93 @@
+"""The email outbox table, and the notifier's gRPC API as billing uses it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import grpc
+import orjson
+from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from billing.domain.dispatch import NotifierRejected, NotifierUnavailable, OutboxItem
+
+_REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
+
+
+class PostgresOutbox:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def claim_due(self, limit: int, lease: timedelta) -> list[OutboxItem]:
+        rows = await self._pool.fetch(
+            """
+            UPDATE billing.email_outbox SET attempts = attempts + 1, next_attempt_at = now() + $2
+            WHERE id IN (SELECT id FROM billing.email_outbox
+                         WHERE status = 'pending' AND next_attempt_at <= now()
+                         ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+            RETURNING id, idempotency_key, kind, request, attempts
+            """,
+            limit, lease,
+        )
+        return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], orjson.loads(r["request"]), r["attempts"])
+                for r in rows]
+
+    async def mark_delivered(self, item_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE billing.email_outbox SET status = 'delivered', delivered_at = now(), last_error = NULL "
+            "WHERE id = $1", uuid.UUID(item_id))
+
+    async def mark_retry(self, item_id: str, error: str, next_attempt_at: datetime) -> None:
+        await self._pool.execute(
+            "UPDATE billing.email_outbox SET last_error = $2, next_attempt_at = $3 WHERE id = $1",
+            uuid.UUID(item_id), error[:2000], next_attempt_at)
+
+    async def mark_dead(self, item_id: str, error: str) -> None:
+        await self._pool.execute(
+            "UPDATE billing.email_outbox SET status = 'dead', last_error = $2 WHERE id = $1",
+            uuid.UUID(item_id), error[:2000])
+
+    async def next_due_in(self) -> float | None:
+        return await self._pool.fetchval(
+            "SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))::float8 "
+            "FROM billing.email_outbox WHERE status = 'pending'")
+
+
+def _fill(message: Any, data: dict[str, Any]) -> None:
+    """JSON data into a typed message: Money as {amount_minor, currency}, timestamps as ISO strings."""
+    for name, value in data.items():
+        field = message.DESCRIPTOR.fields_by_name[name]
+        if field.message_type is None:
+            setattr(message, name, value)
+        elif field.message_type.full_name == "google.protobuf.Timestamp":
+            ts = Timestamp()
+            ts.FromDatetime(datetime.fromisoformat(value))
+            getattr(message, name).CopyFrom(ts)
+        else:
+            getattr(message, name).CopyFrom(notifier_pb2.Money(**value))
+
+
+def to_request(idempotency_key: str, request: dict[str, Any]) -> notifier_pb2.SendEmailRequest:
+    content = notifier_pb2.EmailContent(
+        tenant_id=request["tenant_id"], user_id=request["user_id"], tenant_name=request["tenant_name"],
+        to=notifier_pb2.Recipient(email=request["to"]["email"], name=request["to"]["name"]),
+    )
+    _fill(getattr(content, request["kind"]), request["data"])
+    return notifier_pb2.SendEmailRequest(idempotency_key=idempotency_key, content=content)
+
+
+class GrpcNotifier:
+    def __init__(self, channel: grpc.aio.Channel, timeout_seconds: float = 5.0) -> None:
+        self._stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+        self._timeout = timeout_seconds
+
+    async def send_email(self, idempotency_key: str, request: dict[str, Any]) -> None:
+        try:
+            await self._stub.SendEmail(to_request(idempotency_key, request), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REJECTED:
+                raise NotifierRejected(f"{exc.code().name}: {exc.details()}") from exc
+            raise NotifierUnavailable(f"{exc.code().name}: {exc.details()}") from exc

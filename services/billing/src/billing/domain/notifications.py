@@ -1,0 +1,90 @@
+"""Which changes a customer hears about, decided from a row before and after one event.
+
+Each email has an idempotency key derived from what it reports (the payment and the email kind), so
+duplicate or re-ordered events never produce a second email: the outbox keeps one row per key, and the
+notifier sends one email per key.
+- payment received: the first time a payment is known paid;
+- payment failed: a transition into failed that the payment did not already pass (a late failure
+  after a success sends nothing), one per failed attempt;
+- payment refunded: each new cumulative refunded amount;
+- subscription activated: the first activation only, not renewals;
+- subscription cancelled: once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from billing.domain.model import SubStatus, Subscription, Transaction, TxnStatus
+
+DEFAULT_TENANT_NAME = "BoxCostPro"
+
+
+@dataclass(frozen=True)
+class EmailIntent:
+    """An email to ask the notifier for; `data` is JSON-safe (money as minor units + currency)."""
+
+    idempotency_key: str
+    kind: str
+    tenant_id: str
+    user_id: str
+    to_email: str
+    to_name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    tenant_name: str = DEFAULT_TENANT_NAME
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tenant_id": self.tenant_id, "user_id": self.user_id,
+                "to": {"email": self.to_email, "name": self.to_name}, "tenant_name": self.tenant_name,
+                "data": self.data}
+
+
+def _money(amount: int | None, currency: str | None) -> dict[str, Any] | None:
+    if amount is None or currency is None:
+        return None
+    return {"amount_minor": amount, "currency": currency}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _intent(row: Transaction | Subscription, key: str, kind: str, data: dict[str, Any]) -> EmailIntent | None:
+    if not row.customer_email or not row.tenant_id:
+        return None  # no one to write to, or no tenant to write as
+    return EmailIntent(key, kind, row.tenant_id, row.user_id or "", row.customer_email, row.customer_name or "",
+                       {k: v for k, v in data.items() if v is not None})
+
+
+def payment_emails(before: Transaction | None, after: Transaction) -> list[EmailIntent]:
+    intents: list[EmailIntent | None] = []
+    money = _money(after.amount, after.currency)
+    if after.paid_at and not (before and before.paid_at):
+        intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
+            "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
+            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url}))
+    if after.status is TxnStatus.FAILED and (before is None or before.status is not TxnStatus.FAILED):
+        intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
+            "amount": money, "reason": after.failure_message}))
+    if after.amount_refunded > (before.amount_refunded if before else 0):
+        intents.append(_intent(after, f"txn:{after.id}:payment_refunded:{after.amount_refunded}", "payment_refunded", {
+            "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
+            "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}))
+    return [i for i in intents if i is not None]
+
+
+_LIVE = (SubStatus.ACTIVE, SubStatus.TRIALING)
+
+
+def subscription_emails(before: Subscription | None, after: Subscription) -> list[EmailIntent]:
+    intents: list[EmailIntent | None] = []
+    if after.status in _LIVE and (before is None or before.status not in _LIVE):
+        intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
+            "plan": after.plan or "subscription", "next_billing_date": _iso(after.current_period_end)}))
+    if after.status is SubStatus.CANCELLED and (before is None or before.status is not SubStatus.CANCELLED):
+        intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
+            "plan": after.plan or "subscription",
+            "effective_date": _iso(after.cancelled_at or after.current_period_end or after.status_at)}))
+    return [i for i in intents if i is not None]

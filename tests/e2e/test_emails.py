@@ -1,0 +1,69 @@
+"""Webhook to inbox: billing's outbox feeds the notifier, which mails the customer exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from trigger.delivery import DeliveryPlan, deliver, sign
+from trigger.events import StripeScenario
+from trigger.flows import FLOWS
+
+from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
+
+SECRETS = {"stripe": STRIPE_SECRET, "razorpay": RAZORPAY_SECRET}
+
+
+async def wait_for(predicate, timeout=20.0, what="condition"):
+    """Poll `predicate` (async) until true, within a deadline."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_payment_succeeded_mails_one_receipt_and_logs_it_sent(stack, db, mail_sink):
+    s = StripeScenario(tenant_id="acme", email="buyer@example.com")
+    event = sign("stripe", s.event("payment_intent.succeeded"), STRIPE_SECRET)
+    charge = sign("stripe", s.event("charge.succeeded"), STRIPE_SECRET)
+    responses = await deliver(stack.gateway_url, [event, charge], DeliveryPlan(times=3, concurrent=True))
+    assert {r.status for r in responses} == {200}
+
+    async def logged_sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 1
+
+    await wait_for(logged_sent, what="the email to be logged as sent")
+    assert len(mail_sink.messages) == 1
+    [message] = mail_sink.messages
+    assert message["Subject"] == "Payment received: $49.99"
+    assert message["To"] == "buyer@example.com"
+    row = await db.fetchrow("SELECT tenant_id, email_type, to_email, status FROM notifier.email_logs")
+    assert dict(row) == {"tenant_id": "acme", "email_type": "payment_received", "to_email": "buyer@example.com",
+                         "status": "sent"}
+    assert await db.fetchval("SELECT status FROM billing.email_outbox") == "delivered"
+
+
+async def test_notifier_down_then_up_drains_the_outbox(stack, db, mail_sink):
+    notifier = stack.service("notifier")
+    notifier.signal()
+    assert notifier.wait(20) == 0
+    flow = FLOWS["stripe-subscription"]
+    deliveries = [sign("stripe", e, STRIPE_SECRET) for e in flow.build("acme", "u1")]
+    responses = await deliver(stack.gateway_url, deliveries)
+    assert {r.status for r in responses} == {200}  # billing commits while the notifier is away
+
+    async def outbox_waits():
+        return await db.fetchval("SELECT count(*) FROM billing.email_outbox WHERE attempts > 0") > 0
+
+    await wait_for(outbox_waits, what="billing to try the notifier")
+    assert mail_sink.messages == []
+    notifier.start()
+
+    async def all_sent():
+        kinds = await db.fetch("SELECT email_type FROM notifier.email_logs WHERE sent ORDER BY email_type")
+        return len(kinds) == 4
+
+    await wait_for(all_sent, timeout=60, what="the outbox to drain")
+    kinds = sorted(r["email_type"] for r in await db.fetch("SELECT email_type FROM notifier.email_logs"))
+    assert kinds == ["payment_failed", "payment_received", "subscription_activated", "subscription_cancelled"]
+    assert len(mail_sink.messages) == 4
