@@ -1,0 +1,118 @@
+"""The notifier's gRPC API on a real server and PostgreSQL: send, get, list, preview, and refusals."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from notifier.adapters.postgres import PostgresEmailLog
+from notifier.api.servicer import NotifierServicer
+from notifier.domain.emails import AcceptEmail, ReadEmails
+from notifier.domain.render import Renderer
+import asyncpg
+
+
+@pytest.fixture
+async def stub(database_url):
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    email_log = PostgresEmailLog(pool)
+    renderer = Renderer()
+    server = grpc.aio.server()
+    notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
+        NotifierServicer(AcceptEmail(email_log, renderer, "boxcostpro.com"), ReadEmails(email_log), renderer), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield notifier_pb2_grpc.NotifierServiceStub(channel)
+    await channel.close()
+    await server.stop(0)
+    await pool.close()
+
+
+def content(tenant="t1", email="asha@example.com", name="Asha", **overrides):
+    paid = Timestamp()
+    paid.FromSeconds(1_773_480_600)
+    fields = dict(tenant_id=tenant, user_id="u1", tenant_name="Shree Packaging",
+                  to=notifier_pb2.Recipient(email=email, name=name),
+                  payment_received=notifier_pb2.PaymentReceived(
+                      transaction_id="txn-1", amount=notifier_pb2.Money(amount_minor=4999, currency="USD"),
+                      payment_method="card", payment_date=paid))
+    fields.update(overrides)
+    return notifier_pb2.EmailContent(**fields)
+
+
+async def test_send_stores_once_per_idempotency_key(stub):
+    first = await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="k1", content=content()))
+    again = await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="k1", content=content()))
+    assert first.created and not again.created and first.email.id == again.email.id
+    assert first.email.status == notifier_pb2.EMAIL_STATUS_QUEUED and not first.email.sent
+    assert first.email.subject == "Payment received: $49.99" and first.email.email_type == "payment_received"
+
+
+async def test_reusing_a_key_for_another_email_is_already_exists(stub):
+    await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="k2", content=content()))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="k2", content=content(name="Other")))
+    assert error.value.code() is grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [(notifier_pb2.SendEmailRequest(content=content()), "idempotency_key"),
+     (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(email="nope")), "content.to.email"),
+     (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(name="A\r\nBcc: x@y.z")), "content.to.name"),
+     (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(tenant="")), "content.tenant_id"),
+     (notifier_pb2.SendEmailRequest(idempotency_key="k", content=notifier_pb2.EmailContent(
+         tenant_id="t1", tenant_name="S", to=notifier_pb2.Recipient(email="a@b.co"))), "content.kind"),
+     (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(
+         payment_received=notifier_pb2.PaymentReceived(transaction_id="x"))), "content.payment_received.amount")],
+)
+async def test_bad_requests_are_invalid_argument_naming_the_field_and_store_nothing(stub, request_, field):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.SendEmail(request_)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith(field)
+    listed = await stub.ListEmails(notifier_pb2.ListEmailsRequest(tenant_id="t1"))
+    assert list(listed.emails) == []
+
+
+async def test_get_is_scoped_to_the_tenant(stub):
+    sent = await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="k3", content=content(tenant="t1")))
+    got = await stub.GetEmail(notifier_pb2.GetEmailRequest(tenant_id="t1", id=sent.email.id))
+    assert got.email.to_email == "asha@example.com"
+    for tenant, email_id in (("t2", sent.email.id), ("t1", "not-a-uuid")):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.GetEmail(notifier_pb2.GetEmailRequest(tenant_id=tenant, id=email_id))
+        assert error.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_pages_through_a_tenants_emails_with_filters(stub):
+    for i in range(7):
+        await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key=f"p{i}", content=content(tenant="t1")))
+    await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="other", content=content(tenant="t2")))
+    seen, token = [], ""
+    while True:
+        page = await stub.ListEmails(notifier_pb2.ListEmailsRequest(tenant_id="t1", page_size=3, page_token=token))
+        seen += [e.id for e in page.emails]
+        assert all(e.tenant_id == "t1" for e in page.emails)
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 7
+    queued = await stub.ListEmails(notifier_pb2.ListEmailsRequest(
+        tenant_id="t1", status=notifier_pb2.EMAIL_STATUS_SENT))
+    assert list(queued.emails) == []
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.ListEmails(notifier_pb2.ListEmailsRequest(tenant_id="t1", page_token="garbage"))
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.ListEmails(notifier_pb2.ListEmailsRequest())
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_preview_renders_without_storing(stub):
+    preview = await stub.PreviewEmail(notifier_pb2.PreviewEmailRequest(content=content(tenant="t9")))
+    assert preview.subject == "Payment received: $49.99"
+    assert "We received your payment" in preview.html and "Amount: $49.99" in preview.text
+    assert list((await stub.ListEmails(notifier_pb2.ListEmailsRequest(tenant_id="t9"))).emails) == []

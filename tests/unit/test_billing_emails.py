@@ -1,0 +1,77 @@
+"""Which customer emails billing asks for: once per thing reported, whatever the delivery order."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+
+import pytest
+from billing.domain.ingest import IngestEvents
+from trigger.events import StripeScenario
+from trigger.flows import FLOWS
+
+from tests.fakes import InMemoryEventStore
+from tests.support import incoming
+
+
+async def outbox_after(events):
+    store = InMemoryEventStore()
+    for event in events:
+        await IngestEvents(store).execute([event])
+    return store.outbox
+
+
+def kinds(outbox) -> Counter:
+    return Counter(intent.kind for intent in outbox.values())
+
+
+async def test_stripe_payment_flow_asks_for_receipt_and_refund_emails():
+    flow = FLOWS["stripe-payment"]
+    outbox = await outbox_after([incoming("stripe", e) for e in flow.build("t1", "u1")])
+    assert kinds(outbox) == Counter({"payment_received": 1, "payment_refunded": 1})
+    refund = next(i for i in outbox.values() if i.kind == "payment_refunded")
+    assert refund.data["refunded"] == {"amount_minor": 999, "currency": "USD"} and refund.data["full"] is False
+    assert refund.to_email == "buyer@example.com" and refund.tenant_id == "t1"
+
+
+async def test_subscription_flow_asks_for_activation_once_and_cancellation():
+    flow = FLOWS["stripe-subscription"]
+    outbox = await outbox_after([incoming("stripe", e) for e in flow.build("t1", "u1")])
+    assert kinds(outbox) == Counter({"subscription_activated": 1, "subscription_cancelled": 1,
+                                     "payment_received": 1, "payment_failed": 1})
+
+
+async def test_renewals_do_not_repeat_the_activation_email():
+    s = StripeScenario()
+    events = [s.event("checkout.session.completed"), s.event("customer.subscription.created"), s.past_due(),
+              s.event("customer.subscription.updated"), s.event("customer.subscription.updated")]
+    outbox = await outbox_after([incoming("stripe", e) for e in events])
+    assert kinds(outbox)["subscription_activated"] == 1
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+async def test_no_order_or_duplication_sends_any_email_twice(name):
+    flow = FLOWS[name]
+    events = [incoming(flow.provider, e) for e in flow.build("t1", "u1")]
+    orders = list(itertools.permutations(events))
+    random.Random(1).shuffle(orders)
+    for order in orders[:60]:
+        outbox = await outbox_after(list(order) + list(order))
+        assert all(count == 1 for kind, count in kinds(outbox).items() if kind != "payment_failed"), kinds(outbox)
+
+
+async def test_late_failure_after_success_sends_no_failure_email():
+    s = StripeScenario()
+    success, failure = s.event("payment_intent.succeeded"), s.event("payment_intent.payment_failed")
+    assert kinds(await outbox_after([incoming("stripe", success), incoming("stripe", failure)])) == Counter(
+        {"payment_received": 1})
+    assert kinds(await outbox_after([incoming("stripe", failure), incoming("stripe", success)])) == Counter(
+        {"payment_failed": 1, "payment_received": 1})
+
+
+async def test_no_email_without_a_recipient():
+    s = StripeScenario()
+    event = s.event("payment_intent.succeeded")
+    event["data"]["object"]["receipt_email"] = None
+    assert await outbox_after([incoming("stripe", event)]) == {}
