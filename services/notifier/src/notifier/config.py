@@ -44,7 +44,7 @@ class Settings:
             smtp_tls=tls,
             smtp_timeout_seconds=env_float(environ, "SMTP_TIMEOUT_SECONDS", 15.0, minimum=0.1),
             smtp_ca_file=environ.get("SMTP_CA_FILE") or None,
-            smtp_connections=env_int(environ, "SMTP_CONNECTIONS", 4, minimum=1),
+            smtp_connections=env_int(environ, "SMTP_CONNECTIONS", 8, minimum=1),
             from_email=env_str(environ, "FROM_EMAIL", "noreply@boxcostpro.com"),
             max_attempts=env_int(environ, "EMAIL_MAX_ATTEMPTS", 10, minimum=1),
             retry_for_seconds=env_int(environ, "EMAIL_RETRY_FOR_SECONDS", 86400, minimum=1),

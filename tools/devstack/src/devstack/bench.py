@@ -11,11 +11,13 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
 
-from devstack.stack import DEV_RAZORPAY_SECRET, DEV_STRIPE_SECRET, Stack
+from devstack.mailsink import MailSink
+from devstack.stack import DEV_RAZORPAY_SECRET, DEV_STRIPE_SECRET, Stack, free_port
 
 BENCH_DB = "boxcostpro_bench"
 
@@ -45,6 +47,21 @@ async def _missing(database_url: str, acknowledged: list[list[str]]) -> int:
         await conn.close()
 
 
+async def _drain(database_url: str, timeout: float = 600.0) -> dict[str, float]:
+    """Wait (polling, with a deadline) until every outbox email is logged sent by the notifier."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        count = await conn.fetchval("SELECT count(*) FROM billing.email_outbox")
+        started = time.perf_counter()
+        while True:
+            sent = await conn.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent")
+            if sent >= count or time.perf_counter() - started > timeout:
+                return {"count": count, "sent": sent, "seconds": time.perf_counter() - started}
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
 def main(argv: list[str]) -> int:
     from devstack.__main__ import LOCAL, local_postgres
 
@@ -60,12 +77,20 @@ def main(argv: list[str]) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
         old.unlink()
+    sink = MailSink(free_port()).start()
     stack = Stack({"DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": DEV_STRIPE_SECRET,
-                   "RAZORPAY_WEBHOOK_SECRET": DEV_RAZORPAY_SECRET, "LOG_LEVEL": "WARNING"}, log_dir=log_dir)
+                   "RAZORPAY_WEBHOOK_SECRET": DEV_RAZORPAY_SECRET, "LOG_LEVEL": "WARNING",
+                   "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_TLS": "none"}, log_dir=log_dir)
     stack.migrate()
     stack.start()
     try:
         asyncio.run(stack.wait_ready())
+        # Phase 1 measures ingestion alone: the notifier is stopped, so the receipts each event asks
+        # for wait in billing's outbox. Phase 2 starts it and measures how fast the outbox drains
+        # to the SMTP sink.
+        notifier = stack.service("notifier")
+        notifier.signal()
+        notifier.wait(30)
         print(f"driving {stack.gateway_url} with {args.events} distinct signed events, "
               f"{args.concurrency} concurrent connections ...", flush=True)
         out = subprocess.run(
@@ -76,8 +101,13 @@ def main(argv: list[str]) -> int:
         )
         result = json.loads(out.stdout)
         missing = asyncio.run(_missing(database_url, result["acknowledged"]))
+        print("draining the email outbox through the notifier to the SMTP sink ...", flush=True)
+        notifier.start()
+        emails = asyncio.run(_drain(database_url))
+        received = sink.count
     finally:
         codes = stack.stop()
+        sink.stop()
     measured = result["sent"]
     accepted = len(result["acknowledged"]) - (args.events - measured)
     print(f"webhook ingestion (gateway -> billing -> PostgreSQL, fsync on), {measured} measured events:")
@@ -87,5 +117,9 @@ def main(argv: list[str]) -> int:
     print(f"  latency max         {result['max_ms']:.1f} ms")
     print(f"  errors              {sum(result['errors'].values())} {result['errors'] or ''}")
     print(f"  acknowledged, not in webhook_events: {missing}")
+    print(f"emails (billing outbox -> notifier -> SMTP sink), {emails['count']} receipts:")
+    print(f"  delivered emails/s  {emails['count'] / emails['seconds']:.0f}")
+    print(f"  received by the sink {received}, logged sent {emails['sent']}")
     print(f"  services exited     {codes}  (logs in {Path(log_dir).relative_to(Path.cwd())})")
-    return 0 if missing == 0 and all(c == 0 for c in codes.values()) else 1
+    ok = missing == 0 and received == emails["count"] == emails["sent"]
+    return 0 if ok and all(c == 0 for c in codes.values()) else 1

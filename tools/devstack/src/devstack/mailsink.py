@@ -18,7 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 @dataclass
 class SinkHandler:
     directory: Path | None = None
-    messages: list[EmailMessage] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
     # Replies to give to the next DATA commands instead of accepting, e.g. "451 4.3.0 Try again later".
     scripted: deque[str] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -27,8 +27,7 @@ class SinkHandler:
         with self.lock:
             if self.scripted:
                 return self.scripted.popleft()
-            message = message_from_bytes(envelope.content, policy=policy.default)
-            self.messages.append(message)
+            self.raw.append(envelope.content)  # parsed when read: the sink must not be the bottleneck
             if self.directory is not None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 (self.directory / f"{len(list(self.directory.glob('*.eml'))) + 1:06d}.eml").write_bytes(
@@ -59,7 +58,13 @@ class MailSink:
     @property
     def messages(self) -> list[EmailMessage]:
         with self.handler.lock:
-            return list(self.handler.messages)
+            raw = list(self.handler.raw)
+        return [message_from_bytes(content, policy=policy.default) for content in raw]
+
+    @property
+    def count(self) -> int:
+        with self.handler.lock:
+            return len(self.handler.raw)
 
     def fail_next(self, *replies: str) -> None:
         with self.handler.lock:

@@ -12,7 +12,7 @@ import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from billing.domain.dispatch import NotifierRejected, NotifierUnavailable, OutboxItem
+from billing.domain.dispatch import NotifierRejected, NotifierUnavailable, Outcome, OutboxItem
 
 _REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -35,20 +35,22 @@ class PostgresOutbox:
         return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], orjson.loads(r["request"]), r["attempts"])
                 for r in rows]
 
-    async def mark_delivered(self, item_id: str) -> None:
+    async def record_outcomes(self, outcomes: list[Outcome]) -> None:
         await self._pool.execute(
-            "UPDATE billing.email_outbox SET status = 'delivered', delivered_at = now(), last_error = NULL "
-            "WHERE id = $1", uuid.UUID(item_id))
-
-    async def mark_retry(self, item_id: str, error: str, next_attempt_at: datetime) -> None:
-        await self._pool.execute(
-            "UPDATE billing.email_outbox SET last_error = $2, next_attempt_at = $3 WHERE id = $1",
-            uuid.UUID(item_id), error[:2000], next_attempt_at)
-
-    async def mark_dead(self, item_id: str, error: str) -> None:
-        await self._pool.execute(
-            "UPDATE billing.email_outbox SET status = 'dead', last_error = $2 WHERE id = $1",
-            uuid.UUID(item_id), error[:2000])
+            """
+            UPDATE billing.email_outbox AS b
+            SET status = CASE o.status WHEN 'retry' THEN 'pending' ELSE o.status END,
+                last_error = o.error,
+                next_attempt_at = coalesce(o.next_attempt_at, b.next_attempt_at),
+                delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS o(id, status, error, next_attempt_at)
+            WHERE b.id = o.id
+            """,
+            [uuid.UUID(o.item_id) for o in outcomes],
+            [o.status for o in outcomes],
+            [o.error[:2000] if o.error else None for o in outcomes],
+            [o.next_attempt_at for o in outcomes],
+        )
 
     async def next_due_in(self) -> float | None:
         return await self._pool.fetchval(

@@ -6,6 +6,7 @@ was lost is harmless to repeat: the notifier answers with the email it already h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -39,15 +40,24 @@ class Notifier(Protocol):
 
 class Outbox(Protocol):
     async def claim_due(self, limit: int, lease: timedelta) -> list[OutboxItem]: ...
-    async def mark_delivered(self, item_id: str) -> None: ...
-    async def mark_retry(self, item_id: str, error: str, next_attempt_at: datetime) -> None: ...
-    async def mark_dead(self, item_id: str, error: str) -> None: ...
+    async def record_outcomes(self, outcomes: list[Outcome]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """delivered, retry (at next_attempt_at) or dead."""
+
+    item_id: str
+    status: str
+    error: str | None = None
+    next_attempt_at: datetime | None = None
 
 
 class DispatchEmails:
     def __init__(self, outbox: Outbox, notifier: Notifier, *, clock: Callable[[], datetime],
-                 max_delay: float = 60.0, rng: random.Random | None = None) -> None:
+                 max_delay: float = 60.0, concurrency: int = 16, rng: random.Random | None = None) -> None:
         self._outbox = outbox
+        self._concurrency = concurrency
         self._notifier = notifier
         self._clock = clock
         self._max_delay = max_delay
@@ -55,20 +65,25 @@ class DispatchEmails:
 
     async def run_once(self, limit: int = 100) -> int:
         items = await self._outbox.claim_due(limit, timedelta(seconds=30))
-        for item in items:
-            await self._dispatch(item)
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def dispatch(item: OutboxItem) -> Outcome:
+            async with slots:
+                return await self._dispatch(item)
+
+        outcomes = await asyncio.gather(*(dispatch(item) for item in items))
+        if outcomes:
+            await self._outbox.record_outcomes(list(outcomes))
         return len(items)
 
-    async def _dispatch(self, item: OutboxItem) -> None:
+    async def _dispatch(self, item: OutboxItem) -> Outcome:
         try:
             await self._notifier.send_email(item.idempotency_key, item.request)
         except NotifierUnavailable as exc:
             delay = self._rng.uniform(0.5, min(self._max_delay, 2.0 ** min(item.attempts, 10)))
-            await self._outbox.mark_retry(item.id, str(exc), self._clock() + timedelta(seconds=delay))
-            return
+            return Outcome(item.id, "retry", str(exc), self._clock() + timedelta(seconds=delay))
         except NotifierRejected as exc:
             log.error("notifier rejected an email request", extra={"fields": {"key": item.idempotency_key,
                                                                               "error": str(exc)}})
-            await self._outbox.mark_dead(item.id, str(exc))
-            return
-        await self._outbox.mark_delivered(item.id)
+            return Outcome(item.id, "dead", str(exc))
+        return Outcome(item.id, "delivered")

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 from pgkit.migrations import migrate as _migrate
 
-from notifier.domain.emails import ListFilter, NewEmail
+from notifier.domain.emails import ListFilter, NewEmail, Outcome
 from notifier.domain.model import EmailRecord, EmailStatus
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
@@ -126,25 +126,20 @@ class PostgresEmailLog:
         )
         return [_record(r) for r in rows]
 
-    async def mark_sent(self, email_id: str) -> None:
+    async def record_outcomes(self, outcomes: list[Outcome]) -> None:
         await self._pool.execute(
-            """UPDATE notifier.email_logs SET status = 'sent', sent_at = now(), next_attempt_at = NULL,
-               error_message = NULL, updated_at = now() WHERE id = $1""",
-            uuid.UUID(email_id),
-        )
-
-    async def mark_retry(self, email_id: str, error: str, next_attempt_at: datetime) -> None:
-        await self._pool.execute(
-            """UPDATE notifier.email_logs SET status = 'retrying', error_message = $2, next_attempt_at = $3,
-               updated_at = now() WHERE id = $1""",
-            uuid.UUID(email_id), error[:2000], next_attempt_at,
-        )
-
-    async def mark_failed(self, email_id: str, error: str) -> None:
-        await self._pool.execute(
-            """UPDATE notifier.email_logs SET status = 'failed', error_message = $2, next_attempt_at = NULL,
-               updated_at = now() WHERE id = $1""",
-            uuid.UUID(email_id), error[:2000],
+            """
+            UPDATE notifier.email_logs AS e
+            SET status = o.status, error_message = o.error, next_attempt_at = o.next_attempt_at,
+                sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE e.sent_at END, updated_at = now()
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+                 AS o(id, status, error, next_attempt_at)
+            WHERE e.id = o.id
+            """,
+            [uuid.UUID(o.email_id) for o in outcomes],
+            [o.status.value for o in outcomes],
+            [o.error[:2000] if o.error else None for o in outcomes],
+            [o.next_attempt_at for o in outcomes],
         )
 
     async def next_due_in(self) -> float | None:

@@ -68,6 +68,16 @@ class NewEmail:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What one delivery attempt came to: sent, retry at `next_attempt_at`, or failed for good."""
+
+    email_id: str
+    status: EmailStatus
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ListFilter:
     tenant_id: str
     user_id: str | None = None
@@ -80,9 +90,7 @@ class EmailLog(Protocol):
     async def get(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
     async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]: ...
     async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]: ...
-    async def mark_sent(self, email_id: str) -> None: ...
-    async def mark_retry(self, email_id: str, error: str, next_attempt_at: datetime) -> None: ...
-    async def mark_failed(self, email_id: str, error: str) -> None: ...
+    async def record_outcomes(self, outcomes: list[Outcome]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -163,14 +171,17 @@ class DeliverEmails:
         due = await self._log.claim_due(limit, self._lease)
         slots = asyncio.Semaphore(self._concurrency)
 
-        async def deliver(record: EmailRecord) -> None:
+        async def deliver(record: EmailRecord) -> Outcome:
             async with slots:
-                await self._deliver(record)
+                return await self._deliver(record)
 
-        await asyncio.gather(*(deliver(r) for r in due))
+        outcomes = await asyncio.gather(*(deliver(r) for r in due))
+        if outcomes:
+            # One write for the round: what the server accepted is recorded together, right after.
+            await self._log.record_outcomes(list(outcomes))
         return len(due)
 
-    async def _deliver(self, record: EmailRecord) -> None:
+    async def _deliver(self, record: EmailRecord) -> Outcome:
         message = OutgoingMessage(record.message_id, record.to_email, record.to_name, record.tenant_name,
                                   record.subject, record.html, record.text)
         fields = {"email_id": record.id, "email_type": record.email_type, "attempt": record.attempts}
@@ -178,20 +189,17 @@ class DeliverEmails:
             await self._sender.send(message)
         except PermanentSendError as exc:
             log.warning("email refused", extra={"fields": {**fields, "reply": str(exc)}})
-            await self._log.mark_failed(record.id, str(exc))
-            return
+            return Outcome(record.id, EmailStatus.FAILED, str(exc))
         except TransientSendError as exc:
             too_old = self._clock() - record.created_at > self._policy.give_up_after
             if record.attempts >= self._policy.max_attempts or too_old:
                 log.warning("email retries exhausted", extra={"fields": {**fields, "error": str(exc)}})
-                await self._log.mark_failed(record.id, f"gave up after {record.attempts} attempts: {exc}")
-                return
+                return Outcome(record.id, EmailStatus.FAILED, f"gave up after {record.attempts} attempts: {exc}")
             delay = self._policy.next_delay(record.attempts, self._rng)
             log.info("email will be retried", extra={"fields": {**fields, "error": str(exc), "delay": delay}})
-            await self._log.mark_retry(record.id, str(exc), self._clock() + timedelta(seconds=delay))
-            return
-        await self._log.mark_sent(record.id)
+            return Outcome(record.id, EmailStatus.RETRYING, str(exc), self._clock() + timedelta(seconds=delay))
         log.info("email sent", extra={"fields": fields})
+        return Outcome(record.id, EmailStatus.SENT)
 
 
 def rendered_preview(renderer: Renderer, request: EmailRequest) -> RenderedEmail:
