@@ -11,10 +11,10 @@ PROTOS := $(shell find protos -name '*.proto')
 GENERATED := $(PROTO_OUT)/boxcost/.generated
 PACKAGES := services/contracts services/service-kit services/pg-kit services/billing services/notifier services/webhook-gateway tools/devstack tools/webhook-trigger
 
-.PHONY: help install protos run test test-unit bench trigger db db-stop clean
+.PHONY: help install protos run test test-unit bench trigger render-email db db-stop clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 install: $(INSTALLED) $(GENERATED) ## Create .venv with every service and tool installed
 
@@ -49,11 +49,15 @@ test: install ## Run the whole test suite (starts its own PostgreSQL and mail se
 test-unit: install ## Run the unit tests only (no sockets)
 	$(PY) -m pytest tests/unit
 
-bench: install ## Benchmark the running stack started for the purpose; prints figures
+bench: install ## Start the stack on a fresh database, load it from a separate process, print figures
 	$(PY) -m devstack bench
 
 trigger: install ## Send realistic signed events: make trigger EVENT=payment_intent.succeeded (or FLOW=...)
 	$(PY) -m trigger $(if $(FLOW),flow $(FLOW),event $(EVENT)) $(ARGS)
+
+render-email: install ## Render an email with sample data: make render-email KIND=payment_received
+	mkdir -p .local/preview
+	$(PY) -m notifier render $(KIND) --out .local/preview/$(KIND).html
 
 db: install ## Start the project-local PostgreSQL and print its URL
 	$(PY) -m devstack db

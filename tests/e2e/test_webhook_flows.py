@@ -95,3 +95,24 @@ async def test_trigger_command_plays_a_flow_against_the_gateway(stack, db):
     assert "10 deliveries: HTTP 200 x10 | duplicate x5, processed x5" in text
     sub = await db.fetchrow("SELECT tenant_id, status FROM billing.user_subscriptions")
     assert (sub["tenant_id"], sub["status"]) == ("acme", "cancelled")
+
+
+async def test_trigger_replays_a_saved_payload_byte_for_byte_and_backdates_on_request(stack, db, tmp_path):
+    saved = tmp_path / "event.json"
+    body = json.dumps(StripeScenario(tenant_id="t-file").event("payment_intent.succeeded"), indent=4).encode()
+    saved.write_bytes(body)
+
+    async def trigger(*args):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "trigger", *args, "--url", stack.gateway_url,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode, out.decode()
+
+    code, out = await trigger("file", str(saved), "--provider", "stripe", "--stale", "600")
+    assert code == 1 and "invalid_signature" in out  # older than the gateway's 300 s tolerance
+    code, out = await trigger("file", str(saved), "--provider", "stripe")
+    assert code == 0, out
+    stored = await db.fetchval("SELECT payload::text FROM billing.webhook_events")
+    assert json.loads(stored) == json.loads(body)
+    assert await db.fetchval("SELECT tenant_id FROM billing.transactions") == "t-file"

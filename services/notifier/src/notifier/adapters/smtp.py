@@ -34,7 +34,8 @@ def build_message(message: OutgoingMessage, from_email: str) -> bytes:
     EmailMessage's header parsing, which dominated sending under load.
     """
     email = MIMEMultipart("alternative")
-    sender = f"{message.sender_name} via BoxCostPro" if message.sender_name else "BoxCostPro"
+    tenant = message.sender_name
+    sender = f"{tenant} via BoxCostPro" if tenant and tenant != "BoxCostPro" else "BoxCostPro"
     email["From"] = formataddr((sender, from_email), charset="utf-8")
     email["To"] = formataddr((message.to_name, message.to_email), charset="utf-8")
     email["Subject"] = Header(message.subject, "utf-8")
