@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 import grpc
 import uvloop
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from servicekit.env import ConfigError
-from servicekit.grpcserve import add_health, new_server, serve_until_signalled
+from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
 from servicekit.worker import PollingWorker
 
@@ -41,12 +40,8 @@ async def serve(settings: Settings) -> None:
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
             BillingServicer(IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)), server
         )
-        health = add_health(server)
-        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
-        port = server.add_insecure_port(settings.listen_addr)
-        if port == 0:
-            raise ConfigError(f"cannot listen on {settings.listen_addr}")
-        log.info("billing listening", extra={"fields": {"addr": settings.listen_addr, "port": port,
+        health = listen(server, settings.listen_addr, SERVICE_NAME)
+        log.info("billing listening", extra={"fields": {"addr": settings.listen_addr,
                                                         "notifier_addr": settings.notifier_addr}})
         outbox_worker.start()
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds,

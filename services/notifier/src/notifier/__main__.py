@@ -14,9 +14,8 @@ from pathlib import Path
 import asyncpg
 import uvloop
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from servicekit.env import ConfigError
-from servicekit.grpcserve import add_health, new_server, serve_until_signalled
+from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
 from servicekit.worker import PollingWorker
 
@@ -60,10 +59,7 @@ async def serve(settings: Settings) -> None:
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
             NotifierServicer(accept, ReadEmails(email_log), renderer), server
         )
-        health = add_health(server)
-        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
-        if server.add_insecure_port(settings.listen_addr) == 0:
-            raise ConfigError(f"cannot listen on {settings.listen_addr}")
+        health = listen(server, settings.listen_addr, SERVICE_NAME)
         log.info("notifier listening", extra={"fields": {"addr": settings.listen_addr,
                                                          "smtp": f"{settings.smtp_host}:{settings.smtp_port}"}})
         worker.start()

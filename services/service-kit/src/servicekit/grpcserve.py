@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 
@@ -53,9 +54,13 @@ def new_server(max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
     )
 
 
-def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:
+def listen(server: grpc.aio.Server, listen_addr: str, service_name: str) -> health.aio.HealthServicer:
+    """Add the standard health service and reflection (for grpcurl) and bind `listen_addr`."""
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection((service_name, reflection.SERVICE_NAME), server)
+    if server.add_insecure_port(listen_addr) == 0:
+        raise OSError(f"cannot listen on {listen_addr}")
     return servicer
 
 

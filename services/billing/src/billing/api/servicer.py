@@ -8,7 +8,8 @@ from datetime import UTC
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 
-from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult, Outcome, TransientStoreError
+from billing.domain import ingest
+from billing.domain.ingest import IncomingEvent, IngestResult, Outcome, TransientStoreError
 from billing.domain.model import Provider
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ def _encode(result: IngestResult) -> billing_pb2.IngestResult:
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, ingest: IngestEvents) -> None:
-        self._ingest = ingest
+    def __init__(self, ingest_events: ingest.IngestEvents) -> None:
+        self._ingest = ingest_events
 
     async def IngestEvents(self, request, context: grpc.aio.ServicerContext):
         try:
