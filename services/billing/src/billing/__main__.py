@@ -35,7 +35,7 @@ async def serve(settings: Settings) -> None:
     try:
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
                                   clock=lambda: datetime.now(UTC))
-        outbox_worker = PollingWorker(dispatch.run_once, PostgresOutbox(pool).next_due_in, name="email-outbox")
+        outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server()
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
             BillingServicer(IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)), server

@@ -34,8 +34,11 @@ SERVICE_NAME = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_
 
 
 async def serve(settings: Settings) -> None:
+    # Every notifier statement is an index lookup; a plan made while email_logs was small must not
+    # stay a sequential scan as it grows.
     pool = await asyncpg.create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
-                                     command_timeout=30, server_settings={"application_name": "notifier"})
+                                     command_timeout=30,
+                                     server_settings={"application_name": "notifier", "enable_seqscan": "off"})
     sender = SmtpSender(
         SmtpSettings(
             host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_user,

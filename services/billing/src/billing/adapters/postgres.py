@@ -250,5 +250,8 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool
         max_size=max_size,
         command_timeout=30,
         # Billing runs the same few statements with different arrays: plan them once per connection.
-        server_settings={"application_name": "billing", "plan_cache_mode": "force_generic_plan"},
+        # A plan made while a table is still small must not stay a sequential scan as it grows, and
+        # every billing statement is an index lookup by design, so sequential scans are priced out.
+        server_settings={"application_name": "billing", "plan_cache_mode": "force_generic_plan",
+                         "enable_seqscan": "off"},
     )

@@ -16,6 +16,9 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+# Longest wait between probes of an unreachable notifier: bounds how late emails resume after it returns.
+MAX_PAUSE_SECONDS = 10.0
+
 
 @dataclass(frozen=True)
 class OutboxItem:
@@ -40,6 +43,7 @@ class Notifier(Protocol):
 
 class Outbox(Protocol):
     async def claim_due(self, limit: int, lease: timedelta) -> list[OutboxItem]: ...
+    async def next_due_in(self) -> float | None: ...
     async def record_outcomes(self, outcomes: list[Outcome]) -> None: ...
 
 
@@ -58,32 +62,63 @@ class DispatchEmails:
                  max_delay: float = 60.0, concurrency: int = 16, rng: random.Random | None = None) -> None:
         self._outbox = outbox
         self._concurrency = concurrency
+        self._pause = 0.0
+        self._paused_until: datetime | None = None
         self._notifier = notifier
         self._clock = clock
         self._max_delay = max_delay
         self._rng = rng or random.Random()
 
     async def run_once(self, limit: int = 100) -> int:
-        items = await self._outbox.claim_due(limit, timedelta(seconds=30))
+        if self._paused_until and self._clock() < self._paused_until:
+            return 0
+        # While the notifier has been away, probe with one item before claiming many again.
+        items = await self._outbox.claim_due(1 if self._pause else limit, timedelta(seconds=30))
         slots = asyncio.Semaphore(self._concurrency)
+        unavailable: list[str] = []
 
         async def dispatch(item: OutboxItem) -> Outcome:
             async with slots:
-                return await self._dispatch(item)
+                if unavailable:  # the notifier is away: don't spend a call per item finding out again
+                    return self._retry(item, unavailable[0])
+                outcome = await self._dispatch(item)
+                if outcome.status == "retry" and outcome.error:
+                    unavailable.append(outcome.error)
+                return outcome
 
         outcomes = await asyncio.gather(*(dispatch(item) for item in items))
         if outcomes:
             await self._outbox.record_outcomes(list(outcomes))
-        return len(items)
+        if unavailable:
+            # Pause the whole dispatcher, not just these items: a dead notifier must not turn the
+            # outbox into a busy loop of claims and failed calls.
+            self._pause = min(MAX_PAUSE_SECONDS, max(1.0, self._pause * 2))
+            self._paused_until = self._clock() + timedelta(seconds=self._pause)
+            log.warning("notifier unavailable; pausing email dispatch",
+                        extra={"fields": {"seconds": self._pause, "error": unavailable[0]}})
+        elif items:
+            self._pause, self._paused_until = 0.0, None
+        return len(items) if not unavailable else 0
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until there is dispatch work: the pause, else the outbox's next due item."""
+        if self._paused_until:
+            remaining = (self._paused_until - self._clock()).total_seconds()
+            if remaining > 0:
+                return remaining
+        return await self._outbox.next_due_in()
 
     async def _dispatch(self, item: OutboxItem) -> Outcome:
         try:
             await self._notifier.send_email(item.idempotency_key, item.request)
         except NotifierUnavailable as exc:
-            delay = self._rng.uniform(0.5, min(self._max_delay, 2.0 ** min(item.attempts, 10)))
-            return Outcome(item.id, "retry", str(exc), self._clock() + timedelta(seconds=delay))
+            return self._retry(item, str(exc))
         except NotifierRejected as exc:
             log.error("notifier rejected an email request", extra={"fields": {"key": item.idempotency_key,
                                                                               "error": str(exc)}})
             return Outcome(item.id, "dead", str(exc))
         return Outcome(item.id, "delivered")
+
+    def _retry(self, item: OutboxItem, error: str) -> Outcome:
+        delay = self._rng.uniform(0.5, min(self._max_delay, 2.0 ** min(item.attempts, 10)))
+        return Outcome(item.id, "retry", error, self._clock() + timedelta(seconds=delay))
