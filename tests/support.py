@@ -26,8 +26,9 @@ def incoming(provider: str, event: dict[str, Any], event_id: str | None = None) 
     )
 
 
-# Fields that depend on when or in which process a row was written, not on the events.
-VOLATILE = {"id", "created_at", "updated_at"}
+# Fields that depend on when or in which process a row was written, not on the events; and the key
+# that only CreatePendingTransaction sets.
+VOLATILE = {"id", "created_at", "updated_at", "idempotency_key"}
 
 
 def state(rows) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -116,3 +117,26 @@ async def test_trigger_replays_a_saved_payload_byte_for_byte_and_backdates_on_re
     stored = await db.fetchval("SELECT payload::text FROM billing.webhook_events")
     assert json.loads(stored) == json.loads(body)
     assert await db.fetchval("SELECT tenant_id FROM billing.transactions") == "t-file"
+
+
+async def test_operator_cli_lists_shows_and_replays_events(stack, db):
+    event = StripeScenario().event("payment_intent.succeeded")
+    event["data"]["object"]["currency"] = "dollars"  # billing keeps it, failed
+    [response] = await deliver(stack.gateway_url, [sign("stripe", event, STRIPE_SECRET)])
+    assert response.body["processing_result"]["status"] == "failed"
+
+    async def cli(*args):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "billing.cli", *args, env={**os.environ, "BILLING_ADDR": stack.billing_addr},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode, out.decode()
+
+    code, out = await cli("failed")
+    assert code == 0 and event["id"] in out and "currency" in out
+    code, out = await cli("event", "stripe", event["id"])
+    assert code == 0 and json.loads(out)["event"]["status"] == "failed"
+    code, out = await cli("replay", "stripe", event["id"])
+    assert code == 0 and "failed" in out and "1 replayed" in out  # the cause is in the event itself
+    code, out = await cli("event", "stripe", "evt_missing")
+    assert code == 1 and "NOT_FOUND" in out

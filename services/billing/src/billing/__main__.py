@@ -19,10 +19,12 @@ from servicekit.worker import PollingWorker
 from billing.adapters.migrations import migrate
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
+from billing.adapters.queries import PostgresBillingReader
 from billing.api.servicer import BillingServicer
 from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
 from billing.domain.ingest import IngestEvents
+from billing.domain.queries import BillingApi
 
 log = logging.getLogger("billing")
 
@@ -37,8 +39,9 @@ async def serve(settings: Settings) -> None:
                                   clock=lambda: datetime.now(UTC))
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server()
+        ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)), server
+            BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server
         )
         health = listen(server, settings.listen_addr, SERVICE_NAME)
         log.info("billing listening", extra={"fields": {"addr": settings.listen_addr,

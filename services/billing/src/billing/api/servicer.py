@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
 
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing.domain import ingest
 from billing.domain.ingest import IncomingEvent, IngestResult, Outcome, TransientStoreError
-from billing.domain.model import Provider
+from billing.domain.model import Provider, Subscription, Transaction
+from billing.domain.queries import (
+    AlreadyExists,
+    BillingApi,
+    EventFilter,
+    InvalidRequest,
+    NotFound,
+    NotReplayable,
+    PendingPayment,
+    Stamped,
+    StoredEvent,
+    SubFilter,
+    TxnFilter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +40,34 @@ _OUTCOMES = {
     Outcome.IGNORED: billing_pb2.INGEST_STATUS_IGNORED,
     Outcome.FAILED: billing_pb2.INGEST_STATUS_FAILED,
 }
-# Domain/adapter error -> gRPC status. Anything else is a defect: INTERNAL, logged with its trace.
+# Domain/adapter error -> gRPC status. Anything else is a defect: UNKNOWN, logged with its trace by grpc.
 _ERRORS: dict[type[Exception], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    NotReplayable: grpc.StatusCode.FAILED_PRECONDITION,
     TransientStoreError: grpc.StatusCode.UNAVAILABLE,
     OSError: grpc.StatusCode.UNAVAILABLE,
 }
-
-
-class InvalidRequest(ValueError):
-    pass
+_PROVIDER_TO_PB = {v: k for k, v in _PROVIDERS.items()}
 
 
 def _decode(request: billing_pb2.IngestEventsRequest) -> list[IncomingEvent]:
     if not request.events:
-        raise InvalidRequest("events: at least one event is required")
+        raise InvalidRequest("events", "at least one event is required")
     if len(request.events) > MAX_BATCH:
-        raise InvalidRequest(f"events: at most {MAX_BATCH} events per call")
+        raise InvalidRequest("events", f"at most {MAX_BATCH} events per call")
     events = []
     for i, e in enumerate(request.events):
         provider = _PROVIDERS.get(e.provider)
         if provider is None:
-            raise InvalidRequest(f"events[{i}].provider: must be STRIPE or RAZORPAY")
+            raise InvalidRequest(f"events[{i}].provider", "must be STRIPE or RAZORPAY")
         if not e.event_id or len(e.event_id) > 255:
-            raise InvalidRequest(f"events[{i}].event_id: required, at most 255 characters")
+            raise InvalidRequest(f"events[{i}].event_id", "required, at most 255 characters")
         if not e.event_type or len(e.event_type) > 255:
-            raise InvalidRequest(f"events[{i}].event_type: required, at most 255 characters")
+            raise InvalidRequest(f"events[{i}].event_type", "required, at most 255 characters")
         if not e.HasField("received_at"):
-            raise InvalidRequest(f"events[{i}].received_at: required")
+            raise InvalidRequest(f"events[{i}].received_at", "required")
         events.append(
             IncomingEvent(
                 provider=provider,
@@ -76,18 +91,144 @@ def _encode(result: IngestResult) -> billing_pb2.IngestResult:
     )
 
 
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _time(ts: Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def _transaction_pb(stamped: Stamped[Transaction]) -> billing_pb2.Transaction:
+    t = stamped.row
+    return billing_pb2.Transaction(
+        id=t.id, tenant_id=t.tenant_id or "", user_id=t.user_id or "", provider=_PROVIDER_TO_PB[t.provider],
+        amount=billing_pb2.Money(amount_minor=t.amount or 0, currency=t.currency or ""),
+        status=t.status.value, provider_status=t.provider_status or "", amount_refunded=t.amount_refunded,
+        stripe_payment_intent_id=t.stripe_payment_intent_id or "", stripe_charge_id=t.stripe_charge_id or "",
+        stripe_invoice_id=t.stripe_invoice_id or "", stripe_subscription_id=t.stripe_subscription_id or "",
+        razorpay_order_id=t.razorpay_order_id or "", razorpay_payment_id=t.razorpay_payment_id or "",
+        razorpay_subscription_id=t.razorpay_subscription_id or "", payment_method=t.payment_method or "",
+        failure_code=t.failure_code or "", failure_message=t.failure_message or "",
+        receipt_url=t.receipt_url or "", paid_at=_ts(t.paid_at), refunded_at=_ts(t.refunded_at),
+        disputed_at=_ts(t.disputed_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
+    )
+
+
+def _subscription_pb(stamped: Stamped[Subscription]) -> billing_pb2.Subscription:
+    s = stamped.row
+    return billing_pb2.Subscription(
+        id=s.id, tenant_id=s.tenant_id or "", user_id=s.user_id or "", provider=_PROVIDER_TO_PB[s.provider],
+        plan=s.plan or "", status=s.status.value, provider_status=s.provider_status or "",
+        stripe_subscription_id=s.stripe_subscription_id or "", razorpay_subscription_id=s.razorpay_subscription_id or "",
+        current_period_start=_ts(s.current_period_start), current_period_end=_ts(s.current_period_end),
+        cancelled_at=_ts(s.cancelled_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
+    )
+
+
+def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
+    return billing_pb2.StoredEvent(
+        id=e.id, provider=_PROVIDER_TO_PB[e.provider], event_id=e.event_id, event_type=e.event_type,
+        status=e.status, error=e.error or "", attempts=e.attempts, received_at=_ts(e.received_at),
+        processed_at=_ts(e.processed_at), request_id=e.request_id or "", payload=e.payload,
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    code = next(c for t, c in _ERRORS.items() if isinstance(exc, t))
+    if code is grpc.StatusCode.UNAVAILABLE:
+        log.warning("billing store unavailable", extra={"fields": {"error": str(exc)}})
+        await context.abort(code, "billing store unavailable; retry")
+    await context.abort(code, str(exc))
+
+
+_KNOWN = tuple(_ERRORS)
+
+
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, ingest_events: ingest.IngestEvents) -> None:
+    def __init__(self, ingest_events: ingest.IngestEvents, api: BillingApi) -> None:
         self._ingest = ingest_events
+        self._api = api
 
     async def IngestEvents(self, request, context: grpc.aio.ServicerContext):
         try:
-            events = _decode(request)
-            results = await self._ingest.execute(events)
-        except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except tuple(_ERRORS) as exc:
-            code = next(c for t, c in _ERRORS.items() if isinstance(exc, t))
-            log.warning("ingest failed", extra={"fields": {"error": str(exc)}})
-            await context.abort(code, "billing store unavailable; retry")
+            results = await self._ingest.execute(_decode(request))
+        except _KNOWN as exc:
+            await _abort(context, exc)
         return billing_pb2.IngestEventsResponse(results=[_encode(r) for r in results])
+
+    async def CreatePendingTransaction(self, request, context):
+        pending = PendingPayment(
+            idempotency_key=request.idempotency_key, tenant_id=request.tenant_id, user_id=request.user_id,
+            provider=_PROVIDERS.get(request.provider), amount=request.amount.amount_minor,
+            currency=request.amount.currency.upper(), stripe_payment_intent_id=request.stripe_payment_intent_id,
+            razorpay_order_id=request.razorpay_order_id)
+        try:
+            stamped, created = await self._api.create_pending(pending)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.CreatePendingTransactionResponse(transaction=_transaction_pb(stamped), created=created)
+
+    async def GetTransaction(self, request, context):
+        try:
+            stamped = await self._api.get_transaction(request.tenant_id, request.id)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.GetTransactionResponse(transaction=_transaction_pb(stamped))
+
+    async def ListTransactions(self, request, context):
+        where = TxnFilter(request.tenant_id, request.user_id or None, request.status or None,
+                          _PROVIDERS.get(request.provider), _time(request.created_after, request.HasField("created_after")),
+                          _time(request.created_before, request.HasField("created_before")))
+        try:
+            page = await self._api.list_transactions(where, request.page_size, request.page_token)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.ListTransactionsResponse(transactions=[_transaction_pb(t) for t in page.items],
+                                                    next_page_token=page.next_token or "")
+
+    async def GetSubscription(self, request, context):
+        try:
+            stamped = await self._api.get_subscription(request.tenant_id, request.id)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.GetSubscriptionResponse(subscription=_subscription_pb(stamped))
+
+    async def ListSubscriptions(self, request, context):
+        where = SubFilter(request.tenant_id, request.user_id or None, request.status or None,
+                          _PROVIDERS.get(request.provider))
+        try:
+            page = await self._api.list_subscriptions(where, request.page_size, request.page_token)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.ListSubscriptionsResponse(subscriptions=[_subscription_pb(s) for s in page.items],
+                                                     next_page_token=page.next_token or "")
+
+    async def ListWebhookEvents(self, request, context):
+        where = EventFilter(_PROVIDERS.get(request.provider), request.status or None, request.event_type or None,
+                            _time(request.received_after, request.HasField("received_after")),
+                            _time(request.received_before, request.HasField("received_before")))
+        try:
+            page = await self._api.list_events(where, request.page_size, request.page_token)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.ListWebhookEventsResponse(events=[_event_pb(e) for e in page.items],
+                                                     next_page_token=page.next_token or "")
+
+    async def GetWebhookEvent(self, request, context):
+        try:
+            event = await self._api.get_event(_PROVIDERS.get(request.provider), request.event_id)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.GetWebhookEventResponse(event=_event_pb(event))
+
+    async def ReplayWebhookEvents(self, request, context):
+        try:
+            results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
+        except _KNOWN as exc:
+            await _abort(context, exc)
+        return billing_pb2.ReplayWebhookEventsResponse(results=[_encode(r) for r in results])

@@ -1,0 +1,168 @@
+"""Reads for billing's internal API, and pending transactions (schema `billing`)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from pgkit.migrations import lock_id
+
+from billing.adapters.postgres import _subscription, _transaction
+from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
+from billing.domain.queries import (
+    EventFilter,
+    InvalidRequest,
+    Page,
+    PendingPayment,
+    Stamped,
+    StoredEvent,
+    SubFilter,
+    TxnFilter,
+)
+
+
+def _cursor(created_at: datetime, row_id: Any) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
+
+
+def _after(token: str | None) -> tuple[datetime | None, uuid.UUID | None]:
+    """Keyset pagination: newest first, resuming strictly after the last row seen. Rows inserted
+    meanwhile never shift a page (they are newer than the cursor, or land in a later page)."""
+    if not token:
+        return None, None
+    try:
+        created, _, row_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(row_id)
+    except ValueError:
+        raise InvalidRequest("page_token", "is not a token this service issued") from None
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _page(rows: list, limit: int, build, stamp_key: str) -> Page:
+    items = [build(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return Page(items, _cursor(last[stamp_key], last["id"]) if last else None)
+
+
+def _stamped_txn(row: asyncpg.Record) -> Stamped[Transaction]:
+    return Stamped(_transaction(row), row["created_at"], row["updated_at"])
+
+
+def _stamped_sub(row: asyncpg.Record) -> Stamped[Subscription]:
+    return Stamped(_subscription(row), row["created_at"], row["updated_at"])
+
+
+def _event(row: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(str(row["id"]), Provider(row["provider"]), row["event_id"], row["event_type"], row["status"],
+                       row["error"], row["attempts"], row["received_at"], row["processed_at"], row["request_id"])
+
+
+_EVENT_COLUMNS = "id, provider, event_id, event_type, status, error, attempts, received_at, processed_at, request_id"
+
+
+class PostgresBillingReader:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_pending(self, p: PendingPayment) -> tuple[Stamped[Transaction], bool, dict[str, Any]]:
+        key = (f"stripe:pi:{p.stripe_payment_intent_id}" if p.provider is Provider.STRIPE
+               else f"razorpay:order:{p.razorpay_order_id}")
+        async with self._pool.acquire() as conn, conn.transaction():
+            # The same lock the ingest path takes for this payment: no webhook interleaves.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id(key))
+            existing = await conn.fetchrow(
+                """SELECT * FROM billing.transactions
+                   WHERE idempotency_key = $1 OR stripe_payment_intent_id = $2 OR razorpay_order_id = $3""",
+                p.idempotency_key, p.stripe_payment_intent_id or None, p.razorpay_order_id or None)
+            if existing is not None:
+                stored = {"idempotency_key": existing["idempotency_key"], "tenant_id": existing["tenant_id"],
+                          "amount": existing["amount"], "currency": existing["currency"]}
+                return _stamped_txn(existing), False, stored
+            row = await conn.fetchrow(
+                """
+                INSERT INTO billing.transactions (id, tenant_id, user_id, provider, amount, currency, status,
+                    status_at, stripe_payment_intent_id, razorpay_order_id, idempotency_key)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *
+                """,
+                uuid.uuid4(), p.tenant_id, p.user_id or None, p.provider.value, p.amount, p.currency,
+                TxnStatus.PENDING.value, datetime(1970, 1, 1, tzinfo=UTC),
+                p.stripe_payment_intent_id or None, p.razorpay_order_id or None, p.idempotency_key)
+        return _stamped_txn(row), True, {}
+
+    async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction] | None:
+        key = _uuid(txn_id)
+        row = key and await self._pool.fetchrow(
+            "SELECT * FROM billing.transactions WHERE tenant_id = $1 AND id = $2", tenant_id, key)
+        return _stamped_txn(row) if row else None
+
+    async def list_transactions(self, f: TxnFilter, limit: int, after: str | None) -> Page[Stamped[Transaction]]:
+        created, last_id = _after(after)
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM billing.transactions
+            WHERE tenant_id = $1 AND ($2::text IS NULL OR user_id = $2) AND ($3::text IS NULL OR status = $3)
+              AND ($4::text IS NULL OR provider = $4)
+              AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6)
+              AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8::uuid))
+            ORDER BY created_at DESC, id DESC LIMIT $9
+            """,
+            f.tenant_id, f.user_id, f.status, f.provider.value if f.provider else None,
+            f.created_after, f.created_before, created, last_id, limit + 1)
+        return _page(rows, limit, _stamped_txn, "created_at")
+
+    async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription] | None:
+        key = _uuid(sub_id)
+        row = key and await self._pool.fetchrow(
+            "SELECT * FROM billing.user_subscriptions WHERE tenant_id = $1 AND id = $2", tenant_id, key)
+        return _stamped_sub(row) if row else None
+
+    async def list_subscriptions(self, f: SubFilter, limit: int, after: str | None) -> Page[Stamped[Subscription]]:
+        created, last_id = _after(after)
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM billing.user_subscriptions
+            WHERE tenant_id = $1 AND ($2::text IS NULL OR user_id = $2) AND ($3::text IS NULL OR status = $3)
+              AND ($4::text IS NULL OR provider = $4)
+              AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+            ORDER BY created_at DESC, id DESC LIMIT $7
+            """,
+            f.tenant_id, f.user_id, f.status, f.provider.value if f.provider else None, created, last_id, limit + 1)
+        return _page(rows, limit, _stamped_sub, "created_at")
+
+    async def list_events(self, f: EventFilter, limit: int, after: str | None) -> Page[StoredEvent]:
+        received, last_id = _after(after)
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_EVENT_COLUMNS} FROM billing.webhook_events
+            WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR status = $2)
+              AND ($3::text IS NULL OR event_type = $3)
+              AND ($4::timestamptz IS NULL OR received_at >= $4) AND ($5::timestamptz IS NULL OR received_at < $5)
+              AND ($6::timestamptz IS NULL OR (received_at, id) < ($6, $7::uuid))
+            ORDER BY received_at DESC, id DESC LIMIT $8
+            """,
+            f.provider.value if f.provider else None, f.status, f.event_type, f.received_after, f.received_before,
+            received, last_id, limit + 1)
+        return _page(rows, limit, _event, "received_at")
+
+    async def get_event(self, provider: Provider, event_id: str) -> tuple[StoredEvent, bytes] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events "
+            "WHERE provider = $1 AND event_id = $2", provider.value, event_id)
+        return (_event(row), row["payload"].encode()) if row else None
+
+    async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
+        rows = await self._pool.fetch(
+            f"SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events "
+            "WHERE status = 'failed' ORDER BY received_at LIMIT $1", limit)
+        return [(_event(r), r["payload"].encode()) for r in rows]

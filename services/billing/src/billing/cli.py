@@ -1,0 +1,95 @@
+"""Operator command line over billing's gRPC API (BILLING_ADDR, default 127.0.0.1:50051).
+
+  python -m billing.cli failed                      # failed webhook events, newest first
+  python -m billing.cli events [--status S] [--type T] [--provider stripe|razorpay]
+  python -m billing.cli event stripe evt_123        # one event, with its error and payload
+  python -m billing.cli replay stripe evt_123       # apply a failed event again
+  python -m billing.cli replay --all-failed
+  python -m billing.cli txn TENANT_ID TRANSACTION_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+import grpc
+from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from google.protobuf.json_format import MessageToDict
+
+PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
+
+
+def _print(message) -> None:
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+async def run(args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(os.environ.get("BILLING_ADDR", "127.0.0.1:50051")) as channel:
+        stub = billing_pb2_grpc.BillingServiceStub(channel)
+        timeout = 30
+        if args.command in ("failed", "events"):
+            status = "failed" if args.command == "failed" else args.status
+            token = ""
+            while True:
+                page = await stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(
+                    status=status or "", event_type=args.type or "", provider=PROVIDERS[args.provider],
+                    page_size=100, page_token=token), timeout=timeout)
+                for e in page.events:
+                    print(f"{e.received_at.ToJsonString()}  {billing_pb2.Provider.Name(e.provider)[9:].lower():<8} "
+                          f"{e.event_id:<32} {e.event_type:<36} {e.status:<9} x{e.attempts} {e.error}")
+                token = page.next_page_token
+                if not token or not args.all_pages:
+                    break
+        elif args.command == "event":
+            _print(await stub.GetWebhookEvent(billing_pb2.GetWebhookEventRequest(
+                provider=PROVIDERS[args.provider_name], event_id=args.event_id), timeout=timeout))
+        elif args.command == "replay":
+            request = (billing_pb2.ReplayWebhookEventsRequest(all_failed=True) if args.all_failed else
+                       billing_pb2.ReplayWebhookEventsRequest(provider=PROVIDERS[args.provider_name],
+                                                              event_id=args.event_id))
+            reply = await stub.ReplayWebhookEvents(request, timeout=120)
+            for r in reply.results:
+                print(f"{r.event_id:<32} {billing_pb2.IngestStatus.Name(r.status)[14:].lower():<10} {r.error}")
+            print(f"{len(reply.results)} replayed")
+        elif args.command == "txn":
+            _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(
+                tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="billing.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("failed", "events"):
+        p = sub.add_parser(name)
+        p.add_argument("--status")
+        p.add_argument("--type")
+        p.add_argument("--provider", choices=["stripe", "razorpay"])
+        p.add_argument("--all-pages", action="store_true")
+    p = sub.add_parser("event")
+    p.add_argument("provider_name", choices=["stripe", "razorpay"])
+    p.add_argument("event_id")
+    p = sub.add_parser("replay")
+    p.add_argument("provider_name", nargs="?", choices=["stripe", "razorpay"])
+    p.add_argument("event_id", nargs="?")
+    p.add_argument("--all-failed", action="store_true")
+    p = sub.add_parser("txn")
+    p.add_argument("tenant_id")
+    p.add_argument("transaction_id")
+    args = parser.parse_args(argv)
+    if args.command == "replay" and not args.all_failed and not (args.provider_name and args.event_id):
+        parser.error("replay needs PROVIDER EVENT_ID, or --all-failed")
+    try:
+        return asyncio.run(run(args))
+    except grpc.aio.AioRpcError as exc:
+        print(f"billing: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

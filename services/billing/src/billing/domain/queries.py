@@ -1,0 +1,212 @@
+"""Use cases behind billing's internal API: pending transactions, tenant-scoped reads, event replay."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult
+from billing.domain.model import Provider, Subscription, Transaction
+
+T = TypeVar("T")
+MAX_PAGE = 100
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class InvalidRequest(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(Exception):
+    pass
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class NotReplayable(Exception):
+    """Only failed events are replayed; the others already had their effect."""
+
+
+@dataclass(frozen=True)
+class Stamped(Generic[T]):
+    """A row with when it was written."""
+
+    row: T
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: str
+    provider: Provider
+    event_id: str
+    event_type: str
+    status: str
+    error: str | None
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+    request_id: str | None
+    payload: str = ""
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_token: str | None
+
+
+@dataclass(frozen=True)
+class PendingPayment:
+    idempotency_key: str
+    tenant_id: str
+    user_id: str
+    provider: Provider | None
+    amount: int
+    currency: str
+    stripe_payment_intent_id: str
+    razorpay_order_id: str
+
+    def validated(self) -> PendingPayment:
+        for name in ("idempotency_key", "tenant_id"):
+            value = getattr(self, name)
+            if not value or len(value) > 255:
+                raise InvalidRequest(name, "is required, at most 255 characters")
+        if self.provider is None:
+            raise InvalidRequest("provider", "must be STRIPE or RAZORPAY")
+        if self.amount <= 0:
+            raise InvalidRequest("amount.amount_minor", "must be a positive amount in minor units")
+        if not _CURRENCY.match(self.currency):
+            raise InvalidRequest("amount.currency", "must be an ISO-4217 code")
+        wanted = "stripe_payment_intent_id" if self.provider is Provider.STRIPE else "razorpay_order_id"
+        other = "razorpay_order_id" if self.provider is Provider.STRIPE else "stripe_payment_intent_id"
+        if not getattr(self, wanted) or len(getattr(self, wanted)) > 255:
+            raise InvalidRequest(wanted, f"is required for {self.provider.value}")
+        if getattr(self, other):
+            raise InvalidRequest(other, f"does not apply to {self.provider.value}")
+        return self
+
+
+@dataclass(frozen=True)
+class TxnFilter:
+    tenant_id: str
+    user_id: str | None = None
+    status: str | None = None
+    provider: Provider | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SubFilter:
+    tenant_id: str
+    user_id: str | None = None
+    status: str | None = None
+    provider: Provider | None = None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    provider: Provider | None = None
+    status: str | None = None
+    event_type: str | None = None
+    received_after: datetime | None = None
+    received_before: datetime | None = None
+
+
+class BillingReader(Protocol):
+    async def create_pending(self, p: PendingPayment) -> tuple[Stamped[Transaction], bool, dict[str, Any]]: ...
+    async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction] | None: ...
+    async def list_transactions(self, f: TxnFilter, limit: int, after: str | None) -> Page[Stamped[Transaction]]: ...
+    async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription] | None: ...
+    async def list_subscriptions(self, f: SubFilter, limit: int, after: str | None) -> Page[Stamped[Subscription]]: ...
+    async def list_events(self, f: EventFilter, limit: int, after: str | None) -> Page[StoredEvent]: ...
+    async def get_event(self, provider: Provider, event_id: str) -> tuple[StoredEvent, bytes] | None: ...
+    async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]: ...
+
+
+def _page_size(size: int) -> int:
+    if size < 0 or size > MAX_PAGE:
+        raise InvalidRequest("page_size", f"must be between 0 and {MAX_PAGE}")
+    return size or 20
+
+
+def _tenant(tenant_id: str) -> str:
+    if not tenant_id:
+        raise InvalidRequest("tenant_id", "is required")
+    return tenant_id
+
+
+class BillingApi:
+    """The internal API's use cases. Every tenant-scoped read filters by tenant in the query itself."""
+
+    def __init__(self, reader: BillingReader, ingest: IngestEvents) -> None:
+        self._reader = reader
+        self._ingest = ingest
+
+    async def create_pending(self, pending: PendingPayment) -> tuple[Stamped[Transaction], bool]:
+        pending = pending.validated()
+        stamped, created, stored = await self._reader.create_pending(pending)
+        if not created and stored.get("idempotency_key") != pending.idempotency_key:
+            raise AlreadyExists("this provider payment is already recorded")
+        if not created and (stored.get("tenant_id"), stored.get("amount"), stored.get("currency")) != (
+                pending.tenant_id, pending.amount, pending.currency):
+            raise AlreadyExists("the idempotency key was used for a different payment")
+        return stamped, created
+
+    async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction]:
+        found = await self._reader.get_transaction(_tenant(tenant_id), txn_id)
+        if found is None:
+            raise NotFound(f"no transaction {txn_id} for this tenant")
+        return found
+
+    async def list_transactions(self, f: TxnFilter, page_size: int, token: str | None) -> Page[Stamped[Transaction]]:
+        _tenant(f.tenant_id)
+        return await self._reader.list_transactions(f, _page_size(page_size), token or None)
+
+    async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription]:
+        found = await self._reader.get_subscription(_tenant(tenant_id), sub_id)
+        if found is None:
+            raise NotFound(f"no subscription {sub_id} for this tenant")
+        return found
+
+    async def list_subscriptions(self, f: SubFilter, page_size: int, token: str | None) -> Page[Stamped[Subscription]]:
+        _tenant(f.tenant_id)
+        return await self._reader.list_subscriptions(f, _page_size(page_size), token or None)
+
+    async def list_events(self, f: EventFilter, page_size: int, token: str | None) -> Page[StoredEvent]:
+        return await self._reader.list_events(f, _page_size(page_size), token or None)
+
+    async def get_event(self, provider: Provider | None, event_id: str) -> StoredEvent:
+        if provider is None or not event_id:
+            raise InvalidRequest("event_id", "provider and event_id are required")
+        found = await self._reader.get_event(provider, event_id)
+        if found is None:
+            raise NotFound(f"no {provider.value} event {event_id}")
+        event, payload = found
+        return StoredEvent(**{**event.__dict__, "payload": payload.decode()})
+
+    async def replay(self, provider: Provider | None, event_id: str, all_failed: bool) -> list[IngestResult]:
+        """Apply failed events again, as if the provider had redelivered them."""
+        if all_failed:
+            targets = list(await self._reader.failed_events(limit=1000))
+        else:
+            if provider is None or not event_id:
+                raise InvalidRequest("event_id", "name one event (provider and event_id) or set all_failed")
+            found = await self._reader.get_event(provider, event_id)
+            if found is None:
+                raise NotFound(f"no {provider.value} event {event_id}")
+            if found[0].status != "failed":
+                raise NotReplayable(f"the event is {found[0].status}; only failed events are replayed")
+            targets = [found]
+        events = [IncomingEvent(e.provider, e.event_id, e.event_type, payload, e.received_at, e.request_id or "")
+                  for e, payload in targets]
+        return await self._ingest.execute(events) if events else []

@@ -1,0 +1,167 @@
+"""Billing's internal gRPC API on a real server and PostgreSQL: pending transactions, tenant-scoped
+reads with pagination, event operations and replay."""
+
+from __future__ import annotations
+
+import asyncpg
+import grpc
+import pytest
+from billing.adapters.postgres import PostgresEventStore, create_pool
+from billing.adapters.queries import PostgresBillingReader
+from billing.api.servicer import BillingServicer
+from billing.domain.ingest import IngestEvents
+from billing.domain.queries import BillingApi
+from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from trigger.events import StripeScenario
+
+from tests.support import incoming
+
+STRIPE = billing_pb2.PROVIDER_STRIPE
+
+
+@pytest.fixture
+async def billing(database_url):
+    pool = await create_pool(database_url, min_size=1, max_size=5)
+    ingest = IngestEvents(PostgresEventStore(pool))
+    server = grpc.aio.server()
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(
+        BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield billing_pb2_grpc.BillingServiceStub(channel), ingest
+    await channel.close()
+    await server.stop(0)
+    await pool.close()
+
+
+def pending(key="k1", tenant="t1", pi="pi_pending_1", amount=4999, **overrides):
+    fields = dict(idempotency_key=key, tenant_id=tenant, user_id="u1", provider=STRIPE,
+                  amount=billing_pb2.Money(amount_minor=amount, currency="usd"), stripe_payment_intent_id=pi)
+    fields.update(overrides)
+    return billing_pb2.CreatePendingTransactionRequest(**fields)
+
+
+async def expect_code(call, code):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    assert error.value.code() is code, error.value.details()
+    return error.value.details()
+
+
+async def test_pending_transaction_is_idempotent_and_webhooks_attach_to_it(billing):
+    stub, ingest = billing
+    first = await stub.CreatePendingTransaction(pending())
+    again = await stub.CreatePendingTransaction(pending())
+    assert first.created and not again.created and first.transaction.id == again.transaction.id
+    assert first.transaction.status == "pending" and first.transaction.amount.currency == "USD"
+    s = StripeScenario(pi="pi_pending_1", tenant_id="t1")
+    event = s.event("payment_intent.succeeded")
+    event["data"]["object"]["metadata"] = {}  # the checkout carried no metadata: the pending row knows the tenant
+    await ingest.execute([incoming("stripe", event)])
+    got = await stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id=first.transaction.id))
+    assert (got.transaction.status, got.transaction.tenant_id, got.transaction.user_id) == ("succeeded", "t1", "u1")
+
+
+async def test_key_reused_for_another_payment_or_known_payment_is_already_exists(billing):
+    stub, _ = billing
+    await stub.CreatePendingTransaction(pending())
+    await expect_code(stub.CreatePendingTransaction(pending(amount=100)), grpc.StatusCode.ALREADY_EXISTS)
+    await expect_code(stub.CreatePendingTransaction(pending(key="k2")), grpc.StatusCode.ALREADY_EXISTS)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [(pending(key=""), "idempotency_key"), (pending(tenant=""), "tenant_id"),
+     (pending(amount=0), "amount.amount_minor"),
+     (pending(amount=5, provider=billing_pb2.PROVIDER_UNSPECIFIED), "provider"),
+     (pending(pi=""), "stripe_payment_intent_id"), (pending(razorpay_order_id="order_1"), "razorpay_order_id"),
+     (billing_pb2.CreatePendingTransactionRequest(idempotency_key="k", tenant_id="t", provider=STRIPE,
+                                                  amount=billing_pb2.Money(amount_minor=5, currency="dollars"),
+                                                  stripe_payment_intent_id="pi_x"), "amount.currency")],
+)
+async def test_invalid_pending_requests_name_the_field_and_store_nothing(billing, db, request_, field):
+    stub, _ = billing
+    details = await expect_code(stub.CreatePendingTransaction(request_), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith(field)
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
+
+
+async def test_reads_never_cross_tenants(billing):
+    stub, ingest = billing
+    mine = await stub.CreatePendingTransaction(pending(key="a", tenant="t1", pi="pi_a"))
+    await stub.CreatePendingTransaction(pending(key="b", tenant="t2", pi="pi_b"))
+    sub_event = StripeScenario(tenant_id="t2").event("customer.subscription.created")
+    [result] = await ingest.execute([incoming("stripe", sub_event)])
+    await expect_code(stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t2", id=mine.transaction.id)),
+                      grpc.StatusCode.NOT_FOUND)
+    await expect_code(stub.GetSubscription(billing_pb2.GetSubscriptionRequest(tenant_id="t1",
+                                                                              id=result.subscription_ids[0])),
+                      grpc.StatusCode.NOT_FOUND)
+    assert (await stub.GetSubscription(billing_pb2.GetSubscriptionRequest(
+        tenant_id="t2", id=result.subscription_ids[0]))).subscription.status == "active"
+    listed = await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1"))
+    assert [t.id for t in listed.transactions] == [mine.transaction.id]
+    assert list((await stub.ListSubscriptions(billing_pb2.ListSubscriptionsRequest(tenant_id="t1"))).subscriptions) == []
+    await expect_code(stub.ListTransactions(billing_pb2.ListTransactionsRequest()), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+async def test_pagination_is_stable_while_rows_are_inserted(billing):
+    stub, _ = billing
+    for i in range(25):
+        await stub.CreatePendingTransaction(pending(key=f"k{i}", pi=f"pi_{i}"))
+    seen, token, pages = [], "", 0
+    while True:
+        page = await stub.ListTransactions(billing_pb2.ListTransactionsRequest(
+            tenant_id="t1", page_size=10, page_token=token))
+        seen += [t.id for t in page.transactions]
+        pages += 1
+        if pages == 1:  # new rows arrive between pages
+            for i in range(5):
+                await stub.CreatePendingTransaction(pending(key=f"late{i}", pi=f"pi_late_{i}"))
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 25 and pages == 3
+    filtered = await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1", status="succeeded"))
+    assert list(filtered.transactions) == []
+    await expect_code(stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1", page_token="zz")),
+                      grpc.StatusCode.INVALID_ARGUMENT)
+
+
+async def test_failed_event_is_listed_shown_and_processed_once_its_cause_is_fixed(billing, database_url):
+    stub, ingest = billing
+    event = incoming("stripe", StripeScenario(pi="pi_blocked").event("payment_intent.succeeded"))
+    admin = await asyncpg.connect(database_url)
+    try:
+        # The cause: the database refuses this payment's row (standing in for an outage or a bad deploy).
+        await admin.execute("""
+            CREATE FUNCTION billing.refuse() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN IF NEW.stripe_payment_intent_id = 'pi_blocked' THEN RAISE EXCEPTION 'refused'; END IF;
+               RETURN NEW; END $$;
+            CREATE TRIGGER refuse BEFORE INSERT ON billing.transactions FOR EACH ROW EXECUTE FUNCTION billing.refuse();
+        """)
+        [result] = await ingest.execute([event])
+        assert result.outcome.value == "failed"
+        failed = await stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(status="failed"))
+        assert [e.event_id for e in failed.events] == [event.event_id]
+        shown = await stub.GetWebhookEvent(billing_pb2.GetWebhookEventRequest(provider=STRIPE, event_id=event.event_id))
+        assert shown.event.error and '"pi_blocked"' in shown.event.payload
+        await admin.execute("DROP TRIGGER refuse ON billing.transactions")  # the cause is fixed
+    finally:
+        await admin.close()
+    replayed = await stub.ReplayWebhookEvents(billing_pb2.ReplayWebhookEventsRequest(
+        provider=STRIPE, event_id=event.event_id))
+    assert [r.status for r in replayed.results] == [billing_pb2.INGEST_STATUS_PROCESSED]
+    shown = await stub.GetWebhookEvent(billing_pb2.GetWebhookEventRequest(provider=STRIPE, event_id=event.event_id))
+    assert (shown.event.status, shown.event.attempts) == ("processed", 2)
+    await expect_code(stub.ReplayWebhookEvents(billing_pb2.ReplayWebhookEventsRequest(
+        provider=STRIPE, event_id=event.event_id)), grpc.StatusCode.FAILED_PRECONDITION)
+    all_failed = await stub.ReplayWebhookEvents(billing_pb2.ReplayWebhookEventsRequest(all_failed=True))
+    assert list(all_failed.results) == []
+
+
+async def test_calls_honour_the_callers_deadline(billing):
+    stub, _ = billing
+    await expect_code(stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(), timeout=0.000001),
+                      grpc.StatusCode.DEADLINE_EXCEEDED)
