@@ -3,14 +3,17 @@ reads with pagination, event operations and replay."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import asyncpg
 import grpc
 import pytest
-from billing.adapters.postgres import PostgresEventStore, create_pool
+from billing.adapters.postgres import EventRetryPolicy, PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
 from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
-from billing.domain.queries import BillingApi
+from billing.domain.queries import BillingApi, EventFilter
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from trigger.events import StripeScenario
 
@@ -135,12 +138,7 @@ async def test_failed_event_is_listed_shown_and_processed_once_its_cause_is_fixe
     admin = await asyncpg.connect(database_url)
     try:
         # The cause: the database refuses this payment's row (standing in for an outage or a bad deploy).
-        await admin.execute("""
-            CREATE FUNCTION billing.refuse() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN IF NEW.stripe_payment_intent_id = 'pi_blocked' THEN RAISE EXCEPTION 'refused'; END IF;
-               RETURN NEW; END $$;
-            CREATE TRIGGER refuse BEFORE INSERT ON billing.transactions FOR EACH ROW EXECUTE FUNCTION billing.refuse();
-        """)
+        await _blocking_trigger(admin, "pi_blocked")
         [result] = await ingest.execute([event])
         assert result.outcome.value == "failed"
         failed = await stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(status="failed"))
@@ -165,3 +163,51 @@ async def test_calls_honour_the_callers_deadline(billing):
     stub, _ = billing
     await expect_code(stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(), timeout=0.000001),
                       grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def _blocking_trigger(conn, pi: str) -> None:
+    await conn.execute(f"""
+        CREATE OR REPLACE FUNCTION billing.refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF NEW.stripe_payment_intent_id = '{pi}' THEN RAISE EXCEPTION 'refused'; END IF;
+           RETURN NEW; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON billing.transactions FOR EACH ROW EXECUTE FUNCTION billing.refuse();
+    """)
+
+
+async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(database_url):
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    admin = await asyncpg.connect(database_url)
+    try:
+        ingest = IngestEvents(PostgresEventStore(pool, EventRetryPolicy(max_attempts=3, base_seconds=0.05)))
+        api = BillingApi(PostgresBillingReader(pool), ingest)
+        await _blocking_trigger(admin, "pi_stuck")
+        stuck = incoming("stripe", StripeScenario(pi="pi_stuck").event("payment_intent.succeeded"))
+        healed = incoming("stripe", StripeScenario(pi="pi_healed").event("payment_intent.succeeded"))
+        await ingest.execute([stuck])
+        deadline = time.monotonic() + 10
+        while True:  # the retry worker's rounds, polled with a deadline
+            await api.retry_due()
+            row = await admin.fetchrow("SELECT status, attempts, next_retry_at FROM billing.webhook_events")
+            if row["next_retry_at"] is None:
+                break
+            assert time.monotonic() < deadline, dict(row)
+            await asyncio.sleep(0.02)
+        assert (row["status"], row["attempts"]) == ("failed", 3)  # dead letter: failed, no next retry
+        dead = await api.list_events(EventFilter(status="dead_letter"), 10, None)
+        assert [e.event_id for e in dead.items] == [stuck.event_id] and dead.items[0].dead_letter
+        # A failure whose cause goes away before the retries run out heals by itself.
+        await admin.execute("DROP TRIGGER refuse ON billing.transactions")
+        await _blocking_trigger(admin, "pi_healed")
+        await ingest.execute([healed])
+        await admin.execute("DROP TRIGGER refuse ON billing.transactions")
+        deadline = time.monotonic() + 10
+        while await admin.fetchval("SELECT status FROM billing.webhook_events WHERE event_id = $1",
+                                   healed.event_id) != "processed":
+            assert time.monotonic() < deadline
+            await api.retry_due()
+            await asyncio.sleep(0.02)
+        assert await admin.fetchval("SELECT status FROM billing.transactions WHERE stripe_payment_intent_id = "
+                                    "'pi_healed'") == "succeeded"
+    finally:
+        await admin.close()
+        await pool.close()

@@ -40,15 +40,21 @@ async def serve(settings: Settings) -> None:
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server()
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)
-        billing_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server
-        )
+        api = BillingApi(PostgresBillingReader(pool), ingest)
+        retry_worker = PollingWorker(api.retry_due, api.next_retry_in, name="event-retries")
+        billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)
         health = listen(server, settings.listen_addr, SERVICE_NAME)
         log.info("billing listening", extra={"fields": {"addr": settings.listen_addr,
                                                         "notifier_addr": settings.notifier_addr}})
         outbox_worker.start()
+        retry_worker.start()
+
+        async def stop_workers() -> None:
+            await asyncio.gather(retry_worker.stop(settings.shutdown_grace_seconds),
+                                 outbox_worker.stop(settings.shutdown_grace_seconds))
+
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds,
-                                    on_draining=lambda: outbox_worker.stop(settings.shutdown_grace_seconds))
+                                    on_draining=stop_workers)
     finally:
         await notifier_channel.close()
         await pool.close()

@@ -1,7 +1,7 @@
 """Operator command line over billing's gRPC API (BILLING_ADDR, default 127.0.0.1:50051).
 
   python -m billing.cli failed                      # failed webhook events, newest first
-  python -m billing.cli events [--status S] [--type T] [--provider stripe|razorpay]
+  python -m billing.cli events [--status S|dead_letter] [--type T] [--provider stripe|razorpay]
   python -m billing.cli event stripe evt_123        # one event, with its error and payload
   python -m billing.cli replay stripe evt_123       # apply a failed event again
   python -m billing.cli replay --all-failed
@@ -40,7 +40,7 @@ async def run(args: argparse.Namespace) -> int:
                     page_size=100, page_token=token), timeout=timeout)
                 for e in page.events:
                     print(f"{e.received_at.ToJsonString()}  {billing_pb2.Provider.Name(e.provider)[9:].lower():<8} "
-                          f"{e.event_id:<32} {e.event_type:<36} {e.status:<9} x{e.attempts} {e.error}")
+                          f"{e.event_id:<32} {e.event_type:<36} {'dead' if e.dead_letter else e.status:<9} x{e.attempts} {e.error}")
                 token = page.next_page_token
                 if not token or not args.all_pages:
                     break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -88,9 +88,22 @@ def _subscription(record: asyncpg.Record) -> Subscription:
     return Subscription(**data)
 
 
+@dataclass(frozen=True)
+class EventRetryPolicy:
+    """Automatic retries of failed events: base * 2^(attempt-1) seconds, capped, up to max_attempts."""
+
+    max_attempts: int = 8
+    base_seconds: float = 30.0
+    max_seconds: float = 3600.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+
+
 class PostgresUnit(BatchUnit):
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, retry: EventRetryPolicy) -> None:
         self._conn = conn
+        self._retry = retry
 
     async def lock(self, keys: Sequence[str]) -> None:
         # Sorted by key before hashing is enough: every batch takes its locks in one global order.
@@ -193,10 +206,11 @@ class PostgresUnit(BatchUnit):
                 """
                 INSERT INTO billing.webhook_events
                     (id, provider, event_id, event_type, payload, request_id, received_at,
-                     processed_at, status, error, transaction_ids, subscription_ids)
+                     processed_at, status, error, transaction_ids, subscription_ids, next_retry_at)
                 SELECT gen_random_uuid(), provider, event_id, event_type, payload::jsonb, request_id,
                        received_at, $7, status, error,
-                       string_to_array(txn_ids, ',')::uuid[], string_to_array(sub_ids, ',')::uuid[]
+                       string_to_array(txn_ids, ',')::uuid[], string_to_array(sub_ids, ',')::uuid[],
+                       CASE WHEN status = 'failed' THEN $7::timestamptz + make_interval(secs => $12::float8) END
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
                             $8::text[], $9::text[], $10::text[], $11::text[])
                      AS e(provider, event_id, event_type, payload, request_id, received_at,
@@ -213,32 +227,38 @@ class PostgresUnit(BatchUnit):
                 [r.error for r in new],
                 [",".join(r.transaction_ids) for r in new],
                 [",".join(r.subscription_ids) for r in new],
+                self._retry.delay(1),
             )
         if retried:
             await self._conn.executemany(
                 """
                 UPDATE billing.webhook_events
                 SET status = $3, error = $4, processed_at = $5, attempts = attempts + 1,
-                    transaction_ids = $6::uuid[], subscription_ids = $7::uuid[]
+                    transaction_ids = $6::uuid[], subscription_ids = $7::uuid[],
+                    -- Past the last attempt a failed event stays failed with no next retry: dead letter.
+                    next_retry_at = CASE WHEN $3 = 'failed' AND attempts + 1 < $8::int
+                                         THEN $5::timestamptz + make_interval(secs => least($10::float8, $9::float8 * 2 ^ attempts)) END
                 WHERE provider = $1 AND event_id = $2
                 """,
                 [
                     (r.event.provider.value, r.event.event_id, r.status.value, r.error, now,
-                     list(r.transaction_ids), list(r.subscription_ids))
+                     list(r.transaction_ids), list(r.subscription_ids), self._retry.max_attempts,
+                     self._retry.base_seconds, self._retry.max_seconds)
                     for r in retried
                 ],
             )
 
 
 class PostgresEventStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, retry: EventRetryPolicy = EventRetryPolicy()) -> None:
         self._pool = pool
+        self._retry = retry
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[PostgresUnit]:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                yield PostgresUnit(conn)
+                yield PostgresUnit(conn, self._retry)
         except _TRANSIENT as exc:
             raise TransientStoreError(str(exc)) from exc
 

@@ -65,10 +65,12 @@ def _stamped_sub(row: asyncpg.Record) -> Stamped[Subscription]:
 
 def _event(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(str(row["id"]), Provider(row["provider"]), row["event_id"], row["event_type"], row["status"],
-                       row["error"], row["attempts"], row["received_at"], row["processed_at"], row["request_id"])
+                       row["error"], row["attempts"], row["received_at"], row["processed_at"], row["request_id"],
+                       row["next_retry_at"])
 
 
-_EVENT_COLUMNS = "id, provider, event_id, event_type, status, error, attempts, received_at, processed_at, request_id"
+_EVENT_COLUMNS = ("id, provider, event_id, event_type, status, error, attempts, received_at, processed_at, "
+                  "request_id, next_retry_at")
 
 
 class PostgresBillingReader:
@@ -145,7 +147,9 @@ class PostgresBillingReader:
         rows = await self._pool.fetch(
             f"""
             SELECT {_EVENT_COLUMNS} FROM billing.webhook_events
-            WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR status = $2)
+            WHERE ($1::text IS NULL OR provider = $1)
+              AND ($2::text IS NULL OR status = $2
+                   OR ($2 = 'dead_letter' AND status = 'failed' AND next_retry_at IS NULL))
               AND ($3::text IS NULL OR event_type = $3)
               AND ($4::timestamptz IS NULL OR received_at >= $4) AND ($5::timestamptz IS NULL OR received_at < $5)
               AND ($6::timestamptz IS NULL OR (received_at, id) < ($6, $7::uuid))
@@ -161,8 +165,14 @@ class PostgresBillingReader:
             "WHERE provider = $1 AND event_id = $2", provider.value, event_id)
         return (_event(row), row["payload"].encode()) if row else None
 
-    async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
+    async def failed_events(self, limit: int, *, due_only: bool = False) -> Sequence[tuple[StoredEvent, bytes]]:
+        due = "AND next_retry_at <= now()" if due_only else ""
         rows = await self._pool.fetch(
             f"SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events "
-            "WHERE status = 'failed' ORDER BY received_at LIMIT $1", limit)
+            f"WHERE status = 'failed' {due} ORDER BY received_at LIMIT $1", limit)
         return [(_event(r), r["payload"].encode()) for r in rows]
+
+    async def next_retry_in(self) -> float | None:
+        return await self._pool.fetchval(
+            "SELECT greatest(0, extract(epoch FROM min(next_retry_at) - now()))::float8 "
+            "FROM billing.webhook_events WHERE status = 'failed'")

@@ -135,6 +135,7 @@ def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
         id=e.id, provider=_PROVIDER_TO_PB[e.provider], event_id=e.event_id, event_type=e.event_type,
         status=e.status, error=e.error or "", attempts=e.attempts, received_at=_ts(e.received_at),
         processed_at=_ts(e.processed_at), request_id=e.request_id or "", payload=e.payload,
+        dead_letter=e.dead_letter, next_retry_at=_ts(e.next_retry_at),
     )
 
 

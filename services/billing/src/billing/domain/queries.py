@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -55,7 +55,12 @@ class StoredEvent:
     received_at: datetime
     processed_at: datetime | None
     request_id: str | None
+    next_retry_at: datetime | None = None
     payload: str = ""
+
+    @property
+    def dead_letter(self) -> bool:
+        return self.status == "failed" and self.next_retry_at is None
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,8 @@ class BillingReader(Protocol):
     async def list_subscriptions(self, f: SubFilter, limit: int, after: str | None) -> Page[Stamped[Subscription]]: ...
     async def list_events(self, f: EventFilter, limit: int, after: str | None) -> Page[StoredEvent]: ...
     async def get_event(self, provider: Provider, event_id: str) -> tuple[StoredEvent, bytes] | None: ...
-    async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]: ...
+    async def failed_events(self, limit: int, *, due_only: bool = False) -> Sequence[tuple[StoredEvent, bytes]]: ...
+    async def next_retry_in(self) -> float | None: ...
 
 
 def _page_size(size: int) -> int:
@@ -192,7 +198,19 @@ class BillingApi:
         if found is None:
             raise NotFound(f"no {provider.value} event {event_id}")
         event, payload = found
-        return StoredEvent(**{**event.__dict__, "payload": payload.decode()})
+        return replace(event, payload=payload.decode())
+
+    async def retry_due(self, limit: int = 100) -> int:
+        """Automatic retries: apply failed events whose backoff has passed (the worker's round)."""
+        due = await self._reader.failed_events(limit, due_only=True)
+        events = [IncomingEvent(e.provider, e.event_id, e.event_type, payload, e.received_at, e.request_id or "")
+                  for e, payload in due]
+        if events:
+            await self._ingest.execute(events)
+        return len(events)
+
+    async def next_retry_in(self) -> float | None:
+        return await self._reader.next_retry_in()
 
     async def replay(self, provider: Provider | None, event_id: str, all_failed: bool) -> list[IngestResult]:
         """Apply failed events again, as if the provider had redelivered them."""
