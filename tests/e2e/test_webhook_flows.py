@@ -140,3 +140,26 @@ async def test_operator_cli_lists_shows_and_replays_events(stack, db):
     assert code == 0 and "failed" in out and "1 replayed" in out  # the cause is in the event itself
     code, out = await cli("event", "stripe", "evt_missing")
     assert code == 1 and "NOT_FOUND" in out
+
+
+async def test_services_talk_mutual_tls_when_certificates_are_configured(database_url, tmp_path, mail_sink,
+                                                                         tls_ca, monkeypatch):
+    from devstack.stack import Stack
+
+    ca, _, ca_file = tls_ca
+    identity = ca.issue_cert("127.0.0.1", "localhost")  # one platform identity for all three, for brevity
+    cert, key = tmp_path / "svc.pem", tmp_path / "svc.key"
+    cert.write_bytes(b"".join(p.bytes() for p in identity.cert_chain_pems))
+    key.write_bytes(identity.private_key_pem.bytes())
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
+    stack = Stack({"DATABASE_URL": database_url, "GRPC_TLS_CERT_FILE": str(cert), "GRPC_TLS_KEY_FILE": str(key),
+                   "GRPC_TLS_CA_FILE": str(ca_file), "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_sink.port),
+                   "SMTP_TLS": "none"}, log_dir=tmp_path)
+    stack.start()
+    try:
+        await stack.wait_ready()
+        [response] = await deliver(stack.gateway_url, [sign("stripe", StripeScenario().event(
+            "payment_intent.succeeded"), STRIPE_SECRET)])
+        assert response.status == 200 and response.body["processing_result"]["status"] == "processed"
+    finally:
+        assert set(stack.stop().values()) == {0}

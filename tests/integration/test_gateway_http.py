@@ -10,6 +10,7 @@ from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
 from gateway.web.app import create_app
 from servicekit.env import Secret
+from servicekit.tls import PLAINTEXT
 from trigger.delivery import sign
 from trigger.events import RazorpayScenario, StripeScenario
 
@@ -32,7 +33,7 @@ class FakeBilling:
 
 
 def settings(**overrides) -> Settings:
-    base = dict(port=0, host="127.0.0.1", billing_addr="unused:1",
+    base = dict(port=0, host="127.0.0.1", billing_addr="unused:1", grpc_tls=PLAINTEXT,
                 stripe_webhook_secrets=(Secret("whsec_old"), Secret(STRIPE_SECRET)),
                 razorpay_webhook_secrets=(Secret(RAZORPAY_SECRET),), tolerance_seconds=300,
                 max_body_bytes=64 * 1024, billing_timeout_seconds=1.0, shutdown_grace_seconds=1.0,

@@ -8,7 +8,6 @@ import os
 import sys
 from datetime import UTC, datetime
 
-import grpc
 import uvloop
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from servicekit.env import ConfigError
@@ -33,7 +32,7 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 
 async def serve(settings: Settings) -> None:
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
-    notifier_channel = grpc.aio.insecure_channel(settings.notifier_addr)
+    notifier_channel = settings.grpc_tls.channel(settings.notifier_addr)
     try:
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
                                   clock=lambda: datetime.now(UTC))
@@ -43,7 +42,7 @@ async def serve(settings: Settings) -> None:
         api = BillingApi(PostgresBillingReader(pool), ingest)
         retry_worker = PollingWorker(api.retry_due, api.next_retry_in, name="event-retries")
         billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)
-        health = listen(server, settings.listen_addr, SERVICE_NAME)
+        health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)
         log.info("billing listening", extra={"fields": {"addr": settings.listen_addr,
                                                         "notifier_addr": settings.notifier_addr}})
         outbox_worker.start()

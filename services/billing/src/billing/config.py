@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicekit.env import Secret, env_float, env_int, env_str
+from servicekit.tls import GrpcTls
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,7 @@ class Settings:
     database_url: Secret
     listen_addr: str
     notifier_addr: str
+    grpc_tls: GrpcTls
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
@@ -25,6 +27,7 @@ class Settings:
             # Clients dial BILLING_ADDR; in a container the server binds all interfaces instead.
             listen_addr=env_str(environ, "BILLING_LISTEN_ADDR", billing_addr),
             notifier_addr=env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052"),
+            grpc_tls=GrpcTls.from_env(environ),
             db_pool_size=env_int(environ, "BILLING_DB_POOL_SIZE", 10, minimum=2),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),

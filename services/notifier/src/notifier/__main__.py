@@ -62,7 +62,7 @@ async def serve(settings: Settings) -> None:
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
             NotifierServicer(accept, ReadEmails(email_log), renderer), server
         )
-        health = listen(server, settings.listen_addr, SERVICE_NAME)
+        health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)
         log.info("notifier listening", extra={"fields": {"addr": settings.listen_addr,
                                                          "smtp": f"{settings.smtp_host}:{settings.smtp_port}"}})
         worker.start()

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicekit.env import ConfigError, Secret, env_float, env_int, env_str
+from servicekit.tls import GrpcTls
 
 
 @dataclass(frozen=True)
 class Settings:
     database_url: Secret
     listen_addr: str
+    grpc_tls: GrpcTls
     smtp_host: str
     smtp_port: int
     smtp_user: str | None
@@ -37,6 +39,7 @@ class Settings:
         return cls(
             database_url=Secret(env_str(environ, "DATABASE_URL")),
             listen_addr=env_str(environ, "NOTIFIER_LISTEN_ADDR", notifier_addr),
+            grpc_tls=GrpcTls.from_env(environ),
             smtp_host=env_str(environ, "SMTP_HOST"),
             smtp_port=env_int(environ, "SMTP_PORT", 587, minimum=1),
             smtp_user=environ.get("SMTP_USER") or None,

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from servicekit.tls import GrpcTls
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,13 @@ def new_server(max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
     )
 
 
-def listen(server: grpc.aio.Server, listen_addr: str, service_name: str) -> health.aio.HealthServicer:
-    """Add the standard health service and reflection (for grpcurl) and bind `listen_addr`."""
+def listen(server: grpc.aio.Server, listen_addr: str, service_name: str, tls: GrpcTls) -> health.aio.HealthServicer:
+    """Add the standard health service and reflection (for grpcurl) and bind `listen_addr` (mTLS unless
+    plaintext was asked for)."""
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     reflection.enable_server_reflection((service_name, reflection.SERVICE_NAME), server)
-    if server.add_insecure_port(listen_addr) == 0:
+    if tls.bind(server, listen_addr) == 0:
         raise OSError(f"cannot listen on {listen_addr}")
     return servicer
 

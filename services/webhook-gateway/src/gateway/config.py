@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicekit.env import ConfigError, Secret, env_float, env_int, env_secrets, env_str
+from servicekit.tls import GrpcTls
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,7 @@ class Settings:
     port: int
     host: str
     billing_addr: str
+    grpc_tls: GrpcTls
     stripe_webhook_secrets: tuple[Secret, ...]
     razorpay_webhook_secrets: tuple[Secret, ...]
     tolerance_seconds: int
@@ -27,6 +29,7 @@ class Settings:
             port=env_int(environ, "GATEWAY_PORT", 8000),
             host=env_str(environ, "GATEWAY_HOST", "0.0.0.0"),
             billing_addr=env_str(environ, "BILLING_ADDR", "127.0.0.1:50051"),
+            grpc_tls=GrpcTls.from_env(environ),
             stripe_webhook_secrets=env_secrets(environ, "STRIPE_WEBHOOK_SECRET"),
             razorpay_webhook_secrets=env_secrets(environ, "RAZORPAY_WEBHOOK_SECRET"),
             tolerance_seconds=env_int(environ, "WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+from servicekit.tls import GrpcTls
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Local development secrets, used only when none are configured; printed by `make run`.
@@ -89,6 +90,8 @@ class Stack:
         env = {**os.environ, **self.env}
         env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_STRIPE_SECRET)
         env.setdefault("RAZORPAY_WEBHOOK_SECRET", DEV_RAZORPAY_SECRET)
+        if not env.get("GRPC_TLS_CERT_FILE"):
+            env.setdefault("GRPC_PLAINTEXT", "true")  # local development: explicit plaintext between services
         env.update(
             BILLING_ADDR=self.billing_addr,
             NOTIFIER_ADDR=self.notifier_addr,
@@ -112,7 +115,7 @@ class Stack:
             self.services.append(service)
 
     async def _notifier_serving(self) -> bool:
-        async with grpc.aio.insecure_channel(self.notifier_addr) as channel:
+        async with GrpcTls.from_env(self._env()).channel(self.notifier_addr) as channel:
             try:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
             except grpc.aio.AioRpcError:

@@ -15,6 +15,7 @@ import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servicekit.tls import GrpcTls
 
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult, Provider
 
@@ -149,8 +150,8 @@ class BatchingBillingClient:
         await self._channel.close()
 
 
-def open_channel(addr: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
+def open_channel(addr: str, tls: GrpcTls) -> grpc.aio.Channel:
+    return tls.channel(
         addr,
         options=[
             ("grpc.keepalive_time_ms", 30_000),

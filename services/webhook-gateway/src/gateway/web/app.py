@@ -174,7 +174,7 @@ def create_app(
 
     async def billing_context(app: web.Application) -> AsyncIterator[None]:
         client = billing or BatchingBillingClient(
-            open_channel(settings.billing_addr), timeout_seconds=settings.billing_timeout_seconds
+            open_channel(settings.billing_addr, settings.grpc_tls), timeout_seconds=settings.billing_timeout_seconds
         )
         secrets = WebhookSecrets(
             stripe=tuple(s.value for s in settings.stripe_webhook_secrets),
