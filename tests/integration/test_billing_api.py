@@ -211,3 +211,19 @@ async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(da
     finally:
         await admin.close()
         await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [(billing_pb2.WebhookEvent(event_id="e", event_type="t", payload=b"{}"), "events[0].provider"),
+     (billing_pb2.WebhookEvent(provider=STRIPE, event_type="t", payload=b"{}"), "events[0].event_id"),
+     (billing_pb2.WebhookEvent(provider=STRIPE, event_id="e", payload=b"{}"), "events[0].event_type"),
+     (billing_pb2.WebhookEvent(provider=STRIPE, event_id="e", event_type="t", payload=b"{}"), "events[0].received_at")],
+)
+async def test_ingest_refuses_malformed_events_naming_the_field_and_stores_nothing(billing, db, event, field):
+    stub, _ = billing
+    details = await expect_code(stub.IngestEvents(billing_pb2.IngestEventsRequest(events=[event])),
+                                grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith(field)
+    await expect_code(stub.IngestEvents(billing_pb2.IngestEventsRequest()), grpc.StatusCode.INVALID_ARGUMENT)
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
