@@ -84,3 +84,21 @@ def test_plaintext_must_be_asked_for_and_tls_needs_all_three_files(platform):
                             "GRPC_TLS_KEY_FILE": platform["client"].key_file,
                             "GRPC_TLS_CA_FILE": platform["client"].ca_file, "GRPC_PLAINTEXT": "true"})
     assert not tls.plaintext  # certificates win over a leftover plaintext flag
+
+
+async def test_probe_port_answers_health_in_plaintext_while_the_api_needs_mtls(platform):
+    from servicekit.grpcserve import health_only_server
+
+    api_port, probe_port = free_port(), free_port()
+    server = grpc.aio.server()
+    health = listen(server, f"127.0.0.1:{api_port}", "boxcost.billing.v1.BillingService", platform["server"])
+    probe = health_only_server(health, probe_port)
+    await server.start()
+    await probe.start()
+    try:
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert await check(GrpcTls(plaintext=True), f"127.0.0.1:{probe_port}") is grpc.StatusCode.OK
+        assert await check(GrpcTls(plaintext=True), f"127.0.0.1:{api_port}") is grpc.StatusCode.UNAVAILABLE
+    finally:
+        await probe.stop(0)
+        await server.stop(0)

@@ -53,7 +53,7 @@ async def serve(settings: Settings) -> None:
                                  outbox_worker.stop(settings.shutdown_grace_seconds))
 
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds,
-                                    on_draining=stop_workers)
+                                    on_draining=stop_workers, health_port=settings.health_port)
     finally:
         await notifier_channel.close()
         await pool.close()

@@ -15,6 +15,7 @@ class Settings:
     listen_addr: str
     notifier_addr: str
     grpc_tls: GrpcTls
+    health_port: int
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
@@ -28,6 +29,8 @@ class Settings:
             listen_addr=env_str(environ, "BILLING_LISTEN_ADDR", billing_addr),
             notifier_addr=env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052"),
             grpc_tls=GrpcTls.from_env(environ),
+            # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
+            health_port=env_int(environ, "GRPC_HEALTH_PORT", 0),
             db_pool_size=env_int(environ, "BILLING_DB_POOL_SIZE", 10, minimum=2),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),

@@ -67,7 +67,8 @@ async def serve(settings: Settings) -> None:
                                                          "smtp": f"{settings.smtp_host}:{settings.smtp_port}"}})
         worker.start()
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds,
-                                    on_draining=lambda: worker.stop(settings.shutdown_grace_seconds))
+                                    on_draining=lambda: worker.stop(settings.shutdown_grace_seconds),
+                                    health_port=settings.health_port)
     finally:
         await sender.close()
         await pool.close()

@@ -14,6 +14,7 @@ class Settings:
     database_url: Secret
     listen_addr: str
     grpc_tls: GrpcTls
+    health_port: int
     smtp_host: str
     smtp_port: int
     smtp_user: str | None
@@ -40,6 +41,8 @@ class Settings:
             database_url=Secret(env_str(environ, "DATABASE_URL")),
             listen_addr=env_str(environ, "NOTIFIER_LISTEN_ADDR", notifier_addr),
             grpc_tls=GrpcTls.from_env(environ),
+            # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
+            health_port=env_int(environ, "GRPC_HEALTH_PORT", 0),
             smtp_host=env_str(environ, "SMTP_HOST"),
             smtp_port=env_int(environ, "SMTP_PORT", 587, minimum=1),
             smtp_user=environ.get("SMTP_USER") or None,

@@ -66,19 +66,33 @@ def listen(server: grpc.aio.Server, listen_addr: str, service_name: str, tls: Gr
     return servicer
 
 
+def health_only_server(health_servicer: health.aio.HealthServicer, port: int) -> grpc.aio.Server:
+    """A plaintext server with only the health service, for Kubernetes' native gRPC probes, which
+    cannot present client certificates. It shares the main server's health state."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if server.add_insecure_port(f"0.0.0.0:{port}") == 0:
+        raise OSError(f"cannot listen on health port {port}")
+    return server
+
+
 async def serve_until_signalled(
     server: grpc.aio.Server,
     health_servicer: health.aio.HealthServicer,
     service_names: Sequence[str],
     grace_seconds: float,
     on_draining: Callable[[], Awaitable[None]] | None = None,
+    health_port: int = 0,
 ) -> None:
     """Start, report SERVING, wait for SIGTERM/SIGINT, then drain within the grace period.
 
     Draining: health goes NOT_SERVING first (so probes and load balancers stop sending), then the
     server stops accepting RPCs and lets in-flight ones finish for up to `grace_seconds`.
     """
+    probe_server = health_only_server(health_servicer, health_port) if health_port else None
     await server.start()
+    if probe_server is not None:
+        await probe_server.start()
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
@@ -91,4 +105,6 @@ async def serve_until_signalled(
     if on_draining is not None:
         await on_draining()
     await server.stop(grace_seconds)
+    if probe_server is not None:
+        await probe_server.stop(0)
     log.info("stopped")
