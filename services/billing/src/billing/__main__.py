@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from datetime import UTC, datetime
 
 import uvloop
@@ -15,7 +16,7 @@ from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
 from servicekit.worker import PollingWorker
 
-from billing.adapters.migrations import migrate
+from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
@@ -68,7 +69,8 @@ def main(argv: list[str]) -> int:
         return 2
     configure_logging("billing", settings.log_level)
     if command == "migrate":
-        applied = asyncio.run(migrate(settings.database_url.value))
+        directory = Path(settings.migrations_dir) if settings.migrations_dir else DEFAULT_DIRECTORY
+        applied = asyncio.run(migrate(settings.database_url.value, directory))
         log.info("migrations up to date", extra={"fields": {"applied": applied}})
         return 0
     if command == "serve":

@@ -19,7 +19,7 @@ from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
 from servicekit.worker import PollingWorker
 
-from notifier.adapters.postgres import PostgresEmailLog, migrate
+from notifier.adapters.postgres import MIGRATIONS, PostgresEmailLog, migrate
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
 from notifier.api.servicer import NotifierServicer
 from notifier.config import Settings
@@ -106,7 +106,8 @@ def main(argv: list[str]) -> int:
         return 2
     configure_logging("notifier", settings.log_level)
     if args.command == "migrate":
-        applied = asyncio.run(migrate(settings.database_url.value))
+        directory = Path(settings.migrations_dir) if settings.migrations_dir else MIGRATIONS
+        applied = asyncio.run(migrate(settings.database_url.value, directory))
         log.info("migrations up to date", extra={"fields": {"applied": applied}})
         return 0
     uvloop.run(serve(settings))

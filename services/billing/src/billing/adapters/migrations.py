@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pgkit.migrations import migrate as _migrate
 
+# The source tree's folder; images put the files elsewhere and say so with MIGRATIONS_DIR.
 DEFAULT_DIRECTORY = Path(__file__).resolve().parents[3] / "migrations"
 
 

@@ -19,8 +19,8 @@ _COLUMNS = ("id, tenant_id, user_id, to_email, to_name, tenant_name, subject, em
             "status, error_message, attempts, next_attempt_at, sent_at, idempotency_key, message_id, created_at")
 
 
-async def migrate(dsn: str) -> list[str]:
-    return await _migrate(dsn, "notifier", MIGRATIONS)
+async def migrate(dsn: str, directory: Path = MIGRATIONS) -> list[str]:
+    return await _migrate(dsn, "notifier", directory)
 
 
 def _record(row: asyncpg.Record) -> EmailRecord:
