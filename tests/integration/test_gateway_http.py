@@ -175,3 +175,41 @@ async def test_provider_without_secret_is_not_accepted(billing):
 async def test_request_id_is_echoed(client):
     r = await post(client, stripe_delivery(), headers={**stripe_delivery().headers, "X-Request-Id": "req-abc"})
     assert r.headers["X-Request-Id"] == "req-abc"
+
+
+async def _client_for(billing, **overrides):
+    client = TestClient(TestServer(create_app(settings(**overrides), billing=billing)))
+    await client.start_server()
+    return client
+
+
+async def test_failed_authentications_are_rate_limited_but_genuine_traffic_never_is(billing):
+    client = await _client_for(billing, auth_failures_per_minute=3)
+    try:
+        bad = {**stripe_delivery().headers, "Stripe-Signature": "t=1,v1=00"}
+        statuses = [(await post(client, stripe_delivery(), headers=bad)).status for _ in range(5)]
+        assert statuses == [400, 400, 400, 429, 429]
+        limited = await post(client, stripe_delivery(), headers=bad)
+        assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert (await limited.json())["error"]["code"] == "too_many_failures"
+        genuine = await post(client, stripe_delivery())
+        assert genuine.status == 200
+    finally:
+        await client.close()
+
+
+async def test_allow_list_refuses_other_sources_and_trusts_only_configured_proxy_hops(billing):
+    from gateway.domain.edge import parse_networks
+
+    client = await _client_for(billing, stripe_allowed_cidrs=parse_networks("54.187.0.0/16"), trusted_proxy_hops=1)
+    try:
+        d = stripe_delivery()
+        direct = await post(client, d)
+        assert direct.status == 403 and (await direct.json())["error"]["code"] == "forbidden_source"
+        spoofed = await post(client, d, headers={**d.headers, "X-Forwarded-For": "54.187.1.1, 198.51.100.7"})
+        assert spoofed.status == 403
+        via_proxy = await post(client, d, headers={**d.headers, "X-Forwarded-For": "54.187.1.1"})
+        assert via_proxy.status == 200
+        assert [e.event_id for e in billing.received] == [d.event_id]
+    finally:
+        await client.close()

@@ -8,6 +8,15 @@ from dataclasses import dataclass
 from servicekit.env import ConfigError, Secret, env_float, env_int, env_secrets, env_str
 from servicekit.tls import GrpcTls
 
+from gateway.domain.edge import Network, parse_networks
+
+
+def _networks(environ: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(environ.get(name, ""))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -22,6 +31,10 @@ class Settings:
     billing_timeout_seconds: float
     shutdown_grace_seconds: float
     log_level: str
+    trusted_proxy_hops: int = 0
+    auth_failures_per_minute: int = 30
+    stripe_allowed_cidrs: tuple[Network, ...] = ()
+    razorpay_allowed_cidrs: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -38,6 +51,10 @@ class Settings:
             billing_timeout_seconds=env_float(environ, "BILLING_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+            trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0),
+            auth_failures_per_minute=env_int(environ, "AUTH_FAILURES_PER_MINUTE", 30, minimum=1),
+            stripe_allowed_cidrs=_networks(environ, "STRIPE_ALLOWED_CIDRS"),
+            razorpay_allowed_cidrs=_networks(environ, "RAZORPAY_ALLOWED_CIDRS"),
         )
         if not settings.stripe_webhook_secrets and not settings.razorpay_webhook_secrets:
             raise ConfigError("set STRIPE_WEBHOOK_SECRET and/or RAZORPAY_WEBHOOK_SECRET")

@@ -8,10 +8,11 @@ from datetime import datetime
 from enum import Enum
 from typing import Protocol
 
+from gateway.domain.edge import AuthFailureLimiter, IPAddress, Network, SourceNotAllowed, TooManyFailures, check_allowed
 from gateway.domain.envelope import Envelope, InvalidEvent, parse_razorpay, parse_stripe
 from gateway.domain.signatures import SignatureError, verify_razorpay, verify_stripe
 
-__all__ = ["InvalidEvent", "SignatureError"]
+__all__ = ["InvalidEvent", "SignatureError", "SourceNotAllowed", "TooManyFailures"]
 
 
 class Provider(str, Enum):
@@ -63,6 +64,14 @@ class ProviderNotConfigured(Exception):
     """No webhook secret is configured for this provider, so nothing from it can be authenticated."""
 
 
+@dataclass(frozen=True)
+class EdgePolicy:
+    """Allowed source networks per provider (empty: any), and the limiter of failed authentications."""
+
+    limiter: AuthFailureLimiter
+    allowed: Mapping[Provider, Sequence[Network]] = field(default_factory=dict)
+
+
 class ReceiveWebhook:
     def __init__(
         self,
@@ -71,16 +80,32 @@ class ReceiveWebhook:
         *,
         tolerance_seconds: int,
         clock: Callable[[], datetime],
+        edge: EdgePolicy | None = None,
     ) -> None:
         self._billing = billing
         self._secrets = secrets
         self._tolerance = tolerance_seconds
         self._clock = clock
+        self._edge = edge or EdgePolicy(AuthFailureLimiter(per_minute=30, burst=30))
 
     async def execute(
-        self, provider: Provider, headers: Mapping[str, str], body: bytes, request_id: str
+        self, provider: Provider, headers: Mapping[str, str], body: bytes, request_id: str,
+        client: IPAddress | None = None,
     ) -> Receipt:
         now = self._clock()
+        check_allowed(client, self._edge.allowed.get(provider, ()))
+        try:
+            envelope = self._authenticate(provider, headers, body, now)
+        except SignatureError:
+            # Only failures spend the client's allowance: genuine deliveries are never throttled.
+            self._edge.limiter.record_failure(str(client), now.timestamp())
+            raise
+        result = await self._billing.ingest(
+            AuthenticatedEvent(provider, envelope.event_id, envelope.event_type, body, now, request_id)
+        )
+        return Receipt(envelope, result)
+
+    def _authenticate(self, provider: Provider, headers: Mapping[str, str], body: bytes, now: datetime) -> Envelope:
         if provider is Provider.STRIPE:
             if not self._secrets.stripe:
                 raise ProviderNotConfigured("stripe")
@@ -88,13 +113,8 @@ class ReceiveWebhook:
                 headers.get("Stripe-Signature"), body, self._secrets.stripe,
                 now=now.timestamp(), tolerance=self._tolerance,
             )
-            envelope = parse_stripe(body)
-        else:
-            if not self._secrets.razorpay:
-                raise ProviderNotConfigured("razorpay")
-            verify_razorpay(headers.get("X-Razorpay-Signature"), body, self._secrets.razorpay)
-            envelope = parse_razorpay(body, headers.get("X-Razorpay-Event-Id"))
-        result = await self._billing.ingest(
-            AuthenticatedEvent(provider, envelope.event_id, envelope.event_type, body, now, request_id)
-        )
-        return Receipt(envelope, result)
+            return parse_stripe(body)
+        if not self._secrets.razorpay:
+            raise ProviderNotConfigured("razorpay")
+        verify_razorpay(headers.get("X-Razorpay-Signature"), body, self._secrets.razorpay)
+        return parse_razorpay(body, headers.get("X-Razorpay-Event-Id"))

@@ -13,8 +13,10 @@ from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
 from gateway.config import Settings
+from gateway.domain.edge import AuthFailureLimiter, client_address
 from gateway.domain.receive import (
     BillingPort,
+    EdgePolicy,
     BillingUnavailable,
     InvalidEvent,
     Provider,
@@ -22,6 +24,8 @@ from gateway.domain.receive import (
     Receipt,
     ReceiveWebhook,
     SignatureError,
+    SourceNotAllowed,
+    TooManyFailures,
     WebhookSecrets,
 )
 
@@ -43,6 +47,7 @@ class ReadinessProbe:
 class Limits:
     max_body_bytes: int
     retry_after_seconds: int = 5
+    trusted_proxy_hops: int = 0
 
 
 RECEIVE = web.AppKey("receive", ReceiveWebhook)
@@ -54,6 +59,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (SignatureError, 400, "invalid_signature"),
     (InvalidEvent, 400, "invalid_event"),
     (ProviderNotConfigured, 404, "provider_not_configured"),
+    (SourceNotAllowed, 403, "forbidden_source"),
+    (TooManyFailures, 429, "too_many_failures"),
     (BillingUnavailable, 503, "billing_unavailable"),
 ]
 
@@ -93,13 +100,19 @@ async def _read_body(request: web.Request) -> bytes:
 async def receive_webhook(request: web.Request) -> web.Response:
     provider = Provider(request.match_info["provider"])
     limits = request.app[LIMITS]
+    client = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.trusted_proxy_hops)
     try:
         body = await _read_body(request)
-        receipt = await request.app[RECEIVE].execute(provider, request.headers, body, request_id_var.get())
+        receipt = await request.app[RECEIVE].execute(provider, request.headers, body, request_id_var.get(), client)
     except tuple(t for t, _, _ in _ERRORS) as exc:
         status, code = next((s, c) for t, s, c in _ERRORS if isinstance(exc, t))
-        log.info("webhook refused", extra={"fields": {"provider": provider.value, "code": code, "reason": str(exc)}})
-        headers = {"Retry-After": str(limits.retry_after_seconds)} if status == 503 else None
+        log.info("webhook refused", extra={"fields": {"provider": provider.value, "code": code, "reason": str(exc),
+                                                      "client": str(client)}})
+        headers = None
+        if status == 503:
+            headers = {"Retry-After": str(limits.retry_after_seconds)}
+        elif isinstance(exc, TooManyFailures):
+            headers = {"Retry-After": str(exc.retry_after)}
         message = "billing is unavailable; retry later" if status == 503 else str(exc)
         return _error(status, code, message, headers)
     result = receipt.result
@@ -170,7 +183,11 @@ def create_app(
     """The gateway application; tests pass a fake `billing`, production gets the gRPC client."""
     # client_max_size also guards chunked bodies that send no Content-Length.
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
-    app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes)
+    app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes, trusted_proxy_hops=settings.trusted_proxy_hops)
+    edge = EdgePolicy(
+        AuthFailureLimiter(per_minute=settings.auth_failures_per_minute, burst=settings.auth_failures_per_minute),
+        {Provider.STRIPE: settings.stripe_allowed_cidrs, Provider.RAZORPAY: settings.razorpay_allowed_cidrs},
+    )
 
     async def billing_context(app: web.Application) -> AsyncIterator[None]:
         client = billing or BatchingBillingClient(
@@ -180,7 +197,8 @@ def create_app(
             stripe=tuple(s.value for s in settings.stripe_webhook_secrets),
             razorpay=tuple(s.value for s in settings.razorpay_webhook_secrets),
         )
-        app[RECEIVE] = ReceiveWebhook(client, secrets, tolerance_seconds=settings.tolerance_seconds, clock=clock)
+        app[RECEIVE] = ReceiveWebhook(client, secrets, tolerance_seconds=settings.tolerance_seconds, clock=clock,
+                                      edge=edge)
         app[READINESS] = ReadinessProbe(client.is_serving)
         yield
         if billing is None:
