@@ -4,6 +4,7 @@ reads with pagination, event operations and replay."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import asyncpg
@@ -15,6 +16,8 @@ from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
 from billing.domain.queries import BillingApi, EventFilter
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from prometheus_client import REGISTRY
+from servicekit.grpcserve import new_server
 from trigger.events import StripeScenario
 
 from tests.support import incoming
@@ -26,7 +29,7 @@ STRIPE = billing_pb2.PROVIDER_STRIPE
 async def billing(database_url):
     pool = await create_pool(database_url, min_size=1, max_size=5)
     ingest = IngestEvents(PostgresEventStore(pool))
-    server = grpc.aio.server()
+    server = new_server()  # with the request-id and metrics interceptors, as in production
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -227,3 +230,30 @@ async def test_ingest_refuses_malformed_events_naming_the_field_and_stores_nothi
     assert details.startswith(field)
     await expect_code(stub.IngestEvents(billing_pb2.IngestEventsRequest()), grpc.StatusCode.INVALID_ARGUMENT)
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
+
+
+async def test_rpc_codes_and_ingested_events_are_counted_for_prometheus(billing):
+    stub, _ = billing
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    not_found = sample("grpc_server_handled_total", grpc_method="GetTransaction", grpc_code="NOT_FOUND")
+    await expect_code(stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id="x")),
+                      grpc.StatusCode.NOT_FOUND)
+    assert sample("grpc_server_handled_total", grpc_method="GetTransaction", grpc_code="NOT_FOUND") == not_found + 1
+    processed = sample("billing_webhook_events_total", provider="stripe", event_type="payment_intent.succeeded",
+                       outcome="processed")
+    other = sample("billing_webhook_events_total", provider="stripe", event_type="other", outcome="ignored")
+    good = StripeScenario().event("payment_intent.succeeded")
+    unknown = StripeScenario().event("payment_intent.succeeded")
+    unknown["type"] = "customer.tax_id.created"
+    now = billing_pb2.WebhookEvent().received_at
+    now.GetCurrentTime()
+    events = [billing_pb2.WebhookEvent(provider=STRIPE, event_id=e["id"], event_type=e["type"],
+                                       payload=json.dumps(e).encode(), received_at=now) for e in (good, unknown)]
+    await stub.IngestEvents(billing_pb2.IngestEventsRequest(events=events))
+    assert sample("billing_webhook_events_total", provider="stripe", event_type="payment_intent.succeeded",
+                  outcome="processed") == processed + 1
+    assert sample("billing_webhook_events_total", provider="stripe", event_type="other",
+                  outcome="ignored") == other + 1  # unknown types never become label values

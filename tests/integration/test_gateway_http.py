@@ -213,3 +213,12 @@ async def test_allow_list_refuses_other_sources_and_trusts_only_configured_proxy
         assert [e.event_id for e in billing.received] == [d.event_id]
     finally:
         await client.close()
+
+
+async def test_metrics_count_webhooks_by_provider_and_result(client):
+    await post(client, stripe_delivery())
+    await post(client, stripe_delivery(), headers={**stripe_delivery().headers, "Stripe-Signature": "t=1,v1=00"})
+    text = await (await client.get("/metrics")).text()
+    assert 'webhook_requests_total{provider="stripe",result="processed"}' in text
+    assert 'webhook_requests_total{provider="stripe",result="invalid_signature"}' in text
+    assert "webhook_request_seconds_bucket" in text

@@ -14,12 +14,14 @@ from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.metrics import serve_metrics
 from servicekit.worker import PollingWorker
 
 from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
+from billing.api.metrics import refresh_gauges
 from billing.api.servicer import BillingServicer
 from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
@@ -40,7 +42,8 @@ async def serve(settings: Settings) -> None:
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server()
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)
-        api = BillingApi(PostgresBillingReader(pool), ingest)
+        reader = PostgresBillingReader(pool)
+        api = BillingApi(reader, ingest)
         retry_worker = PollingWorker(api.retry_due, api.next_retry_in, name="event-retries")
         billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)
         health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)
@@ -48,8 +51,11 @@ async def serve(settings: Settings) -> None:
                                                         "notifier_addr": settings.notifier_addr}})
         outbox_worker.start()
         retry_worker.start()
+        serve_metrics(settings.metrics_port)
+        gauges = asyncio.get_running_loop().create_task(refresh_gauges(reader.backlog))
 
         async def stop_workers() -> None:
+            gauges.cancel()
             await asyncio.gather(retry_worker.stop(settings.shutdown_grace_seconds),
                                  outbox_worker.stop(settings.shutdown_grace_seconds))
 

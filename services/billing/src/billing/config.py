@@ -17,6 +17,7 @@ class Settings:
     grpc_tls: GrpcTls
     health_port: int
     migrations_dir: str | None
+    metrics_port: int
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
@@ -33,6 +34,7 @@ class Settings:
             # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
             health_port=env_int(environ, "GRPC_HEALTH_PORT", 0),
             migrations_dir=environ.get("MIGRATIONS_DIR") or None,
+            metrics_port=env_int(environ, "METRICS_PORT", 0),
             db_pool_size=env_int(environ, "BILLING_DB_POOL_SIZE", 10, minimum=2),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),

@@ -17,10 +17,12 @@ from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.metrics import serve_metrics
 from servicekit.worker import PollingWorker
 
 from notifier.adapters.postgres import MIGRATIONS, PostgresEmailLog, migrate
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
+from notifier.api.metrics import CountingLog, TimedSender
 from notifier.api.servicer import NotifierServicer
 from notifier.config import Settings
 from notifier.domain.emails import AcceptEmail, DeliverEmails, ReadEmails, RetryPolicy
@@ -53,7 +55,7 @@ async def serve(settings: Settings) -> None:
         renderer = Renderer()
         policy = RetryPolicy(max_attempts=settings.max_attempts,
                              give_up_after=timedelta(seconds=settings.retry_for_seconds))
-        deliver = DeliverEmails(email_log, sender, policy, clock=lambda: datetime.now(UTC),
+        deliver = DeliverEmails(CountingLog(email_log), TimedSender(sender), policy, clock=lambda: datetime.now(UTC),
                                 concurrency=settings.smtp_connections, rng=random.Random())
         worker = PollingWorker(deliver.run_once, email_log.next_due_in, name="email-delivery")
         domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
@@ -66,6 +68,7 @@ async def serve(settings: Settings) -> None:
         log.info("notifier listening", extra={"fields": {"addr": settings.listen_addr,
                                                          "smtp": f"{settings.smtp_host}:{settings.smtp_port}"}})
         worker.start()
+        serve_metrics(settings.metrics_port)
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.shutdown_grace_seconds,
                                     on_draining=lambda: worker.stop(settings.shutdown_grace_seconds),
                                     health_port=settings.health_port)

@@ -16,6 +16,7 @@ class Settings:
     grpc_tls: GrpcTls
     health_port: int
     migrations_dir: str | None
+    metrics_port: int
     smtp_host: str
     smtp_port: int
     smtp_user: str | None
@@ -45,6 +46,7 @@ class Settings:
             # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
             health_port=env_int(environ, "GRPC_HEALTH_PORT", 0),
             migrations_dir=environ.get("MIGRATIONS_DIR") or None,
+            metrics_port=env_int(environ, "METRICS_PORT", 0),
             smtp_host=env_str(environ, "SMTP_HOST"),
             smtp_port=env_int(environ, "SMTP_PORT", 587, minimum=1),
             smtp_user=environ.get("SMTP_USER") or None,

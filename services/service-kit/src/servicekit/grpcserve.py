@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from servicekit.metrics import MetricsInterceptor
 from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from servicekit.tls import GrpcTls
 
@@ -46,7 +47,7 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
 
 def new_server(max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
     return grpc.aio.server(
-        interceptors=[RequestIdInterceptor()],
+        interceptors=[RequestIdInterceptor(), MetricsInterceptor()],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),

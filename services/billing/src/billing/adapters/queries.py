@@ -176,3 +176,16 @@ class PostgresBillingReader:
         return await self._pool.fetchval(
             "SELECT greatest(0, extract(epoch FROM min(next_retry_at) - now()))::float8 "
             "FROM billing.webhook_events WHERE status = 'failed'")
+
+    async def backlog(self) -> dict[str, float]:
+        row = await self._pool.fetchrow(
+            """
+            SELECT (SELECT count(*) FROM billing.email_outbox WHERE status = 'pending') AS outbox_pending,
+                   (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)
+                      FROM billing.email_outbox WHERE status = 'pending')::float8 AS outbox_oldest_seconds,
+                   (SELECT count(*) FROM billing.webhook_events
+                      WHERE status = 'failed' AND next_retry_at IS NOT NULL) AS failed_retrying,
+                   (SELECT count(*) FROM billing.webhook_events
+                      WHERE status = 'failed' AND next_retry_at IS NULL) AS dead_letter
+            """)
+        return {k: float(v) for k, v in dict(row).items()}

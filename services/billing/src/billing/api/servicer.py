@@ -9,6 +9,7 @@ import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from billing.api.metrics import record_ingest
 from billing.domain import ingest
 from billing.domain.ingest import IncomingEvent, IngestResult, Outcome, TransientStoreError
 from billing.domain.model import Provider, Subscription, Transaction
@@ -157,9 +158,11 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     async def IngestEvents(self, request, context: grpc.aio.ServicerContext):
         try:
-            results = await self._ingest.execute(_decode(request))
+            events = _decode(request)
+            results = await self._ingest.execute(events)
         except _KNOWN as exc:
             await _abort(context, exc)
+        record_ingest(events, results)
         return billing_pb2.IngestEventsResponse(results=[_encode(r) for r in results])
 
     async def CreatePendingTransaction(self, request, context):

@@ -157,6 +157,9 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
     return facts
 
 
+HANDLED_TYPES = frozenset(_PAYMENT_STATUS) | {"refund.processed"} | SUBSCRIPTION_EVENTS
+
+
 def interpret(event_type: str, event: dict[str, Any]) -> Facts | None:
     """The facts a Razorpay event states, or None for a type billing does not act on."""
     if event_type in _PAYMENT_STATUS:

@@ -75,6 +75,7 @@ class Outcome:
     status: EmailStatus
     error: str | None = None
     next_attempt_at: datetime | None = None
+    email_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,17 +190,19 @@ class DeliverEmails:
             await self._sender.send(message)
         except PermanentSendError as exc:
             log.warning("email refused", extra={"fields": {**fields, "reply": str(exc)}})
-            return Outcome(record.id, EmailStatus.FAILED, str(exc))
+            return Outcome(record.id, EmailStatus.FAILED, str(exc), email_type=record.email_type)
         except TransientSendError as exc:
             too_old = self._clock() - record.created_at > self._policy.give_up_after
             if record.attempts >= self._policy.max_attempts or too_old:
                 log.warning("email retries exhausted", extra={"fields": {**fields, "error": str(exc)}})
-                return Outcome(record.id, EmailStatus.FAILED, f"gave up after {record.attempts} attempts: {exc}")
+                return Outcome(record.id, EmailStatus.FAILED, f"gave up after {record.attempts} attempts: {exc}",
+                               email_type=record.email_type)
             delay = self._policy.next_delay(record.attempts, self._rng)
             log.info("email will be retried", extra={"fields": {**fields, "error": str(exc), "delay": delay}})
-            return Outcome(record.id, EmailStatus.RETRYING, str(exc), self._clock() + timedelta(seconds=delay))
+            return Outcome(record.id, EmailStatus.RETRYING, str(exc), self._clock() + timedelta(seconds=delay),
+                           record.email_type)
         log.info("email sent", extra={"fields": fields})
-        return Outcome(record.id, EmailStatus.SENT)
+        return Outcome(record.id, EmailStatus.SENT, email_type=record.email_type)
 
 
 def rendered_preview(renderer: Renderer, request: EmailRequest) -> RenderedEmail:

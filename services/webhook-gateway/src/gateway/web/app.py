@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
@@ -49,6 +50,11 @@ class Limits:
     retry_after_seconds: int = 5
     trusted_proxy_hops: int = 0
 
+
+WEBHOOKS = Counter("webhook_requests_total", "Webhook requests by provider and result (processed, duplicate, "
+                   "ignored, failed, or the refusal code).", ["provider", "result"])
+WEBHOOK_SECONDS = Histogram("webhook_request_seconds", "Time from request to answer, by provider.", ["provider"],
+                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 RECEIVE = web.AppKey("receive", ReceiveWebhook)
 READINESS = web.AppKey("readiness", ReadinessProbe)
@@ -99,6 +105,13 @@ async def _read_body(request: web.Request) -> bytes:
 
 async def receive_webhook(request: web.Request) -> web.Response:
     provider = Provider(request.match_info["provider"])
+    with WEBHOOK_SECONDS.labels(provider.value).time():
+        response, result = await _receive(request, provider)
+    WEBHOOKS.labels(provider.value, result).inc()
+    return response
+
+
+async def _receive(request: web.Request, provider: Provider) -> tuple[web.Response, str]:
     limits = request.app[LIMITS]
     client = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.trusted_proxy_hops)
     try:
@@ -114,14 +127,18 @@ async def receive_webhook(request: web.Request) -> web.Response:
         elif isinstance(exc, TooManyFailures):
             headers = {"Retry-After": str(exc.retry_after)}
         message = "billing is unavailable; retry later" if status == 503 else str(exc)
-        return _error(status, code, message, headers)
+        return _error(status, code, message, headers), code
     result = receipt.result
     log.info(
         "webhook accepted",
         extra={"fields": {"provider": provider.value, "event_id": receipt.envelope.event_id,
                           "event_type": receipt.envelope.event_type, "status": result.status}},
     )
-    return _json(_receipt_body(receipt))
+    return _json(_receipt_body(receipt)), result.status
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -209,5 +226,6 @@ def create_app(
     app.router.add_get("/webhooks/health", health)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.on_shutdown.append(_mark_shutting_down)
     return app

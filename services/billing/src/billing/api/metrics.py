@@ -1,0 +1,51 @@
+"""Billing's Prometheus metrics. Label values are bounded: providers, handled event types (others are
+"other"), outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from billing.domain import razorpay_events, stripe_events
+from billing.domain.ingest import IncomingEvent, IngestResult
+from billing.domain.model import Provider
+
+log = logging.getLogger(__name__)
+
+EVENTS = Counter("billing_webhook_events_total", "Webhook events ingested, by provider, type and outcome.",
+                 ["provider", "event_type", "outcome"])
+BATCH_SIZE = Histogram("billing_ingest_batch_events", "Events per IngestEvents call (group commit size).",
+                       buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+OUTBOX_BACKLOG = Gauge("billing_email_outbox_pending", "Emails waiting in the outbox for the notifier.")
+OUTBOX_AGE = Gauge("billing_email_outbox_oldest_seconds", "Age of the oldest email waiting in the outbox.")
+FAILED_EVENTS = Gauge("billing_failed_events", "Failed webhook events still being retried automatically.")
+DEAD_LETTER = Gauge("billing_dead_letter_events", "Failed webhook events whose retries ran out.")
+
+_HANDLED = {
+    Provider.STRIPE: set(stripe_events.HANDLERS),
+    Provider.RAZORPAY: set(razorpay_events.HANDLED_TYPES),
+}
+
+
+def record_ingest(events: list[IncomingEvent], results: list[IngestResult]) -> None:
+    BATCH_SIZE.observe(len(events))
+    for event, result in zip(events, results, strict=True):
+        event_type = event.event_type if event.event_type in _HANDLED[event.provider] else "other"
+        EVENTS.labels(event.provider.value, event_type, result.outcome.value).inc()
+
+
+async def refresh_gauges(read: Callable[[], Awaitable[dict[str, float]]], every_seconds: float = 15.0) -> None:
+    """Keep the backlog gauges current (a cheap query on partial indexes) until cancelled."""
+    while True:
+        try:
+            counts = await read()
+            OUTBOX_BACKLOG.set(counts["outbox_pending"])
+            OUTBOX_AGE.set(counts["outbox_oldest_seconds"])
+            FAILED_EVENTS.set(counts["failed_retrying"])
+            DEAD_LETTER.set(counts["dead_letter"])
+        except Exception:  # metrics must never take the service down
+            log.warning("could not refresh gauges", exc_info=True)
+        await asyncio.sleep(every_seconds)
