@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+
+import aiohttp
 
 from trigger.delivery import DeliveryPlan, deliver, sign
 from trigger.events import StripeScenario
@@ -67,3 +70,24 @@ async def test_notifier_down_then_up_drains_the_outbox(stack, db, mail_sink):
     kinds = sorted(r["email_type"] for r in await db.fetch("SELECT email_type FROM notifier.email_logs"))
     assert kinds == ["payment_failed", "payment_received", "subscription_activated", "subscription_cancelled"]
     assert len(mail_sink.messages) == 4
+
+
+async def test_one_webhook_can_be_followed_through_all_three_services_by_request_id(stack, db, tmp_path):
+    delivery = sign("stripe", StripeScenario(tenant_id="acme").event("payment_intent.succeeded"), STRIPE_SECRET)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{stack.gateway_url}/webhooks/stripe", data=delivery.body,
+                                headers={**delivery.headers, "X-Request-Id": "trace-4242"}) as response:
+            assert response.status == 200 and response.headers["X-Request-Id"] == "trace-4242"
+
+    async def sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 1
+
+    await wait_for(sent, what="the receipt to be sent")
+    assert await db.fetchval("SELECT request_id FROM billing.webhook_events") == "trace-4242"
+    lines = {name: [json.loads(line) for line in (tmp_path / f"{name}.log").read_text().splitlines()
+                    if line.startswith("{")] for name in ("webhook-gateway", "notifier")}
+    assert any(e.get("request_id") == "trace-4242" and e["message"] == "webhook accepted"
+               for e in lines["webhook-gateway"])
+    assert any(e.get("request_id") == "trace-4242" and e["message"] == "email accepted" for e in lines["notifier"])
+    assert not any("Stripe-Signature" in json.dumps(e) or STRIPE_SECRET in json.dumps(e)
+                   for entries in lines.values() for e in entries)

@@ -28,12 +28,12 @@ class PostgresOutbox:
             WHERE id IN (SELECT id FROM billing.email_outbox
                          WHERE status = 'pending' AND next_attempt_at <= now()
                          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-            RETURNING id, idempotency_key, kind, request, attempts
+            RETURNING id, idempotency_key, kind, request, attempts, request_id
             """,
             limit, lease,
         )
-        return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], orjson.loads(r["request"]), r["attempts"])
-                for r in rows]
+        return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], orjson.loads(r["request"]), r["attempts"],
+                           r["request_id"] or "") for r in rows]
 
     async def record_outcomes(self, outcomes: list[Outcome]) -> None:
         await self._pool.execute(
@@ -86,9 +86,10 @@ class GrpcNotifier:
         self._stub = notifier_pb2_grpc.NotifierServiceStub(channel)
         self._timeout = timeout_seconds
 
-    async def send_email(self, idempotency_key: str, request: dict[str, Any]) -> None:
+    async def send_email(self, idempotency_key: str, request: dict[str, Any], request_id: str = "") -> None:
+        metadata = (("x-request-id", request_id),) if request_id else ()
         try:
-            await self._stub.SendEmail(to_request(idempotency_key, request), timeout=self._timeout)
+            await self._stub.SendEmail(to_request(idempotency_key, request), timeout=self._timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _REJECTED:
                 raise NotifierRejected(f"{exc.code().name}: {exc.details()}") from exc

@@ -170,14 +170,15 @@ class PostgresUnit(BatchUnit):
         if working_set.emails:
             await self._conn.execute(
                 """
-                INSERT INTO billing.email_outbox (id, idempotency_key, kind, request)
-                SELECT gen_random_uuid(), k, kind, request::jsonb
-                FROM unnest($1::text[], $2::text[], $3::text[]) AS e(k, kind, request)
+                INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, request_id)
+                SELECT gen_random_uuid(), k, kind, request::jsonb, nullif(request_id, '')
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(k, kind, request, request_id)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 """,
                 [e.idempotency_key for e in working_set.emails],
                 [e.kind for e in working_set.emails],
                 [orjson.dumps(e.as_json()).decode() for e in working_set.emails],
+                [e.request_id for e in working_set.emails],
             )
         # Payments stored before their subscription's owner was known take it now.
         newly_owned = [

@@ -27,6 +27,7 @@ class OutboxItem:
     kind: str
     request: dict[str, Any]
     attempts: int
+    request_id: str = ""
 
 
 class NotifierUnavailable(Exception):
@@ -38,7 +39,7 @@ class NotifierRejected(Exception):
 
 
 class Notifier(Protocol):
-    async def send_email(self, idempotency_key: str, request: dict[str, Any]) -> None: ...
+    async def send_email(self, idempotency_key: str, request: dict[str, Any], request_id: str = "") -> None: ...
 
 
 class Outbox(Protocol):
@@ -110,7 +111,7 @@ class DispatchEmails:
 
     async def _dispatch(self, item: OutboxItem) -> Outcome:
         try:
-            await self._notifier.send_email(item.idempotency_key, item.request)
+            await self._notifier.send_email(item.idempotency_key, item.request, item.request_id)
         except NotifierUnavailable as exc:
             return self._retry(item, str(exc))
         except NotifierRejected as exc:

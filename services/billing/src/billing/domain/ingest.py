@@ -274,7 +274,9 @@ def _apply(
         elif item.error is not None:
             outcome, error, txn_ids, sub_ids = Outcome.FAILED, item.error, (), ()
         else:
+            emails_before = len(ws.emails)
             outcome, error, txn_ids, sub_ids = _apply_facts(ws, item.facts or [])
+            ws.emails[emails_before:] = [replace(e, request_id=event.request_id) for e in ws.emails[emails_before:]]
         assert item.payload_text is not None
         records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
         results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids))

@@ -34,6 +34,7 @@ class EmailIntent:
     to_name: str
     data: dict[str, Any] = field(default_factory=dict)
     tenant_name: str = DEFAULT_TENANT_NAME
+    request_id: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "tenant_id": self.tenant_id, "user_id": self.user_id,

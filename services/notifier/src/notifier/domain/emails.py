@@ -130,6 +130,7 @@ class AcceptEmail:
         if not created and stored_fingerprint != email.fingerprint:
             raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was used for a different email")
         if created:
+            log.info("email accepted", extra={"fields": {"email_id": record.id, "email_type": record.email_type}})
             self._on_accepted()
         return record, created
 
