@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +44,28 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def maps_errors(table: Mapping[type[Exception], grpc.StatusCode]):
+    """Decorates a servicer's RPC methods: exceptions in `table` end the call with their status code and
+    message (UNAVAILABLE with a generic one, the cause logged); anything else is a defect for grpc to log."""
+    known = tuple(table)
+
+    def decorate(method):
+        @functools.wraps(method)
+        async def rpc(self, request, context: grpc.aio.ServicerContext):
+            try:
+                return await method(self, request, context)
+            except known as exc:
+                code = next(c for t, c in table.items() if isinstance(exc, t))
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    log.warning("dependency unavailable", extra={"fields": {"error": str(exc)}})
+                    await context.abort(code, "temporarily unavailable; retry")
+                await context.abort(code, str(exc))
+
+        return rpc
+
+    return decorate
 
 
 def new_server(max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from servicekit.grpcserve import maps_errors
 
 from billing.api.metrics import record_ingest
 from billing.domain import ingest
@@ -51,6 +52,7 @@ _ERRORS: dict[type[Exception], grpc.StatusCode] = {
     OSError: grpc.StatusCode.UNAVAILABLE,
 }
 _PROVIDER_TO_PB = {v: k for k, v in _PROVIDERS.items()}
+errors = maps_errors(_ERRORS)
 
 
 def _decode(request: billing_pb2.IngestEventsRequest) -> list[IncomingEvent]:
@@ -140,99 +142,70 @@ def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-    code = next(c for t, c in _ERRORS.items() if isinstance(exc, t))
-    if code is grpc.StatusCode.UNAVAILABLE:
-        log.warning("billing store unavailable", extra={"fields": {"error": str(exc)}})
-        await context.abort(code, "billing store unavailable; retry")
-    await context.abort(code, str(exc))
-
-
-_KNOWN = tuple(_ERRORS)
-
-
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, ingest_events: ingest.IngestEvents, api: BillingApi) -> None:
         self._ingest = ingest_events
         self._api = api
 
+    @errors
     async def IngestEvents(self, request, context: grpc.aio.ServicerContext):
-        try:
-            events = _decode(request)
-            results = await self._ingest.execute(events)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        events = _decode(request)
+        results = await self._ingest.execute(events)
         record_ingest(events, results)
         return billing_pb2.IngestEventsResponse(results=[_encode(r) for r in results])
 
+    @errors
     async def CreatePendingTransaction(self, request, context):
         pending = PendingPayment(
             idempotency_key=request.idempotency_key, tenant_id=request.tenant_id, user_id=request.user_id,
             provider=_PROVIDERS.get(request.provider), amount=request.amount.amount_minor,
             currency=request.amount.currency.upper(), stripe_payment_intent_id=request.stripe_payment_intent_id,
             razorpay_order_id=request.razorpay_order_id)
-        try:
-            stamped, created = await self._api.create_pending(pending)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        stamped, created = await self._api.create_pending(pending)
         return billing_pb2.CreatePendingTransactionResponse(transaction=_transaction_pb(stamped), created=created)
 
+    @errors
     async def GetTransaction(self, request, context):
-        try:
-            stamped = await self._api.get_transaction(request.tenant_id, request.id)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        stamped = await self._api.get_transaction(request.tenant_id, request.id)
         return billing_pb2.GetTransactionResponse(transaction=_transaction_pb(stamped))
 
+    @errors
     async def ListTransactions(self, request, context):
         where = TxnFilter(request.tenant_id, request.user_id or None, request.status or None,
                           _PROVIDERS.get(request.provider), _time(request.created_after, request.HasField("created_after")),
                           _time(request.created_before, request.HasField("created_before")))
-        try:
-            page = await self._api.list_transactions(where, request.page_size, request.page_token)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        page = await self._api.list_transactions(where, request.page_size, request.page_token)
         return billing_pb2.ListTransactionsResponse(transactions=[_transaction_pb(t) for t in page.items],
                                                     next_page_token=page.next_token or "")
 
+    @errors
     async def GetSubscription(self, request, context):
-        try:
-            stamped = await self._api.get_subscription(request.tenant_id, request.id)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        stamped = await self._api.get_subscription(request.tenant_id, request.id)
         return billing_pb2.GetSubscriptionResponse(subscription=_subscription_pb(stamped))
 
+    @errors
     async def ListSubscriptions(self, request, context):
         where = SubFilter(request.tenant_id, request.user_id or None, request.status or None,
                           _PROVIDERS.get(request.provider))
-        try:
-            page = await self._api.list_subscriptions(where, request.page_size, request.page_token)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        page = await self._api.list_subscriptions(where, request.page_size, request.page_token)
         return billing_pb2.ListSubscriptionsResponse(subscriptions=[_subscription_pb(s) for s in page.items],
                                                      next_page_token=page.next_token or "")
 
+    @errors
     async def ListWebhookEvents(self, request, context):
         where = EventFilter(_PROVIDERS.get(request.provider), request.status or None, request.event_type or None,
                             _time(request.received_after, request.HasField("received_after")),
                             _time(request.received_before, request.HasField("received_before")))
-        try:
-            page = await self._api.list_events(where, request.page_size, request.page_token)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        page = await self._api.list_events(where, request.page_size, request.page_token)
         return billing_pb2.ListWebhookEventsResponse(events=[_event_pb(e) for e in page.items],
                                                      next_page_token=page.next_token or "")
 
+    @errors
     async def GetWebhookEvent(self, request, context):
-        try:
-            event = await self._api.get_event(_PROVIDERS.get(request.provider), request.event_id)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        event = await self._api.get_event(_PROVIDERS.get(request.provider), request.event_id)
         return billing_pb2.GetWebhookEventResponse(event=_event_pb(event))
 
+    @errors
     async def ReplayWebhookEvents(self, request, context):
-        try:
-            results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
-        except _KNOWN as exc:
-            await _abort(context, exc)
+        results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
         return billing_pb2.ReplayWebhookEventsResponse(results=[_encode(r) for r in results])

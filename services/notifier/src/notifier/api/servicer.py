@@ -7,6 +7,7 @@ from datetime import UTC
 import grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from servicekit.grpcserve import maps_errors
 
 from notifier.domain.emails import AcceptEmail, ListFilter, NotFound, ReadEmails
 from notifier.domain.model import (
@@ -30,11 +31,12 @@ _STATUS_TO_PB = {
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 # Domain error -> gRPC status code; anything else is a defect (INTERNAL, logged by grpc).
-_ERRORS: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (InvalidEmailRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-]
+errors = maps_errors({
+    InvalidEmailRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    IdempotencyConflict: grpc.StatusCode.ALREADY_EXISTS,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    OSError: grpc.StatusCode.UNAVAILABLE,
+})
 
 
 def _value(message, field):
@@ -77,44 +79,31 @@ def encode_email(record: EmailRecord) -> notifier_pb2.Email:
     )
 
 
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext) -> None:
-    code = next(c for t, c in _ERRORS if isinstance(exc, t))
-    await context.abort(code, str(exc))
-
-
 class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     def __init__(self, accept: AcceptEmail, read: ReadEmails, renderer: Renderer) -> None:
         self._accept = accept
         self._read = read
         self._renderer = renderer
 
+    @errors
     async def SendEmail(self, request, context):
-        try:
-            record, created = await self._accept.execute(request.idempotency_key, decode_content(request.content))
-        except tuple(t for t, _ in _ERRORS) as exc:
-            await _abort_for(exc, context)
+        record, created = await self._accept.execute(request.idempotency_key, decode_content(request.content))
         return notifier_pb2.SendEmailResponse(email=encode_email(record), created=created)
 
+    @errors
     async def GetEmail(self, request, context):
-        try:
-            record = await self._read.get(request.tenant_id, request.id)
-        except tuple(t for t, _ in _ERRORS) as exc:
-            await _abort_for(exc, context)
+        record = await self._read.get(request.tenant_id, request.id)
         return notifier_pb2.GetEmailResponse(email=encode_email(record))
 
+    @errors
     async def ListEmails(self, request, context):
         where = ListFilter(tenant_id=request.tenant_id, user_id=request.user_id or None,
                            email_type=request.email_type or None, status=_STATUS_FROM_PB.get(request.status))
-        try:
-            records, token = await self._read.list(where, request.page_size, request.page_token)
-        except tuple(t for t, _ in _ERRORS) as exc:
-            await _abort_for(exc, context)
+        records, token = await self._read.list(where, request.page_size, request.page_token)
         return notifier_pb2.ListEmailsResponse(emails=[encode_email(r) for r in records],
                                                next_page_token=token or "")
 
+    @errors
     async def PreviewEmail(self, request, context):
-        try:
-            rendered = self._renderer.render(validate(decode_content(request.content)))
-        except tuple(t for t, _ in _ERRORS) as exc:
-            await _abort_for(exc, context)
+        rendered = self._renderer.render(validate(decode_content(request.content)))
         return notifier_pb2.PreviewEmailResponse(subject=rendered.subject, html=rendered.html, text=rendered.text)
