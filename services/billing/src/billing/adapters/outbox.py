@@ -53,9 +53,11 @@ class PostgresOutbox:
         )
 
     async def next_due_in(self) -> float | None:
-        return await self._pool.fetchval(
-            "SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))::float8 "
+        # NULL when nothing waits (the worker then idles); never negative when something is overdue.
+        seconds = await self._pool.fetchval(
+            "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 "
             "FROM billing.email_outbox WHERE status = 'pending'")
+        return None if seconds is None else max(0.0, seconds)
 
 
 def _fill(message: Any, data: dict[str, Any]) -> None:

@@ -173,9 +173,11 @@ class PostgresBillingReader:
         return [(_event(r), r["payload"].encode()) for r in rows]
 
     async def next_retry_in(self) -> float | None:
-        return await self._pool.fetchval(
-            "SELECT greatest(0, extract(epoch FROM min(next_retry_at) - now()))::float8 "
+        # NULL when nothing waits (the worker then idles); never negative when something is overdue.
+        seconds = await self._pool.fetchval(
+            "SELECT extract(epoch FROM min(next_retry_at) - now())::float8 "
             "FROM billing.webhook_events WHERE status = 'failed'")
+        return None if seconds is None else max(0.0, seconds)
 
     async def backlog(self) -> dict[str, float]:
         row = await self._pool.fetchrow(

@@ -144,7 +144,9 @@ class PostgresEmailLog:
 
     async def next_due_in(self) -> float | None:
         """Seconds until the next email falls due (0 if one is due now), None when nothing waits."""
-        return await self._pool.fetchval(
-            """SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))::float8
+        # NULL when nothing waits (the worker then idles); never negative when something is overdue.
+        seconds = await self._pool.fetchval(
+            """SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
                FROM notifier.email_logs WHERE status IN ('queued', 'retrying')"""
         )
+        return None if seconds is None else max(0.0, seconds)
