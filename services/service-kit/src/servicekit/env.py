@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -61,7 +60,3 @@ def env_float(environ: Mapping[str, str], name: str, default: float, minimum: fl
 def env_secrets(environ: Mapping[str, str], name: str) -> tuple[Secret, ...]:
     """A comma-separated list of secrets; several may be valid at once while one is rotated."""
     return tuple(Secret(part.strip()) for part in environ.get(name, "").split(",") if part.strip())
-
-
-def os_environ() -> Mapping[str, str]:
-    return dict(os.environ)

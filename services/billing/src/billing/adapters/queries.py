@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import lock_id
 
 from billing.adapters.postgres import _subscription, _transaction
@@ -25,18 +25,9 @@ from billing.domain.queries import (
 )
 
 
-def _cursor(created_at: datetime, row_id: Any) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
-
-
 def _after(token: str | None) -> tuple[datetime | None, uuid.UUID | None]:
-    """Keyset pagination: newest first, resuming strictly after the last row seen. Rows inserted
-    meanwhile never shift a page (they are newer than the cursor, or land in a later page)."""
-    if not token:
-        return None, None
     try:
-        created, _, row_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(row_id)
+        return decode_token(token)
     except ValueError:
         raise InvalidRequest("page_token", "is not a token this service issued") from None
 
@@ -52,7 +43,7 @@ def _page(rows: list, limit: int, build, stamp_key: str) -> Page:
     items = [build(r) for r in rows[:limit]]
     more = len(rows) > limit
     last = rows[limit - 1] if more else None
-    return Page(items, _cursor(last[stamp_key], last["id"]) if last else None)
+    return Page(items, encode_token(last[stamp_key], last["id"]) if last else None)
 
 
 def _stamped_txn(row: asyncpg.Record) -> Stamped[Transaction]:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import migrate as _migrate
 
 from notifier.domain.emails import ListFilter, NewEmail, Outcome
-from notifier.domain.model import EmailRecord, EmailStatus
+from notifier.domain.model import EmailRecord, EmailStatus, InvalidEmailRequest
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
@@ -34,16 +34,9 @@ def _record(row: asyncpg.Record) -> EmailRecord:
     )
 
 
-def _encode_cursor(record: EmailRecord) -> str:
-    return base64.urlsafe_b64encode(f"{record.created_at.isoformat()}|{record.id}".encode()).decode()
-
-
-def _decode_cursor(token: str) -> tuple[datetime, uuid.UUID]:
-    from notifier.domain.model import InvalidEmailRequest
-
+def _after(token: str | None) -> tuple[datetime | None, uuid.UUID | None]:
     try:
-        created, _, email_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(email_id)
+        return decode_token(token)
     except ValueError:
         raise InvalidEmailRequest("page_token", "is not a token this service issued") from None
 
@@ -88,7 +81,7 @@ class PostgresEmailLog:
         return _record(row) if row else None
 
     async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]:
-        created, last_id = _decode_cursor(after) if after else (None, None)
+        created, last_id = _after(after)
         rows = await self._pool.fetch(
             f"""
             SELECT {_COLUMNS} FROM notifier.email_logs
@@ -104,7 +97,8 @@ class PostgresEmailLog:
             created, last_id, limit + 1,
         )
         records = [_record(r) for r in rows[:limit]]
-        return records, (_encode_cursor(records[-1]) if len(rows) > limit else None)
+        last = records[-1] if len(rows) > limit else None
+        return records, (encode_token(last.created_at, last.id) if last else None)
 
     async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]:
         """Take due emails for one attempt: pushing next_attempt_at past the lease means another

@@ -204,8 +204,3 @@ class DeliverEmails:
                            record.email_type)
         log.info("email sent", extra={"fields": fields})
         return Outcome(record.id, EmailStatus.SENT, email_type=record.email_type)
-
-
-def rendered_preview(renderer: Renderer, request: EmailRequest) -> RenderedEmail:
-    return renderer.render(validate(request))
-
