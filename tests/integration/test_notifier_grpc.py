@@ -116,3 +116,37 @@ async def test_preview_renders_without_storing(stub):
     assert preview.subject == "Payment received: $49.99"
     assert "We received your payment" in preview.html and "Amount: $49.99" in preview.text
     assert list((await stub.ListEmails(notifier_pb2.ListEmailsRequest(tenant_id="t9"))).emails) == []
+
+
+async def test_a_batch_judges_each_email_alone_and_stores_each_key_once(stub, database_url):
+    await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="earlier", content=content()))
+    reply = await stub.SendEmails(notifier_pb2.SendEmailsRequest(emails=[
+        notifier_pb2.SendEmailRequest(idempotency_key="b1", content=content()),
+        notifier_pb2.SendEmailRequest(idempotency_key="b2", content=content(email="nope")),
+        notifier_pb2.SendEmailRequest(idempotency_key="earlier", content=content()),
+        notifier_pb2.SendEmailRequest(idempotency_key="earlier", content=content(name="Other")),
+        notifier_pb2.SendEmailRequest(idempotency_key="b1", content=content()),
+        notifier_pb2.SendEmailRequest(idempotency_key="b3", content=notifier_pb2.EmailContent(tenant_id="t1")),
+    ]))
+    first, invalid, repeat, conflict, again, no_kind = reply.results
+    assert first.accepted.created and first.accepted.email.to_email == "asha@example.com"
+    assert invalid.refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "content.to.email" in invalid.refused.message
+    assert repeat.HasField("accepted") and not repeat.accepted.created
+    assert conflict.refused.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert again.HasField("accepted") and not again.accepted.created
+    assert again.accepted.email.id == first.accepted.email.id
+    assert no_kind.refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "content.kind" in no_kind.refused.message
+    conn = await asyncpg.connect(database_url)
+    try:
+        keys = await conn.fetch("SELECT idempotency_key FROM notifier.email_logs ORDER BY idempotency_key")
+    finally:
+        await conn.close()
+    assert [k["idempotency_key"] for k in keys] == ["b1", "earlier"]
+
+
+async def test_a_batch_over_the_limit_is_refused_whole(stub):
+    too_many = [notifier_pb2.SendEmailRequest(idempotency_key=f"k{n}", content=content()) for n in range(501)]
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.SendEmails(notifier_pb2.SendEmailsRequest(emails=too_many))
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "emails" in error.value.details()

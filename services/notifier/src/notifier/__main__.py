@@ -11,9 +11,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import uvloop
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from pgkit.pool import create_pool
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging
@@ -38,9 +38,8 @@ SERVICE_NAME = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_
 async def serve(settings: Settings) -> None:
     # Every notifier statement is an index lookup; a plan made while email_logs was small must not
     # stay a sequential scan as it grows.
-    pool = await asyncpg.create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
-                                     command_timeout=30,
-                                     server_settings={"application_name": "notifier", "enable_seqscan": "off"})
+    pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
+                             application_name="notifier", settings={"enable_seqscan": "off"})
     sender = SmtpSender(
         SmtpSettings(
             host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_user,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,10 +13,7 @@ import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from billing.domain.dispatch import NotifierRejected, NotifierUnavailable, Outcome, OutboxItem
-
-_REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
-
+from billing.domain.dispatch import NotifierUnavailable, Outcome, OutboxItem
 
 class PostgresOutbox:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -74,25 +72,34 @@ def _fill(message: Any, data: dict[str, Any]) -> None:
             getattr(message, name).CopyFrom(notifier_pb2.Money(**value))
 
 
-def to_request(idempotency_key: str, request: dict[str, Any]) -> notifier_pb2.SendEmailRequest:
+def to_request(idempotency_key: str, request: dict[str, Any], request_id: str = "") -> notifier_pb2.SendEmailRequest:
     content = notifier_pb2.EmailContent(
         tenant_id=request["tenant_id"], user_id=request["user_id"], tenant_name=request["tenant_name"],
         to=notifier_pb2.Recipient(email=request["to"]["email"], name=request["to"]["name"]),
     )
     _fill(getattr(content, request["kind"]), request["data"])
-    return notifier_pb2.SendEmailRequest(idempotency_key=idempotency_key, content=content)
+    return notifier_pb2.SendEmailRequest(idempotency_key=idempotency_key, content=content, request_id=request_id)
 
 
 class GrpcNotifier:
-    def __init__(self, channel: grpc.aio.Channel, timeout_seconds: float = 5.0) -> None:
+    """The outbox's items go over as one SendEmails call per round."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_seconds: float = 30.0) -> None:
         self._stub = notifier_pb2_grpc.NotifierServiceStub(channel)
         self._timeout = timeout_seconds
 
-    async def send_email(self, idempotency_key: str, request: dict[str, Any], request_id: str = "") -> None:
-        metadata = (("x-request-id", request_id),) if request_id else ()
+    async def send_emails(self, items: Sequence[OutboxItem]) -> list[str | None]:
+        request = notifier_pb2.SendEmailsRequest(
+            emails=[to_request(i.idempotency_key, i.request, i.request_id) for i in items])
         try:
-            await self._stub.SendEmail(to_request(idempotency_key, request), timeout=self._timeout, metadata=metadata)
+            reply = await self._stub.SendEmails(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _REJECTED:
-                raise NotifierRejected(f"{exc.code().name}: {exc.details()}") from exc
             raise NotifierUnavailable(f"{exc.code().name}: {exc.details()}") from exc
+        if len(reply.results) != len(items):
+            raise NotifierUnavailable("the notifier answered a different number of results")
+        return [None if r.HasField("accepted") else f"{_code_name(r.refused.code)}: {r.refused.message}"
+                for r in reply.results]
+
+
+def _code_name(code: int) -> str:
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from pgkit import pool as pgkit_pool
 from pgkit.migrations import lock_id
 
 from billing.domain.ingest import BatchUnit, EventRecord, TransientStoreError
@@ -265,14 +266,10 @@ class PostgresEventStore:
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        command_timeout=30,
-        # Billing runs the same few statements with different arrays: plan them once per connection.
-        # A plan made while a table is still small must not stay a sequential scan as it grows, and
-        # every billing statement is an index lookup by design, so sequential scans are priced out.
-        server_settings={"application_name": "billing", "plan_cache_mode": "force_generic_plan",
-                         "enable_seqscan": "off"},
+    # Billing runs the same few statements with different arrays: plan them once per connection.
+    # A plan made while a table is still small must not stay a sequential scan as it grows, and
+    # every billing statement is an index lookup by design, so sequential scans are priced out.
+    return await pgkit_pool.create_pool(
+        dsn, min_size=min_size, max_size=max_size, application_name="billing",
+        settings={"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"},
     )

@@ -1,15 +1,15 @@
 """Use case: deliver the email outbox to the notifier, retrying while it is unreachable.
 
-Each request carries its outbox idempotency key, so a request that reached the notifier but whose answer
-was lost is harmless to repeat: the notifier answers with the email it already has.
+One round claims a batch of due items and hands them over in one call. Each request carries its outbox
+idempotency key, so a request that reached the notifier but whose answer was lost is harmless to repeat:
+the notifier answers with the email it already has.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -34,12 +34,11 @@ class NotifierUnavailable(Exception):
     """Try again later: the notifier is down, slow or overloaded."""
 
 
-class NotifierRejected(Exception):
-    """The notifier refused the request for good (a defect on our side); kept as dead for operators."""
-
-
 class Notifier(Protocol):
-    async def send_email(self, idempotency_key: str, request: dict[str, Any], request_id: str = "") -> None: ...
+    async def send_emails(self, items: Sequence[OutboxItem]) -> list[str | None]:
+        """Hand the items to the notifier in one call. For each item: None when the notifier has it,
+        else why it refused it for good. Raises NotifierUnavailable when the call did not go through."""
+        ...
 
 
 class Outbox(Protocol):
@@ -60,9 +59,8 @@ class Outcome:
 
 class DispatchEmails:
     def __init__(self, outbox: Outbox, notifier: Notifier, *, clock: Callable[[], datetime],
-                 max_delay: float = 60.0, concurrency: int = 16, rng: random.Random | None = None) -> None:
+                 max_delay: float = 60.0, rng: random.Random | None = None) -> None:
         self._outbox = outbox
-        self._concurrency = concurrency
         self._pause = 0.0
         self._paused_until: datetime | None = None
         self._notifier = notifier
@@ -75,31 +73,31 @@ class DispatchEmails:
             return 0
         # While the notifier has been away, probe with one item before claiming many again.
         items = await self._outbox.claim_due(1 if self._pause else limit, timedelta(seconds=30))
-        slots = asyncio.Semaphore(self._concurrency)
-        unavailable: list[str] = []
-
-        async def dispatch(item: OutboxItem) -> Outcome:
-            async with slots:
-                if unavailable:  # the notifier is away: don't spend a call per item finding out again
-                    return self._retry(item, unavailable[0])
-                outcome = await self._dispatch(item)
-                if outcome.status == "retry" and outcome.error:
-                    unavailable.append(outcome.error)
-                return outcome
-
-        outcomes = await asyncio.gather(*(dispatch(item) for item in items))
-        if outcomes:
-            await self._outbox.record_outcomes(list(outcomes))
-        if unavailable:
+        if not items:
+            return 0
+        try:
+            refusals = await self._notifier.send_emails(items)
+        except NotifierUnavailable as exc:
+            await self._outbox.record_outcomes([self._retry(item, str(exc)) for item in items])
             # Pause the whole dispatcher, not just these items: a dead notifier must not turn the
             # outbox into a busy loop of claims and failed calls.
             self._pause = min(MAX_PAUSE_SECONDS, max(1.0, self._pause * 2))
             self._paused_until = self._clock() + timedelta(seconds=self._pause)
             log.warning("notifier unavailable; pausing email dispatch",
-                        extra={"fields": {"seconds": self._pause, "error": unavailable[0]}})
-        elif items:
-            self._pause, self._paused_until = 0.0, None
-        return len(items) if not unavailable else 0
+                        extra={"fields": {"seconds": self._pause, "error": str(exc)}})
+            return 0
+        self._pause, self._paused_until = 0.0, None
+        outcomes = []
+        for item, refusal in zip(items, refusals, strict=True):
+            if refusal is None:
+                outcomes.append(Outcome(item.id, "delivered"))
+                continue
+            # A refusal is a defect on our side (an invalid request): kept as dead for operators.
+            log.error("notifier rejected an email request", extra={"fields": {"key": item.idempotency_key,
+                                                                              "error": refusal}})
+            outcomes.append(Outcome(item.id, "dead", refusal))
+        await self._outbox.record_outcomes(outcomes)
+        return len(items)
 
     async def next_due_in(self) -> float | None:
         """Seconds until there is dispatch work: the pause, else the outbox's next due item."""
@@ -108,17 +106,6 @@ class DispatchEmails:
             if remaining > 0:
                 return remaining
         return await self._outbox.next_due_in()
-
-    async def _dispatch(self, item: OutboxItem) -> Outcome:
-        try:
-            await self._notifier.send_email(item.idempotency_key, item.request, item.request_id)
-        except NotifierUnavailable as exc:
-            return self._retry(item, str(exc))
-        except NotifierRejected as exc:
-            log.error("notifier rejected an email request", extra={"fields": {"key": item.idempotency_key,
-                                                                              "error": str(exc)}})
-            return Outcome(item.id, "dead", str(exc))
-        return Outcome(item.id, "delivered")
 
     def _retry(self, item: OutboxItem, error: str) -> Outcome:
         delay = self._rng.uniform(0.5, min(self._max_delay, 2.0 ** min(item.attempts, 10)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,30 +46,48 @@ class PostgresEmailLog:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert_if_new(self, email: NewEmail) -> tuple[EmailRecord, bool, str]:
-        r, rendered = email.request, email.rendered
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"""
-                INSERT INTO notifier.email_logs
-                    (id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
-                     body_text, status, attempts, next_attempt_at, idempotency_key, request_fingerprint,
-                     message_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, now(), $11, $12, $13)
-                ON CONFLICT (idempotency_key) DO NOTHING
-                RETURNING {_COLUMNS}, request_fingerprint
-                """,
-                uuid.uuid4(), r.tenant_id, r.user_id or None, r.to_email, r.to_name, r.tenant_name,
-                rendered.subject, r.kind.value, rendered.html, rendered.text, email.idempotency_key,
-                email.fingerprint, email.message_id,
+    async def insert_many(self, emails: Sequence[NewEmail]) -> list[tuple[EmailRecord, bool, str]]:
+        # One statement for the batch; a key seen before (in an earlier call, or earlier in this one)
+        # inserts nothing, and its stored email is read back after.
+        inserted = await self._pool.fetch(
+            f"""
+            INSERT INTO notifier.email_logs
+                (id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
+                 body_text, status, attempts, next_attempt_at, idempotency_key, request_fingerprint,
+                 message_id)
+            SELECT gen_random_uuid(), tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
+                   body_text, 'queued', 0, now(), idempotency_key, request_fingerprint, message_id
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+                 WITH ORDINALITY AS e(tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type,
+                                      html, body_text, idempotency_key, request_fingerprint, message_id, n)
+            ORDER BY n
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING {_COLUMNS}, request_fingerprint
+            """,
+            [e.request.tenant_id for e in emails], [e.request.user_id or None for e in emails],
+            [e.request.to_email for e in emails], [e.request.to_name for e in emails],
+            [e.request.tenant_name for e in emails], [e.rendered.subject for e in emails],
+            [e.request.kind.value for e in emails], [e.rendered.html for e in emails],
+            [e.rendered.text for e in emails], [e.idempotency_key for e in emails],
+            [e.fingerprint for e in emails], [e.message_id for e in emails],
+        )
+        created = {row["idempotency_key"]: row for row in inserted}
+        earlier = {}
+        missing = list({e.idempotency_key for e in emails} - created.keys())
+        if missing:
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS}, request_fingerprint FROM notifier.email_logs WHERE idempotency_key = ANY($1)",
+                missing,
             )
-            created = row is not None
-            if row is None:
-                row = await conn.fetchrow(
-                    f"SELECT {_COLUMNS}, request_fingerprint FROM notifier.email_logs WHERE idempotency_key = $1",
-                    email.idempotency_key,
-                )
-        return _record(row), created, row["request_fingerprint"]
+            earlier = {row["idempotency_key"]: row for row in rows}
+        results, claimed = [], set()
+        for email in emails:
+            key = email.idempotency_key
+            row = created.get(key) or earlier[key]
+            results.append((_record(row), key in created and key not in claimed, row["request_fingerprint"]))
+            claimed.add(key)
+        return results
 
     async def get(self, tenant_id: str, email_id: str) -> EmailRecord | None:
         try:

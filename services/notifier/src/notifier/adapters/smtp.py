@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
+import uuid
+from base64 import encodebytes
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate
 
 import aiosmtplib
@@ -27,24 +27,49 @@ class SmtpSettings:
     ca_file: str | None = None
 
 
+_CRLF = "\r\n"
+
+
+def _header(name: str, value: str) -> bytes:
+    """One header line: printable ASCII as is (long ones folded), anything else as RFC 2047 words."""
+    if value.isascii() and value.isprintable() and len(name) + len(value) < 76:
+        return f"{name}: {value}\r\n".encode()
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return f"{name}: {Header(value, charset, header_name=name).encode(linesep=_CRLF)}\r\n".encode()
+
+
+def _address(name: str, address: str) -> str:
+    # A non-ASCII name becomes one RFC 2047 word; ASCII ones are quoted where needed.
+    return formataddr((name, address), charset="utf-8")
+
+
+def _part(content_type: str, text: str) -> bytes:
+    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\nMIME-Version: 1.0\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode() + encodebytes(text.encode()).replace(b"\n", b"\r\n")
+
+
 def build_message(message: OutgoingMessage, from_email: str) -> bytes:
     """multipart/alternative with the plain text first and the HTML second, as bytes for the wire.
 
-    Built with the stdlib's compat32 MIME classes: the same standards, a third of the CPU of
-    EmailMessage's header parsing, which dominated sending under load.
+    Assembled directly (RFC 5322/2045/2046/2047: CRLF lines, base64 bodies in 76-column lines, encoded
+    words for non-ASCII headers) from the stdlib's encoders: the email package's generator cost over a
+    millisecond per message, most of the notifier's CPU under load.
     """
-    email = MIMEMultipart("alternative")
     tenant = message.sender_name
     sender = f"{tenant} via BoxCostPro" if tenant and tenant != "BoxCostPro" else "BoxCostPro"
-    email["From"] = formataddr((sender, from_email), charset="utf-8")
-    email["To"] = formataddr((message.to_name, message.to_email), charset="utf-8")
-    email["Subject"] = Header(message.subject, "utf-8")
-    email["Message-ID"] = message.message_id
-    email["Date"] = formatdate(usegmt=True)
-    email["Auto-Submitted"] = "auto-generated"
-    email.attach(MIMEText(message.text, "plain", "utf-8"))
-    email.attach(MIMEText(message.html, "html", "utf-8"))
-    return email.as_bytes()
+    boundary = f"=_bcp_{uuid.uuid4().hex}"
+    head = b"".join((
+        _header("From", _address(sender, from_email)),
+        _header("To", _address(message.to_name, message.to_email)),
+        _header("Subject", message.subject),
+        _header("Message-ID", message.message_id),
+        _header("Date", formatdate(usegmt=True)),
+        b"Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n",
+        f"Content-Type: multipart/alternative;\r\n boundary=\"{boundary}\"\r\n\r\n".encode(),
+    ))
+    delimiter = f"--{boundary}\r\n".encode()
+    return b"".join((head, delimiter, _part("text/plain", message.text), delimiter,
+                     _part("text/html", message.html), f"--{boundary}--\r\n".encode()))
 
 
 def _classify(exc: Exception) -> Exception:

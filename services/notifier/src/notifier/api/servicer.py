@@ -9,7 +9,7 @@ from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from servicekit.grpcserve import maps_errors
 
-from notifier.domain.emails import AcceptEmail, ListFilter, NotFound, ReadEmails
+from notifier.domain.emails import AcceptEmail, ListFilter, NotFound, ReadEmails, Submission
 from notifier.domain.model import (
     EmailKind,
     EmailRecord,
@@ -31,12 +31,13 @@ _STATUS_TO_PB = {
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 # Domain error -> gRPC status code; anything else is a defect (INTERNAL, logged by grpc).
-errors = maps_errors({
+ERROR_CODES = {
     InvalidEmailRequest: grpc.StatusCode.INVALID_ARGUMENT,
     IdempotencyConflict: grpc.StatusCode.ALREADY_EXISTS,
     NotFound: grpc.StatusCode.NOT_FOUND,
     OSError: grpc.StatusCode.UNAVAILABLE,
-})
+}
+errors = maps_errors(ERROR_CODES)
 
 
 def _value(message, field):
@@ -59,6 +60,22 @@ def decode_content(content: notifier_pb2.EmailContent) -> EmailRequest:
     return EmailRequest(kind=EmailKind(kind_name), tenant_id=content.tenant_id, user_id=content.user_id,
                         to_email=content.to.email, to_name=content.to.name, tenant_name=content.tenant_name,
                         data=data)
+
+
+def _submission(request: notifier_pb2.SendEmailRequest) -> Submission | InvalidEmailRequest:
+    try:
+        return Submission(request.idempotency_key, decode_content(request.content), request.request_id)
+    except InvalidEmailRequest as exc:
+        return exc
+
+
+def _result(result) -> notifier_pb2.SendEmailResult:
+    if isinstance(result, Exception):
+        code = ERROR_CODES[type(result)]
+        return notifier_pb2.SendEmailResult(refused=notifier_pb2.EmailRefusal(code=code.value[0], message=str(result)))
+    record, created = result
+    return notifier_pb2.SendEmailResult(
+        accepted=notifier_pb2.SendEmailResponse(email=encode_email(record), created=created))
 
 
 def _ts(value) -> Timestamp | None:
@@ -87,8 +104,16 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
 
     @errors
     async def SendEmail(self, request, context):
-        record, created = await self._accept.execute(request.idempotency_key, decode_content(request.content))
+        record, created = await self._accept.execute(request.idempotency_key, decode_content(request.content),
+                                                     request.request_id)
         return notifier_pb2.SendEmailResponse(email=encode_email(record), created=created)
+
+    @errors
+    async def SendEmails(self, request, context):
+        decoded = [_submission(r) for r in request.emails]
+        accepted = iter(await self._accept.execute_many([d for d in decoded if isinstance(d, Submission)]))
+        return notifier_pb2.SendEmailsResponse(
+            results=[_result(d if isinstance(d, InvalidEmailRequest) else next(accepted)) for d in decoded])
 
     @errors
     async def GetEmail(self, request, context):

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -87,7 +87,10 @@ class ListFilter:
 
 
 class EmailLog(Protocol):
-    async def insert_if_new(self, email: NewEmail) -> tuple[EmailRecord, bool, str]: ...
+    async def insert_many(self, emails: Sequence[NewEmail]) -> list[tuple[EmailRecord, bool, str]]:
+        """Store the emails whose key is new; for each, in order: the stored email, whether this call
+        created it, and the fingerprint of the request that did."""
+        ...
     async def get(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
     async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]: ...
     async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]: ...
@@ -107,6 +110,21 @@ class RetryPolicy:
         return max(self.base_delay / 10, rng.uniform(0, ceiling))
 
 
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One email asked for: its idempotency key, the request, and the caller's request id for logs."""
+
+    idempotency_key: str
+    request: EmailRequest
+    request_id: str = ""
+
+
+Accepted = tuple[EmailRecord, bool]  # the email, and whether this request created it
+
+
 class AcceptEmail:
     def __init__(self, log_: EmailLog, renderer: Renderer, message_domain: str,
                  on_accepted: Callable[[], None] = lambda: None) -> None:
@@ -115,24 +133,57 @@ class AcceptEmail:
         self._domain = message_domain
         self._on_accepted = on_accepted
 
-    async def execute(self, idempotency_key: str, request: EmailRequest) -> tuple[EmailRecord, bool]:
-        if not idempotency_key or len(idempotency_key) > 255:
+    async def execute(self, idempotency_key: str, request: EmailRequest, request_id: str = "") -> Accepted:
+        [result] = await self.execute_many([Submission(idempotency_key, request, request_id)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def execute_many(
+        self, submissions: Sequence[Submission]
+    ) -> list[Accepted | InvalidEmailRequest | IdempotencyConflict]:
+        """Validate, render and store each email (one write for all): each is judged alone."""
+        if len(submissions) > MAX_BATCH:
+            raise InvalidEmailRequest("emails", f"at most {MAX_BATCH} per call")
+        prepared: list[NewEmail | InvalidEmailRequest] = []
+        for submission in submissions:
+            try:
+                prepared.append(self._prepare(submission))
+            except InvalidEmailRequest as exc:
+                prepared.append(exc)
+        new = [p for p in prepared if isinstance(p, NewEmail)]
+        stored = iter(await self._log.insert_many(new) if new else ())
+        results: list[Accepted | InvalidEmailRequest | IdempotencyConflict] = []
+        for item, submission in zip(prepared, submissions, strict=True):
+            if isinstance(item, InvalidEmailRequest):
+                results.append(item)
+                continue
+            record, created, stored_fingerprint = next(stored)
+            if not created and stored_fingerprint != item.fingerprint:
+                results.append(IdempotencyConflict(
+                    f"idempotency key {item.idempotency_key!r} was used for a different email"))
+                continue
+            if created:
+                log.info("email accepted", extra={"fields": {
+                    "email_id": record.id, "email_type": record.email_type,
+                    **({"request_id": submission.request_id} if submission.request_id else {})}})
+            results.append((record, created))
+        if any(isinstance(r, tuple) and r[1] for r in results):
+            self._on_accepted()
+        return results
+
+    def _prepare(self, submission: Submission) -> NewEmail:
+        key = submission.idempotency_key
+        if not key or len(key) > 255:
             raise InvalidEmailRequest("idempotency_key", "is required, at most 255 characters")
-        request = validate(request)
-        email = NewEmail(
+        request = validate(submission.request)
+        return NewEmail(
             request=request,
             rendered=self._renderer.render(request),
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
             fingerprint=request.fingerprint(),
             message_id=f"<{uuid.uuid4().hex}@{self._domain}>",
         )
-        record, created, stored_fingerprint = await self._log.insert_if_new(email)
-        if not created and stored_fingerprint != email.fingerprint:
-            raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was used for a different email")
-        if created:
-            log.info("email accepted", extra={"fields": {"email_id": record.id, "email_type": record.email_type}})
-            self._on_accepted()
-        return record, created
 
 
 class ReadEmails:

@@ -6,6 +6,7 @@ Autoescaping is on for HTML, and an undefined variable is an error, not an empty
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,6 +31,7 @@ SUBJECTS: dict[EmailKind, str] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def money(value: Money) -> str:
     """Minor units to a display amount: USD 4999 -> $49.99, INR 125000 -> ₹1,250.00, JPY 500 -> ¥500."""
     precision = get_currency_precision(value.currency)
@@ -48,10 +50,12 @@ class Renderer:
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates ship with the code: no stat() of every file per email
         )
         # Plain text and subjects are not HTML: no escaping, still strict about undefined names.
         plain = Environment(loader=FileSystemLoader(templates), autoescape=False, undefined=StrictUndefined,
-                            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                            auto_reload=False)
         for env in (html, plain):
             env.filters["money"] = money
             env.filters["date"] = date
