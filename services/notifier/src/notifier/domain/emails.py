@@ -220,7 +220,7 @@ class DeliverEmails:
         self._lease = lease
         self._rng = rng or random.Random()
 
-    async def run_once(self, limit: int = 100) -> int:
+    async def run_once(self, limit: int = 200) -> int:
         due = await self._log.claim_due(limit, self._lease)
         slots = asyncio.Semaphore(self._concurrency)
 

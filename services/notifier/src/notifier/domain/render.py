@@ -38,8 +38,13 @@ def money(value: Money) -> str:
     return format_currency(Decimal(value.amount_minor).scaleb(-precision), value.currency, locale="en_US")
 
 
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+
 def date(value: datetime) -> str:
-    return f"{value:%B} {value.day}, {value:%Y}"
+    """March 14, 2026 (the emails are in English; strftime's %B would follow the process locale)."""
+    return f"{_MONTHS[value.month - 1]} {value.day}, {value.year}"
 
 
 class Renderer:
