@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from billing.adapters.migrations import migrate as migrate_billing
-from devstack.localpg import LocalPostgres
+from devstack.localpg import LocalPostgres, recreate_database, with_database
 from devstack.stack import free_port
 from notifier.adapters.postgres import migrate as migrate_notifier
 
@@ -33,22 +33,12 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         pg.stop()
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="session")
 def migrated_template(postgres_admin_url: str) -> str:
     async def build() -> None:
-        conn = await asyncpg.connect(postgres_admin_url)
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
-            await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-        finally:
-            await conn.close()
-        await migrate_billing(_with_database(postgres_admin_url, TEMPLATE_DB))
-        await migrate_notifier(_with_database(postgres_admin_url, TEMPLATE_DB))
+        template_url = await recreate_database(postgres_admin_url, TEMPLATE_DB)
+        await migrate_billing(template_url)
+        await migrate_notifier(template_url)
 
     asyncio.run(build())
     return TEMPLATE_DB
@@ -63,7 +53,7 @@ async def database_url(postgres_admin_url: str, migrated_template: str) -> Async
         await conn.execute(f"CREATE DATABASE {name} TEMPLATE {migrated_template}")
     finally:
         await conn.close()
-    yield _with_database(postgres_admin_url, name)
+    yield with_database(postgres_admin_url, name)
     conn = await asyncpg.connect(postgres_admin_url)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -16,20 +16,11 @@ from pathlib import Path
 
 import asyncpg
 
+from devstack.localpg import recreate_database
 from devstack.mailsink import MailSink
 from devstack.stack import DEV_RAZORPAY_SECRET, DEV_STRIPE_SECRET, Stack, free_port
 
 BENCH_DB = "boxcostpro_bench"
-
-
-async def _fresh_database(admin_url: str) -> str:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    finally:
-        await conn.close()
-    return admin_url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
 
 
 async def _missing(database_url: str, acknowledged: list[list[str]]) -> int:
@@ -79,7 +70,7 @@ def main(argv: list[str]) -> int:
 
     pg = local_postgres()
     pg.start()
-    database_url = asyncio.run(_fresh_database(pg.url()))
+    database_url = asyncio.run(recreate_database(pg.url(), BENCH_DB))
     log_dir = LOCAL / "bench-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):

@@ -103,6 +103,25 @@ class LocalPostgres:
             self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w")
 
 
+def with_database(url: str, name: str) -> str:
+    """The same server's URL, for database `name`."""
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def recreate_database(admin_url: str, name: str) -> str:
+    """Drop database `name` (ending its sessions) and create it empty; returns its URL."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(admin_url, name)
+
+
 async def ensure_database(admin_url: str, name: str) -> None:
     import asyncpg
 

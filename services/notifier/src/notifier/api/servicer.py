@@ -110,10 +110,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
 
     @errors
     async def SendEmails(self, request, context):
-        decoded = [_submission(r) for r in request.emails]
-        accepted = iter(await self._accept.execute_many([d for d in decoded if isinstance(d, Submission)]))
-        return notifier_pb2.SendEmailsResponse(
-            results=[_result(d if isinstance(d, InvalidEmailRequest) else next(accepted)) for d in decoded])
+        results = await self._accept.execute_many([_submission(r) for r in request.emails])
+        return notifier_pb2.SendEmailsResponse(results=[_result(r) for r in results])
 
     @errors
     async def GetEmail(self, request, context):

@@ -140,15 +140,17 @@ class AcceptEmail:
         return result
 
     async def execute_many(
-        self, submissions: Sequence[Submission]
+        self, submissions: Sequence[Submission | InvalidEmailRequest]
     ) -> list[Accepted | InvalidEmailRequest | IdempotencyConflict]:
-        """Validate, render and store each email (one write for all): each is judged alone."""
+        """Validate, render and store each email (one write for all): each is judged alone. A request the
+        transport could not even decode comes in as its refusal and goes out as it came."""
         if len(submissions) > MAX_BATCH:
             raise InvalidEmailRequest("emails", f"at most {MAX_BATCH} per call")
         prepared: list[NewEmail | InvalidEmailRequest] = []
         for submission in submissions:
             try:
-                prepared.append(self._prepare(submission))
+                prepared.append(submission if isinstance(submission, InvalidEmailRequest)
+                                else self._prepare(submission))
             except InvalidEmailRequest as exc:
                 prepared.append(exc)
         new = [p for p in prepared if isinstance(p, NewEmail)]
