@@ -7,20 +7,29 @@ import pytest
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from notifier.adapters.postgres import PostgresEmailLog
+from notifier.adapters.workers import WorkerEmails
 from notifier.api.servicer import NotifierServicer
 from notifier.domain.emails import AcceptEmail, ReadEmails
 from notifier.domain.render import Renderer
 import asyncpg
 
 
+@pytest.fixture(scope="module")
+def workers():
+    """Emails are made in two worker processes, as the service does: batches split and rejoined in order."""
+    workers = WorkerEmails(2, "boxcostpro.com")
+    yield workers
+    workers.close()
+
+
 @pytest.fixture
-async def stub(database_url):
+async def stub(database_url, workers):
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     email_log = PostgresEmailLog(pool)
     renderer = Renderer()
     server = grpc.aio.server()
     notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
-        NotifierServicer(AcceptEmail(email_log, renderer, "boxcostpro.com"), ReadEmails(email_log), renderer), server)
+        NotifierServicer(AcceptEmail(email_log, workers), ReadEmails(email_log), renderer), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

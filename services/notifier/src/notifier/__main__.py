@@ -22,10 +22,11 @@ from servicekit.worker import PollingWorker
 
 from notifier.adapters.postgres import MIGRATIONS, PostgresEmailLog, migrate
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
+from notifier.adapters.workers import WorkerEmails
 from notifier.api.metrics import CountingLog, TimedSender
 from notifier.api.servicer import NotifierServicer
 from notifier.config import Settings
-from notifier.domain.emails import AcceptEmail, DeliverEmails, ReadEmails, RetryPolicy
+from notifier.domain.emails import AcceptEmail, DeliverEmails, EmailFactory, InlineEmails, ReadEmails, RetryPolicy
 from notifier.domain.model import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
@@ -49,6 +50,8 @@ async def serve(settings: Settings) -> None:
         ),
         connections=settings.smtp_connections,
     )
+    domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
+    workers = WorkerEmails(settings.render_workers, domain) if settings.render_workers else None
     try:
         email_log = PostgresEmailLog(pool)
         renderer = Renderer()
@@ -57,8 +60,10 @@ async def serve(settings: Settings) -> None:
         deliver = DeliverEmails(CountingLog(email_log), TimedSender(sender), policy, clock=lambda: datetime.now(UTC),
                                 concurrency=settings.smtp_connections, rng=random.Random())
         worker = PollingWorker(deliver.run_once, email_log.next_due_in, name="email-delivery")
-        domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
-        accept = AcceptEmail(email_log, renderer, domain, on_accepted=worker.wake)
+        if workers is not None:
+            await workers.start()
+        accept = AcceptEmail(email_log, workers or InlineEmails(EmailFactory(renderer, domain)),
+                             on_accepted=worker.wake)
         server = new_server()
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
             NotifierServicer(accept, ReadEmails(email_log), renderer), server
@@ -74,6 +79,8 @@ async def serve(settings: Settings) -> None:
     finally:
         await sender.close()
         await pool.close()
+        if workers is not None:
+            workers.close()
 
 
 def render(kind: str, out: Path | None) -> int:

@@ -25,6 +25,7 @@ class Settings:
     smtp_timeout_seconds: float
     smtp_ca_file: str | None
     smtp_connections: int
+    render_workers: int
     from_email: str
     max_attempts: int
     retry_for_seconds: int
@@ -55,6 +56,8 @@ class Settings:
             smtp_timeout_seconds=env_float(environ, "SMTP_TIMEOUT_SECONDS", 15.0, minimum=0.1),
             smtp_ca_file=environ.get("SMTP_CA_FILE") or None,
             smtp_connections=env_int(environ, "SMTP_CONNECTIONS", 8, minimum=1),
+            # Processes that validate and render accepted emails; 0 renders on the event loop.
+            render_workers=env_int(environ, "NOTIFIER_RENDER_WORKERS", 1, minimum=0),
             from_email=env_str(environ, "FROM_EMAIL", "noreply@boxcostpro.com"),
             max_attempts=env_int(environ, "EMAIL_MAX_ATTEMPTS", 10, minimum=1),
             retry_for_seconds=env_int(environ, "EMAIL_RETRY_FOR_SECONDS", 86400, minimum=1),

@@ -44,6 +44,10 @@ class InvalidEmailRequest(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
+
+    def __reduce__(self):  # crosses to and from render worker processes intact
+        return (type(self), (self.field, self.reason))
 
 
 class IdempotencyConflict(Exception):

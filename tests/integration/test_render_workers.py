@@ -1,0 +1,59 @@
+"""Emails made in real worker processes: same results as on the event loop, in order, and a dead worker
+does not take the notifier's accepting down with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+
+import pytest
+from notifier.adapters.workers import WorkerEmails
+from notifier.domain.emails import EmailFactory, NewEmail, Submission
+from notifier.domain.model import EmailKind, InvalidEmailRequest
+from notifier.domain.render import Renderer
+from notifier.domain.samples import sample
+
+
+@pytest.fixture
+def workers():
+    workers = WorkerEmails(2, "boxcostpro.com")
+    yield workers
+    workers.close()
+
+
+def submissions() -> list[Submission]:
+    kinds = list(EmailKind)
+    batch = [Submission(f"k{i}", sample(kinds[i % len(kinds)])) for i in range(20)]
+    batch[7] = Submission("k7", dataclasses.replace(sample(EmailKind.PAYMENT_FAILED), to_email="not-an-address"))
+    batch[12] = Submission("", sample(EmailKind.QUOTE_CREATED))
+    return batch
+
+
+def comparable(made: NewEmail | InvalidEmailRequest):
+    if isinstance(made, InvalidEmailRequest):
+        return ("refused", made.field, str(made))
+    return (made.idempotency_key, made.request, made.rendered, made.fingerprint)
+
+
+async def test_workers_make_what_the_event_loop_would_in_the_same_order(workers):
+    batch = submissions()
+    made = await workers.make_all(batch)
+    inline = EmailFactory(Renderer(), "boxcostpro.com").make_all(batch)
+    assert [comparable(m) for m in made] == [comparable(m) for m in inline]
+    assert made[7].field == "content.to.email" and made[12].field == "idempotency_key"
+    assert all(m.message_id.endswith("@boxcostpro.com>") for m in made if isinstance(m, NewEmail))
+    assert len({m.message_id for m in made if isinstance(m, NewEmail)}) == 18
+
+
+async def test_a_killed_worker_is_replaced_and_the_batch_still_made(workers):
+    await workers.start()
+    pool_workers = multiprocessing.active_children()
+    assert len(pool_workers) == 2
+    for process in pool_workers:
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(10)
+    made = await workers.make_all(submissions())
+    assert [m.idempotency_key for m in made if isinstance(m, NewEmail)] == [
+        f"k{i}" for i in range(20) if i not in (7, 12)]
