@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -13,12 +14,20 @@ from devstack.mailsink import MailSink
 from devstack.stack import free_port
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
-from notifier.domain.emails import AcceptEmail, DeliverEmails, IdempotencyConflict, RetryPolicy
+from notifier.domain.emails import (
+    AcceptEmail,
+    DeliverEmails,
+    EmailFactory,
+    IdempotencyConflict,
+    InlineEmails,
+    RetryPolicy,
+)
 from notifier.domain.model import EmailKind, EmailStatus
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
 
 FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05)
+INLINE = InlineEmails(EmailFactory(Renderer(), "boxcostpro.com"))
 
 
 @pytest.fixture
@@ -38,7 +47,7 @@ def smtp_settings(server, **overrides) -> SmtpSettings:
 async def notifier(pool, smtp_server):
     email_log = PostgresEmailLog(pool)
     sender = SmtpSender(smtp_settings(smtp_server), connections=2)
-    accept = AcceptEmail(email_log, Renderer(), "boxcostpro.com")
+    accept = AcceptEmail(email_log, INLINE)
     deliver = DeliverEmails(email_log, sender, FAST_RETRY, clock=lambda: datetime.now(UTC), rng=random.Random(1))
     yield accept, deliver, email_log
     await sender.close()
@@ -104,6 +113,22 @@ async def test_permanent_reply_ends_failed_with_the_reply_logged(notifier, smtp_
     assert smtp_server.messages == []
 
 
+async def test_after_a_refused_recipient_the_same_session_carries_the_next_email(pool, smtp_server):
+    email_log = PostgresEmailLog(pool)
+    sender = SmtpSender(smtp_settings(smtp_server), connections=1)  # one session for both emails
+    deliver = DeliverEmails(email_log, sender, FAST_RETRY, clock=lambda: datetime.now(UTC))
+    smtp_server.handler.unknown_recipients.add("gone@example.com")
+    accept = AcceptEmail(email_log, INLINE)
+    refused, _ = await accept.execute("k-refused", replace(sample(EmailKind.PAYMENT_FAILED), to_email="gone@example.com"))
+    failed = await deliver_until(deliver, email_log, refused.id, EmailStatus.FAILED)
+    assert failed.error_message == "550 5.1.1 No such mailbox"
+    fine, _ = await accept.execute("k-fine", sample(EmailKind.PAYMENT_RECEIVED))
+    await deliver_until(deliver, email_log, fine.id, EmailStatus.SENT)  # the envelope was reset
+    [message] = smtp_server.messages
+    assert message["Message-ID"] == fine.message_id
+    await sender.close()
+
+
 async def test_smtp_server_down_then_up_delivers(pool):
     port = free_port()
     email_log = PostgresEmailLog(pool)
@@ -111,7 +136,7 @@ async def test_smtp_server_down_then_up_delivers(pool):
                             from_email="noreply@boxcostpro.com", tls="none", timeout_seconds=2)
     sender = SmtpSender(settings, connections=1)
     deliver = DeliverEmails(email_log, sender, FAST_RETRY, clock=lambda: datetime.now(UTC))
-    record, _ = await AcceptEmail(email_log, Renderer(), "boxcostpro.com").execute(
+    record, _ = await AcceptEmail(email_log, INLINE).execute(
         "k-down", sample(EmailKind.SUBSCRIPTION_ACTIVATED))
     await deliver.run_once()
     assert (await email_log.get("tenant_demo", record.id)).status is EmailStatus.RETRYING
@@ -130,7 +155,7 @@ async def test_retries_stop_after_the_limit(pool, smtp_server):
     policy = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
     deliver = DeliverEmails(email_log, sender, policy, clock=lambda: datetime.now(UTC))
     smtp_server.fail_next(*["451 4.3.0 busy"] * 5)
-    record, _ = await AcceptEmail(email_log, Renderer(), "boxcostpro.com").execute(
+    record, _ = await AcceptEmail(email_log, INLINE).execute(
         "k-limit", sample(EmailKind.TICKET_UPDATED))
     failed = await deliver_until(deliver, email_log, record.id, EmailStatus.FAILED)
     assert failed.attempts == 2 and "gave up after 2 attempts" in failed.error_message

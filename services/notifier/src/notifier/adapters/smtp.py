@@ -111,9 +111,8 @@ class SmtpSender:
             if client is None or not client.is_connected:
                 client = self._client()
                 await client.connect()
-            await client.sendmail(self._settings.from_email, [message.to_email],
-                                  build_message(message, self._settings.from_email),
-                                  timeout=self._settings.timeout_seconds)
+            await _transact(client, self._settings.from_email, message.to_email,
+                             build_message(message, self._settings.from_email), self._settings.timeout_seconds)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             client = await _discard(client) if not isinstance(exc, aiosmtplib.SMTPResponseException) else client
             raise _classify(exc) from exc
@@ -128,6 +127,27 @@ class SmtpSender:
                     await client.quit(timeout=2)
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     client.close()
+
+
+async def _transact(client: aiosmtplib.SMTP, sender: str, recipient: str, content: bytes, timeout: float) -> None:
+    """One mail transaction: MAIL, RCPT, DATA; after a refusal the envelope is reset for the next email.
+
+    What `sendmail` does, minus work this message does not need (measured: about an eighth of the CPU a
+    send costs): it parses both addresses once more and runs a regex over the whole message just to
+    measure it. The recipient was validated when the email was accepted, and the message is built with
+    CRLF endings, so its length is its SIZE.
+    """
+    try:
+        options = [f"SIZE={len(content)}"] if client.supports_extension("size") else []
+        await client.mail(sender, options=options, timeout=timeout)
+        await client.rcpt(recipient, timeout=timeout)
+        await client.data(content, timeout=timeout)
+    except aiosmtplib.SMTPResponseException:
+        try:
+            await client.rset(timeout=timeout)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass  # the refusal is what counts; a broken session shows on the next use
+        raise
 
 
 async def _discard(client: aiosmtplib.SMTP | None) -> None:
