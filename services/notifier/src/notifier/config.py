@@ -55,7 +55,7 @@ class Settings:
             smtp_tls=tls,
             smtp_timeout_seconds=env_float(environ, "SMTP_TIMEOUT_SECONDS", 15.0, minimum=0.1),
             smtp_ca_file=environ.get("SMTP_CA_FILE") or None,
-            smtp_connections=env_int(environ, "SMTP_CONNECTIONS", 8, minimum=1),
+            smtp_connections=env_int(environ, "SMTP_CONNECTIONS", 16, minimum=1),
             # Processes that validate and render accepted emails; 0 renders on the event loop.
             render_workers=env_int(environ, "NOTIFIER_RENDER_WORKERS", 1, minimum=0),
             from_email=env_str(environ, "FROM_EMAIL", "noreply@boxcostpro.com"),
