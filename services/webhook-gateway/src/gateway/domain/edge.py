@@ -7,6 +7,7 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,8 +34,14 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_hops: in
         hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
         if len(hops) >= trusted_hops:
             candidate = hops[-trusted_hops]
+    return _parse_address(candidate) if candidate else None
+
+
+@lru_cache(maxsize=4096)
+def _parse_address(text: str) -> IPAddress | None:
+    # Cached: providers deliver from a few addresses, and parsing costs more than the rest of the check.
     try:
-        return ipaddress.ip_address(candidate) if candidate else None
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
 

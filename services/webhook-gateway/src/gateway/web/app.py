@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import orjson
 from aiohttp import web
@@ -103,11 +105,20 @@ async def _read_body(request: web.Request) -> bytes:
     return await request.read()
 
 
+@lru_cache(maxsize=64)  # bounded label sets: providers x results; labels() costs a lock and checks per call
+def _webhook_counter(provider: Provider, result: str) -> Counter:
+    return WEBHOOKS.labels(provider.value, result)
+
+
+_WEBHOOK_SECONDS = {provider: WEBHOOK_SECONDS.labels(provider.value) for provider in Provider}
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
     provider = Provider(request.match_info["provider"])
-    with WEBHOOK_SECONDS.labels(provider.value).time():
-        response, result = await _receive(request, provider)
-    WEBHOOKS.labels(provider.value, result).inc()
+    started = time.perf_counter()
+    response, result = await _receive(request, provider)
+    _WEBHOOK_SECONDS[provider].observe(time.perf_counter() - started)
+    _webhook_counter(provider, result).inc()
     return response
 
 
