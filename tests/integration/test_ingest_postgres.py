@@ -109,3 +109,18 @@ async def test_ignored_event_is_kept_with_its_payload(ingest, db):
 
 async def test_migrations_apply_once(database_url):
     assert await migrate(database_url) == []
+
+
+async def test_text_and_times_are_stored_exactly(ingest, db):
+    """Rows travel to PostgreSQL as one JSON document: quoting, escapes, non-ASCII and times survive it."""
+    tenant = 'Shree "Box" Pack\\aging — ✓ 😀 ' + "x" * 200
+    s = StripeScenario(tenant_id=tenant, user_id="42", amount=9_007_199_254_740_993, currency="inr",
+                       email="o'brien+tag@example.com")
+    event = incoming("stripe", s.event("payment_intent.succeeded"))
+    await ingest.execute([event])
+    row = await db.fetchrow("SELECT tenant_id, user_id, amount, currency, customer_email, paid_at "
+                            "FROM billing.transactions")
+    assert (row["tenant_id"], row["user_id"], row["amount"], row["currency"], row["customer_email"]) == (
+        tenant, "42", 9_007_199_254_740_993, "INR", "o'brien+tag@example.com")
+    created = (await db.fetchval("SELECT payload->>'created' FROM billing.webhook_events"))
+    assert row["paid_at"].timestamp() == int(created)
