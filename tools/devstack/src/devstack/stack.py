@@ -41,12 +41,15 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # A process group of its own: Ctrl-C in the terminal reaches only the runner, which then stops
+        # the services one by one in drain order (see Stack.stop) instead of all at once.
         if self.log_path is None:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, process_group=0)
             return
         with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                process_group=0,
             )
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
