@@ -64,6 +64,7 @@ def _upsert_sql(table: str, columns: list[str]) -> str:
 
 
 _UPSERT_TXN = _upsert_sql("transactions", _TXN_COLUMNS)
+_SUBSCRIPTION_COLUMNS = {Provider.STRIPE: "stripe_subscription_id", Provider.RAZORPAY: "razorpay_subscription_id"}
 _UPSERT_SUB = _upsert_sql("user_subscriptions", _SUB_COLUMNS)
 
 
@@ -175,20 +176,21 @@ class PostgresUnit(BatchUnit):
             )
         # Payments stored before their subscription's owner was known take it now.
         newly_owned = [
-            (ref.provider.value, ref.subscription_id, owner.tenant_id, owner.user_id)
+            (ref.provider, ref.subscription_id, owner.tenant_id, owner.user_id)
             for ref, owner in owners.items()
             if any(s.provider is ref.provider and s.provider_id == ref.subscription_id
                    for s in working_set.changed_subscriptions.values())
         ]
-        if newly_owned:
-            await self._conn.executemany(
-                """
-                UPDATE billing.transactions SET tenant_id = $3, user_id = $4, updated_at = now()
-                WHERE provider = $1 AND tenant_id IS NULL
-                  AND (stripe_subscription_id = $2 OR razorpay_subscription_id = $2)
-                """,
-                newly_owned,
-            )
+        for provider, column in _SUBSCRIPTION_COLUMNS.items():
+            # One subscription column per statement: with both in an OR, a plan made while the table
+            # was small matched on `tenant_id IS NULL` and read every transaction without an owner.
+            rows = [(sub_id, tenant, user) for p, sub_id, tenant, user in newly_owned if p is provider]
+            if rows:
+                await self._conn.executemany(
+                    f"UPDATE billing.transactions SET tenant_id = $2, user_id = $3, updated_at = now() "
+                    f"WHERE {column} = $1 AND tenant_id IS NULL",
+                    rows,
+                )
 
     async def record_events(self, records: Sequence[EventRecord]) -> None:
         now = datetime.now(UTC)
