@@ -12,8 +12,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from servicekit.metrics import MetricsInterceptor
+from servicekit.gctune import settle_after_startup
 from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from servicekit.metrics import MetricsInterceptor
 from servicekit.tls import GrpcTls
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ async def serve_until_signalled(
     await server.start()
     if probe_server is not None:
         await probe_server.start()
+    settle_after_startup()
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()

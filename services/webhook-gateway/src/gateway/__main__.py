@@ -9,6 +9,7 @@ import sys
 import uvloop
 from aiohttp import web
 from servicekit.env import ConfigError
+from servicekit.gctune import settle_after_startup
 from servicekit.logs import configure_logging
 
 from gateway.config import Settings
@@ -28,8 +29,14 @@ def main() -> int:
                                                             "billing_addr": settings.billing_addr}})
     # run_app stops accepting on SIGTERM, lets in-flight webhooks finish for shutdown_timeout, then
     # runs the cleanup contexts (closing the billing channel) in reverse order.
+    app = create_app(settings)
+
+    async def settle(_app: web.Application) -> None:
+        settle_after_startup()
+
+    app.on_startup.append(settle)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_grace_seconds,

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from servicekit.gctune import settle_after_startup
+
 from notifier.domain.emails import EmailFactory, NewEmail, Submission
 from notifier.domain.model import InvalidEmailRequest
 from notifier.domain.render import Renderer
@@ -28,6 +30,7 @@ def _start_worker(message_domain: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _factory = EmailFactory(Renderer(), message_domain)
+    settle_after_startup()
 
 
 def _make_all(submissions: Sequence[Submission]) -> list[NewEmail | InvalidEmailRequest]:
