@@ -95,9 +95,10 @@ class PostgresBillingReader:
 
     async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction] | None:
         key = _uuid(txn_id)
-        row = key and await self._pool.fetchrow(
-            "SELECT * FROM billing.transactions WHERE tenant_id = $1 AND id = $2", tenant_id, key)
-        return _stamped_txn(row) if row else None
+        # By id, then the tenant: with both in the WHERE, a plan made while the table was small walked
+        # the tenant index through all of the tenant's rows to find one id.
+        row = key and await self._pool.fetchrow("SELECT * FROM billing.transactions WHERE id = $1", key)
+        return _stamped_txn(row) if row and row["tenant_id"] == tenant_id else None
 
     async def list_transactions(self, f: TxnFilter, limit: int, after: str | None) -> Page[Stamped[Transaction]]:
         created, last_id = _after(after)
@@ -116,9 +117,8 @@ class PostgresBillingReader:
 
     async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription] | None:
         key = _uuid(sub_id)
-        row = key and await self._pool.fetchrow(
-            "SELECT * FROM billing.user_subscriptions WHERE tenant_id = $1 AND id = $2", tenant_id, key)
-        return _stamped_sub(row) if row else None
+        row = key and await self._pool.fetchrow("SELECT * FROM billing.user_subscriptions WHERE id = $1", key)
+        return _stamped_sub(row) if row and row["tenant_id"] == tenant_id else None  # see get_transaction
 
     async def list_subscriptions(self, f: SubFilter, limit: int, after: str | None) -> Page[Stamped[Subscription]]:
         created, last_id = _after(after)
