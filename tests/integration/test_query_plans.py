@@ -1,6 +1,7 @@
 """Billing plans each statement once per connection (generic plans), typically while its tables are still
-empty: a fresh deployment, or a fresh database under `make bench`. Those plans then serve for the life
-of the connection, so each lookup must go through the index of the key it looks up. A plan that matched
+empty: a fresh deployment, or a fresh database under `make bench`; the notifier may settle on generic plans
+too. Those plans then serve for the life of the connection, so each lookup must go through the index of
+the key it looks up. A plan that matched
 on a shared leading column and filtered the rest made every ingest read all of a provider's events:
 ingestion slowed from the first minute as the table grew."""
 
@@ -16,6 +17,12 @@ from billing.domain.dispatch import Outcome
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider
 from billing.domain.queries import PendingPayment
+from notifier.adapters.postgres import PostgresEmailLog
+from notifier.domain.emails import AcceptEmail, DeliverEmails, EmailFactory, InlineEmails, RetryPolicy
+from notifier.domain.model import EmailKind
+from notifier.domain.render import Renderer
+from notifier.domain.samples import sample
+from pgkit import pool as pgkit_pool
 from trigger.flows import FLOWS
 
 from tests.support import incoming
@@ -33,6 +40,23 @@ def _scans(node: dict, found: list[tuple[str, str, str]]) -> list[tuple[str, str
     for child in node.get("Plans", []):
         _scans(child, found)
     return found
+
+
+async def _generic_plans(conn, schema: str) -> dict[str, list[tuple[str, str, str]]]:
+    """The plan of every statement this connection prepared on `schema`, by its text."""
+    plans = {}
+    statements = await conn.fetch("SELECT name, statement, cardinality(parameter_types) AS arity "
+                                  "FROM pg_prepared_statements WHERE statement LIKE $1", f"%{schema}%")
+    for s in statements:
+        arguments = f"({', '.join(['NULL'] * s['arity'])})" if s["arity"] else ""
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {s['name']}{arguments}")
+        plans[" ".join(s["statement"].split())] = _scans(json.loads(plan)[0]["Plan"], [])
+    return plans
+
+
+def _using_listing_indexes(plans: dict[str, list[tuple[str, str, str]]]) -> dict[str, list]:
+    return {sql[:120]: scans for sql, scans in plans.items()
+            if any(kind == "Seq Scan" or any(word in index for word in LISTING_INDEXES) for kind, index, _ in scans)}
 
 
 async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their_keys(database_url):
@@ -55,14 +79,7 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
         await reader.get_event(Provider.STRIPE, "evt_unknown")
 
         async with pool.acquire() as conn:
-            statements = await conn.fetch(
-                "SELECT name, statement, cardinality(parameter_types) AS arity FROM pg_prepared_statements "
-                "WHERE statement LIKE '%billing.%'")
-            plans = {}
-            for s in statements:
-                arguments = f"({', '.join(['NULL'] * s['arity'])})" if s["arity"] else ""
-                plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {s['name']}{arguments}")
-                plans[" ".join(s["statement"].split())] = _scans(json.loads(plan)[0]["Plan"], [])
+            plans = await _generic_plans(conn, "billing.")
     finally:
         await pool.close()
 
@@ -72,7 +89,36 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
                      "WHERE idempotency_key = $1", "FROM billing.user_subscriptions WHERE",
                      "WHERE provider = $1 AND event_id = $2"):
         assert expected in texts, f"the test no longer exercises {expected!r}"
-    wrong = {sql[:120]: scans for sql, scans in plans.items()
-             if any(kind == "Seq Scan" or any(word in index for word in LISTING_INDEXES)
-                    for kind, index, _ in scans)}
-    assert wrong == {}
+    assert _using_listing_indexes(plans) == {}
+
+
+class _Accepting:
+    async def send(self, message) -> None:
+        """An SMTP server that takes everything: this test is about the notifier's statements."""
+
+
+async def test_notifier_statements_planned_on_empty_tables_look_rows_up_by_their_keys(database_url):
+    # The notifier lets PostgreSQL choose between custom and generic plans; the generic one is checked.
+    pool = await pgkit_pool.create_pool(database_url, min_size=1, max_size=1, application_name="plan-test",
+                                        settings={"enable_seqscan": "off"})
+    try:
+        email_log = PostgresEmailLog(pool)
+        accept = AcceptEmail(email_log, InlineEmails(EmailFactory(Renderer(), "boxcostpro.com")))
+        record, _ = await accept.execute("k-1", sample(EmailKind.PAYMENT_RECEIVED))
+        await accept.execute("k-1", sample(EmailKind.PAYMENT_RECEIVED))  # the key's second use: a lookup
+        deliver = DeliverEmails(email_log, _Accepting(), RetryPolicy(), clock=lambda: datetime.now(UTC))
+        await deliver.run_once()
+        await email_log.next_due_in()
+        await email_log.get(record.tenant_id, record.id)
+        async with pool.acquire() as conn:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            plans = await _generic_plans(conn, "notifier.")
+    finally:
+        await pool.close()
+
+    texts = " ".join(plans)
+    for expected in ("INSERT INTO notifier.email_logs", "WHERE idempotency_key = ANY",
+                     "UPDATE notifier.email_logs SET attempts", "UPDATE notifier.email_logs AS e",
+                     "created_at FROM notifier.email_logs WHERE"):
+        assert expected in texts, f"the test no longer exercises {expected!r}"
+    assert _using_listing_indexes(plans) == {}
