@@ -6,6 +6,7 @@ Used by `make run`, the end-to-end tests and the benchmark, so all three exercis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -43,13 +44,12 @@ class Service:
     def start(self) -> None:
         # A process group of its own: Ctrl-C in the terminal reaches only the runner, which then stops
         # the services one by one in drain order (see Stack.stop) instead of all at once.
-        if self.log_path is None:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, process_group=0)
-            return
-        with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
+        # Without a log file the output goes to the runner's terminal; with one, the child keeps its own
+        # descriptor to it.
+        with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext() as out:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                process_group=0,
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                stdin=subprocess.DEVNULL, process_group=0,
             )
 
     def signal(self, sig: int = signal.SIGTERM) -> None:

@@ -64,8 +64,8 @@ def _upsert_sql(table: str, columns: list[str]) -> str:
 
 
 _UPSERT_TXN = _upsert_sql("transactions", _TXN_COLUMNS)
-_SUBSCRIPTION_COLUMNS = {Provider.STRIPE: "stripe_subscription_id", Provider.RAZORPAY: "razorpay_subscription_id"}
 _UPSERT_SUB = _upsert_sql("user_subscriptions", _SUB_COLUMNS)
+_SUBSCRIPTION_COLUMNS = {Provider.STRIPE: "stripe_subscription_id", Provider.RAZORPAY: "razorpay_subscription_id"}
 
 
 def _rows_json(rows: Iterable[Any]) -> str:
