@@ -52,7 +52,8 @@ class InMemoryUnit:
         ws.subscriptions = [s for s in self.subscriptions.values() if any(s.matches(r) for r in sub_refs)]
         return ws
 
-    async def save(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None:
+    async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
+                    records: Sequence[EventRecord]) -> None:
         for email in working_set.emails:
             self.outbox.setdefault(email.idempotency_key, email)
         self.subscriptions.update(working_set.changed_subscriptions)
@@ -62,8 +63,6 @@ class InMemoryUnit:
                 sub_id = txn.stripe_subscription_id or txn.razorpay_subscription_id
                 if txn.tenant_id is None and txn.provider is ref.provider and sub_id == ref.subscription_id:
                     self.transactions[txn.id] = replace(txn, tenant_id=owner.tenant_id, user_id=owner.user_id)
-
-    async def record_events(self, records: Sequence[EventRecord]) -> None:
         for record in records:
             self.events[record.event.key] = record
             self.attempts[record.event.key] = self.attempts.get(record.event.key, 0) + 1

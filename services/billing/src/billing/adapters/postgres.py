@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -13,7 +13,7 @@ import orjson
 from pgkit import pool as pgkit_pool
 from pgkit.migrations import lock_id
 
-from billing.domain.ingest import BatchUnit, EventRecord, TransientStoreError
+from billing.domain.ingest import BatchUnit, EventRecord, Outcome, TransientStoreError
 from billing.domain.model import (
     Owner,
     Provider,
@@ -25,6 +25,7 @@ from billing.domain.model import (
     TxnStatus,
     WorkingSet,
 )
+from billing.domain.notifications import EmailIntent
 
 _TRANSIENT = (
     asyncpg.exceptions.DeadlockDetectedError,
@@ -51,27 +52,66 @@ _PG_TYPES = {
 }
 
 
-def _upsert_sql(table: str, columns: list[str]) -> str:
-    """One statement for the whole batch, the rows as one JSON document (one parameter, parsed by
-    PostgreSQL) rather than an array per column, each value of which asyncpg type-checks and encodes."""
+def _upsert_sql(table: str, columns: list[str], param: str) -> str:
+    """Upsert the rows of a JSON document (one parameter, parsed by PostgreSQL) rather than an array per
+    column, each value of which asyncpg would type-check and encode."""
     record = ", ".join(f"{c} {_PG_TYPES.get(c, 'text')}" for c in columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "id")
     return (
         f"INSERT INTO billing.{table} ({', '.join(columns)}) "
-        f"SELECT {', '.join(columns)} FROM json_to_recordset($1::json) AS r({record}) "
+        f"SELECT {', '.join(columns)} FROM json_to_recordset({param}::json) AS r({record}) "
         f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
     )
 
 
-_UPSERT_TXN = _upsert_sql("transactions", _TXN_COLUMNS)
-_UPSERT_SUB = _upsert_sql("user_subscriptions", _SUB_COLUMNS)
+# A batch's writes in one statement, one round trip: each data-modifying part runs once, to completion,
+# whether or not its document holds rows. The parts write different tables, so none needs to see another's
+# rows. Event payloads are embedded in the document as JSON values (they were parsed as objects already).
+_WRITE_BATCH = f"""
+WITH subscriptions AS ({_upsert_sql("user_subscriptions", _SUB_COLUMNS, "$1")}),
+transactions AS ({_upsert_sql("transactions", _TXN_COLUMNS, "$2")}),
+outbox AS (
+    INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, request_id)
+    SELECT gen_random_uuid(), idempotency_key, kind, request, nullif(request_id, '')
+    FROM json_to_recordset($3::json) AS e(idempotency_key text, kind text, request jsonb, request_id text)
+    ON CONFLICT (idempotency_key) DO NOTHING
+),
+events AS (
+    INSERT INTO billing.webhook_events
+        (id, provider, event_id, event_type, payload, request_id, received_at, processed_at, status, error,
+         transaction_ids, subscription_ids, next_retry_at)
+    SELECT gen_random_uuid(), provider, event_id, event_type, payload, nullif(request_id, ''), received_at,
+           processed_at, status, error, transaction_ids, subscription_ids, next_retry_at
+    FROM json_to_recordset($4::json) AS e(
+        provider text, event_id text, event_type text, payload jsonb, request_id text, received_at timestamptz,
+        processed_at timestamptz, status text, error text, transaction_ids uuid[], subscription_ids uuid[],
+        next_retry_at timestamptz)
+)
+SELECT 1
+"""
 _SUBSCRIPTION_COLUMNS = {Provider.STRIPE: "stripe_subscription_id", Provider.RAZORPAY: "razorpay_subscription_id"}
 
 
 def _rows_json(rows: Iterable[Any]) -> str:
-    """The rows (dataclasses whose fields are the columns) as a JSON array: enums as their values,
-    times in RFC 3339 with their offset."""
+    """The rows (dataclasses or dicts whose fields are the columns) as a JSON array: enums as their
+    values, times in RFC 3339 with their offset."""
     return orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
+
+
+def _event_row(record: EventRecord, now: datetime, retry_in: timedelta) -> dict[str, Any]:
+    failed = record.status is Outcome.FAILED
+    return {
+        "provider": record.event.provider, "event_id": record.event.event_id,
+        "event_type": record.event.event_type, "payload": orjson.Fragment(record.payload_text),
+        "request_id": record.event.request_id, "received_at": record.event.received_at, "processed_at": now,
+        "status": record.status, "error": record.error, "transaction_ids": record.transaction_ids,
+        "subscription_ids": record.subscription_ids, "next_retry_at": now + retry_in if failed else None,
+    }
+
+
+def _outbox_row(email: EmailIntent) -> dict[str, Any]:
+    return {"idempotency_key": email.idempotency_key, "kind": email.kind, "request": email.as_json(),
+            "request_id": email.request_id}
 
 
 def _transaction(record: asyncpg.Record) -> Transaction:
@@ -156,75 +196,20 @@ class PostgresUnit(BatchUnit):
             ws.subscriptions = [_subscription(r) for r in rows]
         return ws
 
-    async def save(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None:
-        if working_set.changed_subscriptions:
-            await self._conn.execute(_UPSERT_SUB, _rows_json(working_set.changed_subscriptions.values()))
-        if working_set.changed_transactions:
-            await self._conn.execute(_UPSERT_TXN, _rows_json(working_set.changed_transactions.values()))
-        if working_set.emails:
-            await self._conn.execute(
-                """
-                INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, request_id)
-                SELECT gen_random_uuid(), k, kind, request::jsonb, nullif(request_id, '')
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(k, kind, request, request_id)
-                ON CONFLICT (idempotency_key) DO NOTHING
-                """,
-                [e.idempotency_key for e in working_set.emails],
-                [e.kind for e in working_set.emails],
-                [orjson.dumps(e.as_json()).decode() for e in working_set.emails],
-                [e.request_id for e in working_set.emails],
-            )
-        # Payments stored before their subscription's owner was known take it now.
-        newly_owned = [
-            (ref.provider, ref.subscription_id, owner.tenant_id, owner.user_id)
-            for ref, owner in owners.items()
-            if any(s.provider is ref.provider and s.provider_id == ref.subscription_id
-                   for s in working_set.changed_subscriptions.values())
-        ]
-        for provider, column in _SUBSCRIPTION_COLUMNS.items():
-            # One subscription column per statement: with both in an OR, a plan made while the table
-            # was small matched on `tenant_id IS NULL` and read every transaction without an owner.
-            rows = [(sub_id, tenant, user) for p, sub_id, tenant, user in newly_owned if p is provider]
-            if rows:
-                await self._conn.executemany(
-                    f"UPDATE billing.transactions SET tenant_id = $2, user_id = $3, updated_at = now() "
-                    f"WHERE {column} = $1 AND tenant_id IS NULL",
-                    rows,
-                )
-
-    async def record_events(self, records: Sequence[EventRecord]) -> None:
+    async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
+                    records: Sequence[EventRecord]) -> None:
         now = datetime.now(UTC)
         new = [r for r in records if not r.retry]
+        retry_in = timedelta(seconds=self._retry.delay(1))
+        await self._conn.execute(
+            _WRITE_BATCH,
+            _rows_json(working_set.changed_subscriptions.values()),
+            _rows_json(working_set.changed_transactions.values()),
+            _rows_json(_outbox_row(e) for e in working_set.emails),
+            _rows_json(_event_row(r, now, retry_in) for r in new),
+        )
+        await self._take_owners(working_set, owners)
         retried = [r for r in records if r.retry]
-        if new:
-            # Row ids are arrays too; unnest cannot take an array of arrays, so they travel as text.
-            await self._conn.execute(
-                """
-                INSERT INTO billing.webhook_events
-                    (id, provider, event_id, event_type, payload, request_id, received_at,
-                     processed_at, status, error, transaction_ids, subscription_ids, next_retry_at)
-                SELECT gen_random_uuid(), provider, event_id, event_type, payload::jsonb, request_id,
-                       received_at, $7, status, error,
-                       string_to_array(txn_ids, ',')::uuid[], string_to_array(sub_ids, ',')::uuid[],
-                       CASE WHEN status = 'failed' THEN $7::timestamptz + make_interval(secs => $12::float8) END
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                            $8::text[], $9::text[], $10::text[], $11::text[])
-                     AS e(provider, event_id, event_type, payload, request_id, received_at,
-                          status, error, txn_ids, sub_ids)
-                """,
-                [r.event.provider.value for r in new],
-                [r.event.event_id for r in new],
-                [r.event.event_type for r in new],
-                [r.payload_text for r in new],
-                [r.event.request_id or None for r in new],
-                [r.event.received_at for r in new],
-                now,
-                [r.status.value for r in new],
-                [r.error for r in new],
-                [",".join(r.transaction_ids) for r in new],
-                [",".join(r.subscription_ids) for r in new],
-                self._retry.delay(1),
-            )
         if retried:
             await self._conn.executemany(
                 """
@@ -243,6 +228,25 @@ class PostgresUnit(BatchUnit):
                     for r in retried
                 ],
             )
+
+    async def _take_owners(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None:
+        """Payments stored before their subscription's owner was known take it now."""
+        newly_owned = [
+            (ref.provider, ref.subscription_id, owner.tenant_id, owner.user_id)
+            for ref, owner in owners.items()
+            if any(s.provider is ref.provider and s.provider_id == ref.subscription_id
+                   for s in working_set.changed_subscriptions.values())
+        ]
+        for provider, column in _SUBSCRIPTION_COLUMNS.items():
+            # One subscription column per statement: with both in an OR, a plan made while the table
+            # was small matched on `tenant_id IS NULL` and read every transaction without an owner.
+            rows = [(sub_id, tenant, user) for p, sub_id, tenant, user in newly_owned if p is provider]
+            if rows:
+                await self._conn.executemany(
+                    f"UPDATE billing.transactions SET tenant_id = $2, user_id = $3, updated_at = now() "
+                    f"WHERE {column} = $1 AND tenant_id IS NULL",
+                    rows,
+                )
 
 
 class PostgresEventStore:

@@ -103,9 +103,10 @@ class BatchUnit(Protocol):
 
     async def load(self, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]) -> WorkingSet: ...
 
-    async def save(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None: ...
-
-    async def record_events(self, records: Sequence[EventRecord]) -> None: ...
+    async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
+                    records: Sequence[EventRecord]) -> None:
+        """Keep the batch's changed rows, emails and events; payments of a subscription whose owner
+        became known take that owner."""
 
 
 class EventStore(Protocol):
@@ -220,8 +221,7 @@ class IngestEvents:
                     known = await unit.failed_or_known_events(plan.event_keys)
                     working_set = await unit.load(plan.txn_refs, plan.sub_refs)
                     results, records = _apply(working_set, items, known)
-                    await unit.save(working_set, _owners(working_set))
-                    await unit.record_events(records)
+                    await unit.write(working_set, _owners(working_set), records)
                 if working_set.emails:
                     self._on_emails()
                 return results
@@ -240,8 +240,9 @@ class IngestEvents:
             status = known.get(item.event.key)
             if status is not None and status != Outcome.FAILED.value:
                 return IngestResult(item.event.event_id, Outcome.DUPLICATE)
-            await unit.record_events(
-                [EventRecord(item.event, item.payload_text or "{}", Outcome.FAILED, error, (), (), status is not None)]
+            await unit.write(
+                WorkingSet(), {},
+                [EventRecord(item.event, item.payload_text or "{}", Outcome.FAILED, error, (), (), status is not None)],
             )
         return IngestResult(item.event.event_id, Outcome.FAILED, error=error)
 
