@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from billing.domain import razorpay_events, stripe_events
-from billing.domain.ingest import IncomingEvent, IngestResult
+from billing.domain.ingest import IncomingEvent, IngestResult, Outcome
 from billing.domain.model import Provider
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,15 @@ _HANDLED = {
 }
 
 
+@lru_cache(maxsize=1024)  # bounded: providers x types x outcomes; labels() takes a lock and checks each call
+def _events_counter(provider: Provider, event_type: str, outcome: Outcome) -> Counter:
+    return EVENTS.labels(provider.value, event_type if event_type in _HANDLED[provider] else "other", outcome.value)
+
+
 def record_ingest(events: list[IncomingEvent], results: list[IngestResult]) -> None:
     BATCH_SIZE.observe(len(events))
     for event, result in zip(events, results, strict=True):
-        event_type = event.event_type if event.event_type in _HANDLED[event.provider] else "other"
-        EVENTS.labels(event.provider.value, event_type, result.outcome.value).inc()
+        _events_counter(event.provider, event.event_type, result.outcome).inc()
 
 
 async def refresh_gauges(read: Callable[[], Awaitable[dict[str, float]]], every_seconds: float = 15.0) -> None:

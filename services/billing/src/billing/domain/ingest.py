@@ -275,9 +275,7 @@ def _apply(
         elif item.error is not None:
             outcome, error, txn_ids, sub_ids = Outcome.FAILED, item.error, (), ()
         else:
-            emails_before = len(ws.emails)
-            outcome, error, txn_ids, sub_ids = _apply_facts(ws, item.facts or [])
-            ws.emails[emails_before:] = [replace(e, request_id=event.request_id) for e in ws.emails[emails_before:]]
+            outcome, error, txn_ids, sub_ids = _apply_facts(ws, item.facts or [], event.request_id)
         assert item.payload_text is not None
         records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
         results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids))
@@ -286,7 +284,7 @@ def _apply(
 
 
 def _apply_facts(
-    ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact]
+    ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], request_id: str
 ) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...]]:
     before = (list(ws.transactions), list(ws.subscriptions),
               dict(ws.changed_transactions), dict(ws.changed_subscriptions), list(ws.emails))
@@ -298,7 +296,7 @@ def _apply_facts(
                 old_sub = ws.find_subscription(fact.ref)
                 sub = merge_subscription(old_sub, fact)
                 ws.put_subscription(sub)
-                ws.emails.extend(subscription_emails(old_sub, sub))
+                ws.emails.extend(subscription_emails(old_sub, sub, request_id))
                 sub_ids.append(sub.id)
             else:
                 hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
@@ -306,7 +304,7 @@ def _apply_facts(
                 old_txn = ws.find_transaction(fact.ref)
                 txn = merge_payment(old_txn, fact, owner_hint=hint)
                 ws.put_transaction(txn)
-                ws.emails.extend(payment_emails(old_txn, txn))
+                ws.emails.extend(payment_emails(old_txn, txn, request_id))
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")

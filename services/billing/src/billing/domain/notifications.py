@@ -52,40 +52,42 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _intent(row: Transaction | Subscription, key: str, kind: str, data: dict[str, Any]) -> EmailIntent | None:
+def _intent(row: Transaction | Subscription, key: str, kind: str, data: dict[str, Any],
+            request_id: str) -> EmailIntent | None:
     if not row.customer_email or not row.tenant_id:
         return None  # no one to write to, or no tenant to write as
     return EmailIntent(key, kind, row.tenant_id, row.user_id or "", row.customer_email, row.customer_name or "",
-                       {k: v for k, v in data.items() if v is not None})
+                       {k: v for k, v in data.items() if v is not None}, request_id=request_id)
 
 
-def payment_emails(before: Transaction | None, after: Transaction) -> list[EmailIntent]:
+def payment_emails(before: Transaction | None, after: Transaction, request_id: str = "") -> list[EmailIntent]:
+    """The emails a change of a payment calls for; `request_id` is that of the event that made it."""
     intents: list[EmailIntent | None] = []
     money = _money(after.amount, after.currency)
     if after.paid_at and not (before and before.paid_at):
         intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
             "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
-            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url}))
+            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url}, request_id))
     if after.status is TxnStatus.FAILED and (before is None or before.status is not TxnStatus.FAILED):
         intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
-            "amount": money, "reason": after.failure_message}))
+            "amount": money, "reason": after.failure_message}, request_id))
     if after.amount_refunded > (before.amount_refunded if before else 0):
         intents.append(_intent(after, f"txn:{after.id}:payment_refunded:{after.amount_refunded}", "payment_refunded", {
             "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
-            "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}))
+            "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}, request_id))
     return [i for i in intents if i is not None]
 
 
 _LIVE = (SubStatus.ACTIVE, SubStatus.TRIALING)
 
 
-def subscription_emails(before: Subscription | None, after: Subscription) -> list[EmailIntent]:
+def subscription_emails(before: Subscription | None, after: Subscription, request_id: str = "") -> list[EmailIntent]:
     intents: list[EmailIntent | None] = []
     if after.status in _LIVE and (before is None or before.status not in _LIVE):
         intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
-            "plan": after.plan or "subscription", "next_billing_date": _iso(after.current_period_end)}))
+            "plan": after.plan or "subscription", "next_billing_date": _iso(after.current_period_end)}, request_id))
     if after.status is SubStatus.CANCELLED and (before is None or before.status is not SubStatus.CANCELLED):
         intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
             "plan": after.plan or "subscription",
-            "effective_date": _iso(after.cancelled_at or after.current_period_end or after.status_at)}))
+            "effective_date": _iso(after.cancelled_at or after.current_period_end or after.status_at)}, request_id))
     return [i for i in intents if i is not None]
