@@ -42,15 +42,13 @@ class InMemoryUnit:
     async def lock(self, keys: Sequence[str]) -> None:
         self.locked = list(keys)
 
-    async def failed_or_known_events(self, keys):
-        return {k: self.events[k].status.value for k in keys if k in self.events}
-
-    async def load(self, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]) -> WorkingSet:
+    async def read(self, keys, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]):
+        known = {k: self.events[k].status.value for k in keys if k in self.events}
         ws = WorkingSet()
         ws.transactions = [t for t in self.transactions.values()
                            if any(t.matches(r) or t.adoptable_by(r) for r in txn_refs)]
         ws.subscriptions = [s for s in self.subscriptions.values() if any(s.matches(r) for r in sub_refs)]
-        return ws
+        return known, ws
 
     async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
                     records: Sequence[EventRecord]) -> None:

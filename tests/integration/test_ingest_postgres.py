@@ -49,6 +49,23 @@ async def test_postgres_rows_equal_the_rules_for_every_flow(name, ingest, db):
     assert {(r["status"], r["attempts"]) for r in stored} == {("processed", 1)}
 
 
+async def test_rows_read_back_keep_their_times_whatever_the_server_time_zone(database_url, db):
+    # A batch reads the rows it changes as JSON, times as text with the session's offset.
+    await db.execute(f"ALTER DATABASE {await db.fetchval('SELECT current_database()')} SET timezone = 'Asia/Kolkata'")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        assert await pool.fetchval("SHOW timezone") == "Asia/Kolkata"
+        flow = FLOWS["stripe-payment"]
+        events = [incoming(flow.provider, e) for e in flow.build("t1", "u1")]
+        expected = InMemoryEventStore()
+        for event in events:
+            await IngestEvents(expected).execute([event])
+            await IngestEvents(PostgresEventStore(pool)).execute([event])
+    finally:
+        await pool.close()
+    assert state(await rows(db, "transactions")) == state(expected.transactions.values())
+
+
 async def test_concurrent_duplicates_apply_once(ingest, db):
     event = incoming("stripe", StripeScenario().event("payment_intent.succeeded"))
     results = await asyncio.gather(*(ingest.execute([event]) for _ in range(20)))

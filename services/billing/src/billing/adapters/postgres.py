@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -89,6 +89,27 @@ events AS (
 )
 SELECT 1
 """
+# A batch's reads in one statement, one round trip, after its locks are held (a statement sees what was
+# committed when it started). The rows come back as JSON arrays: three result shapes in one row.
+_READ_BATCH = """
+SELECT
+    (SELECT coalesce(json_agg(json_build_array(e.provider, e.event_id, e.status)), '[]')
+     FROM billing.webhook_events e
+     JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
+       ON e.provider = k.provider AND e.event_id = k.event_id) AS known,
+    (SELECT coalesce(json_agg(t), '[]') FROM (
+        SELECT * FROM billing.transactions WHERE stripe_payment_intent_id = ANY($3::text[])
+           OR stripe_invoice_id = ANY($4::text[])
+           OR stripe_charge_id = ANY($5::text[])
+           OR razorpay_order_id = ANY($6::text[])
+           OR razorpay_payment_id = ANY($7::text[])
+        FOR UPDATE) t) AS transactions,
+    (SELECT coalesce(json_agg(s), '[]') FROM (
+        SELECT * FROM billing.user_subscriptions WHERE stripe_subscription_id = ANY($8::text[])
+           OR razorpay_subscription_id = ANY($9::text[])
+        FOR UPDATE) s) AS subscriptions
+"""
+
 _SUBSCRIPTION_COLUMNS = {Provider.STRIPE: "stripe_subscription_id", Provider.RAZORPAY: "razorpay_subscription_id"}
 
 
@@ -114,15 +135,29 @@ def _outbox_row(email: EmailIntent) -> dict[str, Any]:
             "request_id": email.request_id}
 
 
-def _transaction(record: asyncpg.Record) -> Transaction:
-    data = {c: record[c] for c in _TXN_COLUMNS}
-    data.update(id=str(record["id"]), provider=Provider(record["provider"]), status=TxnStatus(record["status"]))
+_TXN_TIMES = [c for c in _TXN_COLUMNS if _PG_TYPES.get(c) == "timestamptz"]
+_SUB_TIMES = [c for c in _SUB_COLUMNS if _PG_TYPES.get(c) == "timestamptz"]
+
+
+def _times(data: dict[str, Any], columns: list[str]) -> None:
+    # Rows read as JSON carry times as RFC 3339 text; asyncpg records carry datetimes already.
+    for c in columns:
+        if isinstance(data[c], str):
+            data[c] = datetime.fromisoformat(data[c])
+
+
+def _transaction(row: Mapping[str, Any]) -> Transaction:
+    """A transaction from its row: an asyncpg record, or the row as PostgreSQL's JSON gives it."""
+    data = {c: row[c] for c in _TXN_COLUMNS}
+    _times(data, _TXN_TIMES)
+    data.update(id=str(row["id"]), provider=Provider(row["provider"]), status=TxnStatus(row["status"]))
     return Transaction(**data)
 
 
-def _subscription(record: asyncpg.Record) -> Subscription:
-    data = {c: record[c] for c in _SUB_COLUMNS}
-    data.update(id=str(record["id"]), provider=Provider(record["provider"]), status=SubStatus(record["status"]))
+def _subscription(row: Mapping[str, Any]) -> Subscription:
+    data = {c: row[c] for c in _SUB_COLUMNS}
+    _times(data, _SUB_TIMES)
+    data.update(id=str(row["id"]), provider=Provider(row["provider"]), status=SubStatus(row["status"]))
     return Subscription(**data)
 
 
@@ -150,51 +185,26 @@ class PostgresUnit(BatchUnit):
             [lock_id(k) for k in keys],
         )
 
-    async def failed_or_known_events(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        rows = await self._conn.fetch(
-            """
-            SELECT e.provider, e.event_id, e.status
-            FROM billing.webhook_events e
-            JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
-              ON e.provider = k.provider AND e.event_id = k.event_id
-            """,
-            [p for p, _ in keys],
-            [e for _, e in keys],
+    async def read(
+        self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]
+    ) -> tuple[dict[tuple[str, str], str], WorkingSet]:
+        # One round trip for the three reads, each an index lookup of its own.
+        row = await self._conn.fetchrow(
+            _READ_BATCH,
+            [p for p, _ in event_keys],
+            [e for _, e in event_keys],
+            [r.stripe_payment_intent_id for r in txn_refs if r.stripe_payment_intent_id],
+            [r.stripe_invoice_id for r in txn_refs if r.stripe_invoice_id],
+            [r.stripe_charge_id for r in txn_refs if r.stripe_charge_id],
+            [r.razorpay_order_id for r in txn_refs if r.razorpay_order_id],
+            [r.razorpay_payment_id for r in txn_refs if r.razorpay_payment_id],
+            [r.subscription_id for r in sub_refs if r.provider is Provider.STRIPE],
+            [r.subscription_id for r in sub_refs if r.provider is Provider.RAZORPAY],
         )
-        return {(r["provider"], r["event_id"]): r["status"] for r in rows}
-
-    async def load(self, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]) -> WorkingSet:
         ws = WorkingSet()
-        if txn_refs:
-            rows = await self._conn.fetch(
-                """
-                SELECT * FROM billing.transactions
-                WHERE stripe_payment_intent_id = ANY($1::text[])
-                   OR stripe_invoice_id = ANY($2::text[])
-                   OR stripe_charge_id = ANY($3::text[])
-                   OR razorpay_order_id = ANY($4::text[])
-                   OR razorpay_payment_id = ANY($5::text[])
-                FOR UPDATE
-                """,
-                [r.stripe_payment_intent_id for r in txn_refs if r.stripe_payment_intent_id],
-                [r.stripe_invoice_id for r in txn_refs if r.stripe_invoice_id],
-                [r.stripe_charge_id for r in txn_refs if r.stripe_charge_id],
-                [r.razorpay_order_id for r in txn_refs if r.razorpay_order_id],
-                [r.razorpay_payment_id for r in txn_refs if r.razorpay_payment_id],
-            )
-            ws.transactions = [_transaction(r) for r in rows]
-        if sub_refs:
-            rows = await self._conn.fetch(
-                """
-                SELECT * FROM billing.user_subscriptions
-                WHERE stripe_subscription_id = ANY($1::text[]) OR razorpay_subscription_id = ANY($2::text[])
-                FOR UPDATE
-                """,
-                [r.subscription_id for r in sub_refs if r.provider is Provider.STRIPE],
-                [r.subscription_id for r in sub_refs if r.provider is Provider.RAZORPAY],
-            )
-            ws.subscriptions = [_subscription(r) for r in rows]
-        return ws
+        ws.transactions = [_transaction(r) for r in orjson.loads(row["transactions"])]
+        ws.subscriptions = [_subscription(r) for r in orjson.loads(row["subscriptions"])]
+        return {(p, e): status for p, e, status in orjson.loads(row["known"])}, ws
 
     async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
                     records: Sequence[EventRecord]) -> None:

@@ -99,9 +99,11 @@ class BatchUnit(Protocol):
 
     async def lock(self, keys: Sequence[str]) -> None: ...
 
-    async def failed_or_known_events(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]: ...
-
-    async def load(self, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]) -> WorkingSet: ...
+    async def read(
+        self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]
+    ) -> tuple[dict[tuple[str, str], str], WorkingSet]:
+        """The stored status of each of these events that is known, and the rows the refs name, locked
+        for this unit."""
 
     async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
                     records: Sequence[EventRecord]) -> None:
@@ -218,8 +220,7 @@ class IngestEvents:
             try:
                 async with self._store.unit() as unit:
                     await unit.lock(plan.lock_keys())
-                    known = await unit.failed_or_known_events(plan.event_keys)
-                    working_set = await unit.load(plan.txn_refs, plan.sub_refs)
+                    known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs)
                     results, records = _apply(working_set, items, known)
                     await unit.write(working_set, _owners(working_set), records)
                 if working_set.emails:
@@ -236,7 +237,7 @@ class IngestEvents:
         error = "the database refused the event's changes"
         async with self._store.unit() as unit:
             await unit.lock([f"event:{item.event.provider.value}:{item.event.event_id}"])
-            known = await unit.failed_or_known_events([item.event.key])
+            known, _ = await unit.read([item.event.key], [], [])
             status = known.get(item.event.key)
             if status is not None and status != Outcome.FAILED.value:
                 return IngestResult(item.event.event_id, Outcome.DUPLICATE)
