@@ -22,9 +22,10 @@ class InMemoryEventStore:
         self.outbox: dict[str, object] = {}
 
     @asynccontextmanager
-    async def unit(self) -> AsyncIterator[InMemoryUnit]:
+    async def unit(self, lock_keys: Sequence[str]) -> AsyncIterator[InMemoryUnit]:
         unit = InMemoryUnit(copy.copy(self.transactions), copy.copy(self.subscriptions),
                             copy.copy(self.events), copy.copy(self.attempts), copy.copy(self.outbox))
+        unit.locked = list(lock_keys)
         yield unit
         self.transactions, self.subscriptions = unit.transactions, unit.subscriptions
         self.events, self.attempts, self.outbox = unit.events, unit.attempts, unit.outbox
@@ -38,9 +39,6 @@ class InMemoryUnit:
         self.events = events
         self.attempts = attempts
         self.locked: list[str] = []
-
-    async def lock(self, keys: Sequence[str]) -> None:
-        self.locked = list(keys)
 
     async def read(self, keys, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]):
         known = {k: self.events[k].status.value for k in keys if k in self.events}

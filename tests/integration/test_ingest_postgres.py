@@ -102,6 +102,38 @@ async def test_event_the_database_refuses_fails_alone_and_is_kept(ingest, db):
     assert kept["status"] == "failed" and kept["error"]
 
 
+async def test_refused_batch_is_rolled_back_and_leaves_no_transaction_open(ingest, pool, db):
+    huge = StripeScenario().event("payment_intent.succeeded")
+    huge["data"]["object"]["amount"] = 2**70
+    await ingest.execute([incoming("stripe", huge), incoming("stripe", StripeScenario().event("charge.failed"))])
+    async with pool.acquire() as conn:  # every connection the batches used is back, outside a transaction
+        assert not conn.is_in_transaction()
+    assert await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'") == 0
+
+
+async def test_batch_cut_off_by_a_lost_connection_is_retried_and_applied_once(ingest, db):
+    # The first attempt's insert stalls (a sequence is outside transactions, so only the first stalls);
+    # its server process is then terminated, as a failover or a restart would.
+    await db.execute("""
+        CREATE SEQUENCE billing.attempts;
+        CREATE FUNCTION billing.stall() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF nextval('billing.attempts') = 1 THEN PERFORM pg_sleep(60); END IF; RETURN NEW; END $$;
+        CREATE TRIGGER stall BEFORE INSERT ON billing.webhook_events FOR EACH ROW EXECUTE FUNCTION billing.stall();
+    """)
+    event = incoming("stripe", StripeScenario().event("payment_intent.succeeded"))
+    ingesting = asyncio.ensure_future(ingest.execute([event]))
+    deadline = asyncio.get_running_loop().time() + 20
+    while not await db.fetchval("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE wait_event = 'PgSleep' AND pid <> pg_backend_pid()"):
+        assert asyncio.get_running_loop().time() < deadline, "the first attempt never reached the stall"
+        await asyncio.sleep(0.05)
+    [result] = await asyncio.wait_for(ingesting, 30)
+    assert result.outcome is Outcome.PROCESSED
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 1
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 1
+    assert await db.fetchval("SELECT nextval('billing.attempts')") == 3  # two attempts, then this read
+
+
 async def test_redelivered_failed_event_is_retried_and_counted(ingest, db):
     event = StripeScenario().event("payment_intent.succeeded")
     event["data"]["object"]["currency"] = "dollars"

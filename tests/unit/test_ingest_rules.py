@@ -216,8 +216,8 @@ async def test_batch_locks_events_and_entities_in_sorted_order():
     captured = {}
     original = store.unit
 
-    def spy():
-        cm = original()
+    def spy(lock_keys):
+        cm = original(lock_keys)
 
         class Wrapper:
             async def __aenter__(self):

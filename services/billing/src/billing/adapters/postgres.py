@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,7 +34,8 @@ _TRANSIENT = (
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.QueryCanceledError,
+    # Statement timeouts, and the server ending the session: a restart, a failover, an operator.
+    asyncpg.exceptions.OperatorInterventionError,
     ConnectionError,
     TimeoutError,
 )
@@ -178,13 +179,6 @@ class PostgresUnit(BatchUnit):
         self._conn = conn
         self._retry = retry
 
-    async def lock(self, keys: Sequence[str]) -> None:
-        # Sorted by key before hashing is enough: every batch takes its locks in one global order.
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
-            [lock_id(k) for k in keys],
-        )
-
     async def read(
         self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]
     ) -> tuple[dict[tuple[str, str], str], WorkingSet]:
@@ -265,12 +259,30 @@ class PostgresEventStore:
         self._retry = retry
 
     @asynccontextmanager
-    async def unit(self) -> AsyncIterator[PostgresUnit]:
+    async def unit(self, lock_keys: Sequence[str]) -> AsyncIterator[PostgresUnit]:
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield PostgresUnit(conn, self._retry)
+            async with self._pool.acquire() as conn:
+                try:
+                    await conn.execute(_begin_and_lock(lock_keys))
+                    yield PostgresUnit(conn, self._retry)
+                except BaseException:
+                    # A connection the server ended is gone with its transaction: nothing to roll back.
+                    with suppress(asyncpg.InterfaceError, OSError):
+                        if conn.is_in_transaction():
+                            await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
         except _TRANSIENT as exc:
             raise TransientStoreError(str(exc)) from exc
+
+
+def _begin_and_lock(keys: Sequence[str]) -> str:
+    """BEGIN and the unit's locks as one simple query, one round trip. The lock ids are integers made
+    here (never text from outside), so they can stand in the statement's text. Taken in the order given
+    (sorted by key): every unit takes its locks in one global order, and units never deadlock."""
+    ids = ",".join(str(int(lock_id(k))) for k in keys)
+    return ("BEGIN; SELECT pg_advisory_xact_lock(k) "
+            f"FROM unnest('{{{ids}}}'::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:

@@ -97,8 +97,6 @@ class TransientStoreError(Exception):
 class BatchUnit(Protocol):
     """One database transaction, as the ingest use case needs it."""
 
-    async def lock(self, keys: Sequence[str]) -> None: ...
-
     async def read(
         self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]
     ) -> tuple[dict[tuple[str, str], str], WorkingSet]:
@@ -112,7 +110,8 @@ class BatchUnit(Protocol):
 
 
 class EventStore(Protocol):
-    def unit(self) -> AbstractAsyncContextManager[BatchUnit]: ...
+    def unit(self, lock_keys: Sequence[str]) -> AbstractAsyncContextManager[BatchUnit]:
+        """A database transaction holding a lock on each key (given sorted) until it ends."""
 
 
 _INTERPRETERS = {
@@ -218,8 +217,7 @@ class IngestEvents:
         plan = _Plan.of(items)
         for attempt in range(1, MAX_TRANSIENT_RETRIES + 1):
             try:
-                async with self._store.unit() as unit:
-                    await unit.lock(plan.lock_keys())
+                async with self._store.unit(plan.lock_keys()) as unit:
                     known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs)
                     results, records = _apply(working_set, items, known)
                     await unit.write(working_set, _owners(working_set), records)
@@ -235,8 +233,7 @@ class IngestEvents:
     async def _record_unappliable(self, item: _Interpreted) -> IngestResult:
         """Keep an event whose effects the database refused, as failed, without its effects."""
         error = "the database refused the event's changes"
-        async with self._store.unit() as unit:
-            await unit.lock([f"event:{item.event.provider.value}:{item.event.event_id}"])
+        async with self._store.unit([f"event:{item.event.provider.value}:{item.event.event_id}"]) as unit:
             known, _ = await unit.read([item.event.key], [], [])
             status = known.get(item.event.key)
             if status is not None and status != Outcome.FAILED.value:
