@@ -1,0 +1,45 @@
+"""`make bench`'s load generator speaks HTTP/1.1 itself, so its figures are only as good as its parsing:
+every answer is counted once, by status, only 2xx answers count as acknowledged, and a connection the
+server drops is counted as an error and replaced."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from devstack.loadgen import build, run
+from devstack.stack import free_port
+
+
+async def test_load_generator_counts_every_answer_by_its_status_over_kept_alive_connections():
+    seen: list[str] = []
+    peers: set[tuple[str, int]] = set()
+
+    async def webhook(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append(request.match_info["provider"])
+        peers.add(request.transport.get_extra_info("peername"))
+        if len(seen) % 50 == 25:  # the server hangs up without an answer: counted, and a new connection
+            request.transport.close()
+            return web.Response()
+        if len(seen) % 5 == 0:  # every fifth is refused, with a body of another length
+            return web.json_response({"error": {"code": "billing_unavailable"}}, status=503)
+        return web.Response(body=b"{}" * (len(body) % 7), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/webhooks/{provider}", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        deliveries = build(200, "whsec_s", "r")
+        result = await run(f"http://127.0.0.1:{port}", deliveries, concurrency=8)
+    finally:
+        await runner.cleanup()
+
+    assert len(seen) == result["sent"] == 200
+    assert result["errors"] == {"HTTP 503": 36, "ConnectionError": 4}
+    assert len(result["acknowledged"]) == 160
+    assert {p for p, _ in result["acknowledged"]} == {"stripe", "razorpay"}
+    assert len({e for _, e in result["acknowledged"]}) == 160  # each acknowledged event once
+    assert 8 <= len(peers) <= 8 + 4  # kept alive: a connection per worker, and one per hang-up at most
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
