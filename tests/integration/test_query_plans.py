@@ -16,7 +16,7 @@ from billing.adapters.queries import PostgresBillingReader
 from billing.domain.dispatch import Outcome
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider
-from billing.domain.queries import PendingPayment
+from billing.domain.queries import EventFilter, PendingPayment
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.domain.emails import AcceptEmail, DeliverEmails, EmailFactory, InlineEmails, RetryPolicy
 from notifier.domain.model import EmailKind
@@ -121,3 +121,22 @@ async def test_notifier_statements_planned_on_empty_tables_look_rows_up_by_their
     _assert_lookups_by_key(plans, exercised=(
         "INSERT INTO notifier.email_logs", "WHERE idempotency_key = ANY", "UPDATE notifier.email_logs SET attempts",
         "UPDATE notifier.email_logs AS e", "created_at FROM notifier.email_logs WHERE"))
+
+
+async def test_operators_lists_of_failed_events_walk_the_failed_events_index(database_url):
+    # Failed events are a few among millions: a page of them must not be filled by walking every event.
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        reader = PostgresBillingReader(pool)
+        for status in ("failed", "dead_letter"):
+            await reader.list_events(EventFilter(status=status), 10, None)
+        await reader.failed_events(10, due_only=True)
+        async with pool.acquire() as conn:
+            plans = await _generic_plans(conn, "billing.")
+    finally:
+        await pool.close()
+
+    failed = {sql: scans for sql, scans in plans.items() if "status = 'failed'" in sql}
+    assert len(failed) == 3
+    assert {sql: [index for _, index, _ in scans] for sql, scans in failed.items()} == {
+        sql: ["webhook_events_failed_idx"] for sql in failed}

@@ -4,7 +4,8 @@
 --   for newest first, so the descending ones stay;
 -- * the idempotency key of transactions indexed every webhook-made row under NULL; only the rows other
 --   services create ahead of a checkout have a key;
--- * events were indexed by (status, received_at) for the few that fail; a partial index holds just those.
+-- * events were indexed by (status, received_at) for the few that fail; a partial index holds just those,
+--   in the order operators list them.
 DROP INDEX billing.transactions_tenant_idx;
 DROP INDEX billing.user_subscriptions_tenant_idx;
 
@@ -12,7 +13,7 @@ CREATE UNIQUE INDEX transactions_idempotency_key_idx ON billing.transactions (id
     WHERE idempotency_key IS NOT NULL;
 ALTER TABLE billing.transactions DROP CONSTRAINT transactions_idempotency_key_key;
 
-CREATE INDEX webhook_events_failed_idx ON billing.webhook_events (received_at) WHERE status = 'failed';
+CREATE INDEX webhook_events_failed_idx ON billing.webhook_events (received_at DESC, id DESC) WHERE status = 'failed';
 DROP INDEX billing.webhook_events_status_idx;
 -- Operators: the two new indexes are built in this migration's transaction, which holds writes to
 -- transactions and webhook_events while each table is read once. On a large database apply it at a quiet
