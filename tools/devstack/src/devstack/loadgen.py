@@ -51,10 +51,14 @@ class _Connection(asyncio.Protocol):
 
     def request(self, raw: bytes) -> asyncio.Future[int]:
         """Send a request; the future gets the answer's status once its whole body is in."""
-        assert self._transport is not None and self._answer is None
-        self._answer = asyncio.get_running_loop().create_future()
+        assert self._answer is None
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._transport is None or self._transport.is_closing():  # the server hung up between requests
+            answer.set_exception(ConnectionError("connection closed before the request"))
+            return answer
+        self._answer = answer
         self._transport.write(raw)
-        return self._answer
+        return answer
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
