@@ -73,10 +73,11 @@ _LIST_EVENTS = f"""
       AND ($5::timestamptz IS NULL OR (received_at, id) < ($5, $6::uuid))
     ORDER BY received_at DESC, id DESC LIMIT $7
 """
-_FAILED_STATUSES = {
-    "failed": "status = 'failed'",
-    "dead_letter": "status = 'failed' AND next_retry_at IS NULL",  # retries ran out
+_LIST_FAILED_EVENTS = {
+    "failed": _LIST_EVENTS.format(status="status = 'failed'"),
+    "dead_letter": _LIST_EVENTS.format(status="status = 'failed' AND next_retry_at IS NULL"),  # retries ran out
 }
+_LIST_EVENTS_BY_STATUS = _LIST_EVENTS.format(status="($8::text IS NULL OR status = $8)")
 
 
 class PostgresBillingReader:
@@ -152,10 +153,9 @@ class PostgresBillingReader:
         received, last_id = _after(after)
         args = [f.provider.value if f.provider else None, f.event_type, f.received_after, f.received_before,
                 received, last_id, limit + 1]
-        if f.status in _FAILED_STATUSES:
-            sql = _LIST_EVENTS.format(status=_FAILED_STATUSES[f.status])
-        else:
-            sql = _LIST_EVENTS.format(status="($8::text IS NULL OR status = $8)")
+        sql = _LIST_FAILED_EVENTS.get(f.status or "")
+        if sql is None:
+            sql = _LIST_EVENTS_BY_STATUS
             args.append(f.status)
         return _page(await self._pool.fetch(sql, *args), limit, _event, "received_at")
 

@@ -50,7 +50,8 @@ class WorkerEmails:
                                    initializer=_start_worker, initargs=(self._domain,))
 
     async def start(self) -> None:
-        """Start every worker and render once in each, so the first requests do not wait for imports."""
+        """Start the workers (each imports and builds its renderer) before traffic, so the first requests
+        do not wait for that."""
         await asyncio.gather(*(self._run([]) for _ in range(self._workers)))
 
     async def make_all(self, submissions: Sequence[Submission]) -> list[NewEmail | InvalidEmailRequest]:
