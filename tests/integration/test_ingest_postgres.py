@@ -90,11 +90,15 @@ async def test_concurrent_shuffled_batches_converge_to_the_in_order_state(ingest
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == len(events)
 
 
+def _refused_by_the_database():
+    event = StripeScenario().event("payment_intent.succeeded")
+    event["data"]["object"]["amount"] = 2**70  # valid JSON, beyond bigint
+    return incoming("stripe", event)
+
+
 async def test_event_the_database_refuses_fails_alone_and_is_kept(ingest, db):
     good = incoming("stripe", StripeScenario().event("payment_intent.succeeded"))
-    huge = StripeScenario().event("payment_intent.succeeded")
-    huge["data"]["object"]["amount"] = 2**70  # valid JSON, beyond bigint
-    bad = incoming("stripe", huge)
+    bad = _refused_by_the_database()
     results = await ingest.execute([bad, good])
     assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.PROCESSED]
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 1
@@ -103,9 +107,7 @@ async def test_event_the_database_refuses_fails_alone_and_is_kept(ingest, db):
 
 
 async def test_refused_batch_is_rolled_back_and_leaves_no_transaction_open(ingest, pool, db):
-    huge = StripeScenario().event("payment_intent.succeeded")
-    huge["data"]["object"]["amount"] = 2**70
-    await ingest.execute([incoming("stripe", huge), incoming("stripe", StripeScenario().event("charge.failed"))])
+    await ingest.execute([_refused_by_the_database(), incoming("stripe", StripeScenario().event("charge.failed"))])
     async with pool.acquire() as conn:  # every connection the batches used is back, outside a transaction
         assert not conn.is_in_transaction()
     assert await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'") == 0
