@@ -61,7 +61,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(service: str, level: str = "INFO") -> None:
     # The lines carry none of the caller's file, line, thread or process: don't collect them per record
     # (the logging HOWTO's "Optimization" settings; together a third of a line's cost).
-    logging._srcfile = None  # noqa: SLF001
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
