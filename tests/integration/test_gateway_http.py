@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from unittest import mock
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
-from gateway.web.app import create_app
+from gateway.web.app import _read_body, create_app
 from servicekit.env import Secret
 from servicekit.tls import PLAINTEXT
 from trigger.delivery import sign
@@ -131,6 +134,52 @@ async def test_body_over_the_limit_gets_413(client, billing):
     r = await post(client, sign("stripe", big, STRIPE_SECRET))
     assert r.status == 413 and (await r.json())["error"]["code"] == "body_too_large"
     assert billing.received == []
+
+
+async def _answer_to_partial_body(port: int, head: bytes, body_part: bytes) -> bytes:
+    """Send a request's head and only part of its body; the server's whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + body_part)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        length = int(next(line.split(b":")[1] for line in answer.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        return answer + await asyncio.wait_for(reader.readexactly(length), timeout=10)
+    finally:
+        writer.close()
+
+
+async def test_a_body_that_never_finishes_arriving_gets_408_and_the_connection_is_not_kept(billing):
+    client = TestClient(TestServer(create_app(settings(body_timeout_seconds=0.2), billing=billing)))
+    await client.start_server()
+    try:
+        d = stripe_delivery()
+        head = (f"POST /webhooks/stripe HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+                f"Stripe-Signature: {d.headers['Stripe-Signature']}\r\nContent-Length: {len(d.body)}\r\n\r\n")
+        answer = await _answer_to_partial_body(client.port, head.encode(), d.body[:20])
+    finally:
+        await client.close()
+    head_lines, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head_lines.split(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout"
+    assert b"connection: close" in [line.lower() for line in header_lines]
+    assert json.loads(body)["error"]["code"] == "body_timeout"
+    assert billing.received == []
+
+
+async def test_a_body_still_arriving_when_reading_starts_is_read_whole():
+    app = create_app(settings(body_timeout_seconds=5), billing=FakeBilling())
+    stream = StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop())
+    request = make_mocked_request("POST", "/webhooks/stripe", headers={"Content-Length": "10"}, payload=stream,
+                                  app=app)
+    stream.feed_data(b"01234")
+    reading = asyncio.ensure_future(_read_body(request))
+    await asyncio.sleep(0)  # one turn: the read starts and waits for the rest
+    assert not reading.done()
+    stream.feed_data(b"56789")
+    stream.feed_eof()
+    assert await reading == b"0123456789"
 
 
 async def test_wrong_method_gets_405_json(client):

@@ -35,6 +35,7 @@ class Settings:
     auth_failures_per_minute: int = 30
     stripe_allowed_cidrs: tuple[Network, ...] = ()
     razorpay_allowed_cidrs: tuple[Network, ...] = ()
+    body_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -49,6 +50,8 @@ class Settings:
             # Stripe's largest events are a few hundred KiB; 1 MiB leaves room and bounds abuse.
             max_body_bytes=env_int(environ, "WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             billing_timeout_seconds=env_float(environ, "BILLING_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            # Providers send a body at once; a client that trickles one only holds a connection open.
+            body_timeout_seconds=env_float(environ, "WEBHOOK_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),
             trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,6 +50,7 @@ class ReadinessProbe:
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int
+    body_timeout_seconds: float = 10.0
     retry_after_seconds: int = 5
     trusted_proxy_hops: int = 0
 
@@ -99,10 +101,16 @@ def _receipt_body(receipt: Receipt) -> dict:
 
 
 async def _read_body(request: web.Request) -> bytes:
-    limit = request.app[LIMITS].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    return await request.read()
+    limits = request.app[LIMITS]
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=limits.max_body_bytes, actual_size=request.content_length)
+    if request.content.is_eof():  # the whole body came with the headers, as providers send it
+        return await request.read()
+    try:
+        async with asyncio.timeout(limits.body_timeout_seconds):
+            return await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
 
 
 @lru_cache(maxsize=64)  # bounded label sets: providers x results; labels() costs a lock and checks per call
@@ -188,6 +196,10 @@ async def request_context(request: web.Request, handler):
                           headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         response = _error(404, "not_found", "no such endpoint")
+    except web.HTTPRequestTimeout:
+        response = _error(408, "body_timeout",
+                          f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
+        response.force_close()  # the rest of that body may still come: the connection can't be reused
     except web.HTTPException as exc:
         response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
     except Exception:
@@ -211,7 +223,8 @@ def create_app(
     """The gateway application; tests pass a fake `billing`, production gets the gRPC client."""
     # client_max_size also guards chunked bodies that send no Content-Length.
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
-    app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes, trusted_proxy_hops=settings.trusted_proxy_hops)
+    app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes, body_timeout_seconds=settings.body_timeout_seconds,
+                         trusted_proxy_hops=settings.trusted_proxy_hops)
     edge = EdgePolicy(
         AuthFailureLimiter(per_minute=settings.auth_failures_per_minute, burst=settings.auth_failures_per_minute),
         {Provider.STRIPE: settings.stripe_allowed_cidrs, Provider.RAZORPAY: settings.razorpay_allowed_cidrs},
