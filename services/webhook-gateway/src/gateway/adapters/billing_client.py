@@ -63,6 +63,12 @@ class _Waiting:
     future: asyncio.Future[ProcessingResult]
 
 
+def _fail(batch: list[_Waiting], detail: str) -> None:
+    for waiting in batch:
+        if not waiting.future.done():
+            waiting.future.set_exception(BillingUnavailable(detail))
+
+
 class BatchingBillingClient:
     def __init__(
         self,
@@ -129,13 +135,12 @@ class BatchingBillingClient:
         except (grpc.aio.AioRpcError, BillingUnavailable) as exc:
             detail = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             log.warning("billing did not confirm a batch", extra={"fields": {"events": len(batch), "error": detail}})
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(BillingUnavailable(detail))
-        except BaseException as exc:
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(BillingUnavailable(repr(exc)))
+            _fail(batch, detail)
+        except Exception as exc:  # a defect on this side, not billing's answer: no webhook of it is confirmed
+            log.exception("billing call failed before an answer", extra={"fields": {"events": len(batch)}})
+            _fail(batch, type(exc).__name__)
+        except BaseException:  # cancelled: the waiting webhooks are answered before the task ends
+            _fail(batch, "cancelled")
             raise
         finally:
             self._slots.release()

@@ -1,0 +1,81 @@
+"""The gateway's billing client over real gRPC: each webhook gets its own event's answer, and a call that
+fails gets every webhook of it a 503-bound BillingUnavailable, never a hang or a leaked error."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from gateway.adapters.billing_client import BatchingBillingClient, open_channel
+from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, Provider
+from servicekit.tls import PLAINTEXT
+
+
+class RecordingBilling(billing_pb2_grpc.BillingServiceServicer):
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def IngestEvents(self, request, context):
+        self.calls.append([e.event_id for e in request.events])
+        return billing_pb2.IngestEventsResponse(results=[
+            billing_pb2.IngestResult(event_id=e.event_id, status=billing_pb2.INGEST_STATUS_PROCESSED,
+                                     transaction_ids=[f"txn-of-{e.event_id}"])
+            for e in request.events])
+
+
+@pytest.fixture
+async def billing():
+    servicer = RecordingBilling()
+    server = grpc.aio.server()
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+@pytest.fixture
+async def leaked_errors():
+    """What the event loop would report as an exception nobody retrieved."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    yield reported
+    loop.set_exception_handler(None)
+
+
+def event(event_id: str, request_id: str = "req-1") -> AuthenticatedEvent:
+    return AuthenticatedEvent(Provider.STRIPE, event_id, "payment_intent.succeeded", b"{}",
+                              datetime.now(UTC), request_id)
+
+
+async def test_concurrent_webhooks_each_get_their_own_events_answer(billing):
+    servicer, addr = billing
+    client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=5)
+    try:
+        results = await asyncio.gather(*(client.ingest(event(f"evt_{i}")) for i in range(50)))
+    finally:
+        await client.close()
+    assert [r.transaction_ids for r in results] == [(f"txn-of-evt_{i}",) for i in range(50)]
+    assert sorted(e for call in servicer.calls for e in call) == sorted(f"evt_{i}" for i in range(50))
+
+
+async def test_a_call_that_fails_before_billing_answers_fails_its_webhooks_and_nothing_leaks(
+        billing, leaked_errors):
+    servicer, addr = billing
+    client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=5)
+    try:
+        # gRPC refuses this metadata before sending (the gateway's edge never passes such an id on).
+        with pytest.raises(BillingUnavailable):
+            await client.ingest(event("evt_refused", request_id="caf\u00e9"))
+        after = await client.ingest(event("evt_next"))
+    finally:
+        await client.close()
+    gc.collect()
+    assert after.status == "processed"
+    assert servicer.calls == [["evt_next"]]
+    assert leaked_errors == []
