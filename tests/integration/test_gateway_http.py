@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from unittest import mock
 
 import pytest
@@ -224,6 +225,23 @@ async def test_provider_without_secret_is_not_accepted(billing):
 async def test_request_id_is_echoed(client):
     r = await post(client, stripe_delivery(), headers={**stripe_delivery().headers, "X-Request-Id": "req-abc"})
     assert r.headers["X-Request-Id"] == "req-abc"
+
+
+@pytest.mark.parametrize("given", ["caf\u00e9", "a\tb", "two words", ""])
+async def test_a_request_id_that_could_not_travel_to_billing_is_replaced(client, billing, given):
+    d = stripe_delivery()
+    r = await post(client, d, headers={**d.headers, "X-Request-Id": given})
+    assert r.status == 200
+    replaced = r.headers["X-Request-Id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced)
+    assert [e.request_id for e in billing.received] == [replaced]
+
+
+async def test_a_long_request_id_travels_as_its_first_64_characters(client, billing):
+    d = stripe_delivery()
+    r = await post(client, d, headers={**d.headers, "X-Request-Id": "a" * 64 + "-tail"})
+    assert r.status == 200 and r.headers["X-Request-Id"] == "a" * 64
+    assert [e.request_id for e in billing.received] == ["a" * 64]
 
 
 async def _client_for(billing, **overrides):

@@ -6,6 +6,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -19,6 +20,18 @@ REQUEST_ID_HEADER = "x-request-id"
 def new_request_id() -> str:
     # 128 random bits as 32 hex digits, like uuid4().hex, for a fifth of its cost: one per webhook.
     return os.urandom(16).hex()
+
+
+# What every carrier of a request id takes as it is: gRPC metadata refuses non-ASCII and control
+# characters, and log searches want one token.
+_CARRIABLE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def accept_request_id(given: str | None) -> str:
+    """A caller's request id (its first 64 characters), or a new one if it has characters that could
+    not travel with the request to the other services."""
+    given = (given or "")[:64]
+    return given if _CARRIABLE_REQUEST_ID.fullmatch(given) else new_request_id()
 
 
 class JsonFormatter(logging.Formatter):

@@ -13,7 +13,7 @@ from functools import lru_cache
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from servicekit.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
 from gateway.config import Settings
@@ -184,7 +184,7 @@ async def readyz(request: web.Request) -> web.Response:
 @web.middleware
 async def request_context(request: web.Request, handler):
     """Request id (the caller's, or a new one) for logs and billing; JSON for every HTTP error."""
-    request_id = request.headers.get(REQUEST_ID_HEADER, "")[:64] or new_request_id()
+    request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
     token = request_id_var.set(request_id)
     try:
         response = await handler(request)
