@@ -16,6 +16,7 @@ from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
 from billing.domain.queries import BillingApi, EventFilter
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import REGISTRY
 from servicekit.grpcserve import new_server
 from trigger.events import StripeScenario
@@ -110,6 +111,16 @@ async def test_reads_never_cross_tenants(billing):
     assert [t.id for t in listed.transactions] == [mine.transaction.id]
     assert list((await stub.ListSubscriptions(billing_pb2.ListSubscriptionsRequest(tenant_id="t1"))).subscriptions) == []
     await expect_code(stub.ListTransactions(billing_pb2.ListTransactionsRequest()), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+async def test_list_filters_with_timestamps_protobuf_cannot_express_as_dates_name_the_field(billing):
+    stub, _ = billing
+    details = await expect_code(stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(
+        received_before=Timestamp(seconds=-2**40))), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith("received_before")
+    details = await expect_code(stub.ListTransactions(billing_pb2.ListTransactionsRequest(
+        tenant_id="t1", created_after=Timestamp(seconds=2**40))), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith("created_after")
 
 
 async def test_pagination_is_stable_while_rows_are_inserted(billing):
@@ -221,7 +232,9 @@ async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(da
     [(billing_pb2.WebhookEvent(event_id="e", event_type="t", payload=b"{}"), "events[0].provider"),
      (billing_pb2.WebhookEvent(provider=STRIPE, event_type="t", payload=b"{}"), "events[0].event_id"),
      (billing_pb2.WebhookEvent(provider=STRIPE, event_id="e", payload=b"{}"), "events[0].event_type"),
-     (billing_pb2.WebhookEvent(provider=STRIPE, event_id="e", event_type="t", payload=b"{}"), "events[0].received_at")],
+     (billing_pb2.WebhookEvent(provider=STRIPE, event_id="e", event_type="t", payload=b"{}"), "events[0].received_at"),
+     (billing_pb2.WebhookEvent(provider=STRIPE, event_id="e", event_type="t", payload=b"{}",
+                               received_at=Timestamp(seconds=2**40)), "events[0].received_at")],
 )
 async def test_ingest_refuses_malformed_events_naming_the_field_and_stores_nothing(billing, db, event, field):
     stub, _ = billing

@@ -75,7 +75,10 @@ async def test_reusing_a_key_for_another_email_is_already_exists(stub):
      (notifier_pb2.SendEmailRequest(idempotency_key="k", content=notifier_pb2.EmailContent(
          tenant_id="t1", tenant_name="S", to=notifier_pb2.Recipient(email="a@b.co"))), "content.kind"),
      (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(
-         payment_received=notifier_pb2.PaymentReceived(transaction_id="x"))), "content.payment_received.amount")],
+         payment_received=notifier_pb2.PaymentReceived(transaction_id="x"))), "content.payment_received.amount"),
+     (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(payment_received=notifier_pb2.PaymentReceived(
+         transaction_id="x", amount=notifier_pb2.Money(amount_minor=1, currency="USD"),
+         payment_date=Timestamp(seconds=2**40)))), "content.payment_received.payment_date")],
 )
 async def test_bad_requests_are_invalid_argument_naming_the_field_and_store_nothing(stub, request_, field):
     with pytest.raises(grpc.aio.AioRpcError) as error:

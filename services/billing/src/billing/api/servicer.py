@@ -77,7 +77,7 @@ def _decode(request: billing_pb2.IngestEventsRequest) -> list[IncomingEvent]:
                 event_id=e.event_id,
                 event_type=e.event_type,
                 payload=e.payload,
-                received_at=e.received_at.ToDatetime(tzinfo=UTC),
+                received_at=_time(e, "received_at", f"events[{i}].received_at"),
                 request_id=e.request_id,
             )
         )
@@ -102,8 +102,14 @@ def _ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def _time(ts: Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
+def _time(message, name: str, path: str | None = None) -> datetime | None:
+    """The message's timestamp field `name` as a datetime, None when unset."""
+    if not message.HasField(name):
+        return None
+    try:
+        return getattr(message, name).ToDatetime(tzinfo=UTC)
+    except ValueError:  # outside protobuf's years 1 to 9999
+        raise InvalidRequest(path or name, "is not a valid timestamp") from None
 
 
 def _transaction_pb(stamped: Stamped[Transaction]) -> billing_pb2.Transaction:
@@ -172,8 +178,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     @errors
     async def ListTransactions(self, request, context):
         where = TxnFilter(request.tenant_id, request.user_id or None, request.status or None,
-                          _PROVIDERS.get(request.provider), _time(request.created_after, request.HasField("created_after")),
-                          _time(request.created_before, request.HasField("created_before")))
+                          _PROVIDERS.get(request.provider), _time(request, "created_after"),
+                          _time(request, "created_before"))
         page = await self._api.list_transactions(where, request.page_size, request.page_token)
         return billing_pb2.ListTransactionsResponse(transactions=[_transaction_pb(t) for t in page.items],
                                                     next_page_token=page.next_token or "")
@@ -194,8 +200,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     @errors
     async def ListWebhookEvents(self, request, context):
         where = EventFilter(_PROVIDERS.get(request.provider), request.status or None, request.event_type or None,
-                            _time(request.received_after, request.HasField("received_after")),
-                            _time(request.received_before, request.HasField("received_before")))
+                            _time(request, "received_after"),
+                            _time(request, "received_before"))
         page = await self._api.list_events(where, request.page_size, request.page_token)
         return billing_pb2.ListWebhookEventsResponse(events=[_event_pb(e) for e in page.items],
                                                      next_page_token=page.next_token or "")

@@ -40,14 +40,17 @@ ERROR_CODES = {
 errors = maps_errors(ERROR_CODES)
 
 
-def _value(message, field):
+def _value(message, field, path: str):
     value = getattr(message, field.name)
     if field.message_type is None:
         return value
     if not message.HasField(field.name):
         return None
     if field.message_type.full_name == "google.protobuf.Timestamp":
-        return value.ToDatetime(tzinfo=UTC)
+        try:
+            return value.ToDatetime(tzinfo=UTC)
+        except ValueError:  # outside protobuf's years 1 to 9999
+            raise InvalidEmailRequest(path, "is not a valid timestamp") from None
     return Money(value.amount_minor, value.currency.upper())
 
 
@@ -56,7 +59,7 @@ def decode_content(content: notifier_pb2.EmailContent) -> EmailRequest:
     if kind_name is None:
         raise InvalidEmailRequest("content.kind", "one email kind is required")
     data_message = getattr(content, kind_name)
-    data = {f.name: _value(data_message, f) for f in data_message.DESCRIPTOR.fields}
+    data = {f.name: _value(data_message, f, f"content.{kind_name}.{f.name}") for f in data_message.DESCRIPTOR.fields}
     return EmailRequest(kind=EmailKind(kind_name), tenant_id=content.tenant_id, user_id=content.user_id,
                         to_email=content.to.email, to_name=content.to.name, tenant_name=content.tenant_name,
                         data=data)
