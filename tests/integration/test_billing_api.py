@@ -123,6 +123,30 @@ async def test_list_filters_with_timestamps_protobuf_cannot_express_as_dates_nam
     assert details.startswith("created_after")
 
 
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda s: s.CreatePendingTransaction(pending(tenant="t\x001")), "tenant_id"),
+     (lambda s: s.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id="\x00")), "id"),
+     (lambda s: s.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1", status="paid\x00")), "status"),
+     (lambda s: s.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(event_type="charge\x00")), "event_type"),
+     (lambda s: s.IngestEvents(billing_pb2.IngestEventsRequest(events=[
+         incoming_pb(f"evt_{i}", request_id="r\x00" if i == 1 else "r") for i in range(2)])), "events[1].request_id")],
+)
+async def test_strings_with_nul_characters_are_invalid_argument_naming_the_field_and_store_nothing(
+        billing, db, call, field):
+    stub, _ = billing
+    details = await expect_code(call(stub), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details == f"{field}: must not contain NUL characters"
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
+
+
+def incoming_pb(event_id: str, request_id: str) -> billing_pb2.WebhookEvent:
+    return billing_pb2.WebhookEvent(provider=STRIPE, event_id=event_id, event_type="payment_intent.succeeded",
+                                    payload=b"{}", received_at=Timestamp(seconds=1_773_480_600),
+                                    request_id=request_id)
+
+
 async def test_pagination_is_stable_while_rows_are_inserted(billing):
     stub, _ = billing
     for i in range(25):

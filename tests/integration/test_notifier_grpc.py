@@ -76,6 +76,7 @@ async def test_reusing_a_key_for_another_email_is_already_exists(stub):
          tenant_id="t1", tenant_name="S", to=notifier_pb2.Recipient(email="a@b.co"))), "content.kind"),
      (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(
          payment_received=notifier_pb2.PaymentReceived(transaction_id="x"))), "content.payment_received.amount"),
+     (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(tenant_name="Shree\x00")), "content.tenant_name"),
      (notifier_pb2.SendEmailRequest(idempotency_key="k", content=content(payment_received=notifier_pb2.PaymentReceived(
          transaction_id="x", amount=notifier_pb2.Money(amount_minor=1, currency="USD"),
          payment_date=Timestamp(seconds=2**40)))), "content.payment_received.payment_date")],
@@ -139,8 +140,9 @@ async def test_a_batch_judges_each_email_alone_and_stores_each_key_once(stub, da
         notifier_pb2.SendEmailRequest(idempotency_key="earlier", content=content(name="Other")),
         notifier_pb2.SendEmailRequest(idempotency_key="b1", content=content()),
         notifier_pb2.SendEmailRequest(idempotency_key="b3", content=notifier_pb2.EmailContent(tenant_id="t1")),
+        notifier_pb2.SendEmailRequest(idempotency_key="b4", content=content(name="As\x00ha")),
     ]))
-    first, invalid, repeat, conflict, again, no_kind = reply.results
+    first, invalid, repeat, conflict, again, no_kind, nul = reply.results
     assert first.accepted.created and first.accepted.email.to_email == "asha@example.com"
     assert invalid.refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "content.to.email" in invalid.refused.message
@@ -149,6 +151,8 @@ async def test_a_batch_judges_each_email_alone_and_stores_each_key_once(stub, da
     assert again.HasField("accepted") and not again.accepted.created
     assert again.accepted.email.id == first.accepted.email.id
     assert no_kind.refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "content.kind" in no_kind.refused.message
+    assert nul.refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert nul.refused.message == "content.to.name: must not contain NUL characters"
     conn = await asyncpg.connect(database_url)
     try:
         keys = await conn.fetch("SELECT idempotency_key FROM notifier.email_logs ORDER BY idempotency_key")

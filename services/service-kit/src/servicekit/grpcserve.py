@@ -47,14 +47,49 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def maps_errors(table: Mapping[type[Exception], grpc.StatusCode]):
-    """Decorates a servicer's RPC methods: exceptions in `table` end the call with their status code and
+_NO_TEXT = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration"})
+
+
+@functools.cache
+def _text_fields(descriptor) -> tuple[tuple[str, bool, bool], ...]:
+    """(name, is a string, repeated) of the fields of a message type that are strings or may hold some."""
+    return tuple(
+        (field.name, field.type == field.TYPE_STRING, field.is_repeated)
+        for field in descriptor.fields
+        if field.type == field.TYPE_STRING
+        or (field.type == field.TYPE_MESSAGE and field.message_type.full_name not in _NO_TEXT)
+    )
+
+
+def nul_field(message, prefix: str = "") -> str | None:
+    """The path of the first string in `message` (nested messages included) that holds a NUL character,
+    which no PostgreSQL text column can store; None when there is none."""
+    for name, is_text, repeated in _text_fields(message.DESCRIPTOR):
+        if not repeated and not is_text and not message.HasField(name):
+            continue
+        value = getattr(message, name)
+        for i, item in enumerate(value if repeated else (value,)):
+            path = f"{prefix}{name}[{i}]" if repeated else prefix + name
+            if is_text:
+                if "\x00" in item:
+                    return path
+            elif found := nul_field(item, path + "."):
+                return found
+    return None
+
+
+def maps_errors(table: Mapping[type[Exception], grpc.StatusCode], *, refuse_nul: bool = True):
+    """Decorates a servicer's RPC methods. A request with a NUL character in a string is refused first
+    (INVALID_ARGUMENT naming the field), unless `refuse_nul` is off for a method that refuses item by
+    item. Exceptions in `table` end the call with their status code and
     message (UNAVAILABLE with a generic one, the cause logged); anything else is a defect for grpc to log."""
     known = tuple(table)
 
     def decorate(method):
         @functools.wraps(method)
         async def rpc(self, request, context: grpc.aio.ServicerContext):
+            if refuse_nul and (field := nul_field(request)) is not None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: must not contain NUL characters")
             try:
                 return await method(self, request, context)
             except known as exc:

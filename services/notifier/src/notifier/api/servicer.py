@@ -7,7 +7,7 @@ from datetime import UTC
 import grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from servicekit.grpcserve import maps_errors
+from servicekit.grpcserve import maps_errors, nul_field
 
 from notifier.domain.emails import AcceptEmail, ListFilter, NotFound, ReadEmails, Submission
 from notifier.domain.model import (
@@ -38,6 +38,8 @@ ERROR_CODES = {
     OSError: grpc.StatusCode.UNAVAILABLE,
 }
 errors = maps_errors(ERROR_CODES)
+# SendEmails answers each email on its own: one it cannot store is refused alone, NUL characters included.
+per_email_errors = maps_errors(ERROR_CODES, refuse_nul=False)
 
 
 def _value(message, field, path: str):
@@ -66,6 +68,8 @@ def decode_content(content: notifier_pb2.EmailContent) -> EmailRequest:
 
 
 def _submission(request: notifier_pb2.SendEmailRequest) -> Submission | InvalidEmailRequest:
+    if (field := nul_field(request)) is not None:
+        return InvalidEmailRequest(field, "must not contain NUL characters")
     try:
         return Submission(request.idempotency_key, decode_content(request.content), request.request_id)
     except InvalidEmailRequest as exc:
@@ -111,7 +115,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                                                      request.request_id)
         return notifier_pb2.SendEmailResponse(email=encode_email(record), created=created)
 
-    @errors
+    @per_email_errors
     async def SendEmails(self, request, context):
         results = await self._accept.execute_many([_submission(r) for r in request.emails])
         return notifier_pb2.SendEmailsResponse(results=[_result(r) for r in results])
