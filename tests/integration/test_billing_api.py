@@ -83,6 +83,9 @@ async def test_key_reused_for_another_payment_or_known_payment_is_already_exists
      (pending(amount=0), "amount.amount_minor"),
      (pending(amount=5, provider=billing_pb2.PROVIDER_UNSPECIFIED), "provider"),
      (pending(pi=""), "stripe_payment_intent_id"), (pending(razorpay_order_id="order_1"), "razorpay_order_id"),
+     (pending(pi="pi_" + "x" * 300), "stripe_payment_intent_id: must be at most 255"),
+     (pending(user_id="u" * 300), "user_id: must be at most 255"),
+     (pending(tenant="t" * 300), "tenant_id: must be at most 255"),
      (billing_pb2.CreatePendingTransactionRequest(idempotency_key="k", tenant_id="t", provider=STRIPE,
                                                   amount=billing_pb2.Money(amount_minor=5, currency="dollars"),
                                                   stripe_payment_intent_id="pi_x"), "amount.currency")],
@@ -111,6 +114,25 @@ async def test_reads_never_cross_tenants(billing):
     assert [t.id for t in listed.transactions] == [mine.transaction.id]
     assert list((await stub.ListSubscriptions(billing_pb2.ListSubscriptionsRequest(tenant_id="t1"))).subscriptions) == []
     await expect_code(stub.ListTransactions(billing_pb2.ListTransactionsRequest()), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda s: s.GetWebhookEvent(billing_pb2.GetWebhookEventRequest(provider=STRIPE, event_id="e" * 10_000)),
+      "event_id"),
+     (lambda s: s.ReplayWebhookEvents(billing_pb2.ReplayWebhookEventsRequest(provider=STRIPE, event_id="e" * 10_000)),
+      "event_id"),
+     (lambda s: s.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id="i" * 10_000)), "id"),
+     (lambda s: s.GetSubscription(billing_pb2.GetSubscriptionRequest(tenant_id="t" * 10_000, id="i")), "tenant_id"),
+     (lambda s: s.IngestEvents(billing_pb2.IngestEventsRequest(events=[incoming_pb("evt_1", request_id="r" * 300)])),
+      "events[0].request_id")],
+)
+async def test_overlong_ids_are_invalid_argument_with_a_short_message(billing, db, call, field):
+    # Quoting a 10,000-character id back would not even fit in gRPC's trailers (RESOURCE_EXHAUSTED).
+    stub, _ = billing
+    details = await expect_code(call(stub), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith(field) and len(details) < 100
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
 
 
 async def test_list_filters_with_timestamps_protobuf_cannot_express_as_dates_name_the_field(billing):

@@ -71,6 +71,8 @@ def _decode(request: billing_pb2.IngestEventsRequest) -> list[IncomingEvent]:
             raise InvalidRequest(f"events[{i}].event_type", "required, at most 255 characters")
         if not e.HasField("received_at"):
             raise InvalidRequest(f"events[{i}].received_at", "required")
+        if len(e.request_id) > 255:
+            raise InvalidRequest(f"events[{i}].request_id", "at most 255 characters")
         events.append(
             IncomingEvent(
                 provider=provider,

@@ -13,6 +13,7 @@ from billing.domain.model import Provider, Subscription, Transaction
 
 T = TypeVar("T")
 MAX_PAGE = 100
+MAX_TEXT = 255  # ids, keys and names: the providers' ids are far shorter
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -82,9 +83,8 @@ class PendingPayment:
 
     def validated(self) -> PendingPayment:
         for name in ("idempotency_key", "tenant_id"):
-            value = getattr(self, name)
-            if not value or len(value) > 255:
-                raise InvalidRequest(name, "is required, at most 255 characters")
+            _text(name, getattr(self, name))
+        _text("user_id", self.user_id, required=False)
         if self.provider is None:
             raise InvalidRequest("provider", "must be STRIPE or RAZORPAY")
         if self.amount <= 0:
@@ -93,8 +93,9 @@ class PendingPayment:
             raise InvalidRequest("amount.currency", "must be an ISO-4217 code")
         wanted = "stripe_payment_intent_id" if self.provider is Provider.STRIPE else "razorpay_order_id"
         other = "razorpay_order_id" if self.provider is Provider.STRIPE else "stripe_payment_intent_id"
-        if not getattr(self, wanted) or len(getattr(self, wanted)) > 255:
+        if not getattr(self, wanted):
             raise InvalidRequest(wanted, f"is required for {self.provider.value}")
+        _text(wanted, getattr(self, wanted))
         if getattr(self, other):
             raise InvalidRequest(other, f"does not apply to {self.provider.value}")
         return self
@@ -145,10 +146,16 @@ def _page_size(size: int) -> int:
     return size or 20
 
 
+def _text(name: str, value: str, *, required: bool = True) -> str:
+    if required and not value:
+        raise InvalidRequest(name, "is required")
+    if len(value) > MAX_TEXT:  # also keeps error messages that quote it short
+        raise InvalidRequest(name, f"must be at most {MAX_TEXT} characters")
+    return value
+
+
 def _tenant(tenant_id: str) -> str:
-    if not tenant_id:
-        raise InvalidRequest("tenant_id", "is required")
-    return tenant_id
+    return _text("tenant_id", tenant_id)
 
 
 class BillingApi:
@@ -169,7 +176,7 @@ class BillingApi:
         return stamped, created
 
     async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction]:
-        found = await self._reader.get_transaction(_tenant(tenant_id), txn_id)
+        found = await self._reader.get_transaction(_tenant(tenant_id), _text("id", txn_id))
         if found is None:
             raise NotFound(f"no transaction {txn_id} for this tenant")
         return found
@@ -179,7 +186,7 @@ class BillingApi:
         return await self._reader.list_transactions(f, _page_size(page_size), token or None)
 
     async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription]:
-        found = await self._reader.get_subscription(_tenant(tenant_id), sub_id)
+        found = await self._reader.get_subscription(_tenant(tenant_id), _text("id", sub_id))
         if found is None:
             raise NotFound(f"no subscription {sub_id} for this tenant")
         return found
@@ -194,7 +201,7 @@ class BillingApi:
     async def get_event(self, provider: Provider | None, event_id: str) -> StoredEvent:
         if provider is None or not event_id:
             raise InvalidRequest("event_id", "provider and event_id are required")
-        found = await self._reader.get_event(provider, event_id)
+        found = await self._reader.get_event(provider, _text("event_id", event_id))
         if found is None:
             raise NotFound(f"no {provider.value} event {event_id}")
         event, payload = found
@@ -219,7 +226,7 @@ class BillingApi:
         else:
             if provider is None or not event_id:
                 raise InvalidRequest("event_id", "name one event (provider and event_id) or set all_failed")
-            found = await self._reader.get_event(provider, event_id)
+            found = await self._reader.get_event(provider, _text("event_id", event_id))
             if found is None:
                 raise NotFound(f"no {provider.value} event {event_id}")
             if found[0].status != "failed":
