@@ -100,6 +100,14 @@ async def test_get_is_scoped_to_the_tenant(stub):
         assert error.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+async def test_an_overlong_id_is_invalid_argument_with_a_short_message(stub):
+    # Quoting a 10,000-character id back would not even fit in gRPC's trailers (RESOURCE_EXHAUSTED).
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.GetEmail(notifier_pb2.GetEmailRequest(tenant_id="t1", id="i" * 10_000))
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "id: must be at most 255 characters"
+
+
 async def test_list_pages_through_a_tenants_emails_with_filters(stub):
     for i in range(7):
         await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key=f"p{i}", content=content(tenant="t1")))

@@ -21,6 +21,7 @@ from notifier.domain.model import (
     EmailRecord,
     EmailRequest,
     EmailStatus,
+    MAX_ID,
     IdempotencyConflict,
     InvalidEmailRequest,
     RenderedEmail,
@@ -223,6 +224,9 @@ class ReadEmails:
     async def get(self, tenant_id: str, email_id: str) -> EmailRecord:
         if not tenant_id:
             raise InvalidEmailRequest("tenant_id", "is required")
+        for name, value in (("tenant_id", tenant_id), ("id", email_id)):
+            if len(value) > MAX_ID:  # also keeps the not-found message that quotes the id short
+                raise InvalidEmailRequest(name, f"must be at most {MAX_ID} characters")
         record = await self._log.get(tenant_id, email_id)
         if record is None:
             raise NotFound(f"no email {email_id} for this tenant")
