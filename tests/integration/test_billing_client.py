@@ -48,8 +48,8 @@ async def leaked_errors():
     loop.set_exception_handler(None)
 
 
-def event(event_id: str, request_id: str = "req-1") -> AuthenticatedEvent:
-    return AuthenticatedEvent(Provider.STRIPE, event_id, "payment_intent.succeeded", b"{}",
+def event(event_id: str, request_id: str = "req-1", payload: bytes = b"{}") -> AuthenticatedEvent:
+    return AuthenticatedEvent(Provider.STRIPE, event_id, "payment_intent.succeeded", payload,
                               datetime.now(UTC), request_id)
 
 
@@ -79,3 +79,20 @@ async def test_a_call_that_fails_before_billing_answers_fails_its_webhooks_and_n
     assert after.status == "processed"
     assert servicer.calls == [["evt_next"]]
     assert leaked_errors == []
+
+
+async def test_a_burst_of_large_events_goes_in_calls_within_the_byte_budget(billing):
+    servicer, addr = billing
+    client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=5, max_batch_bytes=3000,
+                                   max_in_flight=1)
+    try:
+        sizes = [1000] * 9 + [5000]  # the last is over the budget on its own
+        results = await asyncio.gather(*(client.ingest(event(f"evt_{i}", payload=b"x" * size))
+                                         for i, size in enumerate(sizes)))
+    finally:
+        await client.close()
+    assert all(r.status == "processed" for r in results)
+    size_of = {f"evt_{i}": size for i, size in enumerate(sizes)}
+    assert all(len(call) == 1 or sum(size_of[e] for e in call) <= 3000 for call in servicer.calls)
+    assert ["evt_9"] in servicer.calls
+    assert sorted(e for call in servicer.calls for e in call) == sorted(size_of)

@@ -18,6 +18,9 @@ def _networks(environ: Mapping[str, str], name: str) -> tuple[Network, ...]:
         raise ConfigError(f"{name}: {exc}") from None
 
 
+MAX_BODY_BYTES_LIMIT = 32 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int
@@ -59,6 +62,8 @@ class Settings:
             stripe_allowed_cidrs=_networks(environ, "STRIPE_ALLOWED_CIDRS"),
             razorpay_allowed_cidrs=_networks(environ, "RAZORPAY_ALLOWED_CIDRS"),
         )
+        if settings.max_body_bytes > MAX_BODY_BYTES_LIMIT:  # one event must fit in a gRPC message to billing
+            raise ConfigError(f"WEBHOOK_MAX_BODY_BYTES must be at most {MAX_BODY_BYTES_LIMIT}")
         if not settings.stripe_webhook_secrets and not settings.razorpay_webhook_secrets:
             raise ConfigError("set STRIPE_WEBHOOK_SECRET and/or RAZORPAY_WEBHOOK_SECRET")
         return settings

@@ -60,6 +60,7 @@ def _from_pb(result: billing_pb2.IngestResult) -> ProcessingResult:
 @dataclass
 class _Waiting:
     event: billing_pb2.WebhookEvent
+    size: int  # of its payload
     future: asyncio.Future[ProcessingResult]
 
 
@@ -76,6 +77,7 @@ class BatchingBillingClient:
         *,
         timeout_seconds: float,
         max_batch: int = 256,
+        max_batch_bytes: int = 8 * 1024 * 1024,
         max_in_flight: int = 4,
     ) -> None:
         self._channel = channel
@@ -83,6 +85,9 @@ class BatchingBillingClient:
         self._health = health_pb2_grpc.HealthStub(channel)
         self._timeout = timeout_seconds
         self._max_batch = max_batch
+        # Far under the channel's 64 MiB message limit: a burst of large events never makes a call
+        # that gRPC refuses whole. An event larger than this goes alone.
+        self._max_batch_bytes = max_batch_bytes
         self._slots = asyncio.Semaphore(max_in_flight)
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
@@ -91,7 +96,7 @@ class BatchingBillingClient:
 
     async def ingest(self, event: AuthenticatedEvent) -> ProcessingResult:
         future: asyncio.Future[ProcessingResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(_to_pb(event), future))
+        self._waiting.append(_Waiting(_to_pb(event), len(event.payload), future))
         self._wake.set()
         # Shielded: if the provider hangs up, the event still goes to billing and is committed.
         return await asyncio.shield(future)
@@ -110,7 +115,7 @@ class BatchingBillingClient:
         while True:
             await self._wake.wait()
             await self._slots.acquire()
-            batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+            batch = self._take()
             if not self._waiting:
                 self._wake.clear()
             if not batch:
@@ -119,6 +124,17 @@ class BatchingBillingClient:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
+
+    def _take(self) -> list[_Waiting]:
+        """The next batch, oldest first: up to max_batch events and max_batch_bytes of payload."""
+        count, size = 0, 0
+        for waiting in self._waiting[: self._max_batch]:
+            size += waiting.size
+            if count and size > self._max_batch_bytes:
+                break
+            count += 1
+        batch, self._waiting = self._waiting[:count], self._waiting[count:]
+        return batch
 
     async def _send(self, batch: list[_Waiting]) -> None:
         try:
