@@ -135,6 +135,34 @@ async def test_overlong_ids_are_invalid_argument_with_a_short_message(billing, d
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
 
 
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda s: s.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1", status="succeded")), "status"),
+     (lambda s: s.ListSubscriptions(billing_pb2.ListSubscriptionsRequest(tenant_id="t1", status="live")), "status"),
+     (lambda s: s.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(status="duplicate")), "status"),
+     (lambda s: s.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1", provider=7)), "provider"),
+     (lambda s: s.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(provider=7)), "provider"),
+     (lambda s: s.ReplayWebhookEvents(billing_pb2.ReplayWebhookEventsRequest(
+         provider=STRIPE, event_id="evt_1", all_failed=True)), "all_failed")],
+)
+async def test_filters_the_server_does_not_know_are_refused_not_read_as_nothing_or_everything(billing, call, field):
+    # A misspelt status answered with an empty list, an unknown provider with every provider's rows.
+    stub, _ = billing
+    await stub.CreatePendingTransaction(pending())
+    details = await expect_code(call(stub), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith(field)
+
+
+async def test_every_known_status_is_a_valid_filter(billing):
+    stub, _ = billing
+    for status in ("pending", "succeeded", "partially_refunded", "disputed"):
+        await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1", status=status))
+    for status in ("active", "past_due", "cancelled"):
+        await stub.ListSubscriptions(billing_pb2.ListSubscriptionsRequest(tenant_id="t1", status=status))
+    for status in ("processed", "ignored", "failed", "dead_letter"):
+        await stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(status=status))
+
+
 async def test_list_filters_with_timestamps_protobuf_cannot_express_as_dates_name_the_field(billing):
     stub, _ = billing
     details = await expect_code(stub.ListWebhookEvents(billing_pb2.ListWebhookEventsRequest(

@@ -104,6 +104,16 @@ def _ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
+def _provider_filter(value: int) -> Provider | None:
+    """A list's provider filter: unset means every provider; a value this server doesn't know is refused,
+    never dropped (which would list every provider's rows)."""
+    if value == billing_pb2.PROVIDER_UNSPECIFIED:
+        return None
+    if value not in _PROVIDERS:
+        raise InvalidRequest("provider", "must be STRIPE, RAZORPAY or unset")
+    return _PROVIDERS[value]
+
+
 def _time(message, name: str, path: str | None = None) -> datetime | None:
     """The message's timestamp field `name` as a datetime, None when unset."""
     if not message.HasField(name):
@@ -180,7 +190,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     @errors
     async def ListTransactions(self, request, context):
         where = TxnFilter(request.tenant_id, request.user_id or None, request.status or None,
-                          _PROVIDERS.get(request.provider), _time(request, "created_after"),
+                          _provider_filter(request.provider), _time(request, "created_after"),
                           _time(request, "created_before"))
         page = await self._api.list_transactions(where, request.page_size, request.page_token)
         return billing_pb2.ListTransactionsResponse(transactions=[_transaction_pb(t) for t in page.items],
@@ -194,14 +204,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     @errors
     async def ListSubscriptions(self, request, context):
         where = SubFilter(request.tenant_id, request.user_id or None, request.status or None,
-                          _PROVIDERS.get(request.provider))
+                          _provider_filter(request.provider))
         page = await self._api.list_subscriptions(where, request.page_size, request.page_token)
         return billing_pb2.ListSubscriptionsResponse(subscriptions=[_subscription_pb(s) for s in page.items],
                                                      next_page_token=page.next_token or "")
 
     @errors
     async def ListWebhookEvents(self, request, context):
-        where = EventFilter(_PROVIDERS.get(request.provider), request.status or None, request.event_type or None,
+        where = EventFilter(_provider_filter(request.provider), request.status or None, request.event_type or None,
                             _time(request, "received_after"),
                             _time(request, "received_before"))
         page = await self._api.list_events(where, request.page_size, request.page_token)

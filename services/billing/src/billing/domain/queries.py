@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult
-from billing.domain.model import Provider, Subscription, Transaction
+from billing.domain.model import Provider, Subscription, SubStatus, Transaction, TxnStatus
 
 T = TypeVar("T")
 MAX_PAGE = 100
@@ -158,6 +158,15 @@ def _tenant(tenant_id: str) -> str:
     return _text("tenant_id", tenant_id)
 
 
+EVENT_STATUSES = ("processed", "ignored", "failed", "dead_letter")
+
+
+def _status(status: str | None, allowed: Sequence[str]) -> None:
+    """A misspelt status must not read as "nothing has that status"."""
+    if status is not None and status not in allowed:
+        raise InvalidRequest("status", f"must be one of {', '.join(allowed)}")
+
+
 class BillingApi:
     """The internal API's use cases. Every tenant-scoped read filters by tenant in the query itself."""
 
@@ -183,6 +192,7 @@ class BillingApi:
 
     async def list_transactions(self, f: TxnFilter, page_size: int, token: str | None) -> Page[Stamped[Transaction]]:
         _tenant(f.tenant_id)
+        _status(f.status, [s.value for s in TxnStatus])
         return await self._reader.list_transactions(f, _page_size(page_size), token or None)
 
     async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription]:
@@ -193,9 +203,11 @@ class BillingApi:
 
     async def list_subscriptions(self, f: SubFilter, page_size: int, token: str | None) -> Page[Stamped[Subscription]]:
         _tenant(f.tenant_id)
+        _status(f.status, [s.value for s in SubStatus])
         return await self._reader.list_subscriptions(f, _page_size(page_size), token or None)
 
     async def list_events(self, f: EventFilter, page_size: int, token: str | None) -> Page[StoredEvent]:
+        _status(f.status, EVENT_STATUSES)
         return await self._reader.list_events(f, _page_size(page_size), token or None)
 
     async def get_event(self, provider: Provider | None, event_id: str) -> StoredEvent:
@@ -221,6 +233,8 @@ class BillingApi:
 
     async def replay(self, provider: Provider | None, event_id: str, all_failed: bool) -> list[IngestResult]:
         """Apply failed events again, as if the provider had redelivered them."""
+        if all_failed and event_id:
+            raise InvalidRequest("all_failed", "replay either all failed events or one event, not both")
         if all_failed:
             targets = list(await self._reader.failed_events(limit=1000))
         else:
