@@ -130,6 +130,18 @@ async def test_list_pages_through_a_tenants_emails_with_filters(stub):
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.ListEmails(notifier_pb2.ListEmailsRequest())
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    of_type = await stub.ListEmails(notifier_pb2.ListEmailsRequest(tenant_id="t1", email_type="payment_received"))
+    assert len(of_type.emails) == 7  # all of t1's receipts
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (notifier_pb2.ListEmailsRequest(tenant_id="t1", email_type="payment_recieved"), "email_type"),
+    (notifier_pb2.ListEmailsRequest(tenant_id="t1", status=9), "status")])
+async def test_filters_the_server_does_not_know_are_refused_not_read_as_nothing_or_everything(stub, request_, field):
+    await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key="f1", content=content(tenant="t1")))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.ListEmails(request_)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT and error.value.details().startswith(field)
 
 
 async def test_preview_renders_without_storing(stub):

@@ -85,6 +85,15 @@ def _result(result) -> notifier_pb2.SendEmailResult:
         accepted=notifier_pb2.SendEmailResponse(email=encode_email(record), created=created))
 
 
+def _status_filter(value: int) -> EmailStatus | None:
+    """Unset lists every status; a value this server doesn't know is refused, never dropped."""
+    if value == notifier_pb2.EMAIL_STATUS_UNSPECIFIED:
+        return None
+    if value not in _STATUS_FROM_PB:
+        raise InvalidEmailRequest("status", "must be QUEUED, RETRYING, SENT, FAILED or unset")
+    return _STATUS_FROM_PB[value]
+
+
 def _ts(value) -> Timestamp | None:
     if value is None:
         return None
@@ -128,7 +137,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     @errors
     async def ListEmails(self, request, context):
         where = ListFilter(tenant_id=request.tenant_id, user_id=request.user_id or None,
-                           email_type=request.email_type or None, status=_STATUS_FROM_PB.get(request.status))
+                           email_type=request.email_type or None, status=_status_filter(request.status))
         records, token = await self._read.list(where, request.page_size, request.page_token)
         return notifier_pb2.ListEmailsResponse(emails=[encode_email(r) for r in records],
                                                next_page_token=token or "")

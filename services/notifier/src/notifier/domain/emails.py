@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from notifier.domain.model import (
+    EmailKind,
     EmailRecord,
     EmailRequest,
     EmailStatus,
@@ -237,6 +238,9 @@ class ReadEmails:
             raise InvalidEmailRequest("tenant_id", "is required")
         if page_size < 0 or page_size > 100:
             raise InvalidEmailRequest("page_size", "must be between 0 and 100")
+        kinds = [k.value for k in EmailKind]
+        if where.email_type is not None and where.email_type not in kinds:  # not "no such emails"
+            raise InvalidEmailRequest("email_type", f"must be one of {', '.join(kinds)}")
         return await self._log.list(where, page_size or 20, page_token or None)
 
 
