@@ -197,6 +197,22 @@ async def test_invalid_event_is_kept_failed_without_touching_its_neighbours():
     assert [t.stripe_payment_intent_id for t in store.transactions.values()] == [s.pi]
 
 
+@pytest.mark.parametrize(("provider", "event_type", "entity"), [
+    ("stripe", "payment_intent.succeeded", lambda e: e["data"]["object"]),
+    ("stripe", "charge.refunded", lambda e: e["data"]["object"]),
+    ("stripe", "invoice.paid", lambda e: e["data"]["object"]),
+    ("razorpay", "payment.captured", lambda e: e["payload"]["payment"]["entity"]),
+])
+async def test_an_amount_without_its_currency_is_kept_failed_not_recorded_as_money(provider, event_type, entity):
+    scenario = StripeScenario() if provider == "stripe" else RazorpayScenario()
+    event = scenario.event(event_type)
+    del entity(event)["currency"]
+    store = InMemoryEventStore()
+    [result] = await IngestEvents(store).execute([incoming(provider, event)])
+    assert result.outcome is Outcome.FAILED and "currency is required" in result.error
+    assert not store.transactions
+
+
 async def test_failed_event_is_retried_on_redelivery():
     event = StripeScenario().event("payment_intent.succeeded")
     event["data"]["object"]["currency"] = "dollars"

@@ -51,9 +51,13 @@ def amount(parent: dict[str, Any], key: str, *, required: bool = False) -> int |
     return value
 
 
-def currency(parent: dict[str, Any], key: str = "currency") -> str | None:
+def currency(parent: dict[str, Any], key: str = "currency", *, required: bool = False) -> str | None:
+    """An ISO-4217 code, upper case. Required where the event states an amount: money without its
+    currency is not a record finance can use."""
     value = text(parent, key)
     if value is None:
+        if required:
+            raise InvalidEvent(f"{key} is required with an amount")
         return None
     if len(value) != 3 or not value.isalpha():
         raise InvalidEvent(f"{key} must be an ISO-4217 code")

@@ -85,7 +85,7 @@ def _payment_fact(
         provider_status=f.text(payment, "status"),
         owner=f.owner(payment.get("notes")) or owner,
         amount=f.amount(payment, "amount", required=True),
-        currency=f.currency(payment),
+        currency=f.currency(payment, required=True),
         paid_at=at if status is TxnStatus.SUCCEEDED else None,
         failure=failure,
         payment_method=f.text(payment, "method"),
