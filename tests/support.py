@@ -1,8 +1,10 @@
-"""Helpers shared by tests: building billing's incoming events from the trigger tool's events."""
+"""Helpers shared by tests: billing's incoming events from the trigger tool's events, and polling."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,3 +39,11 @@ def state(rows) -> list[dict[str, Any]]:
         data = dict(row) if not hasattr(row, "__dataclass_fields__") else dict(vars(row))
         return {k: (v.value if hasattr(v, "value") else v) for k, v in data.items() if k not in VOLATILE}
     return sorted((clean(r) for r in rows), key=lambda d: json.dumps(d, sort_keys=True, default=str))
+
+
+async def wait_for(predicate, timeout=20.0, what="condition"):
+    """Poll `predicate` (async) until true, within a deadline."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)

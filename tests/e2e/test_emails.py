@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from email.utils import parseaddr
 
 import aiohttp
@@ -14,16 +12,9 @@ from trigger.events import StripeScenario
 from trigger.flows import FLOWS
 
 from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
+from tests.support import wait_for
 
 SECRETS = {"stripe": STRIPE_SECRET, "razorpay": RAZORPAY_SECRET}
-
-
-async def wait_for(predicate, timeout=20.0, what="condition"):
-    """Poll `predicate` (async) until true, within a deadline."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_payment_succeeded_mails_one_receipt_and_logs_it_sent(stack, db, mail_sink):

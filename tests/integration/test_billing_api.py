@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from servicekit.grpcserve import new_server
 from trigger.events import StripeScenario
 
-from tests.support import incoming
+from tests.support import incoming, wait_for
 
 STRIPE = billing_pb2.PROVIDER_STRIPE
 
@@ -328,6 +328,11 @@ async def test_rpc_codes_and_ingested_events_are_counted_for_prometheus(billing)
     not_found = sample("grpc_server_handled_total", grpc_method="GetTransaction", grpc_code="NOT_FOUND")
     await expect_code(stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id="x")),
                       grpc.StatusCode.NOT_FOUND)
+
+    async def counted() -> bool:  # the server counts once its handler has ended: maybe after the answer left
+        return sample("grpc_server_handled_total", grpc_method="GetTransaction", grpc_code="NOT_FOUND") > not_found
+
+    await wait_for(counted, timeout=5, what="the NOT_FOUND to be counted")
     assert sample("grpc_server_handled_total", grpc_method="GetTransaction", grpc_code="NOT_FOUND") == not_found + 1
     processed = sample("billing_webhook_events_total", provider="stripe", event_type="payment_intent.succeeded",
                        outcome="processed")
