@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from notifier.domain.model import (
+    MAX_ID,
     EmailKind,
     EmailRecord,
     EmailRequest,
     EmailStatus,
-    MAX_ID,
     IdempotencyConflict,
     InvalidEmailRequest,
     RenderedEmail,
