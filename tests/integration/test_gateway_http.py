@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 from unittest import mock
@@ -19,6 +20,7 @@ from trigger.delivery import sign
 from trigger.events import RazorpayScenario, StripeScenario
 
 STRIPE_SECRET, RAZORPAY_SECRET = "whsec_gw_test", "rzp_gw_test"
+GZIP_BOMB = gzip.compress(b"0" * (20 * 1024 * 1024))
 
 
 class FakeBilling:
@@ -181,6 +183,22 @@ async def test_a_body_still_arriving_when_reading_starts_is_read_whole():
     stream.feed_data(b"56789")
     stream.feed_eof()
     assert await reading == b"0123456789"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+async def test_a_compressed_body_gets_415_and_is_never_expanded(client, billing, encoding):
+    # A small gzip "bomb" (20 MiB of zeros in ~20 KiB) is refused by its header, never decompressed;
+    # an encoding aiohttp has no decoder for (br) is answered the same way.
+    d = stripe_delivery()
+    r = await post(client, d, headers={**d.headers, "Content-Encoding": encoding}, body=GZIP_BOMB)
+    assert r.status == 415 and (await r.json())["error"]["code"] == "content_encoding_unsupported"
+    assert billing.received == []
+
+
+async def test_a_body_marked_identity_is_accepted(client, billing):
+    d = stripe_delivery()
+    r = await post(client, d, headers={**d.headers, "Content-Encoding": "identity"})
+    assert r.status == 200 and [e.event_id for e in billing.received] == [d.event_id]
 
 
 async def test_wrong_method_gets_405_json(client):

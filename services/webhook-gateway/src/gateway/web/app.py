@@ -102,6 +102,8 @@ def _receipt_body(receipt: Receipt) -> dict:
 
 async def _read_body(request: web.Request) -> bytes:
     limits = request.app[LIMITS]
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        raise web.HTTPUnsupportedMediaType()  # providers send webhooks uncompressed
     if request.content_length is not None and request.content_length > limits.max_body_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=limits.max_body_bytes, actual_size=request.content_length)
     if request.content.is_eof():  # the whole body came with the headers, as providers send it
@@ -196,6 +198,8 @@ async def request_context(request: web.Request, handler):
                           headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         response = _error(404, "not_found", "no such endpoint")
+    except web.HTTPUnsupportedMediaType:
+        response = _error(415, "content_encoding_unsupported", "send the body uncompressed, as providers do")
     except web.HTTPRequestTimeout:
         response = _error(408, "body_timeout",
                           f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
@@ -221,8 +225,10 @@ def create_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
     """The gateway application; tests pass a fake `billing`, production gets the gRPC client."""
-    # client_max_size also guards chunked bodies that send no Content-Length.
-    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    # client_max_size also guards chunked bodies that send no Content-Length. auto_decompress off: the
+    # signature is checked on the bytes as sent, and no compressed body is ever expanded.
+    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes,
+                          handler_args={"auto_decompress": False})
     app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes, body_timeout_seconds=settings.body_timeout_seconds,
                          trusted_proxy_hops=settings.trusted_proxy_hops)
     edge = EdgePolicy(
