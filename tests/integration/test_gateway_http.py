@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 from aiohttp.streams import StreamReader
+from prometheus_client import generate_latest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
@@ -300,10 +301,12 @@ async def test_allow_list_refuses_other_sources_and_trusts_only_configured_proxy
         await client.close()
 
 
-async def test_metrics_count_webhooks_by_provider_and_result(client):
+async def test_metrics_count_webhooks_by_provider_and_result_off_the_public_port(client):
     await post(client, stripe_delivery())
     await post(client, stripe_delivery(), headers={**stripe_delivery().headers, "Stripe-Signature": "t=1,v1=00"})
-    text = await (await client.get("/metrics")).text()
+    public = await client.get("/metrics")
+    assert public.status == 404  # the webhook port faces the internet; METRICS_PORT serves these
+    text = generate_latest().decode()
     assert 'webhook_requests_total{provider="stripe",result="processed"}' in text
     assert 'webhook_requests_total{provider="stripe",result="invalid_signature"}' in text
     assert "webhook_request_seconds_bucket" in text

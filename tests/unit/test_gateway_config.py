@@ -14,6 +14,8 @@ def test_defaults_are_the_documented_ones():
     assert (s.port, s.billing_addr, s.tolerance_seconds, s.max_body_bytes, s.body_timeout_seconds) == (
         8000, "127.0.0.1:50051", 300, 1024 * 1024, 10.0)
     assert [secret.value for secret in s.stripe_webhook_secrets] == ["whsec_a", "whsec_b"]
+    assert s.metrics_port == 0  # off unless METRICS_PORT names a port of its own
+    assert Settings.from_env({**BASE, "METRICS_PORT": "9102"}).metrics_port == 9102
 
 
 def test_a_body_limit_no_grpc_message_to_billing_could_carry_is_refused():

@@ -11,6 +11,7 @@ from aiohttp import web
 from servicekit.env import ConfigError
 from servicekit.gctune import settle_after_startup
 from servicekit.logs import configure_logging
+from servicekit.metrics import serve_metrics
 
 from gateway.config import Settings
 from gateway.web.app import create_app
@@ -33,6 +34,7 @@ def main() -> int:
 
     async def settle(_app: web.Application) -> None:
         settle_after_startup()
+        serve_metrics(settings.metrics_port)
 
     app.on_startup.append(settle)
     web.run_app(

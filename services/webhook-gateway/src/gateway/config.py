@@ -39,6 +39,7 @@ class Settings:
     stripe_allowed_cidrs: tuple[Network, ...] = ()
     razorpay_allowed_cidrs: tuple[Network, ...] = ()
     body_timeout_seconds: float = 10.0
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -61,6 +62,8 @@ class Settings:
             auth_failures_per_minute=env_int(environ, "AUTH_FAILURES_PER_MINUTE", 30, minimum=1),
             stripe_allowed_cidrs=_networks(environ, "STRIPE_ALLOWED_CIDRS"),
             razorpay_allowed_cidrs=_networks(environ, "RAZORPAY_ALLOWED_CIDRS"),
+            # Off the webhook port, which faces the internet: operational figures are not for the public.
+            metrics_port=env_int(environ, "METRICS_PORT", 0),
         )
         if settings.max_body_bytes > MAX_BODY_BYTES_LIMIT:  # one event must fit in a gRPC message to billing
             raise ConfigError(f"WEBHOOK_MAX_BODY_BYTES must be at most {MAX_BODY_BYTES_LIMIT}")

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from servicekit.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
@@ -158,10 +158,6 @@ async def _receive(request: web.Request, provider: Provider) -> tuple[web.Respon
     return _json(_receipt_body(receipt)), result.status
 
 
-async def metrics(_request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 async def health(request: web.Request) -> web.Response:
     """Kept for existing BoxCostPro clients, which expect {"status": "healthy"}."""
     reachable = await request.app[READINESS].billing_reachable()
@@ -256,6 +252,5 @@ def create_app(
     app.router.add_get("/webhooks/health", health)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     app.on_shutdown.append(_mark_shutting_down)
     return app
