@@ -28,15 +28,15 @@ def main() -> int:
     configure_logging("webhook-gateway", settings.log_level)
     log.info("webhook gateway listening", extra={"fields": {"host": settings.host, "port": settings.port,
                                                             "billing_addr": settings.billing_addr}})
-    # run_app stops accepting on SIGTERM, lets in-flight webhooks finish for shutdown_timeout, then
-    # runs the cleanup contexts (closing the billing channel) in reverse order.
     app = create_app(settings)
 
     async def settle(_app: web.Application) -> None:
         settle_after_startup()
-        serve_metrics(settings.metrics_port)
 
     app.on_startup.append(settle)
+    serve_metrics(settings.metrics_port)
+    # run_app stops accepting on SIGTERM, lets in-flight webhooks finish for shutdown_timeout, then
+    # runs the cleanup contexts (closing the billing channel) in reverse order.
     web.run_app(
         app,
         host=settings.host,
