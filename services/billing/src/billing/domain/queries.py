@@ -158,6 +158,8 @@ def _tenant(tenant_id: str) -> str:
     return _text("tenant_id", tenant_id)
 
 
+TXN_STATUSES = tuple(s.value for s in TxnStatus)
+SUB_STATUSES = tuple(s.value for s in SubStatus)
 EVENT_STATUSES = ("processed", "ignored", "failed", "dead_letter")
 
 
@@ -192,7 +194,7 @@ class BillingApi:
 
     async def list_transactions(self, f: TxnFilter, page_size: int, token: str | None) -> Page[Stamped[Transaction]]:
         _tenant(f.tenant_id)
-        _status(f.status, [s.value for s in TxnStatus])
+        _status(f.status, TXN_STATUSES)
         return await self._reader.list_transactions(f, _page_size(page_size), token or None)
 
     async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription]:
@@ -203,7 +205,7 @@ class BillingApi:
 
     async def list_subscriptions(self, f: SubFilter, page_size: int, token: str | None) -> Page[Stamped[Subscription]]:
         _tenant(f.tenant_id)
-        _status(f.status, [s.value for s in SubStatus])
+        _status(f.status, SUB_STATUSES)
         return await self._reader.list_subscriptions(f, _page_size(page_size), token or None)
 
     async def list_events(self, f: EventFilter, page_size: int, token: str | None) -> Page[StoredEvent]:

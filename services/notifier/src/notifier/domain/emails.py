@@ -32,6 +32,8 @@ from notifier.domain.render import Renderer
 
 log = logging.getLogger(__name__)
 
+_EMAIL_TYPES = tuple(k.value for k in EmailKind)
+
 
 class TransientSendError(Exception):
     """Worth trying again later: connection trouble, timeouts, 4xx replies."""
@@ -238,9 +240,8 @@ class ReadEmails:
             raise InvalidEmailRequest("tenant_id", "is required")
         if page_size < 0 or page_size > 100:
             raise InvalidEmailRequest("page_size", "must be between 0 and 100")
-        kinds = [k.value for k in EmailKind]
-        if where.email_type is not None and where.email_type not in kinds:  # not "no such emails"
-            raise InvalidEmailRequest("email_type", f"must be one of {', '.join(kinds)}")
+        if where.email_type is not None and where.email_type not in _EMAIL_TYPES:  # not "no such emails"
+            raise InvalidEmailRequest("email_type", f"must be one of {', '.join(_EMAIL_TYPES)}")
         return await self._log.list(where, page_size or 20, page_token or None)
 
 
