@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 from aiohttp.streams import StreamReader
-from prometheus_client import generate_latest
+from prometheus_client import REGISTRY
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
@@ -68,6 +68,10 @@ def stripe_delivery(**kwargs):
 async def post(client, delivery, headers=None, body=None):
     return await client.post(f"/webhooks/{delivery.provider}", data=delivery.body if body is None else body,
                              headers=delivery.headers if headers is None else headers)
+
+
+def _webhooks_counted(provider: str, result: str) -> float:
+    return REGISTRY.get_sample_value("webhook_requests_total", {"provider": provider, "result": result}) or 0.0
 
 
 async def test_signed_stripe_event_is_acknowledged_with_billing_result(client, billing):
@@ -157,6 +161,7 @@ async def _answer_to_partial_body(port: int, head: bytes, body_part: bytes) -> b
 async def test_a_body_that_never_finishes_arriving_gets_408_and_the_connection_is_not_kept(billing):
     client = TestClient(TestServer(create_app(settings(body_timeout_seconds=0.2), billing=billing)))
     await client.start_server()
+    timed_out_before = _webhooks_counted("stripe", "body_timeout")
     try:
         d = stripe_delivery()
         head = (f"POST /webhooks/stripe HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
@@ -170,6 +175,7 @@ async def test_a_body_that_never_finishes_arriving_gets_408_and_the_connection_i
     assert b"connection: close" in [line.lower() for line in header_lines]
     assert json.loads(body)["error"]["code"] == "body_timeout"
     assert billing.received == []
+    assert _webhooks_counted("stripe", "body_timeout") == timed_out_before + 1
 
 
 async def test_a_body_still_arriving_when_reading_starts_is_read_whole():
@@ -302,11 +308,17 @@ async def test_allow_list_refuses_other_sources_and_trusts_only_configured_proxy
 
 
 async def test_metrics_count_webhooks_by_provider_and_result_off_the_public_port(client):
-    await post(client, stripe_delivery())
-    await post(client, stripe_delivery(), headers={**stripe_delivery().headers, "Stripe-Signature": "t=1,v1=00"})
+    results = ["processed", "invalid_signature", "body_too_large", "content_encoding_unsupported"]
+    before = {result: _webhooks_counted("stripe", result) for result in results}
+    answered = REGISTRY.get_sample_value("webhook_request_seconds_count", {"provider": "stripe"}) or 0.0
+    d = stripe_delivery()
+    assert (await post(client, d)).status == 200
+    assert (await post(client, d, headers={**d.headers, "Stripe-Signature": "t=1,v1=00"})).status == 400
+    assert (await post(client, d, body=b"x" * 70_000)).status == 413
+    assert (await post(client, d, headers={**d.headers, "Content-Encoding": "gzip"})).status == 415
+    # Refusals made while reading the body are counted with the rest: operators see every answer.
+    assert {result: _webhooks_counted("stripe", result) - before[result] for result in results} == dict.fromkeys(
+        results, 1.0)
+    assert REGISTRY.get_sample_value("webhook_request_seconds_count", {"provider": "stripe"}) == answered + 4
     public = await client.get("/metrics")
     assert public.status == 404  # the webhook port faces the internet; METRICS_PORT serves these
-    text = generate_latest().decode()
-    assert 'webhook_requests_total{provider="stripe",result="processed"}' in text
-    assert 'webhook_requests_total{provider="stripe",result="invalid_signature"}' in text
-    assert "webhook_request_seconds_bucket" in text

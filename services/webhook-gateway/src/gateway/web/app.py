@@ -123,13 +123,29 @@ def _webhook_counter(provider: Provider, result: str) -> Counter:
 _WEBHOOK_SECONDS = {provider: WEBHOOK_SECONDS.labels(provider.value) for provider in Provider}
 
 
+# Refusals raised while reading the body, before the use case; the middleware answers them, these name them.
+_BODY_REFUSALS: dict[type[web.HTTPException], str] = {
+    web.HTTPRequestEntityTooLarge: "body_too_large",
+    web.HTTPUnsupportedMediaType: "content_encoding_unsupported",
+    web.HTTPRequestTimeout: "body_timeout",
+}
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
     provider = Provider(request.match_info["provider"])
     started = time.perf_counter()
-    response, result = await _receive(request, provider)
+    try:
+        response, result = await _receive(request, provider)
+    except web.HTTPException as exc:  # counted like every other answer; the middleware answers it
+        _observe(provider, started, _BODY_REFUSALS.get(type(exc), str(exc.status)))
+        raise
+    _observe(provider, started, result)
+    return response
+
+
+def _observe(provider: Provider, started: float, result: str) -> None:
     _WEBHOOK_SECONDS[provider].observe(time.perf_counter() - started)
     _webhook_counter(provider, result).inc()
-    return response
 
 
 async def _receive(request: web.Request, provider: Provider) -> tuple[web.Response, str]:
@@ -187,17 +203,16 @@ async def request_context(request: web.Request, handler):
     try:
         response = await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
-        response = _error(413, "body_too_large", f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
-        del exc
+        response = _error(413, _BODY_REFUSALS[type(exc)], f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
     except web.HTTPMethodNotAllowed as exc:
         response = _error(405, "method_not_allowed", f"use {', '.join(sorted(exc.allowed_methods))}",
                           headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         response = _error(404, "not_found", "no such endpoint")
-    except web.HTTPUnsupportedMediaType:
-        response = _error(415, "content_encoding_unsupported", "send the body uncompressed, as providers do")
-    except web.HTTPRequestTimeout:
-        response = _error(408, "body_timeout",
+    except web.HTTPUnsupportedMediaType as exc:
+        response = _error(415, _BODY_REFUSALS[type(exc)], "send the body uncompressed, as providers do")
+    except web.HTTPRequestTimeout as exc:
+        response = _error(408, _BODY_REFUSALS[type(exc)],
                           f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
         response.force_close()  # the rest of that body may still come: the connection can't be reused
     except web.HTTPException as exc:
