@@ -70,6 +70,20 @@ async def test_pending_transaction_is_idempotent_and_webhooks_attach_to_it(billi
     assert (got.transaction.status, got.transaction.tenant_id, got.transaction.user_id) == ("succeeded", "t1", "u1")
 
 
+async def test_a_subscription_payment_serves_its_charge_receipt_and_its_invoice_page(billing):
+    stub, ingest = billing
+    s = StripeScenario(tenant_id="t_invoice")
+    s.pi = s.invoice_pi
+    # The invoice first: its page must not be taken for the receipt the charge brings later.
+    for event_type in ("invoice.paid", "payment_intent.succeeded", "charge.succeeded"):
+        await ingest.execute([incoming("stripe", s.event(event_type))])
+    listed = await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t_invoice"))
+    [txn] = listed.transactions
+    assert (txn.status, txn.stripe_charge_id, txn.stripe_invoice_id) == ("succeeded", s.charge, s.invoice)
+    assert txn.receipt_url == f"https://pay.stripe.com/receipts/payment/{s.charge}"
+    assert txn.invoice_url == f"https://invoice.stripe.com/i/{s.invoice}"
+
+
 async def test_key_reused_for_another_payment_or_known_payment_is_already_exists(billing):
     stub, _ = billing
     await stub.CreatePendingTransaction(pending())

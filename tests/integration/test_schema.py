@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import uuid
+
 import asyncpg
 import pytest
+from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
+from devstack.localpg import recreate_database
 
 _INSERT = ("INSERT INTO billing.transactions (id, provider, status, status_at, idempotency_key) "
            "VALUES (gen_random_uuid(), 'stripe', 'pending', now(), $1)")
@@ -16,3 +21,43 @@ async def test_an_idempotency_key_names_one_transaction_and_rows_without_a_key_a
     for _ in range(3):  # webhook-made payments carry no key
         await db.execute(_INSERT, None)
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 4
+
+
+async def test_invoice_pages_kept_as_receipts_move_to_invoice_url(postgres_admin_url, tmp_path):
+    # Before 009 the first of a charge's receipt and its invoice's page filled receipt_url. The migration
+    # moves invoice pages to their own column and leaves charge receipts where they are.
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    url = await recreate_database(postgres_admin_url, name)
+    try:
+        rows = await _rows_after_009(url, tmp_path)
+    finally:
+        admin = await asyncpg.connect(postgres_admin_url)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+    assert [tuple(r) for r in rows] == [
+        ("in_1", None, "https://invoice.stripe.com/i/acct_1/test_abc?s=ap"),
+        ("in_2", "https://pay.stripe.com/receipts/payment/ch_2", None),
+        (None, "https://pay.stripe.com/receipts/payment/ch_3", None),
+    ]
+
+
+async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:
+    """Migrate to 008, write rows as the old code did, apply 009; the rows then."""
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for path in sorted(DEFAULT_DIRECTORY.glob("*.sql")):
+        if path.name < "009":
+            shutil.copy(path, before)
+    await migrate(url, before)
+    conn = await asyncpg.connect(url)
+    try:
+        insert = ("INSERT INTO billing.transactions (id, provider, status, status_at, stripe_invoice_id, receipt_url) "
+                  "VALUES (gen_random_uuid(), 'stripe', 'succeeded', now(), $1, $2)")
+        await conn.execute(insert, "in_1", "https://invoice.stripe.com/i/acct_1/test_abc?s=ap")
+        await conn.execute(insert, "in_2", "https://pay.stripe.com/receipts/payment/ch_2")
+        await conn.execute(insert, None, "https://pay.stripe.com/receipts/payment/ch_3")
+        assert await migrate(url) == ["009_invoice_url.sql"]
+        return await conn.fetch("SELECT stripe_invoice_id, receipt_url, invoice_url FROM billing.transactions "
+                                "ORDER BY stripe_invoice_id NULLS LAST")
+    finally:
+        await conn.close()

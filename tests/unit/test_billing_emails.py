@@ -75,3 +75,12 @@ async def test_no_email_without_a_recipient():
     event = s.event("payment_intent.succeeded")
     event["data"]["object"]["receipt_email"] = None
     assert await outbox_after([incoming("stripe", event)]) == {}
+
+
+async def test_the_payment_email_links_the_charge_receipt_or_else_the_invoice_page():
+    s = StripeScenario()
+    s.pi = s.invoice_pi
+    [by_charge] = (await outbox_after([incoming("stripe", s.event("charge.succeeded"))])).values()
+    assert by_charge.data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
+    [by_invoice] = (await outbox_after([incoming("stripe", s.event("invoice.paid"))])).values()
+    assert by_invoice.data["receipt_url"] == f"https://invoice.stripe.com/i/{s.invoice}"

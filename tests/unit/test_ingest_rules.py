@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
+from datetime import UTC, datetime
 
 import pytest
 from billing.domain.ingest import IngestEvents, Outcome
@@ -89,6 +91,94 @@ async def test_one_batch_in_any_order_equals_one_by_one(name):
         await IngestEvents(store).execute(shuffled)
         assert state(store.transactions.values()) == state(expected.transactions.values())
         assert state(store.subscriptions.values()) == state(expected.subscriptions.values())
+
+
+async def same_rows_in_every_order(events):
+    """The store after `events` one by one, having checked that every other order ends in the same rows."""
+    expected = await ingest_one_by_one(events)
+    for order in itertools.permutations(events):
+        got = await ingest_one_by_one(order)
+        arrival = [e.event_type for e in order]
+        assert state(got.transactions.values()) == state(expected.transactions.values()), arrival
+        assert state(got.subscriptions.values()) == state(expected.subscriptions.values()), arrival
+    return expected
+
+
+async def test_a_subscription_payment_told_by_four_events_is_one_row_whatever_their_order():
+    # Stripe tells of one paid invoice four times, a second or so apart, in any order. They agree on the
+    # status, so the earliest report dates it; the receipt is the charge's, the invoice page its own.
+    s = StripeScenario()
+    s.pi = s.invoice_pi
+    raw = [s.event(t) for t in ("charge.succeeded", "payment_intent.succeeded", "invoice.payment_succeeded",
+                                "invoice.paid")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status) == (TxnStatus.SUCCEEDED, "succeeded")
+    assert txn.status_at == datetime.fromtimestamp(raw[0]["created"], UTC)
+    assert (txn.stripe_charge_id, txn.stripe_invoice_id) == (s.charge, s.invoice)
+    assert txn.receipt_url == f"https://pay.stripe.com/receipts/payment/{s.charge}"
+    assert txn.invoice_url == f"https://invoice.stripe.com/i/{s.invoice}"
+
+
+async def test_a_payment_declined_then_paid_names_the_charge_that_paid_whatever_the_order():
+    s = StripeScenario()
+    paying = s.charge
+    s.charge = "ch_declined_first_try"
+    declined = [s.event("charge.failed"), s.event("payment_intent.payment_failed")]
+    s.charge = paying
+    paid = [s.event("charge.succeeded"), s.event("payment_intent.succeeded")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in declined + paid])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.stripe_charge_id) == (TxnStatus.SUCCEEDED, paying)
+    assert txn.receipt_url == f"https://pay.stripe.com/receipts/payment/{paying}"
+    assert txn.failure_code == "insufficient_funds"  # the latest decline stays visible
+
+
+async def test_the_payment_method_is_the_charges_not_the_first_type_the_intent_allowed():
+    s = StripeScenario()
+    succeeded = s.event("payment_intent.succeeded")
+    succeeded["data"]["object"]["payment_method_types"] = ["card", "link"]
+    charge = s.event("charge.succeeded")
+    charge["data"]["object"]["payment_method_details"] = {"type": "link", "link": {}}
+    store = await same_rows_in_every_order([incoming("stripe", succeeded), incoming("stripe", charge)])
+    assert [t.payment_method for t in store.transactions.values()] == ["link"]
+    only_card = StripeScenario().event("payment_intent.succeeded")  # one type allowed: that is the method
+    store = await ingest_one_by_one([incoming("stripe", only_card)])
+    assert [t.payment_method for t in store.transactions.values()] == ["card"]
+
+
+async def test_a_checkout_that_arrives_before_its_subscription_does_not_hold_it_pending():
+    s = StripeScenario()
+    events = [incoming("stripe", s.event("customer.subscription.created")),
+              incoming("stripe", s.event("checkout.session.completed"))]  # made a second later
+    store = await same_rows_in_every_order(events)
+    [sub] = store.subscriptions.values()
+    assert (sub.status, sub.tenant_id, sub.plan) == (SubStatus.ACTIVE, "tenant_1", "pro_monthly")
+    assert sub.current_period_end is not None
+
+
+async def test_two_snapshots_of_one_second_settle_the_same_way_in_either_order():
+    s = StripeScenario()
+    monthly = s.event("customer.subscription.updated")
+    yearly = copy.deepcopy(monthly)
+    yearly["id"] = "evt_plan_change_same_second"
+    yearly["data"]["object"]["items"]["data"][0]["price"]["lookup_key"] = "pro_yearly"
+    await same_rows_in_every_order([incoming("stripe", monthly), incoming("stripe", yearly)])
+    renewed = copy.deepcopy(monthly)  # a renewal in the same second: the later period is the newer state
+    renewed["id"] = "evt_renewal_same_second"
+    renewed["data"]["object"]["current_period_end"] += 86400
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (monthly, yearly, renewed)])
+    [sub] = store.subscriptions.values()
+    assert sub.current_period_end == datetime.fromtimestamp(renewed["data"]["object"]["current_period_end"], UTC)
+
+
+async def test_a_razorpay_order_paid_on_the_second_try_names_the_captured_payment_whatever_the_order():
+    r = RazorpayScenario()
+    events = [incoming("razorpay", r.event(t))
+              for t in ("payment.failed", "payment.authorized", "payment.captured", "order.paid")]
+    store = await same_rows_in_every_order(events)
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.razorpay_payment_id) == (TxnStatus.SUCCEEDED, r.payment)
 
 
 async def test_duplicate_delivery_applies_once():

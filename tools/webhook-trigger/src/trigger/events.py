@@ -40,6 +40,7 @@ class StripeScenario:
     clock: _Clock = field(default_factory=_Clock)
     pi: str = field(default_factory=lambda: _id("pi_"))
     charge: str = field(default_factory=lambda: _id("ch_"))
+    declined_charge: str = field(default_factory=lambda: _id("ch_"))
     sub: str = field(default_factory=lambda: _id("sub_"))
     invoice: str = field(default_factory=lambda: _id("in_"))
     invoice_pi: str = field(default_factory=lambda: _id("pi_"))

@@ -22,9 +22,20 @@ def _stripe_payment(tenant: str, user: str) -> list[dict[str, Any]]:
                                  "charge.succeeded", "charge.refunded", "charge.dispute.created")]
 
 
+def _stripe_card_retry(tenant: str, user: str) -> list[dict[str, Any]]:
+    s = StripeScenario(tenant_id=tenant, user_id=user)
+    paying = s.charge
+    s.charge = s.declined_charge
+    declined = [s.event("charge.failed"), s.event("payment_intent.payment_failed")]
+    s.charge = paying
+    return declined + [s.event(t) for t in ("charge.succeeded", "payment_intent.succeeded", "charge.refunded")]
+
+
 def _stripe_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
     s = StripeScenario(tenant_id=tenant, user_id=user)
+    s.pi = s.invoice_pi  # the first invoice's payment: Stripe tells of it four times
     return [s.event("checkout.session.completed"), s.event("customer.subscription.created"),
+            s.event("charge.succeeded"), s.event("payment_intent.succeeded"), s.event("invoice.payment_succeeded"),
             s.event("invoice.paid"), s.event("invoice.payment_failed"), s.past_due(),
             s.event("customer.subscription.deleted")]
 
@@ -43,8 +54,9 @@ def _razorpay_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
 
 FLOWS: dict[str, Flow] = {
     "stripe-payment": Flow("stripe", "3-D Secure payment -> success -> partial refund -> dispute", _stripe_payment),
-    "stripe-subscription": Flow("stripe", "checkout -> subscription created -> invoice paid -> renewal failed "
-                                "-> past due -> cancelled", _stripe_subscription),
+    "stripe-card-retry": Flow("stripe", "card declined -> paid with another card -> partly refunded", _stripe_card_retry),
+    "stripe-subscription": Flow("stripe", "checkout -> subscription created -> invoice paid (charge, intent, "
+                                "invoice) -> renewal failed -> past due -> cancelled", _stripe_subscription),
     "razorpay-payment": Flow("razorpay", "order -> payment failed -> retry authorized -> captured -> order paid "
                              "-> partial refund", _razorpay_payment),
     "razorpay-subscription": Flow("razorpay", "subscription authenticated -> activated -> charged -> halted "

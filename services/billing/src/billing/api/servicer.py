@@ -135,7 +135,8 @@ def _transaction_pb(stamped: Stamped[Transaction]) -> billing_pb2.Transaction:
         razorpay_order_id=t.razorpay_order_id or "", razorpay_payment_id=t.razorpay_payment_id or "",
         razorpay_subscription_id=t.razorpay_subscription_id or "", payment_method=t.payment_method or "",
         failure_code=t.failure_code or "", failure_message=t.failure_message or "",
-        receipt_url=t.receipt_url or "", paid_at=_ts(t.paid_at), refunded_at=_ts(t.refunded_at),
+        receipt_url=t.receipt_url or "", invoice_url=t.invoice_url or "",
+        paid_at=_ts(t.paid_at), refunded_at=_ts(t.refunded_at),
         disputed_at=_ts(t.disputed_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
     )
 

@@ -34,7 +34,7 @@ def text(parent: dict[str, Any], key: str, *, required: bool = False) -> str | N
         value = value.get("id")
     if not isinstance(value, str):
         raise InvalidEvent(f"{key} must be a string")
-    if len(value) > MAX_ID_LENGTH and key not in {"receipt_url", "failure_message", "description",
+    if len(value) > MAX_ID_LENGTH and key not in {"receipt_url", "hosted_invoice_url", "failure_message", "description",
                                                    "error_description", "message"}:
         raise InvalidEvent(f"{key} is too long")
     return value

@@ -3,8 +3,11 @@
 Providers deliver events at least once and in any order. Every merge here is order-independent: the
 state after a set of events is the same whatever order they arrived in, and applying a fact twice
 changes nothing. That holds because each field merges by a rule that is commutative and idempotent:
-- status: the candidate with the highest precedence key wins (see `_txn_status_key`);
-- fields that belong to a status (provider status, winning payment id, method) move with it;
+- status: the candidate first in one total order wins (see `_txn_candidate`); several events that
+  report one status (a payment intent, its charge, its invoice) tie only in precedence, and the order
+  settles them: the earliest report, then the provider's word;
+- the charge (Stripe) or payment (Razorpay) the row names is the one that paid, once any event names it;
+  before that, the latest attempt's. Its receipt and payment method come with it;
 - identities and owner (tenant, user): first known value is kept (all events of one payment agree);
 - amounts refunded, refund time: the largest; paid and disputed time: the earliest;
 - failure details: those of the latest failure.
@@ -53,9 +56,13 @@ _TXN_PRECEDENCE: dict[TxnStatus, tuple[int, int]] = {
 }
 
 
-def _txn_status_key(status: TxnStatus, at: datetime) -> tuple[int, float, int]:
+def _txn_candidate(status: TxnStatus, at: datetime, provider_status: str | None) -> tuple[int, float, int, float, str]:
+    """Where a status report stands in the order that decides the row's status: tier, then (tier 0 only)
+    the latest report, then rank; reports still equal (one status told by several events) go to the
+    earliest, so status_at is when the payment first reached its status, then to the provider's word."""
     tier, rank = _TXN_PRECEDENCE[status]
-    return (tier, at.timestamp() if tier == 0 else 0.0, rank)
+    t = at.timestamp()
+    return (tier, t if tier == 0 else 0.0, rank, -t, provider_status or "")
 
 
 class SubStatus(str, Enum):
@@ -87,9 +94,19 @@ _SUB_PRECEDENCE: dict[SubStatus, tuple[int, int]] = {
 }
 
 
-def _sub_status_key(status: SubStatus, at: datetime) -> tuple[int, float, int]:
+def _sub_candidate(status: SubStatus, at: datetime, snapshot: tuple) -> tuple:
+    """Where a subscription snapshot stands: ended first, then the newest (the earliest report of an
+    end), then rank. Snapshots of one second with one status (a plan change, a renewal) are settled by
+    their content, the later period first, so the result never depends on arrival order."""
     terminal, rank = _SUB_PRECEDENCE[status]
-    return (terminal, at.timestamp() if not terminal else 0.0, rank)
+    t = at.timestamp()
+    return (terminal, t if not terminal else 0.0, rank, -t if terminal else 0.0, snapshot)
+
+
+def _snapshot(*values: datetime | str | None) -> tuple[tuple[bool, float | str], ...]:
+    """Values in a comparable form: None first, then times by instant and text by its characters."""
+    return tuple((False, 0.0) if v is None else (True, v.timestamp() if isinstance(v, datetime) else v)
+                 for v in values)
 
 
 @dataclass(frozen=True)
@@ -140,7 +157,8 @@ class PaymentFact:
     paid_at: datetime | None = None
     disputed_at: datetime | None = None
     failure: Failure | None = None
-    receipt_url: str | None = None
+    receipt_url: str | None = None  # the receipt of the charge the fact names
+    invoice_url: str | None = None  # the invoice's page
     payment_method: str | None = None
     customer_email: str | None = None
     customer_name: str | None = None
@@ -193,6 +211,7 @@ class Transaction:
     amount_refunded: int = 0
     disputed_at: datetime | None = None
     customer_name: str | None = None
+    invoice_url: str | None = None
 
     def matches(self, ref: TxnRef) -> bool:
         if ref.provider is not self.provider:
@@ -278,7 +297,6 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
     invoices, refunds, disputes) that carry no owner themselves.
     """
     ref = fact.ref
-    fresh = row is None
     if row is None:
         row = Transaction(
             id=new_id(),
@@ -298,38 +316,58 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         currency=_first(row.currency, fact.currency),
         stripe_payment_intent_id=_first(row.stripe_payment_intent_id, ref.stripe_payment_intent_id),
         stripe_invoice_id=_first(row.stripe_invoice_id, ref.stripe_invoice_id),
-        stripe_charge_id=_first(row.stripe_charge_id, ref.stripe_charge_id),
         stripe_subscription_id=_first(row.stripe_subscription_id, stripe_sub),
         razorpay_order_id=_first(row.razorpay_order_id, ref.razorpay_order_id),
-        razorpay_payment_id=_first(row.razorpay_payment_id, ref.razorpay_payment_id),
         razorpay_subscription_id=_first(row.razorpay_subscription_id, razorpay_sub),
         customer_email=_first(row.customer_email, fact.customer_email),
         customer_name=_first(row.customer_name, fact.customer_name),
-        receipt_url=_first(row.receipt_url, fact.receipt_url),
-        payment_method=_first(row.payment_method, fact.payment_method),
+        invoice_url=_first(row.invoice_url, fact.invoice_url),
         amount_refunded=max(row.amount_refunded, fact.amount_refunded or 0),
         refunded_at=_latest(row.refunded_at, fact.refunded_at),
         paid_at=_earliest(row.paid_at, fact.paid_at),
         disputed_at=_earliest(row.disputed_at, fact.disputed_at),
     )
     if fact.failure is not None:
-        current = (row.failed_at.timestamp(), row.failure_code or "") if row.failed_at else None
-        if current is None or (fact.at.timestamp(), fact.failure.code or "") >= current:
+        latest = (fact.at.timestamp(), fact.failure.code or "", fact.failure.message or "")
+        if row.failed_at is None or latest >= (row.failed_at.timestamp(), row.failure_code or "",
+                                               row.failure_message or ""):
             changes.update(failed_at=fact.at, failure_code=fact.failure.code, failure_message=fact.failure.message)
     status = _proposed_status(changes["amount"], changes["amount_refunded"], fact)
-    if status is not None and (
-        fresh or _txn_status_key(status, fact.at) > _txn_status_key(row.status, row.status_at)
-    ):
-        changes.update(
-            status=status,
-            status_at=fact.at,
-            provider_status=fact.provider_status or row.provider_status,
-            # The charge or Razorpay payment that decided the status is the one the row names.
-            stripe_charge_id=ref.stripe_charge_id or changes["stripe_charge_id"],
-            razorpay_payment_id=ref.razorpay_payment_id or changes["razorpay_payment_id"],
-            payment_method=fact.payment_method or changes["payment_method"],
-        )
+    provider_status = fact.provider_status or row.provider_status
+    # A row no event has reported a status for (created ahead of its payment) takes the first report.
+    wins = status is not None and (
+        row.provider_status is None
+        or _txn_candidate(status, fact.at, provider_status)
+        > _txn_candidate(row.status, row.status_at, row.provider_status)
+    )
+    if wins:
+        changes.update(status=status, status_at=fact.at, provider_status=provider_status)
+    decided = status is not None and _TXN_PRECEDENCE[status][0] >= 1
+    _take_charge(changes, row, fact, decided=decided, wins=wins)
     return replace(row, **changes)
+
+
+def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided: bool, wins: bool) -> None:
+    """The charge (Stripe) or payment (Razorpay) the row names, with its receipt and payment method.
+
+    An event that reports the outcome (paid, refunded, disputed, cancelled) names the one charge that
+    decided it, and that replaces any other; an attempt in progress or failed names the row's charge
+    when it is the latest attempt. The receipt is always the named charge's; its method replaces one
+    known from elsewhere.
+    """
+    column = "stripe_charge_id" if row.provider is Provider.STRIPE else "razorpay_payment_id"
+    named = getattr(fact.ref, column)
+    current = getattr(row, column)
+    charge = named if named and (decided or wins or current is None) else current
+    from_charge = named is not None and named == charge
+    if charge != current:
+        changes.update({column: charge, "receipt_url": fact.receipt_url if from_charge else None})
+    elif from_charge and row.receipt_url is None:
+        changes["receipt_url"] = fact.receipt_url
+    if from_charge and fact.payment_method:
+        changes["payment_method"] = fact.payment_method
+    elif row.payment_method is None:
+        changes["payment_method"] = fact.payment_method
 
 
 def _proposed_status(amount: int | None, amount_refunded: int, fact: PaymentFact) -> TxnStatus | None:
@@ -343,7 +381,6 @@ def _proposed_status(amount: int | None, amount_refunded: int, fact: PaymentFact
 
 def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subscription:
     ref = fact.ref
-    fresh = row is None
     if row is None:
         row = Subscription(
             id=new_id(),
@@ -361,15 +398,23 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
         customer_name=_first(row.customer_name, fact.customer_name),
         plan=_first(row.plan, fact.plan),
     )
-    if fact.status is not None and (
-        fresh or _sub_status_key(fact.status, fact.at) > _sub_status_key(row.status, row.status_at)
+    if fact.status is None:
+        return merged
+    plan = fact.plan or merged.plan
+    snapshot = _snapshot(fact.current_period_end, fact.current_period_start, fact.provider_status, plan,
+                         fact.cancelled_at)
+    held = _snapshot(row.current_period_end, row.current_period_start, row.provider_status, row.plan,
+                     row.cancelled_at)
+    # A row no snapshot has given a status yet (made from a checkout that came first) takes the first.
+    if row.provider_status is None or (
+        _sub_candidate(fact.status, fact.at, snapshot) > _sub_candidate(row.status, row.status_at, held)
     ):
         merged = replace(
             merged,
             status=fact.status,
             status_at=fact.at,
             provider_status=fact.provider_status,
-            plan=fact.plan or merged.plan,
+            plan=plan,
             current_period_start=fact.current_period_start,
             current_period_end=fact.current_period_end,
             cancelled_at=fact.cancelled_at,

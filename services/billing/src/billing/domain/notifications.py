@@ -67,7 +67,7 @@ def payment_emails(before: Transaction | None, after: Transaction, request_id: s
     if after.paid_at and not (before and before.paid_at):
         intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
             "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
-            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url}, request_id))
+            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id))
     if after.status is TxnStatus.FAILED and (before is None or before.status is not TxnStatus.FAILED):
         intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
             "amount": money, "reason": after.failure_message}, request_id))

@@ -68,7 +68,9 @@ def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
         )
     return [
         PaymentFact(
-            ref=_ref(f.text(pi, "id", required=True), invoice=f.text(pi, "invoice")),
+            # latest_charge: the charge of the latest attempt, the one that paid once the intent succeeded.
+            ref=_ref(f.text(pi, "id", required=True), invoice=f.text(pi, "invoice"),
+                     charge=f.text(pi, "latest_charge")),
             at=at,
             status=status,
             provider_status=f.text(pi, "status") or event_type.split(".", 1)[1],
@@ -77,15 +79,16 @@ def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
             currency=f.currency(pi, required=True),
             paid_at=at if status is TxnStatus.SUCCEEDED else None,
             failure=failure,
-            payment_method=_first_method(pi),
+            payment_method=_only_method(pi),
             customer_email=f.text(pi, "receipt_email"),
         )
     ]
 
 
-def _first_method(pi: dict[str, Any]) -> str | None:
+def _only_method(pi: dict[str, Any]) -> str | None:
+    """The payment method type when the intent allows only one; with several, its charge tells."""
     types = pi.get("payment_method_types")
-    if isinstance(types, list) and types and isinstance(types[0], str):
+    if isinstance(types, list) and len(types) == 1 and isinstance(types[0], str):
         return types[0]
     return None
 
@@ -158,7 +161,7 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
         currency=f.currency(invoice, required=True),  # both kinds below state an amount
         customer_email=f.text(invoice, "customer_email"),
         customer_name=f.text(invoice, "customer_name"),
-        receipt_url=f.text(invoice, "hosted_invoice_url"),
+        invoice_url=f.text(invoice, "hosted_invoice_url"),
         subscription=SubRef(Provider.STRIPE, sub_id) if sub_id else None,
     )
     if event_type == "invoice.payment_failed":
