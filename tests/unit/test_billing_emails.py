@@ -84,3 +84,30 @@ async def test_the_payment_email_links_the_charge_receipt_or_else_the_invoice_pa
     assert by_charge.data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
     [by_invoice] = (await outbox_after([incoming("stripe", s.event("invoice.paid"))])).values()
     assert by_invoice.data["receipt_url"] == f"https://invoice.stripe.com/i/{s.invoice}"
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+async def test_a_receipt_whose_address_comes_only_with_the_charge_is_sent_in_either_order(reverse):
+    # Payment intents often carry no receipt_email; the charge's billing details do.
+    s = StripeScenario()
+    succeeded = s.event("payment_intent.succeeded")
+    succeeded["data"]["object"]["receipt_email"] = None
+    charge = s.event("charge.succeeded")
+    charge["data"]["object"]["receipt_email"] = None
+    events = [incoming("stripe", succeeded), incoming("stripe", charge)]
+    outbox = await outbox_after(events[::-1] if reverse else events)
+    assert kinds(outbox) == Counter({"payment_received": 1})
+    [receipt] = outbox.values()
+    assert receipt.to_email == "buyer@example.com"
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+async def test_the_activation_email_goes_out_whether_the_subscription_or_its_checkout_comes_first(reverse):
+    # The subscription carries no address; the checkout that made it does.
+    s = StripeScenario()
+    events = [incoming("stripe", s.event("customer.subscription.created")),
+              incoming("stripe", s.event("checkout.session.completed"))]
+    outbox = await outbox_after(events[::-1] if reverse else events)
+    assert kinds(outbox) == Counter({"subscription_activated": 1})
+    [activated] = outbox.values()
+    assert (activated.to_email, activated.data["plan"]) == ("buyer@example.com", "pro_monthly")

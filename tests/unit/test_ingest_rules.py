@@ -157,6 +157,14 @@ async def test_a_checkout_that_arrives_before_its_subscription_does_not_hold_it_
     assert sub.current_period_end is not None
 
 
+async def test_a_subscription_known_only_from_checkouts_is_dated_by_the_earliest():
+    s = StripeScenario()
+    raw = [s.event("checkout.session.completed"), s.event("checkout.session.completed")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [sub] = store.subscriptions.values()
+    assert (sub.status, sub.status_at) == (SubStatus.PENDING, datetime.fromtimestamp(raw[0]["created"], UTC))
+
+
 async def test_two_snapshots_of_one_second_settle_the_same_way_in_either_order():
     s = StripeScenario()
     monthly = s.event("customer.subscription.updated")

@@ -399,6 +399,8 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
         plan=_first(row.plan, fact.plan),
     )
     if fact.status is None:
+        if row.provider_status is None:  # still no status: dated by the earliest event that named it
+            merged = replace(merged, status_at=min(row.status_at, fact.at))
         return merged
     plan = fact.plan or merged.plan
     snapshot = _snapshot(fact.current_period_end, fact.current_period_start, fact.provider_status, plan,

@@ -9,6 +9,9 @@ notifier sends one email per key.
 - payment refunded: each new cumulative refunded amount;
 - subscription activated: the first activation only, not renewals;
 - subscription cancelled: once.
+An email needs the customer's address and tenant, which may come on another event than the change
+(a payment intent without receipt_email, then its charge; a subscription, then its checkout): whichever
+of the two comes last asks for it.
 """
 
 from __future__ import annotations
@@ -60,18 +63,38 @@ def _intent(row: Transaction | Subscription, key: str, kind: str, data: dict[str
                        {k: v for k, v in data.items() if v is not None}, request_id=request_id)
 
 
+def _reachable(row: Transaction | Subscription) -> bool:
+    return bool(row.customer_email and row.tenant_id)
+
+
+def _newly(before: Transaction | Subscription | None, after: Transaction | Subscription, holds) -> bool:
+    """`holds` is true of the row and its customer can be written to, for the first time. The address
+    may come on another event than the change it is about, in either order: whichever comes last
+    brings the email."""
+    return holds(after) and _reachable(after) and not (before is not None and holds(before) and _reachable(before))
+
+
+def _paid(row: Transaction) -> bool:
+    return row.paid_at is not None
+
+
+def _failed(row: Transaction) -> bool:
+    return row.status is TxnStatus.FAILED
+
+
 def payment_emails(before: Transaction | None, after: Transaction, request_id: str = "") -> list[EmailIntent]:
     """The emails a change of a payment calls for; `request_id` is that of the event that made it."""
     intents: list[EmailIntent | None] = []
     money = _money(after.amount, after.currency)
-    if after.paid_at and not (before and before.paid_at):
+    if _newly(before, after, _paid):
         intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
             "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
             "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id))
-    if after.status is TxnStatus.FAILED and (before is None or before.status is not TxnStatus.FAILED):
+    if _newly(before, after, _failed):
         intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
             "amount": money, "reason": after.failure_message}, request_id))
-    if after.amount_refunded > (before.amount_refunded if before else 0):
+    refunded_before = before.amount_refunded if before is not None and _reachable(before) else 0
+    if _reachable(after) and after.amount_refunded > refunded_before:
         intents.append(_intent(after, f"txn:{after.id}:payment_refunded:{after.amount_refunded}", "payment_refunded", {
             "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
             "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}, request_id))
@@ -81,12 +104,20 @@ def payment_emails(before: Transaction | None, after: Transaction, request_id: s
 _LIVE = (SubStatus.ACTIVE, SubStatus.TRIALING)
 
 
+def _live(row: Subscription) -> bool:
+    return row.status in _LIVE
+
+
+def _cancelled(row: Subscription) -> bool:
+    return row.status is SubStatus.CANCELLED
+
+
 def subscription_emails(before: Subscription | None, after: Subscription, request_id: str = "") -> list[EmailIntent]:
     intents: list[EmailIntent | None] = []
-    if after.status in _LIVE and (before is None or before.status not in _LIVE):
+    if _newly(before, after, _live):
         intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
             "plan": after.plan or "subscription", "next_billing_date": _iso(after.current_period_end)}, request_id))
-    if after.status is SubStatus.CANCELLED and (before is None or before.status is not SubStatus.CANCELLED):
+    if _newly(before, after, _cancelled):
         intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
             "plan": after.plan or "subscription",
             "effective_date": _iso(after.cancelled_at or after.current_period_end or after.status_at)}, request_id))
