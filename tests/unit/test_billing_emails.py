@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from billing.domain.ingest import IngestEvents
-from trigger.events import StripeScenario
+from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
 from tests.fakes import InMemoryEventStore
@@ -111,3 +111,14 @@ async def test_the_activation_email_goes_out_whether_the_subscription_or_its_che
     assert kinds(outbox) == Counter({"subscription_activated": 1})
     [activated] = outbox.values()
     assert (activated.to_email, activated.data["plan"]) == ("buyer@example.com", "pro_monthly")
+
+
+async def test_razorpay_subscription_emails_go_to_the_address_its_payment_carries():
+    # A Razorpay subscription names only a customer id; subscription.charged brings the payment, and
+    # with it the address the activation and cancellation emails need.
+    r = RazorpayScenario()
+    events = [r.event(t) for t in ("subscription.activated", "subscription.charged", "subscription.cancelled")]
+    outbox = await outbox_after([incoming("razorpay", e) for e in events])
+    assert kinds(outbox) == Counter({"subscription_activated": 1, "subscription_cancelled": 1,
+                                     "payment_received": 1})
+    assert {i.to_email for i in outbox.values()} == {"buyer@example.in"}

@@ -138,6 +138,9 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
     ended = None
     if status in (SubStatus.CANCELLED, SubStatus.COMPLETED, SubStatus.EXPIRED):
         ended = f.timestamp(sub, "ended_at") or at
+    # The subscription entity names only a customer id; a payment sent with it (the charge, the
+    # authorisation) carries the customer's address, which the subscription's emails need.
+    payment = _entity(payload, "payment", required=event_type == "subscription.charged")
     facts: Facts = [
         SubscriptionFact(
             ref=ref,
@@ -149,10 +152,10 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
             current_period_start=f.timestamp(sub, "current_start"),
             current_period_end=f.timestamp(sub, "current_end"),
             cancelled_at=ended,
+            customer_email=f.text(payment, "email"),
         )
     ]
     if event_type == "subscription.charged":
-        payment = _entity(payload, "payment")
         facts.append(_payment_fact(TxnStatus.SUCCEEDED, payment, at, owner=owner, subscription=ref))
     return facts
 
