@@ -122,3 +122,25 @@ async def test_razorpay_subscription_emails_go_to_the_address_its_payment_carrie
     assert kinds(outbox) == Counter({"subscription_activated": 1, "subscription_cancelled": 1,
                                      "payment_received": 1})
     assert {i.to_email for i in outbox.values()} == {"buyer@example.in"}
+
+
+async def test_an_address_that_comes_long_after_the_change_brings_no_stale_email():
+    # A Razorpay subscription active for a month before any payment told its address (as every one
+    # was before addresses were taken from payments): the renewal's charge brings it, but "your
+    # subscription is active" a month late would be stale news. Its cancellation is news.
+    r = RazorpayScenario()
+    activated = r.event("subscription.activated")
+    r.clock.now += 30 * 86400
+    renewal = r.event("subscription.charged")
+    cancelled = r.event("subscription.cancelled")
+    outbox = await outbox_after([incoming("razorpay", e) for e in (activated, renewal, cancelled)])
+    assert kinds(outbox) == Counter({"payment_received": 1, "subscription_cancelled": 1})
+    # A Stripe payment whose address comes only with a refund two months later: the refund is news,
+    # the receipt is not.
+    s = StripeScenario()
+    paid = s.event("payment_intent.succeeded")
+    paid["data"]["object"]["receipt_email"] = None
+    s.clock.now += 60 * 86400
+    refunded = s.event("charge.refunded")
+    outbox = await outbox_after([incoming("stripe", paid), incoming("stripe", refunded)])
+    assert kinds(outbox) == Counter({"payment_refunded": 1})

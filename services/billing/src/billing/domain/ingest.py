@@ -294,7 +294,7 @@ def _apply_facts(
                 old_sub = ws.find_subscription(fact.ref)
                 sub = merge_subscription(old_sub, fact)
                 ws.put_subscription(sub)
-                ws.emails.extend(subscription_emails(old_sub, sub, request_id))
+                ws.emails.extend(subscription_emails(old_sub, sub, fact.at, request_id))
                 sub_ids.append(sub.id)
             else:
                 hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
@@ -302,7 +302,7 @@ def _apply_facts(
                 old_txn = ws.find_transaction(fact.ref)
                 txn = merge_payment(old_txn, fact, owner_hint=hint)
                 ws.put_transaction(txn)
-                ws.emails.extend(payment_emails(old_txn, txn, request_id))
+                ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")

@@ -11,13 +11,14 @@ notifier sends one email per key.
 - subscription cancelled: once.
 An email needs the customer's address and tenant, which may come on another event than the change
 (a payment intent without receipt_email, then its charge; a subscription, then its checkout): whichever
-of the two comes last asks for it.
+of the two comes last asks for it, unless the address comes over a day after the change (stale news).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from billing.domain.model import SubStatus, Subscription, Transaction, TxnStatus
@@ -63,15 +64,35 @@ def _intent(row: Transaction | Subscription, key: str, kind: str, data: dict[str
                        {k: v for k, v in data.items() if v is not None}, request_id=request_id)
 
 
-def _reachable(row: Transaction | Subscription) -> bool:
+_Row = Transaction | Subscription
+
+
+def _reachable(row: _Row) -> bool:
     return bool(row.customer_email and row.tenant_id)
 
 
-def _newly(before: Transaction | Subscription | None, after: Transaction | Subscription, holds) -> bool:
+# An address that comes later than the change it is about still brings that change's email, if the event
+# that brings it was made within this time of the change (by the events' own times, not their arrival).
+# Later than that, the email would be stale news: a receipt or an activation months afterwards.
+LATE_ADDRESS_WINDOW = timedelta(days=1)
+
+
+def _newly(before: _Row | None, after: _Row, holds: Callable[[Any], bool], at: datetime,
+           since: Callable[[Any], datetime | None]) -> bool:
     """`holds` is true of the row and its customer can be written to, for the first time. The address
-    may come on another event than the change it is about, in either order: whichever comes last
-    brings the email."""
-    return holds(after) and _reachable(after) and not (before is not None and holds(before) and _reachable(before))
+    may come on another event than the change, in either order: whichever comes last brings the email,
+    unless the change (which began at `since`) is older than LATE_ADDRESS_WINDOW at the event time `at`."""
+    if not (holds(after) and _reachable(after)):
+        return False
+    if before is None or not holds(before):
+        return True
+    if _reachable(before):
+        return False  # asked for already
+    return _recent(since(before), at)
+
+
+def _recent(started: datetime | None, at: datetime) -> bool:
+    return started is None or at - started <= LATE_ADDRESS_WINDOW
 
 
 def _paid(row: Transaction) -> bool:
@@ -82,19 +103,22 @@ def _failed(row: Transaction) -> bool:
     return row.status is TxnStatus.FAILED
 
 
-def payment_emails(before: Transaction | None, after: Transaction, request_id: str = "") -> list[EmailIntent]:
-    """The emails a change of a payment calls for; `request_id` is that of the event that made it."""
+def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
+                   request_id: str = "") -> list[EmailIntent]:
+    """The emails a change of a payment calls for, from an event made at `at` with `request_id`."""
     intents: list[EmailIntent | None] = []
     money = _money(after.amount, after.currency)
-    if _newly(before, after, _paid):
+    if _newly(before, after, _paid, at, since=lambda row: row.paid_at):
         intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
             "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
             "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id))
-    if _newly(before, after, _failed):
+    if _newly(before, after, _failed, at, since=lambda row: row.failed_at):
         intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
             "amount": money, "reason": after.failure_message}, request_id))
-    refunded_before = before.amount_refunded if before is not None and _reachable(before) else 0
-    if _reachable(after) and after.amount_refunded > refunded_before:
+    refunded_before = before.amount_refunded if before is not None else 0
+    late_address = (before is not None and refunded_before > 0 and not _reachable(before)
+                    and _recent(before.refunded_at, at))
+    if _reachable(after) and (after.amount_refunded > refunded_before or late_address):
         intents.append(_intent(after, f"txn:{after.id}:payment_refunded:{after.amount_refunded}", "payment_refunded", {
             "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
             "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}, request_id))
@@ -112,12 +136,14 @@ def _cancelled(row: Subscription) -> bool:
     return row.status is SubStatus.CANCELLED
 
 
-def subscription_emails(before: Subscription | None, after: Subscription, request_id: str = "") -> list[EmailIntent]:
+def subscription_emails(before: Subscription | None, after: Subscription, at: datetime,
+                        request_id: str = "") -> list[EmailIntent]:
     intents: list[EmailIntent | None] = []
-    if _newly(before, after, _live):
+    # status_at is the newest snapshot's time: a renewal months later makes an activation stale news.
+    if _newly(before, after, _live, at, since=lambda row: row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
             "plan": after.plan or "subscription", "next_billing_date": _iso(after.current_period_end)}, request_id))
-    if _newly(before, after, _cancelled):
+    if _newly(before, after, _cancelled, at, since=lambda row: row.cancelled_at or row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
             "plan": after.plan or "subscription",
             "effective_date": _iso(after.cancelled_at or after.current_period_end or after.status_at)}, request_id))
