@@ -134,6 +134,25 @@ async def test_a_payment_declined_then_paid_names_the_charge_that_paid_whatever_
     assert txn.failure_code == "insufficient_funds"  # the latest decline stays visible
 
 
+async def test_an_invoice_paid_after_a_declined_charge_never_names_the_declined_charge():
+    # Paid as far as the invoice tells, with no charge.succeeded subscribed: the row names no charge
+    # rather than the one that was declined; once the paying charge is told, it is that one.
+    s = StripeScenario()
+    s.pi = s.invoice_pi
+    paying = s.charge
+    s.charge = s.declined_charge
+    declined = s.event("charge.failed")
+    s.charge = paying
+    invoice_paid, charge_paid = s.event("invoice.paid"), s.event("charge.succeeded")
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (declined, invoice_paid)])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.stripe_charge_id, txn.receipt_url) == (TxnStatus.SUCCEEDED, None, None)
+    assert txn.failure_code == "card_declined"
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (declined, invoice_paid, charge_paid)])
+    [txn] = store.transactions.values()
+    assert (txn.stripe_charge_id, txn.receipt_url) == (paying, f"https://pay.stripe.com/receipts/payment/{paying}")
+
+
 async def test_the_payment_method_is_the_charges_not_the_first_type_the_intent_allowed():
     s = StripeScenario()
     succeeded = s.event("payment_intent.succeeded")

@@ -358,7 +358,13 @@ def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided:
     column = "stripe_charge_id" if row.provider is Provider.STRIPE else "razorpay_payment_id"
     named = getattr(fact.ref, column)
     current = getattr(row, column)
-    charge = named if named and (decided or wins or current is None) else current
+    row_decided = row.provider_status is not None and _TXN_PRECEDENCE[row.status][0] >= 1
+    if named and decided:
+        charge = named
+    elif named:  # an attempt: never the charge of a decided payment
+        charge = named if not row_decided and (wins or current is None) else current
+    else:  # an outcome told without its charge (an invoice, a checkout) leaves no attempt's charge named
+        charge = None if decided and wins and not row_decided else current
     from_charge = named is not None and named == charge
     if charge != current:
         changes.update({column: charge, "receipt_url": fact.receipt_url if from_charge else None})
