@@ -6,8 +6,9 @@ changes nothing. That holds because each field merges by a rule that is commutat
 - status: the candidate first in one total order wins (see `_txn_candidate`); several events that
   report one status (a payment intent, its charge, its invoice) tie only in precedence, and the order
   settles them: the earliest report, then the provider's word;
-- the charge (Stripe) or payment (Razorpay) the row names is the one that paid, once any event names it;
-  before that, the latest attempt's. Its receipt and payment method come with it;
+- the charge (Stripe) or payment (Razorpay) the row names is the one that decided the outcome, once any
+  event names it (none while only an invoice or checkout told it); before an outcome, the latest
+  attempt's. Its receipt and payment method come with it;
 - identities and owner (tenant, user): first known value is kept (all events of one payment agree);
 - amounts refunded, refund time: the largest; paid and disputed time: the earliest;
 - failure details: those of the latest failure.
