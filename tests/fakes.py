@@ -53,6 +53,8 @@ class InMemoryUnit:
         for email in working_set.emails:
             self.outbox.setdefault(email.idempotency_key, email)
         self.subscriptions.update(working_set.changed_subscriptions)
+        for merged in working_set.merged_transactions:
+            self.transactions.pop(merged, None)
         self.transactions.update(working_set.changed_transactions)
         for ref, owner in owners.items():
             for txn in list(self.transactions.values()):

@@ -175,3 +175,22 @@ async def test_text_and_times_are_stored_exactly(ingest, db):
         tenant, "42", 9_007_199_254_740_993, "INR", "o'brien+tag@example.com")
     created = (await db.fetchval("SELECT payload->>'created' FROM billing.webhook_events"))
     assert row["paid_at"].timestamp() == int(created)
+
+
+async def test_a_payment_recorded_by_invoice_and_by_intent_becomes_the_invoice_row_when_linked(ingest, db):
+    # API versions from 2025-03-31: the invoice's row (with the tenant) and the payment intent's row
+    # (without) are one payment once invoice_payment.paid names both. The tenant's row id stays.
+    events = {e.event_type: e for e in (incoming("stripe", raw) for raw in FLOWS["stripe-subscription-basil"].build(
+        "t1", "u1"))}
+    [by_invoice] = await ingest.execute([events["invoice.paid"]])
+    [by_intent] = await ingest.execute([events["payment_intent.succeeded"]])
+    assert by_invoice.transaction_ids != by_intent.transaction_ids
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 2
+    [linked] = await ingest.execute([events["invoice_payment.paid"]])
+    assert linked.transaction_ids == by_invoice.transaction_ids
+    [row] = await rows(db, "transactions")
+    assert str(row["id"]) == by_invoice.transaction_ids[0] and row["tenant_id"] == "t1"
+    assert row["stripe_payment_intent_id"] and row["stripe_invoice_id"] and row["status"] == "succeeded"
+    stored = await db.fetchval("SELECT transaction_ids FROM billing.webhook_events WHERE event_id = $1",
+                               events["invoice_payment.paid"].event_id)
+    assert [str(i) for i in stored] == list(by_invoice.transaction_ids)

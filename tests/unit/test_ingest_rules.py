@@ -68,6 +68,32 @@ async def test_razorpay_subscription_lifecycle_ends_cancelled_with_its_charge_re
         TxnStatus.SUCCEEDED, "t1", sub.razorpay_subscription_id)
 
 
+async def test_a_basil_subscription_payment_is_one_row_once_invoice_payment_paid_links_its_parts():
+    # API versions from 2025-03-31: invoice.paid names no payment intent, the intent and its charge
+    # name no invoice and carry no metadata. Until invoice_payment.paid links them they are two rows;
+    # then one, with the tenant, the intent, the charge and both links, whatever the order.
+    events = flow_events("stripe-subscription-basil")
+    payment = [e for e in events if e.event_type in (
+        "invoice.paid", "payment_intent.succeeded", "charge.succeeded", "invoice_payment.paid")]
+    store = await same_rows_in_every_order(payment)
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.tenant_id, txn.user_id, txn.amount) == (TxnStatus.SUCCEEDED, "t1", "u1", 4999)
+    assert txn.stripe_payment_intent_id and txn.stripe_invoice_id and txn.stripe_charge_id
+    assert txn.receipt_url.endswith(txn.stripe_charge_id) and txn.invoice_url.endswith(txn.stripe_invoice_id)
+    unlinked = await ingest_one_by_one([e for e in payment if e.event_type != "invoice_payment.paid"])
+    assert sorted(t.tenant_id or "" for t in unlinked.transactions.values()) == ["", "t1"]
+
+
+async def test_events_of_one_batch_name_the_row_kept_when_a_later_one_merges_theirs():
+    events = [e for e in flow_events("stripe-subscription-basil") if e.event_type in (
+        "payment_intent.succeeded", "invoice.paid", "invoice_payment.paid")]
+    store = InMemoryEventStore()
+    results = await IngestEvents(store).execute(events)
+    [txn] = store.transactions.values()
+    assert [r.transaction_ids for r in results] == [(txn.id,)] * 3
+    assert {record.transaction_ids for record in store.events.values()} == {(txn.id,)}
+
+
 @pytest.mark.parametrize("name", sorted(FLOWS))
 async def test_every_arrival_order_gives_the_same_rows(name):
     events = flow_events(name)

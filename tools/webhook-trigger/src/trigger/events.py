@@ -48,11 +48,14 @@ class StripeScenario:
     renewal_pi: str = field(default_factory=lambda: _id("pi_"))
     customer: str = field(default_factory=lambda: _id("cus_", 14))
     refunded: int = 0
+    # Objects as API versions from 2025-03-31 (basil) shape them: an invoice names neither its payment
+    # intent nor (at the top) its subscription; invoice_payment.paid links invoice and payment intent.
+    basil: bool = False
 
     TYPES = (
         "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
         "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.failed",
-        "charge.refunded", "charge.dispute.created", "checkout.session.completed",
+        "charge.refunded", "charge.dispute.created", "checkout.session.completed", "invoice_payment.paid",
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
         "customer.subscription.resumed", "customer.subscription.trial_will_end",
         "customer.subscription.deleted", "invoice.payment_succeeded", "invoice.paid",
@@ -118,7 +121,7 @@ class StripeScenario:
     def invoice_object(self, paid: bool) -> dict[str, Any]:
         # The first invoice is paid; a failed payment is the next period's (renewal) invoice.
         invoice, pi = (self.invoice, self.invoice_pi) if paid else (self.renewal_invoice, self.renewal_pi)
-        return {
+        obj = {
             "id": invoice, "object": "invoice", "customer": self.customer,
             "customer_email": self.email, "subscription": self.sub, "payment_intent": pi,
             "amount_due": self.amount, "amount_paid": self.amount if paid else 0, "currency": self.currency,
@@ -127,6 +130,12 @@ class StripeScenario:
             "status_transitions": {"paid_at": self.clock.now if paid else None},
             "hosted_invoice_url": f"https://invoice.stripe.com/i/{invoice}",
         }
+        if self.basil:
+            for key in ("payment_intent", "subscription", "subscription_details"):
+                del obj[key]
+            obj["parent"] = {"type": "subscription_details",
+                             "subscription_details": {"subscription": self.sub, "metadata": self.metadata}}
+        return obj
 
     def event(self, event_type: str) -> dict[str, Any]:
         kind, _, action = event_type.rpartition(".")
@@ -171,6 +180,13 @@ class StripeScenario:
             return self.envelope(event_type, self.subscription(status, **extra))
         if kind == "invoice":
             return self.envelope(event_type, self.invoice_object(paid=action != "payment_failed"))
+        if event_type == "invoice_payment.paid":
+            return self.envelope(event_type, {
+                "id": _id("inpay_"), "object": "invoice_payment", "invoice": self.invoice,
+                "amount_paid": self.amount, "amount_requested": self.amount, "currency": self.currency,
+                "is_default": True, "payment": {"type": "payment_intent", "payment_intent": self.invoice_pi},
+                "status": "paid", "status_transitions": {"paid_at": self.clock.now, "canceled_at": None},
+                "created": self.clock.now, "livemode": False})
         raise ValueError(f"unknown Stripe event type {event_type!r}")
 
     def past_due(self) -> dict[str, Any]:

@@ -40,6 +40,19 @@ def _stripe_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
             s.event("customer.subscription.deleted")]
 
 
+def _stripe_subscription_basil(tenant: str, user: str) -> list[dict[str, Any]]:
+    # From API version 2025-03-31 the invoice and its payment intent name each other only through
+    # invoice_payment.paid, and the intent and charge Stripe makes for an invoice carry no metadata.
+    s = StripeScenario(tenant_id=tenant, user_id=user, basil=True)
+    s.pi = s.invoice_pi
+    intent, charge = s.event("payment_intent.succeeded"), s.event("charge.succeeded")
+    for event in (intent, charge):
+        event["data"]["object"]["metadata"] = {}
+    return [s.event("checkout.session.completed"), s.event("customer.subscription.created"),
+            s.event("invoice.paid"), intent, charge, s.event("invoice_payment.paid"),
+            s.event("customer.subscription.deleted")]
+
+
 def _razorpay_payment(tenant: str, user: str) -> list[dict[str, Any]]:
     r = RazorpayScenario(tenant_id=tenant, user_id=user)
     return [r.event(t) for t in ("payment.failed", "payment.authorized", "payment.captured",
@@ -57,6 +70,9 @@ FLOWS: dict[str, Flow] = {
     "stripe-card-retry": Flow("stripe", "card declined -> paid with another card -> partly refunded", _stripe_card_retry),
     "stripe-subscription": Flow("stripe", "checkout -> subscription created -> invoice paid (charge, intent, "
                                 "invoice) -> renewal failed -> past due -> cancelled", _stripe_subscription),
+    "stripe-subscription-basil": Flow("stripe", "the subscription flow as API versions from 2025-03-31 send it: "
+                                      "invoice and payment intent linked by invoice_payment.paid",
+                                      _stripe_subscription_basil),
     "razorpay-payment": Flow("razorpay", "order -> payment failed -> retry authorized -> captured -> order paid "
                              "-> partial refund", _razorpay_payment),
     "razorpay-subscription": Flow("razorpay", "subscription authenticated -> activated -> charged -> halted "

@@ -205,6 +205,10 @@ class PostgresUnit(BatchUnit):
         now = datetime.now(UTC)
         new = [r for r in records if not r.retry]
         retry_in = timedelta(seconds=self._retry.delay(1))
+        if working_set.merged_transactions:
+            # First: the row kept may take the payment intent id the merged one holds (a unique key).
+            await self._conn.execute("DELETE FROM billing.transactions WHERE id = ANY($1::uuid[])",
+                                     list(working_set.merged_transactions))
         await self._conn.execute(
             _WRITE_BATCH,
             _rows_json(working_set.changed_subscriptions.values()),

@@ -32,8 +32,10 @@ from billing.domain.model import (
     SubscriptionFact,
     TxnRef,
     WorkingSet,
+    absorb,
     merge_payment,
     merge_subscription,
+    twin_to_keep,
 )
 
 log = logging.getLogger(__name__)
@@ -140,9 +142,9 @@ def _txn_lock_keys(ref: TxnRef) -> Iterable[str]:
     p = ref.provider.value
     if ref.stripe_payment_intent_id:
         yield f"{p}:pi:{ref.stripe_payment_intent_id}"
-    elif ref.stripe_invoice_id:
+    if ref.stripe_invoice_id:  # also with the intent: an event naming both may merge two rows
         yield f"{p}:in:{ref.stripe_invoice_id}"
-    elif ref.stripe_charge_id:
+    if ref.stripe_charge_id and not (ref.stripe_payment_intent_id or ref.stripe_invoice_id):
         yield f"{p}:ch:{ref.stripe_charge_id}"
     if ref.razorpay_order_id:
         yield f"{p}:order:{ref.razorpay_order_id}"
@@ -278,14 +280,22 @@ def _apply(
         records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
         results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids))
     _fill_owners_from_subscriptions(ws)
+    if ws.merged_transactions:  # events of this batch that named a row merged since name the one kept
+        kept = ws.merged_transactions
+        records = [replace(r, transaction_ids=_kept_ids(r.transaction_ids, kept)) for r in records]
+        results = [replace(r, transaction_ids=_kept_ids(r.transaction_ids, kept)) for r in results]
     return results, records
+
+
+def _kept_ids(ids: tuple[str, ...], kept: dict[str, str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(kept.get(i, i) for i in ids))
 
 
 def _apply_facts(
     ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], request_id: str
 ) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...]]:
-    before = (list(ws.transactions), list(ws.subscriptions),
-              dict(ws.changed_transactions), dict(ws.changed_subscriptions), list(ws.emails))
+    before = (list(ws.transactions), list(ws.subscriptions), dict(ws.changed_transactions),
+              dict(ws.changed_subscriptions), list(ws.emails), dict(ws.merged_transactions))
     txn_ids: list[str] = []
     sub_ids: list[str] = []
     try:
@@ -299,14 +309,22 @@ def _apply_facts(
             else:
                 hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
                 hint = Owner(hint_sub.tenant_id, hint_sub.user_id) if hint_sub and hint_sub.tenant_id else None
-                old_txn = ws.find_transaction(fact.ref)
-                txn = merge_payment(old_txn, fact, owner_hint=hint)
+                old_txn = base = ws.find_transaction(fact.ref)
+                twin = ws.find_twin(fact.ref, old_txn)
+                if old_txn is not None and twin is not None:
+                    # One payment recorded twice (by its invoice, by its payment intent) until this fact
+                    # named both: one row takes in the other. Emails compare with the row kept.
+                    old_txn, gone = twin_to_keep(old_txn, twin)
+                    base = absorb(old_txn, gone)
+                    ws.merge_transactions(old_txn, gone, base)
+                txn = merge_payment(base, fact, owner_hint=hint)
                 ws.put_transaction(txn)
                 ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")
-        (ws.transactions, ws.subscriptions, ws.changed_transactions, ws.changed_subscriptions, ws.emails) = before
+        (ws.transactions, ws.subscriptions, ws.changed_transactions, ws.changed_subscriptions, ws.emails,
+         ws.merged_transactions) = before
         return Outcome.FAILED, f"{type(exc).__name__}: {exc}", (), ()
     return Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids))
 

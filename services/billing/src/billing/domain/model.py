@@ -230,11 +230,15 @@ class Transaction:
         return False
 
     def adoptable_by(self, ref: TxnRef) -> bool:
-        """A row started from a payment id alone (a refund seen before its order) that an event
-        naming both the order and that payment takes over."""
+        """A row started from one id alone that an event naming it and the payment's main id takes
+        over: a Razorpay refund seen before its order; a Stripe invoice whose payment intent was not
+        named (API versions from 2025-03-31 name it only in invoice_payment.paid)."""
+        if ref.provider is not self.provider:
+            return False
+        if ref.stripe_payment_intent_id and ref.stripe_invoice_id:
+            return self.stripe_payment_intent_id is None and self.stripe_invoice_id == ref.stripe_invoice_id
         return (
-            ref.provider is self.provider
-            and bool(ref.razorpay_order_id and ref.razorpay_payment_id)
+            bool(ref.razorpay_order_id and ref.razorpay_payment_id)
             and self.razorpay_order_id is None
             and self.razorpay_payment_id == ref.razorpay_payment_id
         )
@@ -377,6 +381,43 @@ def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided:
         changes["payment_method"] = fact.payment_method
 
 
+def twin_to_keep(a: Transaction, b: Transaction) -> tuple[Transaction, Transaction]:
+    """Of two rows of one payment, the one to keep and the one to merge into it: the one the customer
+    can be written to (its emails were asked for under its id), then the one with a tenant (the one
+    tenants have seen), then the invoice's."""
+    def rank(t: Transaction) -> tuple[bool, bool, bool, str]:
+        return (bool(t.customer_email and t.tenant_id), t.tenant_id is not None,
+                t.stripe_payment_intent_id is None, t.id)
+    return (a, b) if rank(a) >= rank(b) else (b, a)
+
+
+def absorb(keep: Transaction, gone: Transaction) -> Transaction:
+    """`keep` knowing all that `gone`, another row of the same payment made from other events, knows.
+    `gone` is merged as a fact by the same rules, so the row is what one row would have been had every
+    event named the payment the same way."""
+    sub_id = gone.stripe_subscription_id or gone.razorpay_subscription_id
+    fact = PaymentFact(
+        ref=TxnRef(gone.provider, gone.stripe_payment_intent_id, gone.stripe_invoice_id, gone.stripe_charge_id,
+                   gone.razorpay_order_id, gone.razorpay_payment_id),
+        at=gone.status_at,
+        status=gone.status if gone.provider_status is not None else None,
+        provider_status=gone.provider_status,
+        owner=Owner(gone.tenant_id, gone.user_id) if gone.tenant_id else None,
+        amount=gone.amount, currency=gone.currency, amount_refunded=gone.amount_refunded,
+        refunded_at=gone.refunded_at, paid_at=gone.paid_at, disputed_at=gone.disputed_at,
+        receipt_url=gone.receipt_url, invoice_url=gone.invoice_url, payment_method=gone.payment_method,
+        customer_email=gone.customer_email, customer_name=gone.customer_name,
+        subscription=SubRef(gone.provider, sub_id) if sub_id else None,
+    )
+    merged = merge_payment(keep, fact)
+    if gone.failed_at is not None and (merged.failed_at is None or (
+            gone.failed_at.timestamp(), gone.failure_code or "", gone.failure_message or "")
+            > (merged.failed_at.timestamp(), merged.failure_code or "", merged.failure_message or "")):
+        merged = replace(merged, failed_at=gone.failed_at, failure_code=gone.failure_code,
+                         failure_message=gone.failure_message)
+    return merged
+
+
 def _proposed_status(amount: int | None, amount_refunded: int, fact: PaymentFact) -> TxnStatus | None:
     if fact.status in (TxnStatus.REFUNDED, TxnStatus.PARTIALLY_REFUNDED):
         # Refund events carry the cumulative amount refunded; judge against the payment's amount.
@@ -440,12 +481,29 @@ class WorkingSet:
     changed_transactions: dict[str, Transaction] = field(default_factory=dict)
     changed_subscriptions: dict[str, Subscription] = field(default_factory=dict)
     emails: list = field(default_factory=list)  # EmailIntent, for the outbox
+    # Rows found to record a payment another row records too, merged into it: id -> the one kept.
+    merged_transactions: dict[str, str] = field(default_factory=dict)
 
     def find_transaction(self, ref: TxnRef) -> Transaction | None:
         found = next((t for t in self.transactions if t.matches(ref)), None)
         if found is None:
             found = next((t for t in self.transactions if t.adoptable_by(ref)), None)
         return found
+
+    def find_twin(self, ref: TxnRef, found: Transaction | None) -> Transaction | None:
+        """Another row of the payment `found` is, which only `ref` shows to be the same one."""
+        if found is None:
+            return None
+        return next((t for t in self.transactions if t.id != found.id and t.adoptable_by(ref)), None)
+
+    def merge_transactions(self, keep: Transaction, gone: Transaction, merged: Transaction) -> None:
+        self.transactions = [t for t in self.transactions if t.id != gone.id]
+        self.changed_transactions.pop(gone.id, None)
+        self.merged_transactions[gone.id] = keep.id
+        for old, kept in self.merged_transactions.items():
+            if kept == gone.id:
+                self.merged_transactions[old] = keep.id
+        self.put_transaction(merged)
 
     def find_subscription(self, ref: SubRef) -> Subscription | None:
         return next((s for s in self.subscriptions if s.matches(ref)), None)

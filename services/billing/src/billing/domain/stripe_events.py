@@ -2,7 +2,8 @@
 
 Event names are Stripe's real ones (`payment_intent.payment_failed`, not `payment_intent.failed`).
 Objects are read as Stripe documents them, tolerating both the classic shapes and the 2025 ones
-(invoice subscription under `parent.subscription_details`, periods on subscription items).
+(invoice subscription under `parent.subscription_details`, periods on subscription items, invoices and
+payment intents that no longer name each other, linked by `invoice_payment.paid`).
 """
 
 from __future__ import annotations
@@ -248,6 +249,25 @@ def _checkout_session(session: dict[str, Any], at: datetime) -> Facts:
     ]
 
 
+def _invoice_payment(payment: dict[str, Any], at: datetime) -> Facts:
+    """invoice_payment.paid (API versions from 2025-03-31, where invoices and payment intents no longer
+    name each other): the one event that says which payment paid which invoice."""
+    paid_by = f.obj(payment, "payment")
+    transitions = f.obj(payment, "status_transitions", required=False)
+    return [
+        PaymentFact(
+            ref=_ref(f.text(paid_by, "payment_intent"), invoice=f.text(payment, "invoice", required=True),
+                     charge=f.text(paid_by, "charge")),
+            at=at,
+            status=TxnStatus.SUCCEEDED,
+            provider_status="invoice_paid",
+            amount=(paid := f.amount(payment, "amount_paid", required=True)),
+            currency=f.currency(payment, required=paid is not None),
+            paid_at=f.timestamp(transitions, "paid_at") or at,
+        )
+    ]
+
+
 def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
     table: dict[str, Callable[[str, dict[str, Any], datetime], Facts]] = {}
     for name in _PI_STATUS:
@@ -257,6 +277,7 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
     table["charge.dispute.created"] = lambda _t, obj, at: _dispute(obj, at)
     for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed"):
         table[name] = _invoice
+    table["invoice_payment.paid"] = lambda _t, obj, at: _invoice_payment(obj, at)
     for suffix in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"):
         table[f"customer.subscription.{suffix}"] = _subscription
     table["checkout.session.completed"] = lambda _t, obj, at: _checkout_session(obj, at)
