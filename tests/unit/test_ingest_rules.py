@@ -94,6 +94,21 @@ async def test_events_of_one_batch_name_the_row_kept_when_a_later_one_merges_the
     assert {record.transaction_ids for record in store.events.values()} == {(txn.id,)}
 
 
+async def test_a_razorpay_refund_told_without_its_payment_is_judged_by_the_amount_once_known():
+    # refund.processed without the payment entity names only the payment id and not the amount: the
+    # row it makes is merged into the order's when an event names both, and the refund then judged
+    # partial, whatever the order.
+    r = RazorpayScenario()
+    failed = r.event("payment.failed")
+    refund = r.event("refund.processed")
+    del refund["payload"]["payment"]
+    captured = r.event("payment.captured")
+    store = await same_rows_in_every_order([incoming("razorpay", e) for e in (failed, refund, captured)])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.amount, txn.amount_refunded) == (TxnStatus.PARTIALLY_REFUNDED, 125000, 31250)
+    assert (txn.razorpay_order_id, txn.razorpay_payment_id) == (r.order, r.payment)
+
+
 @pytest.mark.parametrize("name", sorted(FLOWS))
 async def test_every_arrival_order_gives_the_same_rows(name):
     events = flow_events(name)

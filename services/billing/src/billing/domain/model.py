@@ -347,6 +347,11 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
     )
     if wins:
         changes.update(status=status, status_at=fact.at, provider_status=provider_status)
+    # A refund seen before its payment's amount was taken as full; the amount, once known, decides.
+    refund_status = changes.get("status", row.status)
+    if refund_status in (TxnStatus.REFUNDED, TxnStatus.PARTIALLY_REFUNDED) and changes["amount"] is not None:
+        changes["status"] = (TxnStatus.PARTIALLY_REFUNDED if changes["amount_refunded"] < changes["amount"]
+                             else TxnStatus.REFUNDED)
     decided = status is not None and _TXN_PRECEDENCE[status][0] >= 1
     _take_charge(changes, row, fact, decided=decided, wins=wins)
     return replace(row, **changes)
