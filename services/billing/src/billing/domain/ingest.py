@@ -30,6 +30,7 @@ from billing.domain.model import (
     Provider,
     SubRef,
     SubscriptionFact,
+    Transaction,
     TxnRef,
     WorkingSet,
     absorb,
@@ -291,6 +292,20 @@ def _kept_ids(ids: tuple[str, ...], kept: dict[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kept.get(i, i) for i in ids))
 
 
+def _payment_row(ws: WorkingSet, ref: TxnRef) -> tuple[Transaction | None, Transaction | None]:
+    """The row `ref` names, as emails compare with it and as the fact merges into it. A payment recorded
+    twice (by its invoice, by its payment intent) until `ref` names both becomes one row here: the one
+    kept takes in the other."""
+    found = ws.find_transaction(ref)
+    twin = ws.find_twin(ref, found)
+    if found is None or twin is None:
+        return found, found
+    keep, gone = twin_to_keep(found, twin)
+    merged = absorb(keep, gone)
+    ws.merge_transactions(keep, gone, merged)
+    return keep, merged
+
+
 def _apply_facts(
     ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], request_id: str
 ) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...]]:
@@ -309,14 +324,7 @@ def _apply_facts(
             else:
                 hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
                 hint = Owner(hint_sub.tenant_id, hint_sub.user_id) if hint_sub and hint_sub.tenant_id else None
-                old_txn = base = ws.find_transaction(fact.ref)
-                twin = ws.find_twin(fact.ref, old_txn)
-                if old_txn is not None and twin is not None:
-                    # One payment recorded twice (by its invoice, by its payment intent) until this fact
-                    # named both: one row takes in the other. Emails compare with the row kept.
-                    old_txn, gone = twin_to_keep(old_txn, twin)
-                    base = absorb(old_txn, gone)
-                    ws.merge_transactions(old_txn, gone, base)
+                old_txn, base = _payment_row(ws, fact.ref)
                 txn = merge_payment(base, fact, owner_hint=hint)
                 ws.put_transaction(txn)
                 ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
