@@ -109,6 +109,17 @@ async def test_a_razorpay_refund_told_without_its_payment_is_judged_by_the_amoun
     assert (txn.razorpay_order_id, txn.razorpay_payment_id) == (r.order, r.payment)
 
 
+async def test_a_closed_dispute_shows_its_outcome_whatever_the_order():
+    # A dispute is the highest tier; within it the latest report wins, so the outcome of
+    # charge.dispute.closed (won, lost) replaces "needs_response" and is never undone by a late opening.
+    s = StripeScenario()
+    raw = [s.event(t) for t in ("charge.succeeded", "charge.dispute.created", "charge.dispute.closed")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status) == (TxnStatus.DISPUTED, "dispute_won")
+    assert txn.disputed_at == datetime.fromtimestamp(raw[1]["data"]["object"]["created"], UTC)
+
+
 @pytest.mark.parametrize("name", sorted(FLOWS))
 async def test_every_arrival_order_gives_the_same_rows(name):
     events = flow_events(name)

@@ -41,6 +41,8 @@ class StripeScenario:
     pi: str = field(default_factory=lambda: _id("pi_"))
     charge: str = field(default_factory=lambda: _id("ch_"))
     declined_charge: str = field(default_factory=lambda: _id("ch_"))
+    dispute: str = field(default_factory=lambda: _id("dp_"))
+    dispute_created: int | None = None  # set by the first dispute event: the dispute's own creation time
     sub: str = field(default_factory=lambda: _id("sub_"))
     invoice: str = field(default_factory=lambda: _id("in_"))
     invoice_pi: str = field(default_factory=lambda: _id("pi_"))
@@ -55,7 +57,8 @@ class StripeScenario:
     TYPES = (
         "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
         "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.failed",
-        "charge.refunded", "charge.dispute.created", "checkout.session.completed", "invoice_payment.paid",
+        "charge.refunded", "charge.dispute.created", "charge.dispute.closed", "checkout.session.completed",
+        "invoice_payment.paid",
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
         "customer.subscription.resumed", "customer.subscription.trial_will_end",
         "customer.subscription.deleted", "invoice.payment_succeeded", "invoice.paid",
@@ -161,11 +164,13 @@ class StripeScenario:
                       "charge": self.charge, "created": self.clock.now + 1, "status": "succeeded"}
             return self.envelope(event_type, self.charge_object(
                 "succeeded", refunds={"object": "list", "data": [refund]}))
-        if event_type == "charge.dispute.created":
+        if event_type in ("charge.dispute.created", "charge.dispute.closed"):
+            if self.dispute_created is None:
+                self.dispute_created = self.clock.now + 1
             return self.envelope(event_type, {
-                "id": _id("dp_"), "object": "dispute", "amount": self.amount, "currency": self.currency,
+                "id": self.dispute, "object": "dispute", "amount": self.amount, "currency": self.currency,
                 "charge": self.charge, "payment_intent": self.pi, "reason": "fraudulent",
-                "status": "needs_response", "created": self.clock.now + 1})
+                "status": "needs_response" if action == "created" else "won", "created": self.dispute_created})
         if event_type == "checkout.session.completed":
             return self.envelope(event_type, {
                 "id": _id("cs_test_"), "object": "checkout.session", "mode": "subscription",

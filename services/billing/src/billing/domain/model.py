@@ -42,7 +42,7 @@ class TxnStatus(str, Enum):
 
 # (tier, rank). Within tier 0 (attempts in progress or failed) the latest event wins, so a customer
 # who retries after a failure shows as retrying; a higher tier always wins, so nothing late undoes a
-# success, a refund or a dispute.
+# success, a refund or a dispute. Within the dispute tier the latest wins too: opened, then won or lost.
 _TXN_PRECEDENCE: dict[TxnStatus, tuple[int, int]] = {
     TxnStatus.PENDING: (0, 0),
     TxnStatus.REQUIRES_ACTION: (0, 1),
@@ -57,13 +57,19 @@ _TXN_PRECEDENCE: dict[TxnStatus, tuple[int, int]] = {
 }
 
 
+# Tiers whose latest report wins: attempts (a retry after a failure) and a dispute (opened, then closed
+# won or lost). In the others a status, once reached, only gives way to a higher tier.
+_LATEST_WINS = (0, 3)
+
+
 def _txn_candidate(status: TxnStatus, at: datetime, provider_status: str | None) -> tuple[int, float, int, float, str]:
-    """Where a status report stands in the order that decides the row's status: tier, then (tier 0 only)
-    the latest report, then rank; reports still equal (one status told by several events) go to the
-    earliest, so status_at is when the payment first reached its status, then to the provider's word."""
+    """Where a status report stands in the order that decides the row's status: tier, then (attempts
+    and disputes) the latest report, then rank; reports still equal (one status told by several events)
+    go to the earliest, so status_at is when the payment first reached its status, then to the
+    provider's word."""
     tier, rank = _TXN_PRECEDENCE[status]
     t = at.timestamp()
-    return (tier, t if tier == 0 else 0.0, rank, -t, provider_status or "")
+    return (tier, t if tier in _LATEST_WINS else 0.0, rank, -t, provider_status or "")
 
 
 class SubStatus(str, Enum):

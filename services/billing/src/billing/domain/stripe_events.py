@@ -274,7 +274,8 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
         table[name] = _payment_intent
     for name in ("charge.succeeded", "charge.failed", "charge.refunded"):
         table[name] = _charge
-    table["charge.dispute.created"] = lambda _t, obj, at: _dispute(obj, at)
+    for name in ("charge.dispute.created", "charge.dispute.closed"):  # closed: won, lost or warning_closed
+        table[name] = lambda _t, obj, at: _dispute(obj, at)
     for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed"):
         table[name] = _invoice
     table["invoice_payment.paid"] = lambda _t, obj, at: _invoice_payment(obj, at)
