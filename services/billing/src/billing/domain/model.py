@@ -338,11 +338,8 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         paid_at=_earliest(row.paid_at, fact.paid_at),
         disputed_at=_earliest(row.disputed_at, fact.disputed_at),
     )
-    if fact.failure is not None:
-        latest = (fact.at.timestamp(), fact.failure.code or "", fact.failure.message or "")
-        if row.failed_at is None or latest >= (row.failed_at.timestamp(), row.failure_code or "",
-                                               row.failure_message or ""):
-            changes.update(failed_at=fact.at, failure_code=fact.failure.code, failure_message=fact.failure.message)
+    if fact.failure is not None and _is_latest_failure(row, fact.at, fact.failure.code, fact.failure.message):
+        changes.update(failed_at=fact.at, failure_code=fact.failure.code, failure_message=fact.failure.message)
     status = _proposed_status(changes["amount"], changes["amount_refunded"], fact)
     provider_status = fact.provider_status or row.provider_status
     # A row no event has reported a status for (created ahead of its payment) takes the first report.
@@ -354,12 +351,9 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
     if wins:
         changes.update(status=status, status_at=fact.at, provider_status=provider_status)
     # A refund seen before its payment's amount was taken as full; the amount, once known, decides.
-    refund_status = changes.get("status", row.status)
-    if refund_status in (TxnStatus.REFUNDED, TxnStatus.PARTIALLY_REFUNDED) and changes["amount"] is not None:
-        changes["status"] = (TxnStatus.PARTIALLY_REFUNDED if changes["amount_refunded"] < changes["amount"]
-                             else TxnStatus.REFUNDED)
-    decided = status is not None and _TXN_PRECEDENCE[status][0] >= 1
-    _take_charge(changes, row, fact, decided=decided, wins=wins)
+    if changes.get("status", row.status) in _REFUNDS and changes["amount"] is not None:
+        changes["status"] = _refund_status(changes["amount"], changes["amount_refunded"])
+    _take_charge(changes, row, fact, decided=status is not None and _decided(status), wins=wins)
     return replace(row, **changes)
 
 
@@ -374,7 +368,7 @@ def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided:
     column = "stripe_charge_id" if row.provider is Provider.STRIPE else "razorpay_payment_id"
     named = getattr(fact.ref, column)
     current = getattr(row, column)
-    row_decided = row.provider_status is not None and _TXN_PRECEDENCE[row.status][0] >= 1
+    row_decided = row.provider_status is not None and _decided(row.status)
     if named and decided:
         charge = named
     elif named:  # an attempt: never the charge of a decided payment
@@ -421,21 +415,37 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
         subscription=SubRef(gone.provider, sub_id) if sub_id else None,
     )
     merged = merge_payment(keep, fact)
-    if gone.failed_at is not None and (merged.failed_at is None or (
-            gone.failed_at.timestamp(), gone.failure_code or "", gone.failure_message or "")
-            > (merged.failed_at.timestamp(), merged.failure_code or "", merged.failure_message or "")):
+    if gone.failed_at is not None and _is_latest_failure(merged, gone.failed_at, gone.failure_code,
+                                                         gone.failure_message):
         merged = replace(merged, failed_at=gone.failed_at, failure_code=gone.failure_code,
                          failure_message=gone.failure_message)
     return merged
 
 
+def _is_latest_failure(row: Transaction, at: datetime, code: str | None, message: str | None) -> bool:
+    """Whether a failure at `at` is the row's latest (one second's failures ordered by their words)."""
+    return row.failed_at is None or (at.timestamp(), code or "", message or "") >= (
+        row.failed_at.timestamp(), row.failure_code or "", row.failure_message or "")
+
+
+def _decided(status: TxnStatus) -> bool:
+    """An outcome (paid, cancelled, refunded, disputed), not an attempt in progress or failed."""
+    return _TXN_PRECEDENCE[status][0] >= 1
+
+
+_REFUNDS = (TxnStatus.REFUNDED, TxnStatus.PARTIALLY_REFUNDED)
+
+
+def _refund_status(amount: int | None, amount_refunded: int) -> TxnStatus:
+    """Refund events carry the cumulative amount refunded; judged against the payment's amount (full
+    while that is not known)."""
+    if amount is not None and amount_refunded < amount:
+        return TxnStatus.PARTIALLY_REFUNDED
+    return TxnStatus.REFUNDED
+
+
 def _proposed_status(amount: int | None, amount_refunded: int, fact: PaymentFact) -> TxnStatus | None:
-    if fact.status in (TxnStatus.REFUNDED, TxnStatus.PARTIALLY_REFUNDED):
-        # Refund events carry the cumulative amount refunded; judge against the payment's amount.
-        if amount is not None and amount_refunded < amount:
-            return TxnStatus.PARTIALLY_REFUNDED
-        return TxnStatus.REFUNDED
-    return fact.status
+    return _refund_status(amount, amount_refunded) if fact.status in _REFUNDS else fact.status
 
 
 def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subscription:
