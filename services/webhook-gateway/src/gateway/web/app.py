@@ -131,13 +131,18 @@ _BODY_REFUSALS: dict[type[web.HTTPException], str] = {
 }
 
 
+def _http_error_code(exc: web.HTTPException) -> str:
+    """The code an HTTP error is answered and counted with: ours where we name it, else its reason."""
+    return _BODY_REFUSALS.get(type(exc)) or exc.reason.lower().replace(" ", "_")
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
     provider = Provider(request.match_info["provider"])
     started = time.perf_counter()
     try:
         response, result = await _receive(request, provider)
     except web.HTTPException as exc:  # counted like every other answer; the middleware answers it
-        _observe(provider, started, _BODY_REFUSALS.get(type(exc), str(exc.status)))
+        _observe(provider, started, _http_error_code(exc))
         raise
     _observe(provider, started, result)
     return response
@@ -203,20 +208,20 @@ async def request_context(request: web.Request, handler):
     try:
         response = await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
-        response = _error(413, _BODY_REFUSALS[type(exc)], f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
+        response = _error(413, _http_error_code(exc), f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
     except web.HTTPMethodNotAllowed as exc:
         response = _error(405, "method_not_allowed", f"use {', '.join(sorted(exc.allowed_methods))}",
                           headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         response = _error(404, "not_found", "no such endpoint")
     except web.HTTPUnsupportedMediaType as exc:
-        response = _error(415, _BODY_REFUSALS[type(exc)], "send the body uncompressed, as providers do")
+        response = _error(415, _http_error_code(exc), "send the body uncompressed, as providers do")
     except web.HTTPRequestTimeout as exc:
-        response = _error(408, _BODY_REFUSALS[type(exc)],
+        response = _error(408, _http_error_code(exc),
                           f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
         response.force_close()  # the rest of that body may still come: the connection can't be reused
     except web.HTTPException as exc:
-        response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        response = _error(exc.status, _http_error_code(exc), exc.reason)
     except Exception:
         log.exception("unhandled error")
         response = _error(500, "internal", "internal error")
