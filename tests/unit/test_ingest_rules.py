@@ -175,9 +175,7 @@ async def test_a_subscription_payment_told_by_four_events_is_one_row_whatever_th
 async def test_a_payment_declined_then_paid_names_the_charge_that_paid_whatever_the_order():
     s = StripeScenario()
     paying = s.charge
-    s.charge = "ch_declined_first_try"
-    declined = [s.event("charge.failed"), s.event("payment_intent.payment_failed")]
-    s.charge = paying
+    declined = [s.declined("charge.failed"), s.declined("payment_intent.payment_failed")]
     paid = [s.event("charge.succeeded"), s.event("payment_intent.succeeded")]
     store = await same_rows_in_every_order([incoming("stripe", e) for e in declined + paid])
     [txn] = store.transactions.values()
@@ -192,9 +190,7 @@ async def test_an_invoice_paid_after_a_declined_charge_never_names_the_declined_
     s = StripeScenario()
     s.pi = s.invoice_pi
     paying = s.charge
-    s.charge = s.declined_charge
-    declined = s.event("charge.failed")
-    s.charge = paying
+    declined = s.declined("charge.failed")
     invoice_paid, charge_paid = s.event("invoice.paid"), s.event("charge.succeeded")
     store = await same_rows_in_every_order([incoming("stripe", e) for e in (declined, invoice_paid)])
     [txn] = store.transactions.values()

@@ -194,6 +194,14 @@ class StripeScenario:
                 "created": self.clock.now, "livemode": False})
         raise ValueError(f"unknown Stripe event type {event_type!r}")
 
+    def declined(self, event_type: str) -> dict[str, Any]:
+        """An event of an attempt on another card (declined_charge), before the one that pays."""
+        paying, self.charge = self.charge, self.declined_charge
+        try:
+            return self.event(event_type)
+        finally:
+            self.charge = paying
+
     def past_due(self) -> dict[str, Any]:
         return self.envelope("customer.subscription.updated", self.subscription("past_due"))
 

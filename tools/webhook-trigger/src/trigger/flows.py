@@ -24,10 +24,7 @@ def _stripe_payment(tenant: str, user: str) -> list[dict[str, Any]]:
 
 def _stripe_card_retry(tenant: str, user: str) -> list[dict[str, Any]]:
     s = StripeScenario(tenant_id=tenant, user_id=user)
-    paying = s.charge
-    s.charge = s.declined_charge
-    declined = [s.event("charge.failed"), s.event("payment_intent.payment_failed")]
-    s.charge = paying
+    declined = [s.declined("charge.failed"), s.declined("payment_intent.payment_failed")]
     return declined + [s.event(t) for t in ("charge.succeeded", "payment_intent.succeeded", "charge.refunded")]
 
 
