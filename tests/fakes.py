@@ -5,10 +5,9 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 from billing.domain.ingest import EventRecord
-from billing.domain.model import Owner, SubRef, Subscription, Transaction, TxnRef, WorkingSet
+from billing.domain.model import SubRef, Subscription, Transaction, TxnRef, WorkingSet
 
 
 class InMemoryEventStore:
@@ -31,6 +30,10 @@ class InMemoryEventStore:
         self.events, self.attempts, self.outbox = unit.events, unit.attempts, unit.outbox
 
 
+def _of_subscription(txn: Transaction, ref: SubRef) -> bool:
+    return txn.provider is ref.provider and (txn.stripe_subscription_id or txn.razorpay_subscription_id) == ref.subscription_id
+
+
 class InMemoryUnit:
     def __init__(self, transactions, subscriptions, events, attempts, outbox) -> None:
         self.outbox = outbox
@@ -44,23 +47,18 @@ class InMemoryUnit:
         known = {k: self.events[k].status.value for k in keys if k in self.events}
         ws = WorkingSet()
         ws.transactions = [t for t in self.transactions.values()
-                           if any(t.matches(r) or t.adoptable_by(r) for r in txn_refs)]
+                           if any(t.matches(r) or t.adoptable_by(r) for r in txn_refs)
+                           or (t.tenant_id is None and any(_of_subscription(t, r) for r in sub_refs))]
         ws.subscriptions = [s for s in self.subscriptions.values() if any(s.matches(r) for r in sub_refs)]
         return known, ws
 
-    async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
-                    records: Sequence[EventRecord]) -> None:
+    async def write(self, working_set: WorkingSet, records: Sequence[EventRecord]) -> None:
         for email in working_set.emails:
             self.outbox.setdefault(email.idempotency_key, email)
         self.subscriptions.update(working_set.changed_subscriptions)
         for merged in working_set.merged_transactions:
             self.transactions.pop(merged, None)
         self.transactions.update(working_set.changed_transactions)
-        for ref, owner in owners.items():
-            for txn in list(self.transactions.values()):
-                sub_id = txn.stripe_subscription_id or txn.razorpay_subscription_id
-                if txn.tenant_id is None and txn.provider is ref.provider and sub_id == ref.subscription_id:
-                    self.transactions[txn.id] = replace(txn, tenant_id=owner.tenant_id, user_id=owner.user_id)
         for record in records:
             self.events[record.event.key] = record
             self.attempts[record.event.key] = self.attempts.get(record.event.key, 0) + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import asyncpg
@@ -194,3 +195,25 @@ async def test_a_payment_recorded_by_invoice_and_by_intent_becomes_the_invoice_r
     stored = await db.fetchval("SELECT transaction_ids FROM billing.webhook_events WHERE event_id = $1",
                                events["invoice_payment.paid"].event_id)
     assert [str(i) for i in stored] == list(by_invoice.transaction_ids)
+
+
+async def test_payments_stored_without_an_owner_take_their_subscriptions_and_its_receipt(ingest, db):
+    # An invoice without metadata before its subscription: stored without a tenant, so no receipt yet.
+    # The subscription, which names no payment, finds the row by subscription, gives it the tenant, and
+    # the receipt that waited for one goes into the outbox; the event's row names the payment it changed.
+    s = StripeScenario(tenant_id="acme", user_id="7")
+    invoice = s.event("invoice.paid")
+    invoice["data"]["object"]["subscription_details"] = {"metadata": {}}
+    [paid] = await ingest.execute([incoming("stripe", invoice)])
+    other = StripeScenario(tenant_id="other")  # another subscription's payment without an owner stays so
+    stray = other.event("invoice.paid")
+    stray["data"]["object"]["subscription_details"] = {"metadata": {}}
+    await ingest.execute([incoming("stripe", stray)])
+    assert await db.fetchval("SELECT count(*) FROM billing.email_outbox") == 0
+    [owned] = await ingest.execute([incoming("stripe", s.event("customer.subscription.created"))])
+    owners = {r["stripe_subscription_id"]: (r["tenant_id"], r["user_id"]) for r in await rows(db, "transactions")}
+    assert owners == {s.sub: ("acme", "7"), other.sub: (None, None)}
+    assert owned.transaction_ids == paid.transaction_ids
+    outbox = await db.fetch("SELECT kind, request FROM billing.email_outbox")
+    receipts = [json.loads(r["request"]) for r in outbox if r["kind"] == "payment_received"]
+    assert [(r["tenant_id"], r["data"]["transaction_id"]) for r in receipts] == [("acme", paid.transaction_ids[0])]

@@ -90,7 +90,7 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
 
     _assert_lookups_by_key(plans, exercised=(
         "JOIN unnest", "SELECT * FROM billing.transactions WHERE stripe_payment_intent_id",
-        "UPDATE billing.transactions SET tenant_id", "UPDATE billing.email_outbox", "WHERE idempotency_key = $1",
+        "UPDATE billing.email_outbox", "WHERE idempotency_key = $1",
         "FROM billing.user_subscriptions WHERE", "WHERE provider = $1 AND event_id = $2"))
 
 

@@ -43,12 +43,7 @@ async def test_invoice_pages_kept_as_receipts_move_to_invoice_url(postgres_admin
 
 async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:
     """Migrate to 008, write rows as the old code did, apply 009; the rows then."""
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for path in sorted(DEFAULT_DIRECTORY.glob("*.sql")):
-        if path.name < "009":
-            shutil.copy(path, before)
-    await migrate(url, before)
+    await migrate(url, _migrations_before(tmp_path, "009"))
     conn = await asyncpg.connect(url)
     try:
         insert = ("INSERT INTO billing.transactions (id, provider, status, status_at, stripe_invoice_id, receipt_url) "
@@ -56,8 +51,18 @@ async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:
         await conn.execute(insert, "in_1", "https://invoice.stripe.com/i/acct_1/test_abc?s=ap")
         await conn.execute(insert, "in_2", "https://pay.stripe.com/receipts/payment/ch_2")
         await conn.execute(insert, None, "https://pay.stripe.com/receipts/payment/ch_3")
-        assert await migrate(url) == ["009_invoice_url.sql"]
+        assert await migrate(url, _migrations_before(tmp_path, "010")) == ["009_invoice_url.sql"]
         return await conn.fetch("SELECT stripe_invoice_id, receipt_url, invoice_url FROM billing.transactions "
                                 "ORDER BY stripe_invoice_id NULLS LAST")
     finally:
         await conn.close()
+
+
+def _migrations_before(tmp_path, version: str):
+    """A directory of the migrations older than `version`."""
+    directory = tmp_path / f"before_{version}"
+    directory.mkdir()
+    for path in sorted(DEFAULT_DIRECTORY.glob("*.sql")):
+        if path.name < version:
+            shutil.copy(path, directory)
+    return directory

@@ -144,3 +144,22 @@ async def test_an_address_that_comes_long_after_the_change_brings_no_stale_email
     refunded = s.event("charge.refunded")
     outbox = await outbox_after([incoming("stripe", paid), incoming("stripe", refunded)])
     assert kinds(outbox) == Counter({"payment_refunded": 1})
+
+
+@pytest.mark.parametrize("together", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+async def test_a_subscription_payment_whose_owner_comes_with_the_subscription_gets_its_receipt(reverse, together):
+    # An invoice without metadata that comes before its subscription has no tenant to write as; the
+    # subscription brings the tenant, and with it the receipt, whichever comes first, in one batch or two.
+    s = StripeScenario(tenant_id="acme")
+    invoice = s.event("invoice.paid")
+    invoice["data"]["object"]["subscription_details"] = {"metadata": {}}
+    events = [incoming("stripe", invoice), incoming("stripe", s.event("customer.subscription.created"))]
+    events = events[::-1] if reverse else events
+    store = InMemoryEventStore()
+    for batch in ([events] if together else [[e] for e in events]):
+        await IngestEvents(store).execute(batch)
+    [txn] = store.transactions.values()
+    receipts = [i for i in store.outbox.values() if i.kind == "payment_received"]
+    assert [(r.tenant_id, r.data["transaction_id"], r.to_email) for r in receipts] == [
+        ("acme", txn.id, "buyer@example.com")]

@@ -15,7 +15,6 @@ from pgkit.migrations import lock_id
 
 from billing.domain.ingest import BatchUnit, EventRecord, Outcome, TransientStoreError
 from billing.domain.model import (
-    Owner,
     Provider,
     SubRef,
     Subscription,
@@ -104,6 +103,9 @@ SELECT
            OR stripe_charge_id = ANY($5::text[])
            OR razorpay_order_id = ANY($6::text[])
            OR razorpay_payment_id = ANY($7::text[])
+           -- Payments stored before their subscription's owner was known, to take it if this batch brings it.
+           OR (stripe_subscription_id = ANY($8::text[]) AND tenant_id IS NULL)
+           OR (razorpay_subscription_id = ANY($9::text[]) AND tenant_id IS NULL)
         FOR UPDATE) t) AS transactions,
     (SELECT coalesce(json_agg(s), '[]') FROM (
         SELECT * FROM billing.user_subscriptions WHERE stripe_subscription_id = ANY($8::text[])
@@ -111,7 +113,6 @@ SELECT
         FOR UPDATE) s) AS subscriptions
 """
 
-_SUBSCRIPTION_COLUMNS = {Provider.STRIPE: "stripe_subscription_id", Provider.RAZORPAY: "razorpay_subscription_id"}
 
 
 def _rows_json(rows: Iterable[Any]) -> str:
@@ -200,8 +201,7 @@ class PostgresUnit(BatchUnit):
         ws.subscriptions = [_subscription(r) for r in orjson.loads(row["subscriptions"])]
         return {(p, e): status for p, e, status in orjson.loads(row["known"])}, ws
 
-    async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
-                    records: Sequence[EventRecord]) -> None:
+    async def write(self, working_set: WorkingSet, records: Sequence[EventRecord]) -> None:
         now = datetime.now(UTC)
         new = [r for r in records if not r.retry]
         retry_in = timedelta(seconds=self._retry.delay(1))
@@ -216,7 +216,6 @@ class PostgresUnit(BatchUnit):
             _rows_json(_outbox_row(e) for e in working_set.emails),
             _rows_json(_event_row(r, now, retry_in) for r in new),
         )
-        await self._take_owners(working_set, owners)
         retried = [r for r in records if r.retry]
         if retried:
             await self._conn.executemany(
@@ -236,25 +235,6 @@ class PostgresUnit(BatchUnit):
                     for r in retried
                 ],
             )
-
-    async def _take_owners(self, working_set: WorkingSet, owners: dict[SubRef, Owner]) -> None:
-        """Payments stored before their subscription's owner was known take it now."""
-        newly_owned = [
-            (ref.provider, ref.subscription_id, owner.tenant_id, owner.user_id)
-            for ref, owner in owners.items()
-            if any(s.provider is ref.provider and s.provider_id == ref.subscription_id
-                   for s in working_set.changed_subscriptions.values())
-        ]
-        for provider, column in _SUBSCRIPTION_COLUMNS.items():
-            # One subscription column per statement: with both in an OR, a plan made while the table
-            # was small matched on `tenant_id IS NULL` and read every transaction without an owner.
-            rows = [(sub_id, tenant, user) for p, sub_id, tenant, user in newly_owned if p is provider]
-            if rows:
-                await self._conn.executemany(
-                    f"UPDATE billing.transactions SET tenant_id = $2, user_id = $3, updated_at = now() "
-                    f"WHERE {column} = $1 AND tenant_id IS NULL",
-                    rows,
-                )
 
 
 class PostgresEventStore:

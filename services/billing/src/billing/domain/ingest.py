@@ -29,6 +29,7 @@ from billing.domain.model import (
     PaymentFact,
     Provider,
     SubRef,
+    Subscription,
     SubscriptionFact,
     Transaction,
     TxnRef,
@@ -103,13 +104,11 @@ class BatchUnit(Protocol):
     async def read(
         self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]
     ) -> tuple[dict[tuple[str, str], str], WorkingSet]:
-        """The stored status of each of these events that is known, and the rows the refs name, locked
-        for this unit."""
+        """The stored status of each of these events that is known, and the rows the refs name, with the
+        payments without an owner of the subscriptions the sub_refs name, locked for this unit."""
 
-    async def write(self, working_set: WorkingSet, owners: dict[SubRef, Owner],
-                    records: Sequence[EventRecord]) -> None:
-        """Keep the batch's changed rows, emails and events; payments of a subscription whose owner
-        became known take that owner."""
+    async def write(self, working_set: WorkingSet, records: Sequence[EventRecord]) -> None:
+        """Keep the batch's changed rows, emails and events."""
 
 
 class EventStore(Protocol):
@@ -223,7 +222,7 @@ class IngestEvents:
                 async with self._store.unit(plan.lock_keys()) as unit:
                     known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs)
                     results, records = _apply(working_set, items, known)
-                    await unit.write(working_set, _owners(working_set), records)
+                    await unit.write(working_set, records)
                 if working_set.emails:
                     self._on_emails()
                 return results
@@ -242,18 +241,10 @@ class IngestEvents:
             if status is not None and status != Outcome.FAILED.value:
                 return IngestResult(item.event.event_id, Outcome.DUPLICATE)
             await unit.write(
-                WorkingSet(), {},
+                WorkingSet(),
                 [EventRecord(item.event, item.payload_text or "{}", Outcome.FAILED, error, (), (), status is not None)],
             )
         return IngestResult(item.event.event_id, Outcome.FAILED, error=error)
-
-
-def _owners(working_set: WorkingSet) -> dict[SubRef, Owner]:
-    return {
-        SubRef(s.provider, s.provider_id): Owner(s.tenant_id, s.user_id)
-        for s in working_set.subscriptions
-        if s.tenant_id
-    }
 
 
 def _apply(
@@ -280,7 +271,6 @@ def _apply(
         assert item.payload_text is not None
         records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
         results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids))
-    _fill_owners_from_subscriptions(ws)
     if ws.merged_transactions:  # events of this batch that named a row merged since name the one kept
         kept = ws.merged_transactions
         records = [replace(r, transaction_ids=_kept_ids(r.transaction_ids, kept)) for r in records]
@@ -321,6 +311,7 @@ def _apply_facts(
                 ws.put_subscription(sub)
                 ws.emails.extend(subscription_emails(old_sub, sub, fact.at, request_id))
                 sub_ids.append(sub.id)
+                txn_ids.extend(_give_owner(ws, sub, fact.at, request_id))
             else:
                 hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
                 hint = Owner(hint_sub.tenant_id, hint_sub.user_id) if hint_sub and hint_sub.tenant_id else None
@@ -337,13 +328,18 @@ def _apply_facts(
     return Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids))
 
 
-def _fill_owners_from_subscriptions(ws: WorkingSet) -> None:
-    """Payments of a subscription that carried no owner take the subscription's."""
-    owners = _owners(ws)
+def _give_owner(ws: WorkingSet, sub: Subscription, at: datetime, request_id: str) -> list[str]:
+    """Payments of `sub` stored without an owner (an invoice without metadata that came before its
+    subscription) take the subscription's, with the emails that waited for a tenant to write as."""
+    if not sub.tenant_id:
+        return []
+    ids = []
     for txn in list(ws.transactions):
-        if txn.tenant_id:
-            continue
         sub_id = txn.stripe_subscription_id or txn.razorpay_subscription_id
-        owner = owners.get(SubRef(txn.provider, sub_id)) if sub_id else None
-        if owner:
-            ws.put_transaction(replace(txn, tenant_id=owner.tenant_id, user_id=owner.user_id))
+        if txn.tenant_id or not sub_id or not sub.matches(SubRef(txn.provider, sub_id)):
+            continue
+        owned = replace(txn, tenant_id=sub.tenant_id, user_id=sub.user_id)
+        ws.put_transaction(owned)
+        ws.emails.extend(payment_emails(txn, owned, at, request_id))
+        ids.append(owned.id)
+    return ids
