@@ -70,6 +70,23 @@ async def test_pending_transaction_is_idempotent_and_webhooks_attach_to_it(billi
     assert (got.transaction.status, got.transaction.tenant_id, got.transaction.user_id) == ("succeeded", "t1", "u1")
 
 
+async def test_a_payment_made_ahead_shows_what_was_charged_beside_what_was_asked(billing, db):
+    stub, ingest = billing
+    asked = await stub.CreatePendingTransaction(pending(amount=4999))
+    s = StripeScenario(pi="pi_pending_1", tenant_id="t1", amount=3999)  # a coupon at checkout
+    await ingest.execute([incoming("stripe", s.event("payment_intent.succeeded"))])
+    got = (await stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id=asked.transaction.id))).transaction
+    assert (got.amount.amount_minor, got.amount.currency) == (3999, "USD")
+    assert (got.requested_amount.amount_minor, got.requested_amount.currency) == (4999, "USD")
+    again = await stub.CreatePendingTransaction(pending(amount=4999))  # the platform's retry is still the same
+    assert not again.created and again.transaction.id == asked.transaction.id
+    await expect_code(stub.CreatePendingTransaction(pending(amount=3999)), grpc.StatusCode.ALREADY_EXISTS)
+    told_first = StripeScenario(tenant_id="t1")  # a payment no one asked for ahead has no requested amount
+    [result] = await ingest.execute([incoming("stripe", told_first.event("payment_intent.succeeded"))])
+    got = (await stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id=result.transaction_ids[0])))
+    assert not got.transaction.HasField("requested_amount")
+
+
 async def test_a_subscription_payment_serves_its_charge_receipt_and_its_invoice_page(billing):
     stub, ingest = billing
     s = StripeScenario(tenant_id="t_invoice")

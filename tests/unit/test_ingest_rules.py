@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from billing.domain.ingest import IngestEvents, Outcome
-from billing.domain.model import SubStatus, TxnStatus
+from billing.domain.model import Provider, SubStatus, Transaction, TxnStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
@@ -416,3 +416,29 @@ async def test_batch_locks_events_and_entities_in_sorted_order():
     assert keys == sorted(keys)
     assert f"stripe:pi:{s.pi}" in keys and f"stripe:sub:{s.sub}" in keys
     assert all(f"event:stripe:{e.event_id}" in keys for e in events)
+
+
+@pytest.mark.parametrize("disputed", [False, True])
+async def test_a_payment_made_ahead_records_what_the_provider_charged_and_keeps_what_was_asked(disputed):
+    # The platform asked for 49.99 USD (CreatePendingTransaction); the customer paid 39.99 (a coupon at
+    # checkout). Finance counts what was charged, and a refund of all of it is a full refund, in any
+    # order. A dispute, which states no amount, may come first.
+    s = StripeScenario(amount=3999, tenant_id="t1")
+    events = [s.event("payment_intent.succeeded"), s.event("charge.succeeded")]
+    s.refunded = s.amount  # the next refund is of all of it
+    events.append(s.event("charge.refunded"))
+    if disputed:
+        events.append(s.event("charge.dispute.created"))
+    for order in itertools.permutations(events):
+        store = InMemoryEventStore()
+        ahead = Transaction(id="00000000-0000-4000-8000-000000000001", provider=Provider.STRIPE,
+                            status=TxnStatus.PENDING, status_at=datetime(1970, 1, 1, tzinfo=UTC), tenant_id="t1",
+                            amount=4999, currency="USD", requested_amount=4999, requested_currency="USD",
+                            stripe_payment_intent_id=s.pi)
+        store.transactions[ahead.id] = ahead
+        for event in order:
+            await IngestEvents(store).execute([incoming("stripe", event)])
+        [txn] = store.transactions.values()
+        assert (txn.id, txn.amount, txn.currency, txn.amount_refunded, txn.status) == (
+            ahead.id, 3999, "USD", 3999, TxnStatus.DISPUTED if disputed else TxnStatus.REFUNDED)
+        assert (txn.requested_amount, txn.requested_currency) == (4999, "USD")

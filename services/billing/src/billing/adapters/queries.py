@@ -96,17 +96,19 @@ class PostgresBillingReader:
                 p.idempotency_key, p.stripe_payment_intent_id or None, p.razorpay_order_id or None)
             if existing is not None:
                 stored = {"idempotency_key": existing["idempotency_key"], "tenant_id": existing["tenant_id"],
-                          "amount": existing["amount"], "currency": existing["currency"]}
+                          "amount": existing["requested_amount"], "currency": existing["requested_currency"]}
                 return _stamped_txn(existing), False, stored
             row = await conn.fetchrow(
                 """
                 INSERT INTO billing.transactions (id, tenant_id, user_id, provider, amount, currency, status,
-                    status_at, stripe_payment_intent_id, razorpay_order_id, idempotency_key)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *
+                    status_at, stripe_payment_intent_id, razorpay_order_id, idempotency_key, requested_amount,
+                    requested_currency)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *
                 """,
                 uuid.uuid4(), p.tenant_id, p.user_id or None, p.provider.value, p.amount, p.currency,
                 TxnStatus.PENDING.value, datetime(1970, 1, 1, tzinfo=UTC),
-                p.stripe_payment_intent_id or None, p.razorpay_order_id or None, p.idempotency_key)
+                p.stripe_payment_intent_id or None, p.razorpay_order_id or None, p.idempotency_key,
+                p.amount, p.currency)
         return _stamped_txn(row), True, {}
 
     async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction] | None:

@@ -138,6 +138,8 @@ def _transaction_pb(stamped: Stamped[Transaction]) -> billing_pb2.Transaction:
         receipt_url=t.receipt_url or "", invoice_url=t.invoice_url or "",
         paid_at=_ts(t.paid_at), refunded_at=_ts(t.refunded_at),
         disputed_at=_ts(t.disputed_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
+        requested_amount=billing_pb2.Money(amount_minor=t.requested_amount, currency=t.requested_currency or "")
+        if t.requested_amount is not None else None,
     )
 
 

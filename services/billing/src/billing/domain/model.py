@@ -219,6 +219,10 @@ class Transaction:
     disputed_at: datetime | None = None
     customer_name: str | None = None
     invoice_url: str | None = None
+    # What the platform asked for, on a row it made ahead of the payment (CreatePendingTransaction);
+    # `amount` is what the provider reports was charged.
+    requested_amount: int | None = None
+    requested_currency: str | None = None
 
     def matches(self, ref: TxnRef) -> bool:
         if ref.provider is not self.provider:
@@ -316,6 +320,12 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
             status_at=fact.at,
         )
     owner = fact.owner or owner_hint
+    amount, currency = _first(row.amount, fact.amount), _first(row.currency, fact.currency)
+    if fact.amount is not None and row.requested_amount is not None and (amount, currency) == (
+            row.requested_amount, row.requested_currency):
+        # A row made ahead of its payment holds what the platform asked for until the provider reports
+        # what it charged (a coupon, a changed cart). Once that differs, it stands, as a first report does.
+        amount, currency = fact.amount, fact.currency
     sub_id = fact.subscription.subscription_id if fact.subscription else None
     stripe_sub = sub_id if ref.provider is Provider.STRIPE else None
     razorpay_sub = sub_id if ref.provider is Provider.RAZORPAY else None
@@ -323,8 +333,8 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
     changes = dict(
         tenant_id=_first(row.tenant_id, owner.tenant_id if owner else None),
         user_id=_first(row.user_id, owner.user_id if owner else None),
-        amount=_first(row.amount, fact.amount),
-        currency=_first(row.currency, fact.currency),
+        amount=amount,
+        currency=currency,
         stripe_payment_intent_id=_first(row.stripe_payment_intent_id, ref.stripe_payment_intent_id),
         stripe_invoice_id=_first(row.stripe_invoice_id, ref.stripe_invoice_id),
         stripe_subscription_id=_first(row.stripe_subscription_id, stripe_sub),
