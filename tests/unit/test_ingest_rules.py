@@ -367,6 +367,7 @@ async def test_invalid_event_is_kept_failed_without_touching_its_neighbours():
     ("stripe", "charge.refunded", lambda e: e["data"]["object"]),
     ("stripe", "invoice.paid", lambda e: e["data"]["object"]),
     ("razorpay", "payment.captured", lambda e: e["payload"]["payment"]["entity"]),
+    ("razorpay", "payment.dispute.created", lambda e: e["payload"]["payment"]["entity"]),
 ])
 async def test_an_amount_without_its_currency_is_kept_failed_not_recorded_as_money(provider, event_type, entity):
     scenario = StripeScenario() if provider == "stripe" else RazorpayScenario()
@@ -442,3 +443,23 @@ async def test_a_payment_made_ahead_records_what_the_provider_charged_and_keeps_
         assert (txn.id, txn.amount, txn.currency, txn.amount_refunded, txn.status) == (
             ahead.id, 3999, "USD", 3999, TxnStatus.DISPUTED if disputed else TxnStatus.REFUNDED)
         assert (txn.requested_amount, txn.requested_currency) == (4999, "USD")
+
+
+async def test_a_razorpay_chargeback_disputes_the_payment_and_shows_its_outcome_whatever_the_order():
+    # payment.dispute.* names the payment; the order's row is disputed, and within the dispute the latest
+    # report (contested, then lost) wins, never undone by a late opening.
+    raw = FLOWS["razorpay-dispute"].build("t1", "u1")
+    store = await same_rows_in_every_order([incoming("razorpay", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.tenant_id) == (TxnStatus.DISPUTED, "dispute_lost", "t1")
+    assert (txn.amount, txn.currency, txn.paid_at is not None) == (125000, "INR", True)
+    assert txn.disputed_at == datetime.fromtimestamp(raw[1]["payload"]["dispute"]["entity"]["created_at"], UTC)
+
+
+async def test_a_razorpay_dispute_that_names_no_payment_is_kept_failed_with_its_reason():
+    event = RazorpayScenario().event("payment.dispute.created")
+    del event["payload"]["dispute"]["entity"]["payment_id"]
+    store = InMemoryEventStore()
+    [result] = await IngestEvents(store).execute([incoming("razorpay", event)])
+    assert result.outcome is Outcome.FAILED and "payment_id" in result.error
+    assert not store.transactions

@@ -219,12 +219,16 @@ class RazorpayScenario:
     failed_payment: str = field(default_factory=lambda: _id("pay_", 14))
     sub: str = field(default_factory=lambda: _id("sub_", 14))
     sub_payment: str = field(default_factory=lambda: _id("pay_", 14))
+    dispute: str = field(default_factory=lambda: _id("disp_", 14))
+    dispute_created: int | None = None
     refunded: int = 0
 
     TYPES = (
         "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed",
         "subscription.authenticated", "subscription.activated", "subscription.charged",
         "subscription.pending", "subscription.halted", "subscription.cancelled", "subscription.completed",
+        "payment.dispute.created", "payment.dispute.under_review", "payment.dispute.action_required",
+        "payment.dispute.won", "payment.dispute.lost", "payment.dispute.closed",
     )
 
     @property
@@ -280,6 +284,19 @@ class RazorpayScenario:
                                  "status": "processed", "created_at": self.clock.now + 1}}
             return self.envelope(event_type, {"refund": refund,
                                               "payment": self.payment_entity(self.payment, "captured")})
+        if event_type.startswith("payment.dispute."):
+            if self.dispute_created is None:
+                self.dispute_created = self.clock.now + 1
+            status = {"created": "open", "action_required": "open"}.get(event_type.split(".")[2],
+                                                                        event_type.split(".")[2])
+            dispute = {"entity": {
+                "id": self.dispute, "entity": "dispute", "payment_id": self.payment, "amount": self.amount,
+                "currency": self.currency, "amount_deducted": self.amount if status == "lost" else 0,
+                "reason_code": "chargeback", "reason_description": "The customer does not recognise the payment.",
+                "respond_by": self.dispute_created + 7 * 86400, "status": status, "phase": "chargeback",
+                "created_at": self.dispute_created}}
+            return self.envelope(event_type, {"payment": self.payment_entity(self.payment, "captured"),
+                                              "dispute": dispute})
         if event_type.startswith("subscription."):
             status = {"authenticated": "authenticated", "activated": "active", "charged": "active",
                       "pending": "pending", "halted": "halted", "cancelled": "cancelled",

@@ -56,6 +56,12 @@ def _razorpay_payment(tenant: str, user: str) -> list[dict[str, Any]]:
                                  "order.paid", "refund.processed")]
 
 
+def _razorpay_dispute(tenant: str, user: str) -> list[dict[str, Any]]:
+    r = RazorpayScenario(tenant_id=tenant, user_id=user)
+    return [r.event(t) for t in ("payment.captured", "payment.dispute.created", "payment.dispute.under_review",
+                                 "payment.dispute.lost")]
+
+
 def _razorpay_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
     r = RazorpayScenario(tenant_id=tenant, user_id=user)
     return [r.event(t) for t in ("subscription.authenticated", "subscription.activated",
@@ -72,6 +78,8 @@ FLOWS: dict[str, Flow] = {
                                       _stripe_subscription_basil),
     "razorpay-payment": Flow("razorpay", "order -> payment failed -> retry authorized -> captured -> order paid "
                              "-> partial refund", _razorpay_payment),
+    "razorpay-dispute": Flow("razorpay", "payment captured -> chargeback opened -> contested -> lost",
+                             _razorpay_dispute),
     "razorpay-subscription": Flow("razorpay", "subscription authenticated -> activated -> charged -> halted "
                                   "-> cancelled", _razorpay_subscription),
 }

@@ -127,6 +127,35 @@ def _refund_event(payload: dict[str, Any], at: datetime) -> Facts:
     ]
 
 
+DISPUTE_EVENTS = frozenset(
+    f"payment.dispute.{s}" for s in ("created", "under_review", "action_required", "won", "lost", "closed")
+)
+
+
+def _dispute_event(payload: dict[str, Any], at: datetime) -> Facts:
+    # A chargeback on a payment: the payment is disputed from then on, and the dispute's latest state
+    # (open, under_review, won, lost, closed) shows in provider_status, as for Stripe's disputes.
+    dispute = _entity(payload, "dispute")
+    payment = _entity(payload, "payment", required=False)
+    amount = f.amount(payment, "amount") if payment else None
+    return [
+        PaymentFact(
+            ref=TxnRef(
+                provider=Provider.RAZORPAY,
+                razorpay_order_id=f.text(payment, "order_id") if payment else None,
+                razorpay_payment_id=f.text(dispute, "payment_id", required=True),
+            ),
+            at=at,
+            status=TxnStatus.DISPUTED,
+            provider_status=f"dispute_{f.text(dispute, 'status') or 'open'}",
+            owner=f.owner(payment.get("notes")) if payment else None,
+            amount=amount,
+            currency=f.currency(payment, required=amount is not None) if payment else f.currency(dispute),
+            disputed_at=f.timestamp(dispute, "created_at") or at,
+        )
+    ]
+
+
 def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) -> Facts:
     sub = _entity(payload, "subscription")
     raw_status = f.text(sub, "status", required=True)
@@ -160,7 +189,7 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
     return facts
 
 
-HANDLED_TYPES = frozenset(_PAYMENT_STATUS) | {"refund.processed"} | SUBSCRIPTION_EVENTS
+HANDLED_TYPES = frozenset(_PAYMENT_STATUS) | {"refund.processed"} | SUBSCRIPTION_EVENTS | DISPUTE_EVENTS
 
 
 def interpret(event_type: str, event: dict[str, Any]) -> Facts | None:
@@ -171,6 +200,8 @@ def interpret(event_type: str, event: dict[str, Any]) -> Facts | None:
         handler = lambda _t, payload, at: _refund_event(payload, at)  # noqa: E731
     elif event_type in SUBSCRIPTION_EVENTS:
         handler = _subscription_event
+    elif event_type in DISPUTE_EVENTS:
+        handler = lambda _t, payload, at: _dispute_event(payload, at)  # noqa: E731
     else:
         return None
     at = f.timestamp(event, "created_at", required=True)
