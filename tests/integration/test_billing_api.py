@@ -87,6 +87,37 @@ async def test_a_payment_made_ahead_shows_what_was_charged_beside_what_was_asked
     assert not got.transaction.HasField("requested_amount")
 
 
+async def test_a_transaction_merged_into_another_is_answered_with_the_one_kept(billing):
+    # API versions from 2025-03-31: an intent carrying the tenant's metadata and its invoice are first
+    # two rows, both listed to the tenant; invoice_payment.paid makes them one. The id the tenant saw
+    # first still answers, with the row kept, and so does any id an event stored before the merge names.
+    stub, ingest = billing
+    s = StripeScenario(tenant_id="t_merge", basil=True)
+    s.pi = s.invoice_pi
+    [by_intent] = await ingest.execute([incoming("stripe", s.event("payment_intent.succeeded"))])
+    [by_invoice] = await ingest.execute([incoming("stripe", s.event("invoice.paid"))])
+    listed = await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t_merge"))
+    assert {t.id for t in listed.transactions} == {*by_intent.transaction_ids, *by_invoice.transaction_ids}
+    await ingest.execute([incoming("stripe", s.event("invoice_payment.paid"))])
+    [kept] = (await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t_merge"))).transactions
+    gone = ({*by_intent.transaction_ids, *by_invoice.transaction_ids} - {kept.id}).pop()
+    got = await stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t_merge", id=gone))
+    assert (got.transaction.id, got.transaction.stripe_payment_intent_id) == (kept.id, s.pi)
+    await expect_code(stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="another", id=gone)),
+                      grpc.StatusCode.NOT_FOUND)
+
+
+async def test_an_id_merged_twice_over_finds_the_row_kept_last(billing, db):
+    stub, ingest = billing
+    [result] = await ingest.execute([incoming("stripe", StripeScenario(tenant_id="t1").event("charge.succeeded"))])
+    kept = result.transaction_ids[0]
+    first, second = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+    await db.execute("INSERT INTO billing.transaction_merges (merged_id, kept_id) VALUES ($1, $2), ($2, $3)",
+                     first, second, kept)
+    got = await stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id=first))
+    assert got.transaction.id == kept
+
+
 async def test_a_subscription_payment_serves_its_charge_receipt_and_its_invoice_page(billing):
     stub, ingest = billing
     s = StripeScenario(tenant_id="t_invoice")

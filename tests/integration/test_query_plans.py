@@ -80,6 +80,7 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
         pending, _, _ = await reader.create_pending(PendingPayment("order-1", "t1", "u1", Provider.STRIPE, 4999,
                                                                    "USD", "pi_plan_test", ""))
         await reader.get_transaction("t1", pending.row.id)
+        await reader.get_transaction("t1", "00000000-0000-0000-0000-000000000000")  # merged? no
         await reader.get_subscription("t1", "00000000-0000-0000-0000-000000000000")
         await reader.get_event(Provider.STRIPE, "evt_unknown")
 
@@ -91,7 +92,8 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
     _assert_lookups_by_key(plans, exercised=(
         "JOIN unnest", "SELECT * FROM billing.transactions WHERE stripe_payment_intent_id",
         "UPDATE billing.email_outbox", "WHERE idempotency_key = $1",
-        "FROM billing.user_subscriptions WHERE", "WHERE provider = $1 AND event_id = $2"))
+        "FROM billing.user_subscriptions WHERE", "WHERE provider = $1 AND event_id = $2",
+        "INSERT INTO billing.transaction_merges", "FROM billing.transaction_merges WHERE merged_id = $1"))
 
 
 class _Accepting:

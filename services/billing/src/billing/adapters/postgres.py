@@ -115,6 +115,16 @@ SELECT
 
 
 
+# Rows merged into another are deleted, and where each went is kept: an id a tenant saw, or an earlier
+# event names, still finds the payment.
+_MERGE_TRANSACTIONS = """
+WITH merges AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS m(merged_id, kept_id)),
+gone AS (DELETE FROM billing.transactions t USING merges m WHERE t.id = m.merged_id)
+INSERT INTO billing.transaction_merges (merged_id, kept_id) SELECT merged_id, kept_id FROM merges
+ON CONFLICT (merged_id) DO UPDATE SET kept_id = EXCLUDED.kept_id, merged_at = now()
+"""
+
+
 def _rows_json(rows: Iterable[Any]) -> str:
     """The rows (dataclasses or dicts whose fields are the columns) as a JSON array: enums as their
     values, times in RFC 3339 with their offset."""
@@ -207,8 +217,8 @@ class PostgresUnit(BatchUnit):
         retry_in = timedelta(seconds=self._retry.delay(1))
         if working_set.merged_transactions:
             # First: the row kept may take the payment intent id the merged one holds (a unique key).
-            await self._conn.execute("DELETE FROM billing.transactions WHERE id = ANY($1::uuid[])",
-                                     list(working_set.merged_transactions))
+            await self._conn.execute(_MERGE_TRANSACTIONS, list(working_set.merged_transactions),
+                                     list(working_set.merged_transactions.values()))
         await self._conn.execute(
             _WRITE_BATCH,
             _rows_json(working_set.changed_subscriptions.values()),

@@ -80,6 +80,18 @@ _LIST_FAILED_EVENTS = {
 _LIST_EVENTS_BY_STATUS = _LIST_EVENTS.format(status="($8::text IS NULL OR status = $8)")
 
 
+# A transaction merged into another: the one it went to, following merges of merges (each by its key).
+_MERGED_INTO = """
+WITH RECURSIVE went(id, depth) AS (
+    SELECT kept_id, 1 FROM billing.transaction_merges WHERE merged_id = $1
+    UNION ALL
+    SELECT m.kept_id, w.depth + 1 FROM billing.transaction_merges m JOIN went w ON m.merged_id = w.id
+    WHERE w.depth < 16
+)
+SELECT t.* FROM went JOIN billing.transactions t ON t.id = went.id ORDER BY went.depth LIMIT 1
+"""
+
+
 class PostgresBillingReader:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -115,7 +127,8 @@ class PostgresBillingReader:
         key = _uuid(txn_id)
         # By id, then the tenant: with both in the WHERE, a plan made while the table was small walked
         # the tenant index through all of the tenant's rows to find one id.
-        row = key and await self._pool.fetchrow("SELECT * FROM billing.transactions WHERE id = $1", key)
+        row = key and (await self._pool.fetchrow("SELECT * FROM billing.transactions WHERE id = $1", key)
+                       or await self._pool.fetchrow(_MERGED_INTO, key))
         return _stamped_txn(row) if row and row["tenant_id"] == tenant_id else None
 
     async def list_transactions(self, f: TxnFilter, limit: int, after: str | None) -> Page[Stamped[Transaction]]:
