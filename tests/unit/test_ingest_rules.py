@@ -463,3 +463,18 @@ async def test_a_razorpay_dispute_that_names_no_payment_is_kept_failed_with_its_
     [result] = await IngestEvents(store).execute([incoming("razorpay", event)])
     assert result.outcome is Outcome.FAILED and "payment_id" in result.error
     assert not store.transactions
+
+
+@pytest.mark.parametrize(("outcome", "expected"), [("payment_intent.canceled", TxnStatus.CANCELLED),
+                                                   ("payment_intent.succeeded", TxnStatus.SUCCEEDED)])
+async def test_an_uncaptured_charge_is_an_authorisation_until_the_intent_is_captured_or_released(outcome, expected):
+    # Manual capture: Stripe sends charge.succeeded (captured: false) when the card is authorised. No money
+    # has moved; releasing the authorisation must not leave the payment succeeded, nor send a receipt.
+    s = StripeScenario()
+    authorised = s.event("charge.succeeded")
+    authorised["data"]["object"].update(captured=False, amount_captured=0, receipt_url=None)
+    store = await same_rows_in_every_order([incoming("stripe", authorised), incoming("stripe", s.event(outcome))])
+    [txn] = store.transactions.values()
+    assert txn.status is expected and (txn.paid_at is not None) is (expected is TxnStatus.SUCCEEDED)
+    receipts = [i for i in store.outbox.values() if i.kind == "payment_received"]
+    assert len(receipts) == (expected is TxnStatus.SUCCEEDED)

@@ -95,7 +95,7 @@ class StripeScenario:
     def charge_object(self, status: str, **extra: Any) -> dict[str, Any]:
         return {
             "id": self.charge, "object": "charge", "amount": self.amount,
-            "amount_captured": self.amount if status == "succeeded" else 0,
+            "amount_captured": self.amount if status == "succeeded" else 0, "captured": status == "succeeded",
             "amount_refunded": self.refunded, "currency": self.currency, "customer": self.customer,
             "payment_intent": self.pi, "paid": status == "succeeded", "status": status,
             "refunded": self.refunded >= self.amount, "metadata": self.metadata,

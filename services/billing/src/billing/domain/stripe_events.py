@@ -110,6 +110,10 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         customer_name=f.text(billing, "name"),
     )
     if event_type == "charge.succeeded":
+        if charge.get("captured") is False:
+            # Manual capture: the card is only authorised, and no money moves unless the intent is captured
+            # (payment_intent.succeeded); a released authorisation ends in payment_intent.canceled.
+            return [PaymentFact(**common, status=TxnStatus.AUTHORIZED, provider_status="requires_capture")]
         return [PaymentFact(**common, status=TxnStatus.SUCCEEDED, provider_status="succeeded", paid_at=at)]
     if event_type == "charge.failed":
         failure = Failure(f.text(charge, "failure_code") or "charge_failed", f.text(charge, "failure_message"))
