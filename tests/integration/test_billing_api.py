@@ -118,6 +118,19 @@ async def test_an_id_merged_twice_over_finds_the_row_kept_last(billing, db):
     assert got.transaction.id == kept
 
 
+async def test_a_subscription_ending_at_its_period_end_shows_when_it_ends(billing):
+    stub, ingest = billing
+    s = StripeScenario(tenant_id="t_ending")
+    [created] = await ingest.execute([incoming("stripe", s.event("customer.subscription.created"))])
+    asked = s.event("customer.subscription.updated")
+    ends = asked["data"]["object"]["current_period_end"]
+    asked["data"]["object"].update(cancel_at_period_end=True, cancel_at=ends, canceled_at=s.clock.now)
+    await ingest.execute([incoming("stripe", asked)])
+    got = (await stub.GetSubscription(billing_pb2.GetSubscriptionRequest(
+        tenant_id="t_ending", id=created.subscription_ids[0]))).subscription
+    assert (got.status, got.cancel_at.seconds, got.HasField("cancelled_at")) == ("active", ends, False)
+
+
 async def test_a_subscription_payment_serves_its_charge_receipt_and_its_invoice_page(billing):
     stub, ingest = billing
     s = StripeScenario(tenant_id="t_invoice")

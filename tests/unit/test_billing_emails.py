@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from billing.domain.ingest import IngestEvents
+from billing.domain.model import SubStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
@@ -163,3 +165,48 @@ async def test_a_subscription_payment_whose_owner_comes_with_the_subscription_ge
     receipts = [i for i in store.outbox.values() if i.kind == "payment_received"]
     assert [(r.tenant_id, r.data["transaction_id"], r.to_email) for r in receipts] == [
         ("acme", txn.id, "buyer@example.com")]
+
+
+def _scheduled_cancellation(s: StripeScenario):
+    """A subscription, its checkout, the customer asking to cancel at the end of the paid period, and the
+    deletion Stripe sends when that period ends."""
+    created = s.event("customer.subscription.created")
+    period = {k: created["data"]["object"][k] for k in ("current_period_start", "current_period_end")}
+    asked = s.event("customer.subscription.updated")
+    asked["data"]["object"].update(period, cancel_at_period_end=True, cancel_at=period["current_period_end"],
+                                   canceled_at=s.clock.now)
+    deleted = s.event("customer.subscription.deleted")
+    deleted["data"]["object"].update(period, cancel_at_period_end=True, cancel_at=period["current_period_end"],
+                                     canceled_at=asked["data"]["object"]["canceled_at"],
+                                     ended_at=period["current_period_end"])
+    return s.event("checkout.session.completed"), created, asked, deleted
+
+
+async def test_a_cancellation_at_period_end_is_confirmed_when_asked_with_the_day_it_takes_effect():
+    # "Your subscription ends on <date>. You keep access until then." is news when the customer cancels,
+    # not a month later when the period runs out; one email either way, whatever the order.
+    s = StripeScenario()
+    checkout, created, asked, deleted = _scheduled_cancellation(s)
+    ends = datetime.fromtimestamp(created["data"]["object"]["current_period_end"], UTC).isoformat()
+    store = InMemoryEventStore()
+    for event in (checkout, created, asked):
+        await IngestEvents(store).execute([incoming("stripe", event)])
+    [sub] = store.subscriptions.values()
+    assert (sub.status, sub.cancel_at.isoformat()) == (SubStatus.ACTIVE, ends)
+    [cancelled] = [i for i in store.outbox.values() if i.kind == "subscription_cancelled"]
+    assert cancelled.data["effective_date"] == ends
+    for order in itertools.permutations([checkout, created, asked, deleted]):
+        outbox = await outbox_after([incoming("stripe", e) for e in order])
+        assert [i.data["effective_date"] for i in outbox.values() if i.kind == "subscription_cancelled"] == [ends]
+
+
+async def test_a_cancellation_withdrawn_before_the_period_ends_leaves_the_subscription_running():
+    s = StripeScenario()
+    checkout, created, asked, _ = _scheduled_cancellation(s)
+    kept = s.event("customer.subscription.updated")  # the customer changed their mind
+    kept["data"]["object"].update({k: asked["data"]["object"][k] for k in ("current_period_start", "current_period_end")})
+    store = InMemoryEventStore()
+    for event in (checkout, kept, asked, created):
+        await IngestEvents(store).execute([incoming("stripe", event)])
+    [sub] = store.subscriptions.values()
+    assert (sub.status, sub.cancel_at) == (SubStatus.ACTIVE, None)

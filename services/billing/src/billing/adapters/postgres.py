@@ -48,7 +48,7 @@ _PG_TYPES = {
     "id": "uuid", "amount": "bigint", "amount_refunded": "bigint", "requested_amount": "bigint", "currency": "text",
     "status_at": "timestamptz", "failed_at": "timestamptz", "paid_at": "timestamptz",
     "refunded_at": "timestamptz", "disputed_at": "timestamptz", "current_period_start": "timestamptz",
-    "current_period_end": "timestamptz", "cancelled_at": "timestamptz",
+    "current_period_end": "timestamptz", "cancelled_at": "timestamptz", "cancel_at": "timestamptz",
 }
 
 

@@ -151,6 +151,7 @@ def _subscription_pb(stamped: Stamped[Subscription]) -> billing_pb2.Subscription
         stripe_subscription_id=s.stripe_subscription_id or "", razorpay_subscription_id=s.razorpay_subscription_id or "",
         current_period_start=_ts(s.current_period_start), current_period_end=_ts(s.current_period_end),
         cancelled_at=_ts(s.cancelled_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
+        cancel_at=_ts(s.cancel_at),
     )
 
 

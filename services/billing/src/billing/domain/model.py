@@ -185,6 +185,7 @@ class SubscriptionFact:
     current_period_start: datetime | None = None
     current_period_end: datetime | None = None
     cancelled_at: datetime | None = None
+    cancel_at: datetime | None = None  # a cancellation asked for, taking effect then (the period's end)
     customer_email: str | None = None
     customer_name: str | None = None
 
@@ -271,6 +272,9 @@ class Subscription:
     cancelled_at: datetime | None = None
     customer_email: str | None = None
     customer_name: str | None = None
+    # A cancellation the customer asked for that takes effect then (the end of the paid period): the
+    # subscription stays active until it does. Cleared when a newer snapshot no longer has it.
+    cancel_at: datetime | None = None
 
     @property
     def provider_id(self) -> str:
@@ -483,9 +487,9 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
         return merged
     plan = fact.plan or merged.plan
     snapshot = _snapshot(fact.current_period_end, fact.current_period_start, fact.provider_status, plan,
-                         fact.cancelled_at)
+                         fact.cancelled_at, fact.cancel_at)
     held = _snapshot(row.current_period_end, row.current_period_start, row.provider_status, row.plan,
-                     row.cancelled_at)
+                     row.cancelled_at, row.cancel_at)
     # A row no snapshot has given a status yet (made from a checkout that came first) takes the first.
     if row.provider_status is None or (
         _sub_candidate(fact.status, fact.at, snapshot) > _sub_candidate(row.status, row.status_at, held)
@@ -499,6 +503,7 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
             current_period_start=fact.current_period_start,
             current_period_end=fact.current_period_end,
             cancelled_at=fact.cancelled_at,
+            cancel_at=fact.cancel_at,
         )
     return merged
 

@@ -8,7 +8,8 @@ notifier sends one email per key.
   after a success sends nothing), one per failed attempt;
 - payment refunded: each new cumulative refunded amount;
 - subscription activated: the first activation only, not renewals;
-- subscription cancelled: once.
+- subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
+  at once, when it ends.
 An email needs the customer's address and tenant, which may come on another event than the change
 (a payment intent without receipt_email, then its charge; a subscription, then its checkout): whichever
 of the two comes last asks for it, unless the address comes over a day after the change (stale news).
@@ -133,7 +134,8 @@ def _live(row: Subscription) -> bool:
 
 
 def _cancelled(row: Subscription) -> bool:
-    return row.status is SubStatus.CANCELLED
+    """Cancelled, or a cancellation asked for (at the period's end): the customer hears when they ask."""
+    return row.status is SubStatus.CANCELLED or row.cancel_at is not None
 
 
 def subscription_emails(before: Subscription | None, after: Subscription, at: datetime,
@@ -146,5 +148,6 @@ def subscription_emails(before: Subscription | None, after: Subscription, at: da
     if _newly(before, after, _cancelled, at, since=lambda row: row.cancelled_at or row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
             "plan": after.plan or "subscription",
-            "effective_date": _iso(after.cancelled_at or after.current_period_end or after.status_at)}, request_id))
+            "effective_date": _iso(after.cancel_at or after.cancelled_at or after.current_period_end
+                                   or after.status_at)}, request_id))
     return [i for i in intents if i is not None]

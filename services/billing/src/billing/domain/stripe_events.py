@@ -204,6 +204,9 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
     ended = None
     if status is SubStatus.CANCELLED:
         ended = f.timestamp(sub, "canceled_at") or f.timestamp(sub, "ended_at") or at
+    period_end = f.timestamp(sub, "current_period_end") or f.timestamp(item, "current_period_end")
+    # A cancellation asked for at the period's end (or for a set date): still active until then.
+    cancel_at = f.timestamp(sub, "cancel_at") or (period_end if sub.get("cancel_at_period_end") is True else None)
     return [
         SubscriptionFact(
             ref=SubRef(Provider.STRIPE, f.text(sub, "id", required=True)),
@@ -214,9 +217,9 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
             plan=f.text(price, "lookup_key") or f.text(price, "nickname") or f.text(price, "id"),
             current_period_start=f.timestamp(sub, "current_period_start")
             or f.timestamp(item, "current_period_start"),
-            current_period_end=f.timestamp(sub, "current_period_end")
-            or f.timestamp(item, "current_period_end"),
+            current_period_end=period_end,
             cancelled_at=ended,
+            cancel_at=cancel_at,
         )
     ]
 
