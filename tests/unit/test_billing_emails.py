@@ -210,3 +210,15 @@ async def test_a_cancellation_withdrawn_before_the_period_ends_leaves_the_subscr
         await IngestEvents(store).execute([incoming("stripe", event)])
     [sub] = store.subscriptions.values()
     assert (sub.status, sub.cancel_at) == (SubStatus.ACTIVE, None)
+
+
+@pytest.mark.parametrize("event_type", ["invoice.paid", "invoice.payment_succeeded"])
+async def test_a_trials_zero_invoice_records_no_payment_and_sends_no_receipt(event_type):
+    # Stripe marks a trial's first invoice (or one a coupon covers) paid, with nothing charged.
+    s = StripeScenario()
+    trial = s.event(event_type)
+    trial["data"]["object"].update(amount_due=0, amount_paid=0, payment_intent=None)
+    store = InMemoryEventStore()
+    [result] = await IngestEvents(store).execute([incoming("stripe", trial)])
+    assert (result.outcome.value, result.transaction_ids) == ("processed", ())
+    assert not store.transactions and not store.outbox

@@ -179,11 +179,16 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
                 failure=Failure("invoice_payment_failed", None),
             )
         ]
+    paid = f.amount(invoice, "amount_paid", required=True)
+    if paid == 0:
+        # A trial's first invoice, or one a coupon covered: Stripe marks it paid, but no money moved,
+        # so there is no payment to record nor a receipt to send.
+        return []
     transitions = f.obj(invoice, "status_transitions", required=False)
     return [
         PaymentFact(
             **common,
-            amount=f.amount(invoice, "amount_paid", required=True),
+            amount=paid,
             status=TxnStatus.SUCCEEDED,
             provider_status="invoice_paid",
             paid_at=f.timestamp(transitions, "paid_at") or at,
@@ -261,6 +266,8 @@ def _invoice_payment(payment: dict[str, Any], at: datetime) -> Facts:
     name each other): the one event that says which payment paid which invoice."""
     paid_by = f.obj(payment, "payment")
     transitions = f.obj(payment, "status_transitions", required=False)
+    if f.amount(payment, "amount_paid", required=True) == 0:
+        return []  # nothing was charged (see _invoice)
     return [
         PaymentFact(
             ref=_ref(f.text(paid_by, "payment_intent"), invoice=f.text(payment, "invoice", required=True),
