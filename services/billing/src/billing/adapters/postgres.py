@@ -113,8 +113,6 @@ SELECT
         FOR UPDATE) s) AS subscriptions
 """
 
-
-
 # Rows merged into another are deleted, and where each went is kept: an id a tenant saw, or an earlier
 # event names, still finds the payment.
 _MERGE_TRANSACTIONS = """

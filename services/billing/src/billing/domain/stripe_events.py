@@ -118,6 +118,10 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     if event_type == "charge.failed":
         failure = Failure(f.text(charge, "failure_code") or "charge_failed", f.text(charge, "failure_message"))
         return [PaymentFact(**common, status=TxnStatus.FAILED, provider_status="failed", failure=failure)]
+    if charge.get("captured") is False:
+        # An authorisation released (the intent cancelled before capture): Stripe "refunds" the
+        # uncaptured charge, but no money had moved, so there is nothing refunded either.
+        return [PaymentFact(**common, status=TxnStatus.CANCELLED, provider_status="authorization_released")]
     # charge.refunded: amount_refunded is cumulative over every refund of the charge.
     refunded = f.amount(charge, "amount_refunded", required=True)
     refunds = f.obj(charge, "refunds", required=False).get("data")
