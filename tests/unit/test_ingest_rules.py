@@ -483,3 +483,16 @@ async def test_an_uncaptured_charge_is_an_authorisation_until_the_intent_is_capt
     assert txn.amount_refunded == 0
     assert txn.status is expected and (txn.paid_at is not None) is (expected is TxnStatus.SUCCEEDED)
     assert [i.kind for i in store.outbox.values()] == (["payment_received"] if expected is TxnStatus.SUCCEEDED else [])
+
+
+async def test_an_event_naming_another_tenant_leaves_the_payment_with_the_first_and_warns(caplog):
+    s = StripeScenario(tenant_id="acme")
+    store = await ingest_one_by_one([incoming("stripe", s.event("payment_intent.succeeded"))])
+    other = s.event("charge.succeeded")
+    other["data"]["object"]["metadata"] = {"tenant_id": "globex"}
+    with caplog.at_level("WARNING", logger="billing.domain.ingest"):
+        await IngestEvents(store).execute([incoming("stripe", other)])
+    [txn] = store.transactions.values()
+    assert txn.tenant_id == "acme"
+    [warning] = [r for r in caplog.records if "another tenant" in r.getMessage()]
+    assert warning.fields["tenant_id"] == "acme" and warning.fields["event_tenant_id"] == "globex"

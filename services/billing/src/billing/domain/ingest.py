@@ -307,6 +307,7 @@ def _apply_facts(
         for fact in facts:
             if isinstance(fact, SubscriptionFact):
                 old_sub = ws.find_subscription(fact.ref)
+                _warn_if_owner_differs("subscription_id", old_sub, fact.owner, request_id)
                 sub = merge_subscription(old_sub, fact)
                 ws.put_subscription(sub)
                 ws.emails.extend(subscription_emails(old_sub, sub, fact.at, request_id))
@@ -316,6 +317,7 @@ def _apply_facts(
                 hint_sub = ws.find_subscription(fact.subscription) if fact.subscription else None
                 hint = Owner(hint_sub.tenant_id, hint_sub.user_id) if hint_sub and hint_sub.tenant_id else None
                 old_txn, base = _payment_row(ws, fact.ref)
+                _warn_if_owner_differs("transaction_id", base, fact.owner, request_id)
                 txn = merge_payment(base, fact, owner_hint=hint)
                 ws.put_transaction(txn)
                 ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
@@ -326,6 +328,16 @@ def _apply_facts(
          ws.merged_transactions) = before
         return Outcome.FAILED, f"{type(exc).__name__}: {exc}", (), ()
     return Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids))
+
+
+def _warn_if_owner_differs(kind: str, row: Transaction | Subscription | None, told: Owner | None,
+                           request_id: str) -> None:
+    """The first owner recorded stays. An event naming another tenant means the platform's metadata is
+    wrong somewhere: operators hear of it, and nothing moves the row to the other tenant."""
+    if row is not None and row.tenant_id and told is not None and told.tenant_id != row.tenant_id:
+        log.warning("an event names another tenant than the one recorded; the recorded one stays",
+                    extra={"fields": {kind: row.id, "tenant_id": row.tenant_id, "event_tenant_id": told.tenant_id,
+                                      "request_id": request_id}})
 
 
 def _give_owner(ws: WorkingSet, sub: Subscription, at: datetime, request_id: str) -> list[str]:
