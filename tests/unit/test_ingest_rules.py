@@ -496,3 +496,15 @@ async def test_an_event_naming_another_tenant_leaves_the_payment_with_the_first_
     assert txn.tenant_id == "acme"
     [warning] = [r for r in caplog.records if "another tenant" in r.getMessage()]
     assert warning.fields["tenant_id"] == "acme" and warning.fields["event_tenant_id"] == "globex"
+
+
+async def test_a_paused_razorpay_subscription_shows_paused_until_it_resumes():
+    r = RazorpayScenario()
+    activated, paused, resumed = (r.event(t) for t in ("subscription.activated", "subscription.paused",
+                                                       "subscription.resumed"))
+    store = await same_rows_in_every_order([incoming("razorpay", e) for e in (activated, paused)])
+    [sub] = store.subscriptions.values()
+    assert (sub.status, sub.provider_status) == (SubStatus.PAUSED, "paused")
+    store = await same_rows_in_every_order([incoming("razorpay", e) for e in (activated, paused, resumed)])
+    [sub] = store.subscriptions.values()
+    assert sub.status is SubStatus.ACTIVE

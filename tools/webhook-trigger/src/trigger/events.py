@@ -227,7 +227,7 @@ class RazorpayScenario:
         "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed",
         "subscription.authenticated", "subscription.activated", "subscription.charged",
         "subscription.pending", "subscription.halted", "subscription.cancelled", "subscription.completed",
-        "payment.dispute.created", "payment.dispute.under_review", "payment.dispute.action_required",
+        "subscription.paused", "subscription.resumed", "subscription.updated", "payment.dispute.created", "payment.dispute.under_review", "payment.dispute.action_required",
         "payment.dispute.won", "payment.dispute.lost", "payment.dispute.closed",
     )
 
@@ -300,7 +300,8 @@ class RazorpayScenario:
         if event_type.startswith("subscription."):
             status = {"authenticated": "authenticated", "activated": "active", "charged": "active",
                       "pending": "pending", "halted": "halted", "cancelled": "cancelled",
-                      "completed": "completed"}[event_type.split(".")[1]]
+                      "completed": "completed", "paused": "paused", "resumed": "active",
+                      "updated": "active"}[event_type.split(".")[1]]
             payload: dict[str, Any] = {"subscription": self.subscription_entity(status)}
             if event_type == "subscription.charged":
                 entity = self.payment_entity(self.sub_payment, "captured", order_id=None)

@@ -45,9 +45,12 @@ _SUB_STATUS = {
     "expired": SubStatus.EXPIRED,
 }
 
+# Beyond the list: Razorpay also sends paused, resumed and updated (a plan change). Without them a
+# paused subscription stayed active here, and a customer kept access without paying.
 SUBSCRIPTION_EVENTS = frozenset(
     f"subscription.{s}"
-    for s in ("authenticated", "activated", "charged", "pending", "halted", "cancelled", "completed")
+    for s in ("authenticated", "activated", "charged", "pending", "halted", "cancelled", "completed",
+              "paused", "resumed", "updated")
 )
 
 
