@@ -508,3 +508,19 @@ async def test_a_paused_razorpay_subscription_shows_paused_until_it_resumes():
     store = await same_rows_in_every_order([incoming("razorpay", e) for e in (activated, paused, resumed)])
     [sub] = store.subscriptions.values()
     assert sub.status is SubStatus.ACTIVE
+
+
+async def test_the_customers_address_and_name_come_from_the_most_trusted_source_whatever_the_order():
+    # The platform sets the intent's receipt_email (where receipts go); the payer types another address
+    # and a card holder's name at checkout and on the card. The receipt address wins over the account's
+    # (checkout, invoice), which wins over the card's; a name likewise.
+    s = StripeScenario(email="billing@acme.test")
+    intent = s.event("payment_intent.succeeded")
+    charge = s.event("charge.succeeded")
+    charge["data"]["object"].update(receipt_email=None, billing_details={"email": "payer@gmail.test", "name": "A RAO"})
+    checkout = s.event("checkout.session.completed")
+    checkout["data"]["object"].update(mode="payment", payment_intent=s.pi,
+                                      customer_details={"email": "asha@acme.test", "name": "Asha Rao"})
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (intent, charge, checkout)])
+    [txn] = store.transactions.values()
+    assert (txn.customer_email, txn.customer_name) == ("billing@acme.test", "Asha Rao")

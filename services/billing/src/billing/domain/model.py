@@ -148,6 +148,15 @@ class SubRef:
     subscription_id: str
 
 
+# Where a payment's customer address or name came from, most trusted last: the card's billing details
+# (typed by whoever paid), the customer's account (checkout, invoice, Razorpay), the address the
+# merchant set for receipts. Sources can disagree; the best wins, then the first in text order, so the
+# result never depends on which event came first.
+CONTACT_CARD = 1
+CONTACT_ACCOUNT = 2
+CONTACT_RECEIPT = 3
+
+
 @dataclass(frozen=True)
 class PaymentFact:
     """What one event says about one payment. None means the event does not say."""
@@ -169,6 +178,9 @@ class PaymentFact:
     payment_method: str | None = None
     customer_email: str | None = None
     customer_name: str | None = None
+    # How much each is to be trusted as the customer's (CONTACT_*): sources disagree, and the best wins.
+    email_rank: int = 0
+    name_rank: int = 0
     subscription: SubRef | None = None
 
 
@@ -220,6 +232,8 @@ class Transaction:
     disputed_at: datetime | None = None
     customer_name: str | None = None
     invoice_url: str | None = None
+    customer_email_rank: int = 0  # the CONTACT_* rank of the source each came from
+    customer_name_rank: int = 0
     # What the platform asked for, on a row it made ahead of the payment (CreatePendingTransaction);
     # `amount` is what the provider reports was charged.
     requested_amount: int | None = None
@@ -344,14 +358,16 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         stripe_subscription_id=_first(row.stripe_subscription_id, stripe_sub),
         razorpay_order_id=_first(row.razorpay_order_id, ref.razorpay_order_id),
         razorpay_subscription_id=_first(row.razorpay_subscription_id, razorpay_sub),
-        customer_email=_first(row.customer_email, fact.customer_email),
-        customer_name=_first(row.customer_name, fact.customer_name),
         invoice_url=_first(row.invoice_url, fact.invoice_url),
         amount_refunded=max(row.amount_refunded, fact.amount_refunded or 0),
         refunded_at=_latest(row.refunded_at, fact.refunded_at),
         paid_at=_earliest(row.paid_at, fact.paid_at),
         disputed_at=_earliest(row.disputed_at, fact.disputed_at),
     )
+    changes["customer_email"], changes["customer_email_rank"] = _best_contact(
+        row.customer_email, row.customer_email_rank, fact.customer_email, fact.email_rank)
+    changes["customer_name"], changes["customer_name_rank"] = _best_contact(
+        row.customer_name, row.customer_name_rank, fact.customer_name, fact.name_rank)
     if fact.failure is not None and _is_latest_failure(row, fact.at, fact.failure.code, fact.failure.message):
         changes.update(failed_at=fact.at, failure_code=fact.failure.code, failure_message=fact.failure.message)
     status = _proposed_status(changes["amount"], changes["amount_refunded"], fact)
@@ -369,6 +385,12 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         changes["status"] = _refund_status(changes["amount"], changes["amount_refunded"])
     _take_charge(changes, row, fact, decided=status is not None and _decided(status), wins=wins)
     return replace(row, **changes)
+
+
+def _best_contact(held: str | None, held_rank: int, told: str | None, told_rank: int) -> tuple[str | None, int]:
+    if told is None or (held is not None and (held_rank, told) >= (told_rank, held)):
+        return held, held_rank
+    return told, told_rank
 
 
 def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided: bool, wins: bool) -> None:
@@ -426,6 +448,7 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
         refunded_at=gone.refunded_at, paid_at=gone.paid_at, disputed_at=gone.disputed_at,
         receipt_url=gone.receipt_url, invoice_url=gone.invoice_url, payment_method=gone.payment_method,
         customer_email=gone.customer_email, customer_name=gone.customer_name,
+        email_rank=gone.customer_email_rank, name_rank=gone.customer_name_rank,
         subscription=SubRef(gone.provider, sub_id) if sub_id else None,
     )
     merged = merge_payment(keep, fact)

@@ -13,6 +13,7 @@ from typing import Any
 from billing.domain import fields as f
 from billing.domain.fields import InvalidEvent
 from billing.domain.model import (
+    CONTACT_ACCOUNT,
     Failure,
     Owner,
     PaymentFact,
@@ -93,6 +94,7 @@ def _payment_fact(
         failure=failure,
         payment_method=f.text(payment, "method"),
         customer_email=f.text(payment, "email"),
+        email_rank=CONTACT_ACCOUNT,
         subscription=subscription,
     )
 

@@ -15,6 +15,9 @@ from typing import Any
 from billing.domain import fields as f
 from billing.domain.fields import InvalidEvent
 from billing.domain.model import (
+    CONTACT_ACCOUNT,
+    CONTACT_CARD,
+    CONTACT_RECEIPT,
     Failure,
     PaymentFact,
     Provider,
@@ -82,6 +85,7 @@ def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
             failure=failure,
             payment_method=_only_method(pi),
             customer_email=f.text(pi, "receipt_email"),
+            email_rank=CONTACT_RECEIPT,
         )
     ]
 
@@ -107,7 +111,9 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         receipt_url=f.text(charge, "receipt_url"),
         payment_method=f.text(details, "type"),
         customer_email=f.text(charge, "receipt_email") or f.text(billing, "email"),
+        email_rank=CONTACT_RECEIPT if f.text(charge, "receipt_email") else CONTACT_CARD,
         customer_name=f.text(billing, "name"),
+        name_rank=CONTACT_CARD,
     )
     if event_type == "charge.succeeded":
         if charge.get("captured") is False:
@@ -170,6 +176,8 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
         currency=f.currency(invoice, required=True),  # both kinds below state an amount
         customer_email=f.text(invoice, "customer_email"),
         customer_name=f.text(invoice, "customer_name"),
+        email_rank=CONTACT_ACCOUNT,
+        name_rank=CONTACT_ACCOUNT,
         invoice_url=f.text(invoice, "hosted_invoice_url"),
         subscription=SubRef(Provider.STRIPE, sub_id) if sub_id else None,
     )
@@ -261,6 +269,8 @@ def _checkout_session(session: dict[str, Any], at: datetime) -> Facts:
             paid_at=at if paid else None,
             customer_email=email,
             customer_name=f.text(details, "name"),
+            email_rank=CONTACT_ACCOUNT,
+            name_rank=CONTACT_ACCOUNT,
         )
     ]
 
