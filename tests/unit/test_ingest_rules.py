@@ -524,3 +524,18 @@ async def test_the_customers_address_and_name_come_from_the_most_trusted_source_
     store = await same_rows_in_every_order([incoming("stripe", e) for e in (intent, charge, checkout)])
     [txn] = store.transactions.values()
     assert (txn.customer_email, txn.customer_name) == ("billing@acme.test", "Asha Rao")
+
+
+async def test_a_partial_capture_records_the_amount_captured_and_a_refund_of_it_is_full():
+    # Manual capture of 30.00 of a 50.00 authorisation: the intent received 30.00, the charge captured
+    # 30.00 (its `amount` stays 50.00), and refunding the 30.00 refunds everything that was paid.
+    s = StripeScenario(amount=5000)
+    authorised = s.event("charge.succeeded")
+    authorised["data"]["object"].update(captured=False, amount_captured=0, receipt_url=None)
+    captured = s.event("payment_intent.succeeded")
+    captured["data"]["object"]["amount_received"] = 3000
+    refunded = s.event("charge.refunded")
+    refunded["data"]["object"].update(captured=True, amount_captured=3000, amount_refunded=3000, refunded=True)
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (authorised, captured, refunded)])
+    [txn] = store.transactions.values()
+    assert (txn.amount, txn.amount_refunded, txn.status) == (3000, 3000, TxnStatus.REFUNDED)

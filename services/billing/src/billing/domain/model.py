@@ -339,10 +339,14 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         )
     owner = fact.owner or owner_hint
     amount, currency = _first(row.amount, fact.amount), _first(row.currency, fact.currency)
-    if fact.amount is not None and row.requested_amount is not None and (amount, currency) == (
-            row.requested_amount, row.requested_currency):
-        # A row made ahead of its payment holds what the platform asked for until the provider reports
-        # what it charged (a coupon, a changed cart). Once that differs, it stands, as a first report does.
+    if fact.amount is not None and (
+        # The first report of the payment made states what was taken: it replaces an attempt's amount
+        # (an authorisation captured in part)...
+        (fact.paid_at is not None and row.paid_at is None)
+        # ...and, on a row made ahead of its payment, what the platform asked for (a coupon, a changed
+        # cart), whatever reports it first. Once the amount differs from the one asked, it stands.
+        or (row.requested_amount is not None and (amount, currency) == (row.requested_amount, row.requested_currency))
+    ):
         amount, currency = fact.amount, fact.currency
     sub_id = fact.subscription.subscription_id if fact.subscription else None
     stripe_sub = sub_id if ref.provider is Provider.STRIPE else None

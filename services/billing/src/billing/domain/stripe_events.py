@@ -79,7 +79,9 @@ def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
             status=status,
             provider_status=f.text(pi, "status") or event_type.split(".", 1)[1],
             owner=f.owner(pi.get("metadata")),
-            amount=f.amount(pi, "amount", required=True),
+            # What it collected once succeeded (less than `amount` after a partial manual capture).
+            amount=_taken(f.amount(pi, "amount", required=True),
+                          f.amount(pi, "amount_received") if status is TxnStatus.SUCCEEDED else None),
             currency=f.currency(pi, required=True),
             paid_at=at if status is TxnStatus.SUCCEEDED else None,
             failure=failure,
@@ -88,6 +90,11 @@ def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
             email_rank=CONTACT_RECEIPT,
         )
     ]
+
+
+def _taken(asked: int | None, taken: int | None) -> int | None:
+    """The amount collected when the object states one, else the amount asked."""
+    return taken if taken else asked
 
 
 def _only_method(pi: dict[str, Any]) -> str | None:
@@ -106,7 +113,9 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         ref=_ref(f.text(charge, "payment_intent"), charge=charge_id),
         at=at,
         owner=f.owner(charge.get("metadata")),
-        amount=f.amount(charge, "amount", required=True),
+        # What was captured (less than `amount` after a partial manual capture).
+        amount=_taken(f.amount(charge, "amount", required=True),
+                      f.amount(charge, "amount_captured") if charge.get("captured") is True else None),
         currency=f.currency(charge, required=True),
         receipt_url=f.text(charge, "receipt_url"),
         payment_method=f.text(details, "type"),
