@@ -10,6 +10,9 @@ changes nothing. That holds because each field merges by a rule that is commutat
   event names it (none while only an invoice or checkout told it); before an outcome, the latest
   attempt's. Its receipt and payment method come with it;
 - identities and owner (tenant, user): first known value is kept (all events of one payment agree);
+- amount: what the first report of the payment made states (what was taken); before one, the first
+  known, except that a row made ahead holds what was asked only until the provider states an amount;
+- customer address and name: each from the most trusted source (CONTACT_*), then the first in text order;
 - amounts refunded, refund time: the largest; paid and disputed time: the earliest;
 - failure details: those of the latest failure.
 """
