@@ -41,6 +41,38 @@ async def test_invoice_pages_kept_as_receipts_move_to_invoice_url(postgres_admin
     ]
 
 
+async def test_rows_stored_before_the_requested_amount_and_contact_ranks_keep_their_meaning(postgres_admin_url,
+                                                                                            tmp_path):
+    # 011: a row made ahead of its payment asked for the amount it holds. 014: an address already stored
+    # came from an unknown source, so it reads as the top rank and no later source replaces it; rows
+    # written afterwards start at no rank.
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    url = await recreate_database(postgres_admin_url, name)
+    try:
+        await migrate(url, _migrations_before(tmp_path, "011"))
+        conn = await asyncpg.connect(url)
+        try:
+            insert = ("INSERT INTO billing.transactions (id, provider, status, status_at, amount, currency, "
+                      "idempotency_key, customer_email) VALUES (gen_random_uuid(), 'stripe', $1, now(), 4999, 'USD', $2, $3)")
+            await conn.execute(insert, "pending", "checkout-1", None)
+            await conn.execute(insert, "succeeded", None, "buyer@example.com")
+            await migrate(url)
+            await conn.execute(insert, "succeeded", None, "later@example.com")
+            rows = await conn.fetch("SELECT idempotency_key, requested_amount, requested_currency, customer_email, "
+                                    "customer_email_rank FROM billing.transactions ORDER BY created_at, customer_email")
+        finally:
+            await conn.close()
+    finally:
+        admin = await asyncpg.connect(postgres_admin_url)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+    assert [tuple(r) for r in rows] == [
+        ("checkout-1", 4999, "USD", None, 3),
+        (None, None, None, "buyer@example.com", 3),
+        (None, None, None, "later@example.com", 0),
+    ]
+
+
 async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:
     """Migrate to 008, write rows as the old code did, apply 009; the rows then."""
     await migrate(url, _migrations_before(tmp_path, "009"))
