@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -26,14 +28,8 @@ async def test_an_idempotency_key_names_one_transaction_and_rows_without_a_key_a
 async def test_invoice_pages_kept_as_receipts_move_to_invoice_url(postgres_admin_url, tmp_path):
     # Before 009 the first of a charge's receipt and its invoice's page filled receipt_url. The migration
     # moves invoice pages to their own column and leaves charge receipts where they are.
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    url = await recreate_database(postgres_admin_url, name)
-    try:
+    async with _scratch_database(postgres_admin_url) as url:
         rows = await _rows_after_009(url, tmp_path)
-    finally:
-        admin = await asyncpg.connect(postgres_admin_url)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
     assert [tuple(r) for r in rows] == [
         ("in_1", None, "https://invoice.stripe.com/i/acct_1/test_abc?s=ap"),
         ("in_2", "https://pay.stripe.com/receipts/payment/ch_2", None),
@@ -46,9 +42,7 @@ async def test_rows_stored_before_the_requested_amount_and_contact_ranks_keep_th
     # 011: a row made ahead of its payment asked for the amount it holds. 014: an address already stored
     # came from an unknown source, so it reads as the top rank and no later source replaces it; rows
     # written afterwards start at no rank.
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    url = await recreate_database(postgres_admin_url, name)
-    try:
+    async with _scratch_database(postgres_admin_url) as url:
         await migrate(url, _migrations_before(tmp_path, "011"))
         conn = await asyncpg.connect(url)
         try:
@@ -62,10 +56,6 @@ async def test_rows_stored_before_the_requested_amount_and_contact_ranks_keep_th
                                     "customer_email_rank FROM billing.transactions ORDER BY created_at, customer_email")
         finally:
             await conn.close()
-    finally:
-        admin = await asyncpg.connect(postgres_admin_url)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
     assert [tuple(r) for r in rows] == [
         ("checkout-1", 4999, "USD", None, 3),
         (None, None, None, "buyer@example.com", 3),
@@ -98,3 +88,16 @@ def _migrations_before(tmp_path, version: str):
         if path.name < version:
             shutil.copy(path, directory)
     return directory
+
+
+@asynccontextmanager
+async def _scratch_database(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A new empty database for a migration test, dropped afterwards; its URL."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    url = await recreate_database(postgres_admin_url, name)
+    try:
+        yield url
+    finally:
+        admin = await asyncpg.connect(postgres_admin_url)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()

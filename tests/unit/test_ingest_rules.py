@@ -465,6 +465,12 @@ async def test_a_razorpay_dispute_that_names_no_payment_is_kept_failed_with_its_
     assert not store.transactions
 
 
+def _uncaptured(charge_event):
+    """The charge as manual capture shows it before capture: authorised, nothing taken, no receipt."""
+    charge_event["data"]["object"].update(captured=False, amount_captured=0, receipt_url=None)
+    return charge_event
+
+
 @pytest.mark.parametrize(("outcome", "expected"), [("payment_intent.canceled", TxnStatus.CANCELLED),
                                                    ("payment_intent.succeeded", TxnStatus.SUCCEEDED)])
 async def test_an_uncaptured_charge_is_an_authorisation_until_the_intent_is_captured_or_released(outcome, expected):
@@ -472,12 +478,12 @@ async def test_an_uncaptured_charge_is_an_authorisation_until_the_intent_is_capt
     # has moved; releasing the authorisation must not leave the payment succeeded, nor send a receipt.
     s = StripeScenario()
     authorised = s.event("charge.succeeded")
-    authorised["data"]["object"].update(captured=False, amount_captured=0, receipt_url=None)
+    _uncaptured(authorised)
     events = [authorised, s.event(outcome)]
     if expected is TxnStatus.CANCELLED:  # Stripe tells of the release as a refund of the uncaptured charge
         s.refunded = s.amount
         events.append(s.event("charge.refunded"))
-        events[-1]["data"]["object"].update(captured=False, amount_captured=0, receipt_url=None)
+        _uncaptured(events[-1])
     store = await same_rows_in_every_order([incoming("stripe", e) for e in events])
     [txn] = store.transactions.values()
     assert txn.amount_refunded == 0
@@ -531,7 +537,7 @@ async def test_a_partial_capture_records_the_amount_captured_and_a_refund_of_it_
     # 30.00 (its `amount` stays 50.00), and refunding the 30.00 refunds everything that was paid.
     s = StripeScenario(amount=5000)
     authorised = s.event("charge.succeeded")
-    authorised["data"]["object"].update(captured=False, amount_captured=0, receipt_url=None)
+    _uncaptured(authorised)
     captured = s.event("payment_intent.succeeded")
     captured["data"]["object"]["amount_received"] = 3000
     refunded = s.event("charge.refunded")

@@ -108,6 +108,7 @@ def _only_method(pi: dict[str, Any]) -> str | None:
 def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     charge_id = f.text(charge, "id", required=True)
     billing = f.obj(charge, "billing_details", required=False)
+    receipt_email = f.text(charge, "receipt_email")
     details = f.obj(charge, "payment_method_details", required=False)
     common = dict(
         ref=_ref(f.text(charge, "payment_intent"), charge=charge_id),
@@ -119,8 +120,8 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         currency=f.currency(charge, required=True),
         receipt_url=f.text(charge, "receipt_url"),
         payment_method=f.text(details, "type"),
-        customer_email=f.text(charge, "receipt_email") or f.text(billing, "email"),
-        email_rank=CONTACT_RECEIPT if f.text(charge, "receipt_email") else CONTACT_CARD,
+        customer_email=receipt_email or f.text(billing, "email"),
+        email_rank=CONTACT_RECEIPT if receipt_email else CONTACT_CARD,
         customer_name=f.text(billing, "name"),
         name_rank=CONTACT_CARD,
     )
