@@ -227,7 +227,8 @@ class RazorpayScenario:
         "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed",
         "subscription.authenticated", "subscription.activated", "subscription.charged",
         "subscription.pending", "subscription.halted", "subscription.cancelled", "subscription.completed",
-        "subscription.paused", "subscription.resumed", "subscription.updated", "payment.dispute.created", "payment.dispute.under_review", "payment.dispute.action_required",
+        "subscription.paused", "subscription.resumed", "subscription.updated",
+        "payment.dispute.created", "payment.dispute.under_review", "payment.dispute.action_required",
         "payment.dispute.won", "payment.dispute.lost", "payment.dispute.closed",
     )
 
@@ -287,8 +288,8 @@ class RazorpayScenario:
         if event_type.startswith("payment.dispute."):
             if self.dispute_created is None:
                 self.dispute_created = self.clock.now + 1
-            status = {"created": "open", "action_required": "open"}.get(event_type.split(".")[2],
-                                                                        event_type.split(".")[2])
+            action = event_type.split(".")[2]
+            status = "open" if action in ("created", "action_required") else action
             dispute = {"entity": {
                 "id": self.dispute, "entity": "dispute", "payment_id": self.payment, "amount": self.amount,
                 "currency": self.currency, "amount_deducted": self.amount if status == "lost" else 0,
