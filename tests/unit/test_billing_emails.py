@@ -222,3 +222,15 @@ async def test_a_trials_zero_invoice_records_no_payment_and_sends_no_receipt(eve
     [result] = await IngestEvents(store).execute([incoming("stripe", trial)])
     assert (result.outcome.value, result.transaction_ids) == ("processed", ())
     assert not store.transactions and not store.outbox
+
+
+async def test_each_retry_of_a_failed_renewal_is_told_but_one_attempt_only_once():
+    # Stripe retries a failed renewal days later; each retry is reported failed, with nothing in progress
+    # between. One attempt is reported by the invoice and the intent seconds apart.
+    s = StripeScenario()
+    s.pi = s.renewal_pi  # the renewal invoice's intent
+    first = [s.event("invoice.payment_failed"), s.event("payment_intent.payment_failed")]
+    s.clock.now += 3 * 86400
+    retry = [s.event("invoice.payment_failed"), s.event("payment_intent.payment_failed")]
+    outbox = await outbox_after([incoming("stripe", e) for e in first + retry])
+    assert kinds(outbox) == Counter({"payment_failed": 2})

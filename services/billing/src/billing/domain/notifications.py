@@ -5,7 +5,7 @@ duplicate or re-ordered events never produce a second email: the outbox keeps on
 notifier sends one email per key.
 - payment received: the first time a payment is known paid;
 - payment failed: a transition into failed that the payment did not already pass (a late failure
-  after a success sends nothing), one per failed attempt;
+  after a success sends nothing), and a failure over RETRY_GAP after the one recorded (a retry);
 - payment refunded: each new cumulative refunded amount;
 - subscription activated: the first activation only, not renewals;
 - subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
@@ -104,6 +104,18 @@ def _failed(row: Transaction) -> bool:
     return row.status is TxnStatus.FAILED
 
 
+# Stripe retries a subscription's failed payment days apart, and each retry is reported failed with no
+# attempt in progress between; the several reports of one attempt (invoice, intent, charge) come seconds
+# apart. A failure this long after the one recorded is another attempt, and the customer hears of it.
+RETRY_GAP = timedelta(hours=1)
+
+
+def _failed_again(before: Transaction | None, after: Transaction) -> bool:
+    return (before is not None and _failed(before) and _failed(after) and _reachable(after)
+            and before.failed_at is not None and after.failed_at is not None
+            and after.failed_at - before.failed_at > RETRY_GAP)
+
+
 def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
                    request_id: str = "") -> list[EmailIntent]:
     """The emails a change of a payment calls for, from an event made at `at` with `request_id`."""
@@ -113,7 +125,7 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
         intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
             "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
             "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id))
-    if _newly(before, after, _failed, at, since=lambda row: row.failed_at):
+    if _newly(before, after, _failed, at, since=lambda row: row.failed_at) or _failed_again(before, after):
         intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
             "amount": money, "reason": after.failure_message}, request_id))
     refunded_before = before.amount_refunded if before is not None else 0
