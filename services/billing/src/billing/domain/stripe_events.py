@@ -109,6 +109,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     charge_id = f.text(charge, "id", required=True)
     billing = f.obj(charge, "billing_details", required=False)
     receipt_email = f.text(charge, "receipt_email")
+    captured = charge.get("captured")  # False only under manual capture, before the capture
     details = f.obj(charge, "payment_method_details", required=False)
     common = dict(
         ref=_ref(f.text(charge, "payment_intent"), charge=charge_id),
@@ -116,7 +117,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         owner=f.owner(charge.get("metadata")),
         # What was captured (less than `amount` after a partial manual capture).
         amount=_taken(f.amount(charge, "amount", required=True),
-                      f.amount(charge, "amount_captured") if charge.get("captured") is True else None),
+                      f.amount(charge, "amount_captured") if captured is True else None),
         currency=f.currency(charge, required=True),
         receipt_url=f.text(charge, "receipt_url"),
         payment_method=f.text(details, "type"),
@@ -126,7 +127,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         name_rank=CONTACT_CARD,
     )
     if event_type == "charge.succeeded":
-        if charge.get("captured") is False:
+        if captured is False:
             # Manual capture: the card is only authorised, and no money moves unless the intent is captured
             # (payment_intent.succeeded); a released authorisation ends in payment_intent.canceled.
             return [PaymentFact(**common, status=TxnStatus.AUTHORIZED, provider_status="requires_capture")]
@@ -134,7 +135,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     if event_type == "charge.failed":
         failure = Failure(f.text(charge, "failure_code") or "charge_failed", f.text(charge, "failure_message"))
         return [PaymentFact(**common, status=TxnStatus.FAILED, provider_status="failed", failure=failure)]
-    if charge.get("captured") is False:
+    if captured is False:
         # An authorisation released (the intent cancelled before capture): Stripe "refunds" the
         # uncaptured charge, but no money had moved, so there is nothing refunded either.
         return [PaymentFact(**common, status=TxnStatus.CANCELLED, provider_status="authorization_released")]
@@ -290,7 +291,8 @@ def _invoice_payment(payment: dict[str, Any], at: datetime) -> Facts:
     name each other): the one event that says which payment paid which invoice."""
     paid_by = f.obj(payment, "payment")
     transitions = f.obj(payment, "status_transitions", required=False)
-    if f.amount(payment, "amount_paid", required=True) == 0:
+    paid = f.amount(payment, "amount_paid", required=True)
+    if paid == 0:
         return []  # nothing was charged (see _invoice)
     return [
         PaymentFact(
@@ -299,7 +301,7 @@ def _invoice_payment(payment: dict[str, Any], at: datetime) -> Facts:
             at=at,
             status=TxnStatus.SUCCEEDED,
             provider_status="invoice_paid",
-            amount=(paid := f.amount(payment, "amount_paid", required=True)),
+            amount=paid,
             currency=f.currency(payment, required=paid is not None),
             paid_at=f.timestamp(transitions, "paid_at") or at,
         )
