@@ -30,10 +30,6 @@ class InMemoryEventStore:
         self.events, self.attempts, self.outbox = unit.events, unit.attempts, unit.outbox
 
 
-def _of_subscription(txn: Transaction, ref: SubRef) -> bool:
-    return txn.provider is ref.provider and (txn.stripe_subscription_id or txn.razorpay_subscription_id) == ref.subscription_id
-
-
 class InMemoryUnit:
     def __init__(self, transactions, subscriptions, events, attempts, outbox) -> None:
         self.outbox = outbox
@@ -48,7 +44,7 @@ class InMemoryUnit:
         ws = WorkingSet()
         ws.transactions = [t for t in self.transactions.values()
                            if any(t.matches(r) or t.adoptable_by(r) for r in txn_refs)
-                           or (t.tenant_id is None and any(_of_subscription(t, r) for r in sub_refs))]
+                           or (t.tenant_id is None and t.subscription in sub_refs)]
         ws.subscriptions = [s for s in self.subscriptions.values() if any(s.matches(r) for r in sub_refs)]
         return known, ws
 

@@ -347,8 +347,7 @@ def _give_owner(ws: WorkingSet, sub: Subscription, at: datetime, request_id: str
         return []
     ids = []
     for txn in list(ws.transactions):
-        sub_id = txn.stripe_subscription_id or txn.razorpay_subscription_id
-        if txn.tenant_id or not sub_id or not sub.matches(SubRef(txn.provider, sub_id)):
+        if txn.tenant_id or txn.subscription is None or not sub.matches(txn.subscription):
             continue
         owned = replace(txn, tenant_id=sub.tenant_id, user_id=sub.user_id)
         ws.put_transaction(owned)

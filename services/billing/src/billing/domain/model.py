@@ -242,6 +242,12 @@ class Transaction:
     requested_amount: int | None = None
     requested_currency: str | None = None
 
+    @property
+    def subscription(self) -> SubRef | None:
+        """The subscription this payment belongs to, if any."""
+        sub_id = self.stripe_subscription_id or self.razorpay_subscription_id
+        return SubRef(self.provider, sub_id) if sub_id else None
+
     def matches(self, ref: TxnRef) -> bool:
         if ref.provider is not self.provider:
             return False
@@ -443,7 +449,6 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
     """`keep` knowing all that `gone`, another row of the same payment made from other events, knows.
     `gone` is merged as a fact by the same rules, so the row is what one row would have been had every
     event named the payment the same way."""
-    sub_id = gone.stripe_subscription_id or gone.razorpay_subscription_id
     fact = PaymentFact(
         ref=TxnRef(gone.provider, gone.stripe_payment_intent_id, gone.stripe_invoice_id, gone.stripe_charge_id,
                    gone.razorpay_order_id, gone.razorpay_payment_id),
@@ -456,7 +461,7 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
         receipt_url=gone.receipt_url, invoice_url=gone.invoice_url, payment_method=gone.payment_method,
         customer_email=gone.customer_email, customer_name=gone.customer_name,
         email_rank=gone.customer_email_rank, name_rank=gone.customer_name_rank,
-        subscription=SubRef(gone.provider, sub_id) if sub_id else None,
+        subscription=gone.subscription,
     )
     merged = merge_payment(keep, fact)
     if gone.failed_at is not None and _is_latest_failure(merged, gone.failed_at, gone.failure_code,
