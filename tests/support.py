@@ -34,10 +34,20 @@ VOLATILE = {"id", "created_at", "updated_at", "idempotency_key"}
 
 
 def state(rows) -> list[dict[str, Any]]:
-    """Rows as comparable dicts, without ids and write times, in a stable order."""
+    """Rows as comparable dicts, without ids and write times, in a stable order: domain rows and database
+    rows alike (a transaction's refunds are a tuple of dataclasses in one, jsonb text in the other)."""
+    def plain(value):
+        if hasattr(value, "__dataclass_fields__"):
+            return {k: plain(v) for k, v in vars(value).items()}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value.value if hasattr(value, "value") else value
+
     def clean(row) -> dict[str, Any]:
         data = dict(row) if not hasattr(row, "__dataclass_fields__") else dict(vars(row))
-        return {k: (v.value if hasattr(v, "value") else v) for k, v in data.items() if k not in VOLATILE}
+        if isinstance(data.get("refunds"), str):
+            data["refunds"] = json.loads(data["refunds"])
+        return {k: plain(v) for k, v in data.items() if k not in VOLATILE}
     return sorted((clean(r) for r in rows), key=lambda d: json.dumps(d, sort_keys=True, default=str))
 
 

@@ -145,6 +145,23 @@ async def test_a_subscription_payment_serves_its_charge_receipt_and_its_invoice_
     assert txn.invoice_url == f"https://invoice.stripe.com/i/{s.invoice}"
 
 
+async def test_a_payment_shows_each_refund_and_what_of_them_stands(billing):
+    # Finance sees which refund failed and why, and amount_refunded counts only the ones that stand.
+    stub, ingest = billing
+    s = StripeScenario(tenant_id="t_refunds", amount=1000)
+    raw = [s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.failed", "charge.refunded")]
+    for event in raw:
+        await ingest.execute([incoming("stripe", event)])
+    [txn] = (await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t_refunds"))).transactions
+    got = await stub.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t_refunds", id=txn.id))
+    assert got.transaction == txn
+    failed, standing = raw[2]["data"]["object"]["id"], raw[3]["data"]["object"]["refunds"]["data"][0]["id"]
+    assert (txn.status, txn.amount_refunded) == ("partially_refunded", 200)
+    assert sorted((r.id, r.amount.amount_minor, r.amount.currency, r.status, r.failure_reason)
+                  for r in txn.refunds) == sorted([(failed, 200, "USD", "failed", "expired_or_canceled_card"),
+                                                   (standing, 200, "USD", "succeeded", "")])
+
+
 async def test_key_reused_for_another_payment_or_known_payment_is_already_exists(billing):
     stub, _ = billing
     await stub.CreatePendingTransaction(pending())

@@ -10,7 +10,12 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
+from billing.adapters.postgres import PostgresEventStore, create_pool
+from billing.domain.ingest import IngestEvents
 from devstack.localpg import recreate_database
+from trigger.events import StripeScenario
+
+from tests.support import incoming
 
 _INSERT = ("INSERT INTO billing.transactions (id, provider, status, status_at, idempotency_key) "
            "VALUES (gen_random_uuid(), 'stripe', 'pending', now(), $1)")
@@ -61,6 +66,33 @@ async def test_rows_stored_before_the_requested_amount_and_contact_ranks_keep_th
         (None, None, None, "buyer@example.com", 3),
         (None, None, None, "later@example.com", 0),
     ]
+
+
+async def test_a_refund_stored_before_refunds_were_kept_by_id_is_undone_when_it_fails(postgres_admin_url, tmp_path):
+    # Before 015 a row knew only the cumulative amount refunded. It reads as that amount reported, so the
+    # failure of the refund it counted, named by an id the row never saw, brings it back to paid.
+    s = StripeScenario(amount=1000, refund_parts=1)
+    s.event("charge.refunded")
+    failed = s.event("refund.failed")
+    async with _scratch_database(postgres_admin_url) as url:
+        await migrate(url, _migrations_before(tmp_path, "015"))
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "INSERT INTO billing.transactions (id, provider, status, status_at, provider_status, amount, currency, "
+                "amount_refunded, stripe_payment_intent_id, stripe_charge_id) VALUES "
+                "(gen_random_uuid(), 'stripe', 'refunded', now(), 'refunded', 1000, 'USD', 1000, $1, $2)", s.pi, s.charge)
+            await migrate(url)
+            pool = await create_pool(url, min_size=1, max_size=1)
+            try:
+                await IngestEvents(PostgresEventStore(pool)).execute([incoming("stripe", failed)])
+            finally:
+                await pool.close()
+            row = await conn.fetchrow("SELECT status, provider_status, amount_refunded, refunds_reported, "
+                                      "refunds->0->>'state' AS state FROM billing.transactions")
+        finally:
+            await conn.close()
+    assert tuple(row) == ("succeeded", "refund_failed", 0, 1000, "failed")
 
 
 async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:

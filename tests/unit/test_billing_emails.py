@@ -37,6 +37,16 @@ async def test_stripe_payment_flow_asks_for_receipt_and_refund_emails():
     assert refund.to_email == "buyer@example.com" and refund.tenant_id == "t1"
 
 
+async def test_a_new_refund_after_one_that_failed_is_told_though_the_total_is_the_same_again():
+    # Refund A (2.00) is told; it fails, so nothing stands refunded; refund B (2.00) is news to the customer.
+    s = StripeScenario(amount=1000)
+    raw = [s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.failed", "charge.refunded")]
+    outbox = await outbox_after([incoming("stripe", e) for e in raw])
+    refunds = [i for i in outbox.values() if i.kind == "payment_refunded"]
+    assert [i.data["refunded"]["amount_minor"] for i in refunds] == [200, 200]
+    assert len({i.idempotency_key for i in refunds}) == 2
+
+
 async def test_subscription_flow_asks_for_activation_once_and_cancellation():
     flow = FLOWS["stripe-subscription"]
     outbox = await outbox_after([incoming("stripe", e) for e in flow.build("t1", "u1")])

@@ -545,3 +545,91 @@ async def test_a_partial_capture_records_the_amount_captured_and_a_refund_of_it_
     store = await same_rows_in_every_order([incoming("stripe", e) for e in (authorised, captured, refunded)])
     [txn] = store.transactions.values()
     assert (txn.amount, txn.amount_refunded, txn.status) == (3000, 3000, TxnStatus.REFUNDED)
+
+
+def _refund_states(txn: Transaction) -> dict[str, tuple[int, str, str | None]]:
+    return {r.id: (r.amount, r.state.value, r.failure_reason) for r in txn.refunds}
+
+
+async def test_a_refund_that_fails_no_longer_counts_and_the_payment_shows_paid_in_any_order():
+    # A refund can fail days later (the card was closed): the money is back with the merchant. The payment
+    # was counted refunded in full for good before; now it is paid again, and says why.
+    raw = FLOWS["stripe-refund-failed"].build("t1", "u1")
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    refund = raw[-1]["data"]["object"]
+    assert (txn.status, txn.provider_status, txn.amount, txn.amount_refunded) == (
+        TxnStatus.SUCCEEDED, "refund_failed", 4999, 0)
+    assert _refund_states(txn) == {refund["id"]: (4999, "failed", "expired_or_canceled_card")}
+    assert txn.paid_at is not None
+
+
+@pytest.mark.parametrize(("listed", "failed_still_in_total"), [(True, False), (True, True), (False, True)])
+async def test_a_refund_after_one_that_failed_counts_however_the_provider_reports_the_total(listed,
+                                                                                            failed_still_in_total):
+    # Refund A (2.00) fails, then refund B (2.00) is made. Whether the charge's cumulative amount_refunded
+    # still counts A after it failed or not, and whether the charge lists its refunds (API versions before
+    # 2022-11-15) or not, 2.00 stands refunded, in any order.
+    s = StripeScenario(amount=1000)
+    raw = [s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.failed", "charge.refunded")]
+    second = raw[-1]["data"]["object"]
+    if failed_still_in_total:
+        second["amount_refunded"] += 200
+    if not listed:
+        for event in raw:
+            event["data"]["object"].pop("refunds", None)
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.amount_refunded) == (
+        TxnStatus.PARTIALLY_REFUNDED, "partially_refunded", 200)
+    failed = raw[2]["data"]["object"]["id"]
+    assert _refund_states(txn)[failed] == (200, "failed", "expired_or_canceled_card")
+    assert len(txn.refunds) == (2 if listed else 1)
+
+
+async def test_a_pending_refund_counts_once_when_it_succeeds_and_not_at_all_once_cancelled():
+    s = StripeScenario(amount=1000)
+    paid, made = s.event("charge.succeeded"), s.event("charge.refunded")
+    made["data"]["object"]["refunds"]["data"][0]["status"] = "pending"  # waiting for the merchant's balance
+    refund = dict(made["data"]["object"]["refunds"]["data"][0])
+    succeeded, cancelled = s.envelope("refund.updated", {**refund, "status": "succeeded"}), s.envelope(
+        "refund.updated", {**refund, "status": "canceled"})
+
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (paid, made, succeeded)])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.amount_refunded, _refund_states(txn)) == (
+        TxnStatus.PARTIALLY_REFUNDED, 200, {refund["id"]: (200, "succeeded", None)})
+
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (paid, made, cancelled)])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.amount_refunded) == (TxnStatus.SUCCEEDED, "refund_cancelled", 0)
+
+
+async def test_a_razorpay_refund_that_fails_no_longer_counts_in_any_order():
+    r = RazorpayScenario()
+    raw = [r.event(t) for t in ("payment.captured", "refund.processed", "refund.failed")]
+    store = await same_rows_in_every_order([incoming("razorpay", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.amount_refunded) == (TxnStatus.SUCCEEDED, "refund_failed", 0)
+    assert [r.state.value for r in txn.refunds] == ["failed"]
+
+
+async def test_a_dispute_after_a_failed_refund_still_shows_disputed():
+    s = StripeScenario(refund_parts=1)
+    raw = [s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.failed", "charge.dispute.created")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.amount_refunded) == (TxnStatus.DISPUTED, 0)
+
+
+async def test_the_release_of_an_expired_authorisation_is_no_refund():
+    # Stripe makes the release of an authorisation that expired uncaptured as a refund; no money moved.
+    s = StripeScenario()
+    authorised = s.event("charge.succeeded")
+    authorised["data"]["object"].update(captured=False, amount_captured=0)
+    release = s.envelope("refund.updated", {
+        "id": "re_release", "object": "refund", "amount": s.amount, "charge": s.charge, "payment_intent": s.pi,
+        "currency": s.currency, "status": "succeeded", "reason": "expired_uncaptured_charge", "created": s.clock.now})
+    store = await ingest_one_by_one([incoming("stripe", e) for e in (authorised, release)])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.amount_refunded, txn.refunds) == (TxnStatus.AUTHORIZED, 0, ())

@@ -50,6 +50,8 @@ class StripeScenario:
     renewal_pi: str = field(default_factory=lambda: _id("pi_"))
     customer: str = field(default_factory=lambda: _id("cus_", 14))
     refunded: int = 0
+    refund_parts: int = 5  # each refund is this share of the amount: 5, a fifth; 1, all of it
+    refunds: list[dict[str, Any]] = field(default_factory=list)  # the refunds made, newest first
     # Objects as API versions from 2025-03-31 (basil) shape them: an invoice names neither its payment
     # intent nor (at the top) its subscription; invoice_payment.paid links invoice and payment intent.
     basil: bool = False
@@ -57,7 +59,8 @@ class StripeScenario:
     TYPES = (
         "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
         "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.failed",
-        "charge.refunded", "charge.dispute.created", "charge.dispute.closed", "checkout.session.completed",
+        "charge.refunded", "charge.refund.updated", "refund.updated", "refund.failed",
+        "charge.dispute.created", "charge.dispute.closed", "checkout.session.completed",
         "invoice_payment.paid",
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
         "customer.subscription.resumed", "customer.subscription.trial_will_end",
@@ -158,12 +161,27 @@ class StripeScenario:
             return self.envelope(event_type, self.charge_object(
                 "failed", failure_code="card_declined", failure_message="Your card was declined."))
         if event_type == "charge.refunded":
-            # Each refund trigger refunds 20% more; the charge shows the cumulative amount.
-            self.refunded = min(self.amount, self.refunded + self.amount // 5)
-            refund = {"id": _id("re_"), "object": "refund", "amount": self.amount // 5,
-                      "charge": self.charge, "created": self.clock.now + 1, "status": "succeeded"}
+            # Each refund trigger refunds a share more (a fifth unless told); the charge shows the
+            # cumulative amount, and lists its refunds as API versions before 2022-11-15 do.
+            share = self.amount // self.refund_parts
+            self.refunded = min(self.amount, self.refunded + share)
+            self.refunds.insert(0, {
+                "id": _id("re_"), "object": "refund", "amount": share, "charge": self.charge,
+                "payment_intent": self.pi, "currency": self.currency, "created": self.clock.now + 1,
+                "status": "succeeded", "reason": "requested_by_customer", "failure_reason": None,
+                "metadata": {}})
             return self.envelope(event_type, self.charge_object(
-                "succeeded", refunds={"object": "list", "data": [refund]}))
+                "succeeded", refunds={"object": "list", "data": [dict(r) for r in self.refunds]}))
+        if event_type in ("charge.refund.updated", "refund.updated", "refund.failed"):
+            # The latest refund failed (the card was closed): the money is back with the merchant, and
+            # the charge no longer counts it as refunded.
+            if not self.refunds:
+                self.event("charge.refunded")
+            refund = self.refunds[0]
+            if refund["status"] != "failed":
+                self.refunded -= refund["amount"]
+                refund.update(status="failed", failure_reason="expired_or_canceled_card")
+            return self.envelope(event_type, dict(refund))
         if event_type in ("charge.dispute.created", "charge.dispute.closed"):
             if self.dispute_created is None:
                 self.dispute_created = self.clock.now + 1
@@ -222,9 +240,10 @@ class RazorpayScenario:
     dispute: str = field(default_factory=lambda: _id("disp_", 14))
     dispute_created: int | None = None
     refunded: int = 0
+    refunds: list[dict[str, Any]] = field(default_factory=list)  # refund entities made, newest first
 
     TYPES = (
-        "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed",
+        "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed", "refund.failed",
         "subscription.authenticated", "subscription.activated", "subscription.charged",
         "subscription.pending", "subscription.halted", "subscription.cancelled", "subscription.completed",
         "subscription.paused", "subscription.resumed", "subscription.updated",
@@ -280,10 +299,20 @@ class RazorpayScenario:
         if event_type == "refund.processed":
             refund_amount = self.amount // 4
             self.refunded = min(self.amount, self.refunded + refund_amount)
-            refund = {"entity": {"id": _id("rfnd_", 14), "entity": "refund", "amount": refund_amount,
-                                 "currency": self.currency, "payment_id": self.payment, "notes": [],
-                                 "status": "processed", "created_at": self.clock.now + 1}}
-            return self.envelope(event_type, {"refund": refund,
+            self.refunds.insert(0, {"id": _id("rfnd_", 14), "entity": "refund", "amount": refund_amount,
+                                    "currency": self.currency, "payment_id": self.payment, "notes": [],
+                                    "status": "processed", "created_at": self.clock.now + 1})
+            return self.envelope(event_type, {"refund": {"entity": dict(self.refunds[0])},
+                                              "payment": self.payment_entity(self.payment, "captured")})
+        if event_type == "refund.failed":
+            # The latest refund failed: the payment no longer counts it as refunded.
+            if not self.refunds:
+                self.event("refund.processed")
+            refund = self.refunds[0]
+            if refund["status"] != "failed":
+                self.refunded -= refund["amount"]
+                refund["status"] = "failed"
+            return self.envelope(event_type, {"refund": {"entity": dict(refund)},
                                               "payment": self.payment_entity(self.payment, "captured")})
         if event_type.startswith("payment.dispute."):
             if self.dispute_created is None:

@@ -22,6 +22,12 @@ def _stripe_payment(tenant: str, user: str) -> list[dict[str, Any]]:
                                  "charge.succeeded", "charge.refunded", "charge.dispute.created")]
 
 
+def _stripe_refund_failed(tenant: str, user: str) -> list[dict[str, Any]]:
+    s = StripeScenario(tenant_id=tenant, user_id=user, refund_parts=1)
+    return [s.event(t) for t in ("payment_intent.succeeded", "charge.succeeded", "charge.refunded",
+                                 "refund.failed")]
+
+
 def _stripe_card_retry(tenant: str, user: str) -> list[dict[str, Any]]:
     s = StripeScenario(tenant_id=tenant, user_id=user)
     declined = [s.declined("charge.failed"), s.declined("payment_intent.payment_failed")]
@@ -71,6 +77,8 @@ def _razorpay_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
 FLOWS: dict[str, Flow] = {
     "stripe-payment": Flow("stripe", "3-D Secure payment -> success -> partial refund -> dispute", _stripe_payment),
     "stripe-card-retry": Flow("stripe", "card declined -> paid with another card -> partly refunded", _stripe_card_retry),
+    "stripe-refund-failed": Flow("stripe", "paid -> refunded in full -> the refund fails (the card was closed)",
+                                 _stripe_refund_failed),
     "stripe-subscription": Flow("stripe", "checkout -> subscription created -> invoice paid (charge, intent, "
                                 "invoice) -> renewal failed -> past due -> cancelled", _stripe_subscription),
     "stripe-subscription-basil": Flow("stripe", "the subscription flow as API versions from 2025-03-31 send it: "

@@ -16,6 +16,8 @@ from pgkit.migrations import lock_id
 from billing.domain.ingest import BatchUnit, EventRecord, Outcome, TransientStoreError
 from billing.domain.model import (
     Provider,
+    Refund,
+    RefundState,
     SubRef,
     Subscription,
     SubStatus,
@@ -46,7 +48,8 @@ _SUB_COLUMNS = [f.name for f in fields(Subscription)]
 # PostgreSQL types of the row columns (the rest are text).
 _PG_TYPES = {
     "id": "uuid", "amount": "bigint", "amount_refunded": "bigint", "requested_amount": "bigint", "currency": "text",
-    "customer_email_rank": "smallint", "customer_name_rank": "smallint",
+    "customer_email_rank": "smallint", "customer_name_rank": "smallint", "refunds": "jsonb",
+    "refunds_reported": "bigint",
     "status_at": "timestamptz", "failed_at": "timestamptz", "paid_at": "timestamptz",
     "refunded_at": "timestamptz", "disputed_at": "timestamptz", "current_period_start": "timestamptz",
     "current_period_end": "timestamptz", "cancelled_at": "timestamptz", "cancel_at": "timestamptz",
@@ -161,7 +164,12 @@ def _transaction(row: Mapping[str, Any]) -> Transaction:
     """A transaction from its row: an asyncpg record, or the row as PostgreSQL's JSON gives it."""
     data = {c: row[c] for c in _TXN_COLUMNS}
     _times(data, _TXN_TIMES)
-    data.update(id=str(row["id"]), provider=Provider(row["provider"]), status=TxnStatus(row["status"]))
+    refunds = data["refunds"]
+    if isinstance(refunds, str):  # an asyncpg record carries jsonb as its text; the JSON rows, parsed
+        refunds = orjson.loads(refunds)
+    data.update(id=str(row["id"]), provider=Provider(row["provider"]), status=TxnStatus(row["status"]),
+                refunds=tuple(Refund(r["id"], r["amount"], RefundState(r["state"]), r.get("failure_reason"))
+                              for r in refunds))
     return Transaction(**data)
 
 

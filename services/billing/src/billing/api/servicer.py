@@ -140,6 +140,9 @@ def _transaction_pb(stamped: Stamped[Transaction]) -> billing_pb2.Transaction:
         disputed_at=_ts(t.disputed_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
         requested_amount=billing_pb2.Money(amount_minor=t.requested_amount, currency=t.requested_currency or "")
         if t.requested_amount is not None else None,
+        refunds=[billing_pb2.Refund(id=r.id, amount=billing_pb2.Money(amount_minor=r.amount, currency=t.currency or ""),
+                                    status=r.state.value, failure_reason=r.failure_reason or "")
+                 for r in t.refunds],
     )
 
 

@@ -5,7 +5,9 @@ state after a set of events is the same whatever order they arrived in, and appl
 changes nothing. That holds because each field merges by a rule that is commutative and idempotent:
 - status: the candidate first in one total order wins (see `_txn_candidate`); several events that
   report one status (a payment intent, its charge, its invoice) tie only in precedence, and the order
-  settles them: the earliest report, then the provider's word;
+  settles them: the earliest report, then the provider's word. Refund reports do not compete but add
+  up: what the refunds leave (refunded in full or in part, or paid again once every refund failed) is
+  judged from the amounts, and dated by the latest report;
 - the charge (Stripe) or payment (Razorpay) the row names is the one that decided the outcome, once any
   event names it (none while only an invoice or checkout told it); before an outcome, the latest
   attempt's. Its receipt and payment method come with it;
@@ -13,7 +15,10 @@ changes nothing. That holds because each field merges by a rule that is commutat
 - amount: what the first report of the payment made states (what was taken); before one, the first
   known, except that a row made ahead holds what was asked only until the provider states an amount;
 - customer address and name: each from the most trusted source (CONTACT_*), then the first in text order;
-- amounts refunded, refund time: the largest; paid and disputed time: the earliest;
+- refunds: each refund by its id, its state the furthest it reached (pending, succeeded, then failed or
+  cancelled, which are final); the largest cumulative amount refunded any event reported; the amount
+  refunded is what those say still stands (see `_refunded`); refund time: the latest;
+- paid and disputed time: the earliest;
 - failure details: those of the latest failure.
 """
 
@@ -58,6 +63,58 @@ _TXN_PRECEDENCE: dict[TxnStatus, tuple[int, int]] = {
     TxnStatus.REFUNDED: (2, 1),
     TxnStatus.DISPUTED: (3, 0),
 }
+
+
+class RefundState(str, Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the money came back to the merchant: the card was closed, the account gone
+    CANCELLED = "cancelled"
+
+
+# How far a refund has gone: one in progress may succeed, one that succeeded may still fail days later
+# (the card was closed), and failing or being cancelled is final.
+_REFUND_STANDING = {RefundState.PENDING: 0, RefundState.SUCCEEDED: 1, RefundState.FAILED: 2,
+                    RefundState.CANCELLED: 2}
+_UNDONE = (RefundState.FAILED, RefundState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Refund:
+    """One refund of a payment, as the provider names it (Stripe `re_…`, Razorpay `rfnd_…`)."""
+
+    id: str
+    amount: int
+    state: RefundState
+    failure_reason: str | None = None
+
+    @property
+    def undone(self) -> bool:
+        """Failed or cancelled: the customer did not get this money back."""
+        return self.state in _UNDONE
+
+    def _standing(self) -> tuple[int, str, str, int]:
+        return (_REFUND_STANDING[self.state], self.state.value, self.failure_reason or "", self.amount)
+
+
+def _merge_refunds(held: tuple[Refund, ...], told: tuple[Refund, ...]) -> tuple[Refund, ...]:
+    """The refunds known from both, each the furthest it went; sorted by id, so order never shows."""
+    by_id = {r.id: r for r in held}
+    for refund in told:
+        known = by_id.get(refund.id)
+        if known is None or refund._standing() > known._standing():
+            by_id[refund.id] = refund
+    return tuple(sorted(by_id.values(), key=lambda r: r.id))
+
+
+def _refunded(refunds: tuple[Refund, ...], reported: int) -> int:
+    """What stands refunded: the refunds known to stand, or the largest cumulative amount the provider
+    reported less the refunds known to have failed, whichever is more. A cumulative report made before
+    a refund failed still counts it, and one made after may not; the refunds known by id settle it when
+    every refund is known, and the difference never counts a failed refund as refunded."""
+    standing = sum(r.amount for r in refunds if not r.undone)
+    undone = sum(r.amount for r in refunds if r.undone)
+    return max(standing, reported - undone, 0)
 
 
 # Tiers whose latest report wins: attempts (a retry after a failure) and a dispute (opened, then closed
@@ -185,6 +242,7 @@ class PaymentFact:
     email_rank: int = 0
     name_rank: int = 0
     subscription: SubRef | None = None
+    refunds: tuple[Refund, ...] = ()  # refunds the event names, each with its state
 
 
 @dataclass(frozen=True)
@@ -241,6 +299,10 @@ class Transaction:
     # `amount` is what the provider reports was charged.
     requested_amount: int | None = None
     requested_currency: str | None = None
+    # Each refund known by its id, and the largest cumulative amount refunded the provider reported;
+    # `amount_refunded` is what of it stands (a refund that failed is no longer counted).
+    refunds: tuple[Refund, ...] = ()
+    refunds_reported: int = 0
 
     @property
     def subscription(self) -> SubRef | None:
@@ -372,7 +434,8 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         razorpay_order_id=_first(row.razorpay_order_id, ref.razorpay_order_id),
         razorpay_subscription_id=_first(row.razorpay_subscription_id, razorpay_sub),
         invoice_url=_first(row.invoice_url, fact.invoice_url),
-        amount_refunded=max(row.amount_refunded, fact.amount_refunded or 0),
+        refunds=_merge_refunds(row.refunds, fact.refunds) if fact.refunds else row.refunds,
+        refunds_reported=max(row.refunds_reported, fact.amount_refunded or 0),
         refunded_at=_latest(row.refunded_at, fact.refunded_at),
         paid_at=_earliest(row.paid_at, fact.paid_at),
         disputed_at=_earliest(row.disputed_at, fact.disputed_at),
@@ -383,19 +446,29 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         row.customer_name, row.customer_name_rank, fact.customer_name, fact.name_rank)
     if fact.failure is not None and _is_latest_failure(row, fact.at, fact.failure.code, fact.failure.message):
         changes.update(failed_at=fact.at, failure_code=fact.failure.code, failure_message=fact.failure.message)
-    status = _proposed_status(changes["amount"], changes["amount_refunded"], fact)
+    changes["amount_refunded"] = _refunded(changes["refunds"], changes["refunds_reported"])
+    status = fact.status
     provider_status = fact.provider_status or row.provider_status
-    # A row no event has reported a status for (created ahead of its payment) takes the first report.
-    wins = status is not None and (
-        row.provider_status is None
-        or _txn_candidate(status, fact.at, provider_status)
-        > _txn_candidate(row.status, row.status_at, row.provider_status)
-    )
-    if wins:
-        changes.update(status=status, status_at=fact.at, provider_status=provider_status)
-    # A refund seen before its payment's amount was taken as full; the amount, once known, decides.
-    if changes.get("status", row.status) in _REFUNDS and changes["amount"] is not None:
-        changes["status"] = _refund_status(changes["amount"], changes["amount_refunded"])
+    standing = _standing(row)
+    if status in _REFUNDS and standing in _REFUNDS and row.provider_status is not None:
+        # Refund reports add up rather than compete: the outcome is what all of them leave (below),
+        # dated by the latest report.
+        wins = True
+        changes.update(status=standing, status_at=max(row.status_at, fact.at))
+    else:
+        # A row no event has reported a status for (created ahead of its payment) takes the first report.
+        wins = status is not None and (
+            row.provider_status is None
+            or _txn_candidate(status, fact.at, provider_status)
+            > _txn_candidate(standing, row.status_at, row.provider_status)
+        )
+        if wins:
+            changes.update(status=status, status_at=fact.at, provider_status=provider_status)
+    if changes.get("status", standing) in _REFUNDS:
+        # Judged by the amounts (a refund seen before its payment's amount is taken as full until the
+        # amount is known), so the same refunds give the same outcome in any order.
+        changes["status"], changes["provider_status"] = _refund_outcome(
+            changes["amount"], changes["amount_refunded"], changes["refunds"])
     _take_charge(changes, row, fact, decided=status is not None and _decided(status), wins=wins)
     return replace(row, **changes)
 
@@ -453,10 +526,10 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
         ref=TxnRef(gone.provider, gone.stripe_payment_intent_id, gone.stripe_invoice_id, gone.stripe_charge_id,
                    gone.razorpay_order_id, gone.razorpay_payment_id),
         at=gone.status_at,
-        status=gone.status if gone.provider_status is not None else None,
+        status=_standing(gone) if gone.provider_status is not None else None,
         provider_status=gone.provider_status,
         owner=Owner(gone.tenant_id, gone.user_id) if gone.tenant_id else None,
-        amount=gone.amount, currency=gone.currency, amount_refunded=gone.amount_refunded,
+        amount=gone.amount, currency=gone.currency, amount_refunded=gone.refunds_reported, refunds=gone.refunds,
         refunded_at=gone.refunded_at, paid_at=gone.paid_at, disputed_at=gone.disputed_at,
         receipt_url=gone.receipt_url, invoice_url=gone.invoice_url, payment_method=gone.payment_method,
         customer_email=gone.customer_email, customer_name=gone.customer_name,
@@ -493,8 +566,26 @@ def _refund_status(amount: int | None, amount_refunded: int) -> TxnStatus:
     return TxnStatus.REFUNDED
 
 
-def _proposed_status(amount: int | None, amount_refunded: int, fact: PaymentFact) -> TxnStatus | None:
-    return _refund_status(amount, amount_refunded) if fact.status in _REFUNDS else fact.status
+# What a payment shows when every refund of it failed or was cancelled: paid, the money with the merchant.
+_REFUNDS_UNDONE = ("refund_failed", "refund_cancelled")
+
+
+def _refund_outcome(amount: int | None, refunded: int, refunds: tuple[Refund, ...]) -> tuple[TxnStatus, str]:
+    """The status and provider status of a payment refunds were reported for: refunded in full or in
+    part, or, when none of them stands, paid again (the money came back to the merchant)."""
+    if refunded == 0 and any(r.undone for r in refunds):
+        failed = any(r.state is RefundState.FAILED for r in refunds)
+        return TxnStatus.SUCCEEDED, "refund_failed" if failed else "refund_cancelled"
+    status = _refund_status(amount, refunded)
+    return status, status.value
+
+
+def _standing(row: Transaction) -> TxnStatus:
+    """Where a row stands in the order of statuses: a payment whose refunds all failed shows as paid, but
+    stands among the refunded, so that no late report of the payment undoes what its refunds left."""
+    if row.status is TxnStatus.SUCCEEDED and row.provider_status in _REFUNDS_UNDONE:
+        return TxnStatus.REFUNDED
+    return row.status
 
 
 def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subscription:

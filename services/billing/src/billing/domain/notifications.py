@@ -6,7 +6,8 @@ notifier sends one email per key.
 - payment received: the first time a payment is known paid;
 - payment failed: a transition into failed that the payment did not already pass (a late failure
   after a success sends nothing), and a failure over RETRY_GAP after the one recorded (a retry);
-- payment refunded: each new cumulative refunded amount;
+- payment refunded: each new cumulative refunded amount (a refund that failed lowers it, and a later
+  refund that raises it again is told);
 - subscription activated: the first activation only, not renewals;
 - subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
   at once, when it ends.
@@ -132,10 +133,17 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
     late_address = (before is not None and refunded_before > 0 and not _reachable(before)
                     and _recent(before.refunded_at, at))
     if _reachable(after) and (after.amount_refunded > refunded_before or late_address):
-        intents.append(_intent(after, f"txn:{after.id}:payment_refunded:{after.amount_refunded}", "payment_refunded", {
+        intents.append(_intent(after, _refund_key(after), "payment_refunded", {
             "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
             "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}, request_id))
     return [i for i in intents if i is not None]
+
+
+def _refund_key(row: Transaction) -> str:
+    """One refund email per total refunded; after a refund failed, the same total reached again by a new
+    refund is news again, so the refunds that failed are part of the key."""
+    undone = sum(1 for r in row.refunds if r.undone)
+    return f"txn:{row.id}:payment_refunded:{row.amount_refunded}" + (f":after:{undone}" if undone else "")
 
 
 _LIVE = (SubStatus.ACTIVE, SubStatus.TRIALING)

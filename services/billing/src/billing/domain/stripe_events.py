@@ -21,6 +21,8 @@ from billing.domain.model import (
     Failure,
     PaymentFact,
     Provider,
+    Refund,
+    RefundState,
     SubRef,
     SubscriptionFact,
     SubStatus,
@@ -139,19 +141,63 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         # An authorisation released (the intent cancelled before capture): Stripe "refunds" the
         # uncaptured charge, but no money had moved, so there is nothing refunded either.
         return [PaymentFact(**common, status=TxnStatus.CANCELLED, provider_status="authorization_released")]
-    # charge.refunded: amount_refunded is cumulative over every refund of the charge.
+    # charge.refunded: amount_refunded is cumulative over every refund of the charge. API versions before
+    # 2022-11-15 also list the refunds (newest first), each with its state.
     refunded = f.amount(charge, "amount_refunded", required=True)
-    refunds = f.obj(charge, "refunds", required=False).get("data")
-    refunded_at = at
-    if isinstance(refunds, list) and refunds and isinstance(refunds[0], dict):
-        refunded_at = f.timestamp(refunds[0], "created") or at
+    listed = f.obj(charge, "refunds", required=False).get("data")
+    listed = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
     return [
         PaymentFact(
             **common,
             status=TxnStatus.REFUNDED,
             provider_status="refunded" if charge.get("refunded") else "partially_refunded",
             amount_refunded=refunded,
-            refunded_at=refunded_at,
+            refunded_at=(f.timestamp(listed[0], "created") if listed else None) or at,
+            refunds=tuple(item for r in listed if (item := _refund_item(r)) is not None),
+        )
+    ]
+
+
+_REFUND_STATE = {
+    "pending": RefundState.PENDING,
+    "requires_action": RefundState.PENDING,
+    "succeeded": RefundState.SUCCEEDED,
+    "failed": RefundState.FAILED,
+    "canceled": RefundState.CANCELLED,
+}
+
+
+def _refund_item(refund: dict[str, Any]) -> Refund | None:
+    """One refund and its state; None for the release of an authorisation that expired uncaptured,
+    which Stripe makes as a refund though no money had moved."""
+    if f.text(refund, "reason") == "expired_uncaptured_charge":
+        return None
+    raw = f.text(refund, "status") or "succeeded"
+    state = _REFUND_STATE.get(raw)
+    if state is None:
+        raise InvalidEvent(f"unknown refund status {raw!r}")
+    return Refund(f.text(refund, "id", required=True), f.amount(refund, "amount", required=True), state,
+                  f.text(refund, "failure_reason"))
+
+
+def _refund(refund: dict[str, Any], at: datetime) -> Facts:
+    """charge.refund.updated, refund.updated, refund.failed: a refund's state changed. A refund can fail
+    days after it succeeded (a closed card): the money is back with the merchant, and the payment is no
+    longer refunded by that amount."""
+    item = _refund_item(refund)
+    charge, pi = f.text(refund, "charge"), f.text(refund, "payment_intent")
+    if item is None or not (charge or pi):
+        return []  # an authorisation released, or a refund of no payment (a customer's balance)
+    return [
+        PaymentFact(
+            ref=_ref(pi, charge=charge),
+            at=at,
+            status=TxnStatus.REFUNDED,
+            provider_status=f"refund_{item.state.value}",
+            owner=f.owner(refund.get("metadata")),
+            currency=f.currency(refund),
+            refunded_at=None if item.undone else f.timestamp(refund, "created") or at,
+            refunds=(item,),
         )
     ]
 
@@ -314,6 +360,8 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
         table[name] = _payment_intent
     for name in ("charge.succeeded", "charge.failed", "charge.refunded"):
         table[name] = _charge
+    for name in ("charge.refund.updated", "refund.updated", "refund.failed"):
+        table[name] = lambda _t, obj, at: _refund(obj, at)
     for name in ("charge.dispute.created", "charge.dispute.closed"):  # closed: won, lost or warning_closed
         table[name] = lambda _t, obj, at: _dispute(obj, at)
     for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed"):
