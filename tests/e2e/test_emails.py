@@ -41,6 +41,25 @@ async def test_payment_succeeded_mails_one_receipt_and_logs_it_sent(stack, db, m
     assert await db.fetchval("SELECT status FROM billing.email_outbox") == "delivered"
 
 
+async def test_a_refund_that_fails_mails_the_customer_that_they_are_still_owed(stack, db, mail_sink):
+    deliveries = [sign("stripe", e, STRIPE_SECRET) for e in FLOWS["stripe-refund-failed"].build("acme", "u1")]
+    responses = await deliver(stack.gateway_url, deliveries)
+    assert {r.status for r in responses} == {200}
+
+    async def all_sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 3
+
+    await wait_for(all_sent, what="the receipt, the refund and its failure to be mailed")
+    subjects = sorted(m["Subject"] for m in mail_sink.messages)
+    assert subjects == ["Payment received: $49.99", "Refund of $49.99 issued",
+                        "Your refund of $49.99 could not be completed"]
+    failed = next(m for m in mail_sink.messages if m["Subject"].startswith("Your refund"))
+    text = failed.get_body(("plain",)).get_content()
+    assert "the card has expired or was cancelled" in text and "not been refunded yet" in text
+    row = await db.fetchrow("SELECT status, provider_status, amount_refunded FROM billing.transactions")
+    assert tuple(row) == ("succeeded", "refund_failed", 0)
+
+
 async def test_notifier_down_then_up_drains_the_outbox(stack, db, mail_sink):
     notifier = stack.service("notifier")
     notifier.signal()

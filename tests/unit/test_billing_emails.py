@@ -47,6 +47,27 @@ async def test_a_new_refund_after_one_that_failed_is_told_though_the_total_is_th
     assert len({i.idempotency_key for i in refunds}) == 2
 
 
+async def test_a_refund_that_fails_is_told_once_whatever_the_order():
+    # The customer was told of the refund, or will never be if the failure came first; either way they
+    # hear that it failed and that they are still owed the money.
+    flow = FLOWS["stripe-refund-failed"]
+    events = [incoming("stripe", e) for e in flow.build("t1", "u1")]
+    for order in itertools.permutations(events):
+        outbox = await outbox_after(list(order))
+        [failed] = [i for i in outbox.values() if i.kind == "payment_refund_failed"]
+        assert failed.data["amount"] == {"amount_minor": 4999, "currency": "USD"}
+        assert failed.data["reason"] == "the card has expired or was cancelled"
+        assert failed.to_email == "buyer@example.com" and failed.tenant_id == "t1"
+
+
+async def test_a_refund_the_merchant_cancelled_or_that_a_dispute_settles_is_not_told_as_failed():
+    for reason in ("merchant_request", "charge_for_pending_refund_disputed"):
+        s = StripeScenario()
+        raw = [s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.failed")]
+        raw[-1]["data"]["object"]["failure_reason"] = reason
+        assert "payment_refund_failed" not in kinds(await outbox_after([incoming("stripe", e) for e in raw]))
+
+
 async def test_subscription_flow_asks_for_activation_once_and_cancellation():
     flow = FLOWS["stripe-subscription"]
     outbox = await outbox_after([incoming("stripe", e) for e in flow.build("t1", "u1")])

@@ -8,6 +8,7 @@ notifier sends one email per key.
   after a success sends nothing), and a failure over RETRY_GAP after the one recorded (a retry);
 - payment refunded: each new cumulative refunded amount (a refund that failed lowers it, and a later
   refund that raises it again is told);
+- refund failed: once per refund that failed (the customer has to be refunded another way);
 - subscription activated: the first activation only, not renewals;
 - subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
   at once, when it ends.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from billing.domain.model import SubStatus, Subscription, Transaction, TxnStatus
+from billing.domain.model import Refund, RefundState, SubStatus, Subscription, Transaction, TxnStatus
 
 DEFAULT_TENANT_NAME = "BoxCostPro"
 
@@ -136,7 +137,36 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
         intents.append(_intent(after, _refund_key(after), "payment_refunded", {
             "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
             "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}, request_id))
+    for refund in after.refunds:
+        # A refund's failure has no time of its own here, and is news whenever the customer can be told.
+        if _told_of_failure(refund) and _newly(before, after, lambda row, r=refund.id: _failed_refund(row, r),
+                                                         at, since=lambda row: None):
+            intents.append(_intent(after, f"txn:{after.id}:refund_failed:{refund.id}", "payment_refund_failed", {
+                "transaction_id": after.id, "amount": _money(refund.amount, after.currency),
+                "reason": _REFUND_FAILURES.get(refund.failure_reason or "")}, request_id))
     return [i for i in intents if i is not None]
+
+
+def _told_of_failure(refund: Refund) -> bool:
+    """A refund that failed on the customer's side, who is still owed the money. Failures the merchant
+    caused or chose (Stripe's merchant_request, insufficient_funds in the merchant's balance) are theirs
+    to explain, and a refund failed because the customer disputed the charge is settled by the dispute."""
+    return refund.state is RefundState.FAILED and refund.failure_reason not in _NOT_TOLD
+
+
+_NOT_TOLD = ("merchant_request", "insufficient_funds", "charge_for_pending_refund_disputed")
+
+
+def _failed_refund(row: Transaction, refund_id: str) -> bool:
+    return any(r.id == refund_id and r.state is RefundState.FAILED for r in row.refunds)
+
+
+# Stripe's refund failure reasons, in words for the customer (an unknown one is left unsaid).
+_REFUND_FAILURES = {
+    "expired_or_canceled_card": "the card has expired or was cancelled",
+    "lost_or_stolen_card": "the card was reported lost or stolen",
+    "declined": "your bank declined it",
+}
 
 
 def _refund_key(row: Transaction) -> str:

@@ -23,6 +23,7 @@ class EmailKind(str, Enum):
     TICKET_UPDATED = "ticket_updated"
     SUBSCRIPTION_ACTIVATED = "subscription_activated"
     SUBSCRIPTION_CANCELLED = "subscription_cancelled"
+    PAYMENT_REFUND_FAILED = "payment_refund_failed"
 
 
 class EmailStatus(str, Enum):
@@ -69,6 +70,7 @@ _SPEC: dict[EmailKind, dict[str, str]] = {
                                "new_status": "line", "ticket_url": "url"},
     EmailKind.SUBSCRIPTION_ACTIVATED: {"plan": "line", "price": "money?", "next_billing_date": "date?"},
     EmailKind.SUBSCRIPTION_CANCELLED: {"plan": "line", "effective_date": "date", "reactivation_url": "url?"},
+    EmailKind.PAYMENT_REFUND_FAILED: {"transaction_id": "line", "amount": "money", "reason": "line?"},
 }
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

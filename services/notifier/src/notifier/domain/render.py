@@ -28,6 +28,7 @@ SUBJECTS: dict[EmailKind, str] = {
     EmailKind.TICKET_UPDATED: "Ticket {{ ticket_number }} is now {{ new_status }}",
     EmailKind.SUBSCRIPTION_ACTIVATED: "Your {{ plan }} subscription is active",
     EmailKind.SUBSCRIPTION_CANCELLED: "Your {{ plan }} subscription has been cancelled",
+    EmailKind.PAYMENT_REFUND_FAILED: "Your refund of {{ amount | money }} could not be completed",
 }
 
 
