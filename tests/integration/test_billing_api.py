@@ -107,6 +107,23 @@ async def test_a_transaction_merged_into_another_is_answered_with_the_one_kept(b
                       grpc.StatusCode.NOT_FOUND)
 
 
+async def test_a_payment_made_ahead_and_merged_into_its_invoice_still_answers_its_key(billing):
+    # The platform made a row ahead for a subscription invoice's payment intent (API versions from
+    # 2025-03-31). invoice_payment.paid merges it into the invoice's row, which is kept: the platform's retry
+    # with the same key is still the same payment, and what it asked for stays with the row.
+    stub, ingest = billing
+    s = StripeScenario(tenant_id="t1", basil=True, amount=3999)
+    s.pi = s.invoice_pi
+    asked = await stub.CreatePendingTransaction(pending(key="sub-1", pi=s.pi, amount=4999))
+    for event_type in ("invoice.paid", "payment_intent.succeeded", "invoice_payment.paid"):
+        await ingest.execute([incoming("stripe", s.event(event_type))])
+    [kept] = (await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="t1"))).transactions
+    assert kept.id != asked.transaction.id and kept.stripe_invoice_id == s.invoice
+    again = await stub.CreatePendingTransaction(pending(key="sub-1", pi=s.pi, amount=4999))
+    assert (again.created, again.transaction.id) == (False, kept.id)
+    assert (again.transaction.requested_amount.amount_minor, again.transaction.amount.amount_minor) == (4999, 3999)
+
+
 async def test_an_id_merged_twice_over_finds_the_row_kept_last(billing, db):
     stub, ingest = billing
     [result] = await ingest.execute([incoming("stripe", StripeScenario(tenant_id="t1").event("charge.succeeded"))])

@@ -299,6 +299,7 @@ class Transaction:
     # `amount` is what the provider reports was charged.
     requested_amount: int | None = None
     requested_currency: str | None = None
+    idempotency_key: str | None = None  # the platform's key for a row it made ahead
     # Each refund known by its id, and the largest cumulative amount refunded the provider reported;
     # `amount_refunded` is what of it stands (a refund that failed is no longer counted).
     refunds: tuple[Refund, ...] = ()
@@ -537,6 +538,10 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
         subscription=gone.subscription,
     )
     merged = merge_payment(keep, fact)
+    if keep.idempotency_key is None and gone.idempotency_key is not None:
+        # The platform made `gone` ahead of its payment: its key, and what it asked for, now name `keep`.
+        merged = replace(merged, idempotency_key=gone.idempotency_key, requested_amount=gone.requested_amount,
+                         requested_currency=gone.requested_currency)
     if gone.failed_at is not None and _is_latest_failure(merged, gone.failed_at, gone.failure_code,
                                                          gone.failure_message):
         merged = replace(merged, failed_at=gone.failed_at, failure_code=gone.failure_code,
