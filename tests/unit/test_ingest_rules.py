@@ -120,6 +120,21 @@ async def test_a_closed_dispute_shows_its_outcome_whatever_the_order():
     assert txn.disputed_at == datetime.fromtimestamp(raw[1]["data"]["object"]["created"], UTC)
 
 
+async def test_a_dispute_in_progress_shows_its_latest_state_and_the_outcome_ends_it():
+    # Between opening and outcome Stripe tells of evidence sent (updated: under_review) and of the money
+    # taken (funds_withdrawn); finance sees where the dispute stands, whatever the order.
+    s = StripeScenario()
+    raw = [s.event(t) for t in ("charge.succeeded", "charge.dispute.created", "charge.dispute.funds_withdrawn",
+                                "charge.dispute.updated")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status) == (TxnStatus.DISPUTED, "dispute_under_review")
+    raw.append(s.event("charge.dispute.closed"))
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status) == (TxnStatus.DISPUTED, "dispute_won")
+
+
 @pytest.mark.parametrize("name", sorted(FLOWS))
 async def test_every_arrival_order_gives_the_same_rows(name):
     events = flow_events(name)

@@ -30,6 +30,11 @@ class _Clock:
         return self.now
 
 
+# A dispute's status as each of its events shows it: opened, evidence sent, money taken, then won.
+_DISPUTE_STATUS = {"created": "needs_response", "funds_withdrawn": "needs_response", "updated": "under_review",
+                   "closed": "won", "funds_reinstated": "won"}
+
+
 @dataclass
 class StripeScenario:
     tenant_id: str = "tenant_1"
@@ -60,7 +65,8 @@ class StripeScenario:
         "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
         "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.failed",
         "charge.refunded", "charge.refund.updated", "refund.updated", "refund.failed",
-        "charge.dispute.created", "charge.dispute.closed", "checkout.session.completed",
+        "charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated", "charge.dispute.closed", "checkout.session.completed",
         "invoice_payment.paid",
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
         "customer.subscription.resumed", "customer.subscription.trial_will_end",
@@ -182,13 +188,13 @@ class StripeScenario:
                 self.refunded -= refund["amount"]
                 refund.update(status="failed", failure_reason="expired_or_canceled_card")
             return self.envelope(event_type, dict(refund))
-        if event_type in ("charge.dispute.created", "charge.dispute.closed"):
+        if kind == "charge.dispute":
             if self.dispute_created is None:
                 self.dispute_created = self.clock.now + 1
             return self.envelope(event_type, {
                 "id": self.dispute, "object": "dispute", "amount": self.amount, "currency": self.currency,
                 "charge": self.charge, "payment_intent": self.pi, "reason": "fraudulent",
-                "status": "needs_response" if action == "created" else "won", "created": self.dispute_created})
+                "status": _DISPUTE_STATUS[action], "created": self.dispute_created})
         if event_type == "checkout.session.completed":
             return self.envelope(event_type, {
                 "id": _id("cs_test_"), "object": "checkout.session", "mode": "subscription",

@@ -362,7 +362,10 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
         table[name] = _charge
     for name in ("charge.refund.updated", "refund.updated", "refund.failed"):
         table[name] = lambda _t, obj, at: _refund(obj, at)
-    for name in ("charge.dispute.created", "charge.dispute.closed"):  # closed: won, lost or warning_closed
+    # Each tells the dispute's status then (needs_response, under_review, then won, lost or warning_closed),
+    # and the latest wins: updated and the funds events are beyond the list.
+    for name in ("charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
+                 "charge.dispute.funds_reinstated", "charge.dispute.closed"):
         table[name] = lambda _t, obj, at: _dispute(obj, at)
     for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed"):
         table[name] = _invoice
