@@ -486,6 +486,21 @@ def _uncaptured(charge_event):
     return charge_event
 
 
+@pytest.mark.parametrize(("outcome", "expected", "provider_status"), [
+    ("charge.captured", TxnStatus.SUCCEEDED, "succeeded"),
+    ("charge.expired", TxnStatus.CANCELLED, "authorization_expired"),
+])
+async def test_a_charge_made_without_an_intent_is_captured_or_expires_by_its_own_events(outcome, expected,
+                                                                                       provider_status):
+    # Charges made with the Charges API (no payment intent) tell of capture and expiry only by these events.
+    s = StripeScenario(pi=None)
+    authorised = _uncaptured(s.event("charge.succeeded"))
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in (authorised, s.event(outcome))])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.amount_refunded) == (expected, provider_status, 0)
+    assert (txn.paid_at is not None) is (expected is TxnStatus.SUCCEEDED)
+
+
 @pytest.mark.parametrize(("outcome", "expected"), [("payment_intent.canceled", TxnStatus.CANCELLED),
                                                    ("payment_intent.succeeded", TxnStatus.SUCCEEDED)])
 async def test_an_uncaptured_charge_is_an_authorisation_until_the_intent_is_captured_or_released(outcome, expected):

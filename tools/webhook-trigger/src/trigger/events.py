@@ -63,7 +63,8 @@ class StripeScenario:
 
     TYPES = (
         "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
-        "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.failed",
+        "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.captured",
+        "charge.expired", "charge.failed",
         "charge.refunded", "charge.refund.updated", "refund.updated", "refund.failed",
         "charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
         "charge.dispute.funds_reinstated", "charge.dispute.closed", "checkout.session.completed",
@@ -161,8 +162,11 @@ class StripeScenario:
                                                "decline_code": "insufficient_funds",
                                                "message": "Your card has insufficient funds."}
             return self.envelope(event_type, self.payment_intent(status, **extra))
-        if event_type == "charge.succeeded":
+        if event_type in ("charge.succeeded", "charge.captured"):
             return self.envelope(event_type, self.charge_object("succeeded"))
+        if event_type == "charge.expired":  # an authorisation never captured
+            return self.envelope(event_type, self.charge_object(
+                "succeeded", captured=False, amount_captured=0, amount_refunded=self.amount, refunded=True))
         if event_type == "charge.failed":
             return self.envelope(event_type, self.charge_object(
                 "failed", failure_code="card_declined", failure_message="Your card was declined."))

@@ -128,7 +128,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         customer_name=f.text(billing, "name"),
         name_rank=CONTACT_CARD,
     )
-    if event_type == "charge.succeeded":
+    if event_type in ("charge.succeeded", "charge.captured"):  # captured: an authorisation taken later
         if captured is False:
             # Manual capture: the card is only authorised, and no money moves unless the intent is captured
             # (payment_intent.succeeded); a released authorisation ends in payment_intent.canceled.
@@ -137,6 +137,9 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     if event_type == "charge.failed":
         failure = Failure(f.text(charge, "failure_code") or "charge_failed", f.text(charge, "failure_message"))
         return [PaymentFact(**common, status=TxnStatus.FAILED, provider_status="failed", failure=failure)]
+    if event_type == "charge.expired":
+        # An authorisation never captured ran out (after 7 days for most cards): no money moved.
+        return [PaymentFact(**common, status=TxnStatus.CANCELLED, provider_status="authorization_expired")]
     if captured is False:
         # An authorisation released (the intent cancelled before capture): Stripe "refunds" the
         # uncaptured charge, but no money had moved, so there is nothing refunded either.
@@ -358,7 +361,9 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
     table: dict[str, Callable[[str, dict[str, Any], datetime], Facts]] = {}
     for name in _PI_STATUS:
         table[name] = _payment_intent
-    for name in ("charge.succeeded", "charge.failed", "charge.refunded"):
+    # charge.captured and charge.expired are beyond the list: with manual capture they are the
+    # capture, or the end, of an authorisation (the only word of it for charges made without an intent).
+    for name in ("charge.succeeded", "charge.captured", "charge.expired", "charge.failed", "charge.refunded"):
         table[name] = _charge
     for name in ("charge.refund.updated", "refund.updated", "refund.failed"):
         table[name] = lambda _t, obj, at: _refund(obj, at)
