@@ -644,6 +644,18 @@ async def test_a_razorpay_refund_that_fails_no_longer_counts_in_any_order():
     assert [r.state.value for r in txn.refunds] == ["failed"]
 
 
+async def test_operators_hear_once_of_each_refund_that_failed(caplog):
+    raw = FLOWS["stripe-refund-failed"].build("acme", "u1")
+    again = copy.deepcopy(raw[-1])  # Stripe tells of the failure twice: refund.failed, charge.refund.updated
+    again.update(id="evt_refund_updated", type="charge.refund.updated")
+    with caplog.at_level("WARNING", logger="billing.domain.ingest"):
+        await ingest_one_by_one([incoming("stripe", e) for e in [*raw, again]])
+    [warning] = [r for r in caplog.records if "refund failed" in r.getMessage()]
+    assert warning.fields["tenant_id"] == "acme" and warning.fields["amount_minor"] == 4999
+    assert (warning.fields["refund_id"], warning.fields["failure_reason"]) == (
+        raw[-1]["data"]["object"]["id"], "expired_or_canceled_card")
+
+
 async def test_a_dispute_after_a_failed_refund_still_shows_disputed():
     s = StripeScenario(refund_parts=1)
     raw = [s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.failed", "charge.dispute.created")]

@@ -319,6 +319,7 @@ def _apply_facts(
                 old_txn, base = _payment_row(ws, fact.ref)
                 _warn_if_owner_differs("transaction_id", base, fact.owner, request_id)
                 txn = merge_payment(base, fact, owner_hint=hint)
+                _warn_of_undone_refunds(base, txn, request_id)
                 ws.put_transaction(txn)
                 ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
                 txn_ids.append(txn.id)
@@ -338,6 +339,19 @@ def _warn_if_owner_differs(kind: str, row: Transaction | Subscription | None, to
         log.warning("an event names another tenant than the one recorded; the recorded one stays",
                     extra={"fields": {kind: row.id, "tenant_id": row.tenant_id, "event_tenant_id": told.tenant_id,
                                       "request_id": request_id}})
+
+
+def _warn_of_undone_refunds(before: Transaction | None, after: Transaction, request_id: str) -> None:
+    """A refund that failed or was cancelled sent the money back to the merchant, and the customer is
+    still owed it: someone has to return it another way, so operators hear of each one, once."""
+    undone_before = {r.id for r in before.refunds if r.undone} if before is not None else set()
+    for refund in after.refunds:
+        if refund.undone and refund.id not in undone_before:
+            log.warning("a refund failed or was cancelled; the money is back with the merchant",
+                        extra={"fields": {"transaction_id": after.id, "tenant_id": after.tenant_id,
+                                          "refund_id": refund.id, "amount_minor": refund.amount,
+                                          "currency": after.currency, "state": refund.state.value,
+                                          "failure_reason": refund.failure_reason, "request_id": request_id}})
 
 
 def _give_owner(ws: WorkingSet, sub: Subscription, at: datetime, request_id: str) -> list[str]:
