@@ -4,7 +4,11 @@ server drops, during a request or between two, is counted as an error and replac
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from aiohttp import web
+from devstack.cpumeter import CpuMeter
 from devstack.loadgen import build, run
 from devstack.stack import free_port
 
@@ -47,3 +51,27 @@ async def test_load_generator_counts_every_answer_by_its_status_over_kept_alive_
     assert len({e for _, e in result["acknowledged"]}) == 159  # each acknowledged event once
     assert 8 <= len(peers) <= 8 + 6  # kept alive: a connection per worker, and one per hang-up at most
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+def test_cpu_meter_counts_the_cpu_a_process_tree_spends_only_while_it_measures():
+    # A child of the measured process burns 1.0 s of CPU before the meter starts and 0.3 s after.
+    burn = ("import sys, time\n"
+            "def spend(s):\n"
+            "    t = time.process_time() + s\n"
+            "    while time.process_time() < t: pass\n"
+            "spend(1.0); print('ready', flush=True); sys.stdin.readline()\n"
+            "spend(0.3); print('done', flush=True); sys.stdin.readline()\n")
+    with subprocess.Popen([sys.executable, "-c",
+                           "import subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]], "
+                           "stdin=sys.stdin, stdout=sys.stdout).wait()", burn],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout.readline() == "ready\n"
+        meter = CpuMeter({"tree": parent.pid})
+        meter.start()
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline() == "done\n"
+        used = meter.stop()["tree"]
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+    assert 0.28 <= used < 0.9, used

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -60,6 +61,17 @@ async def _drain(database_url: str, timeout: float = 600.0) -> dict[str, float]:
         await conn.close()
 
 
+def _cpu_lines(cpu: dict[str, float], events: int) -> list[str]:
+    """CPU per event in each part, and the rate the machine's cores could give at most if fully used:
+    where the time goes when everything shares one box."""
+    per_event = {name: 1000 * seconds / events for name, seconds in cpu.items()}
+    total = sum(per_event.values())
+    cores = len(os.sched_getaffinity(0))
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in per_event.items())
+    return [f"  CPU per event       {total:.2f} ms ({parts})",
+            f"  bound by {cores} cores    at most {cores * 1000 / total:.0f} events/s with every core busy"]
+
+
 def main(argv: list[str]) -> int:
     from devstack.__main__ import LOCAL, local_postgres
 
@@ -91,10 +103,14 @@ def main(argv: list[str]) -> int:
         notifier.wait(30)
         print(f"driving {stack.gateway_url} with {args.events} distinct signed events, "
               f"{args.concurrency} concurrent connections ...", flush=True)
+        postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        measured_cpu = {"gateway": stack.service("webhook-gateway").process.pid,
+                        "billing": stack.service("billing").process.pid, "PostgreSQL": postmaster}
         out = subprocess.run(
             [sys.executable, "-m", "devstack.loadgen", "--url", stack.gateway_url, "--events", str(args.events),
              "--concurrency", str(args.concurrency), "--stripe-secret", DEV_STRIPE_SECRET,
-             "--razorpay-secret", DEV_RAZORPAY_SECRET],
+             "--razorpay-secret", DEV_RAZORPAY_SECRET,
+             *(f"--cpu-of={name}={pid}" for name, pid in measured_cpu.items())],
             check=True, capture_output=True, text=True,
         )
         result = json.loads(out.stdout)
@@ -115,6 +131,8 @@ def main(argv: list[str]) -> int:
     print(f"  latency max         {result['max_ms']:.1f} ms")
     print(f"  errors              {sum(result['errors'].values())} {result['errors'] or ''}")
     print(f"  acknowledged, not in webhook_events: {missing}")
+    for line in _cpu_lines(result["cpu_seconds"], measured):
+        print(line)
     print(f"emails (billing outbox -> notifier -> SMTP sink), {emails['count']} receipts:")
     print(f"  delivered emails/s  {emails['count'] / emails['seconds']:.0f}")
     print(f"  received by the sink {received}, logged sent {emails['sent']}")

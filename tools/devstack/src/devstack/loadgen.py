@@ -13,6 +13,7 @@ import time
 from typing import cast
 
 import uvloop
+from devstack.cpumeter import CpuMeter
 from trigger.delivery import Delivery, sign
 from trigger.events import RazorpayScenario, StripeScenario
 
@@ -148,11 +149,17 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--stripe-secret", required=True)
     parser.add_argument("--razorpay-secret", required=True)
+    parser.add_argument("--cpu-of", action="append", default=[], metavar="NAME=PID",
+                        help="also report the CPU this process tree spends in the measured run")
     args = parser.parse_args()
     deliveries = build(args.events, args.stripe_secret, args.razorpay_secret)
     warmup, measured = deliveries[:500], deliveries[500:]
     uvloop.run(run(args.url, warmup, args.concurrency))
+    meter = CpuMeter({name: int(pid) for name, _, pid in (a.partition("=") for a in args.cpu_of)})
+    meter.start()
+    own = time.process_time()
     result = uvloop.run(run(args.url, measured, args.concurrency))
+    result["cpu_seconds"] = {**meter.stop(), "load generator": time.process_time() - own}
     result["acknowledged"] += [[d.provider, d.event_id] for d in warmup]  # warm-up is checked too
     json.dump(result, sys.stdout)
     return 0
