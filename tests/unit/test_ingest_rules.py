@@ -354,6 +354,30 @@ async def test_razorpay_empty_notes_arrive_as_list_and_mean_no_owner():
     assert txn.tenant_id is None and txn.status is TxnStatus.SUCCEEDED
 
 
+@pytest.mark.parametrize(("provider", "build", "what"), [
+    ("stripe", lambda: _with(StripeScenario().event("customer.subscription.updated"), "data", "object"),
+     "subscription status"),
+    ("stripe", lambda: _with(StripeScenario().event("refund.failed"), "data", "object"), "refund status"),
+    ("razorpay", lambda: _with(RazorpayScenario().event("refund.failed"), "payload", "refund", "entity"),
+     "refund status"),
+])
+async def test_a_status_word_the_provider_added_is_kept_failed_naming_it_not_read_as_another(provider, build, what):
+    event, obj = build()
+    obj["status"] = "on_the_moon"
+    store = InMemoryEventStore()
+    [result] = await IngestEvents(store).execute([incoming(provider, event)])
+    assert result.outcome is Outcome.FAILED and result.error.endswith(f": unknown {what} 'on_the_moon'")
+    assert not store.transactions and not store.subscriptions
+
+
+def _with(event, *path):
+    """The event and the object at `path` in it, to change."""
+    obj = event
+    for key in path:
+        obj = obj[key]
+    return event, obj
+
+
 async def test_unknown_event_type_is_kept_as_ignored():
     event = StripeScenario().event("payment_intent.succeeded")
     event["type"] = "customer.created"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from billing.domain.model import Owner
 
@@ -12,6 +13,18 @@ MAX_ID_LENGTH = 255
 
 class InvalidEvent(ValueError):
     """The event is authentic but its content is not what the provider documents."""
+
+
+T = TypeVar("T")
+
+
+def known(meanings: Mapping[str, T], word: str, what: str) -> T:
+    """What a provider's status word means here. A word not known (one the provider added) makes the event
+    invalid: it is kept failed, for operators to see, rather than read as something else."""
+    try:
+        return meanings[word]
+    except KeyError:
+        raise InvalidEvent(f"unknown {what} {word!r}") from None
 
 
 def obj(parent: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from billing.domain import fields as f
-from billing.domain.fields import InvalidEvent
 from billing.domain.model import (
     CONTACT_ACCOUNT,
     Failure,
@@ -115,10 +114,8 @@ def _refund_event(payload: dict[str, Any], at: datetime) -> Facts:
     payment_id = f.text(refund, "payment_id", required=True)
     # The payment entity's amount_refunded is cumulative; the refund entity is this refund alone.
     raw = f.text(refund, "status") or "processed"
-    state = _REFUND_STATE.get(raw)
-    if state is None:
-        raise InvalidEvent(f"unknown refund status {raw!r}")
-    item = Refund(f.text(refund, "id", required=True), f.amount(refund, "amount", required=True), state)
+    item = Refund(f.text(refund, "id", required=True), f.amount(refund, "amount", required=True),
+                  f.known(_REFUND_STATE, raw, "refund status"))
     return [
         PaymentFact(
             ref=TxnRef(
@@ -171,9 +168,7 @@ def _dispute_event(payload: dict[str, Any], at: datetime) -> Facts:
 def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) -> Facts:
     sub = _entity(payload, "subscription")
     raw_status = f.text(sub, "status", required=True)
-    status = _SUB_STATUS.get(raw_status)
-    if status is None:
-        raise InvalidEvent(f"unknown subscription status {raw_status!r}")
+    status = f.known(_SUB_STATUS, raw_status, "subscription status")
     ref = SubRef(Provider.RAZORPAY, f.text(sub, "id", required=True))
     owner = f.owner(sub.get("notes"))
     ended = None

@@ -175,11 +175,8 @@ def _refund_item(refund: dict[str, Any]) -> Refund | None:
     which Stripe makes as a refund though no money had moved."""
     if f.text(refund, "reason") == "expired_uncaptured_charge":
         return None
-    raw = f.text(refund, "status") or "succeeded"
-    state = _REFUND_STATE.get(raw)
-    if state is None:
-        raise InvalidEvent(f"unknown refund status {raw!r}")
-    return Refund(f.text(refund, "id", required=True), f.amount(refund, "amount", required=True), state,
+    return Refund(f.text(refund, "id", required=True), f.amount(refund, "amount", required=True),
+                  f.known(_REFUND_STATE, f.text(refund, "status") or "succeeded", "refund status"),
                   f.text(refund, "failure_reason"))
 
 
@@ -272,9 +269,7 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
     raw_status = f.text(sub, "status", required=True)
     if event_type == "customer.subscription.deleted":
         raw_status = "canceled"
-    status = _SUB_STATUS.get(raw_status)
-    if status is None:
-        raise InvalidEvent(f"unknown subscription status {raw_status!r}")
+    status = f.known(_SUB_STATUS, raw_status, "subscription status")
     items = f.obj(sub, "items", required=False).get("data")
     item = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
     price = f.obj(item, "price", required=False) or f.obj(sub, "plan", required=False)
