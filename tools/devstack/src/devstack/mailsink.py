@@ -25,6 +25,7 @@ class SinkHandler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Recipients refused at RCPT with 550, as a server without that mailbox would.
     unknown_recipients: set[str] = field(default_factory=set)
+    _next_file: int | None = None  # the number of the next .eml file in `directory`
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
         if address in self.unknown_recipients:
@@ -38,10 +39,18 @@ class SinkHandler:
                 return self.scripted.popleft()
             self.raw.append(envelope.content)  # parsed when read: the sink must not be the bottleneck
             if self.directory is not None:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                (self.directory / f"{len(list(self.directory.glob('*.eml'))) + 1:06d}.eml").write_bytes(
-                    envelope.content)
+                self._save(envelope.content)
         return "250 2.0.0 OK"
+
+    def _save(self, content: bytes) -> None:
+        """Numbered after the highest file kept from earlier runs (read once), so a file someone deleted
+        never makes the next message overwrite another."""
+        if self._next_file is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            kept = (int(p.stem) for p in self.directory.glob("*.eml") if p.stem.isdigit())
+            self._next_file = max(kept, default=0) + 1
+        (self.directory / f"{self._next_file:06d}.eml").write_bytes(content)
+        self._next_file += 1
 
 
 class MailSink:
