@@ -81,7 +81,8 @@ async def test_a_refund_stored_before_refunds_were_kept_by_id_is_undone_when_it_
             await conn.execute(
                 "INSERT INTO billing.transactions (id, provider, status, status_at, provider_status, amount, currency, "
                 "amount_refunded, stripe_payment_intent_id, stripe_charge_id) VALUES "
-                "(gen_random_uuid(), 'stripe', 'refunded', now(), 'refunded', 1000, 'USD', 1000, $1, $2)", s.pi, s.charge)
+                "(gen_random_uuid(), 'stripe', 'refunded', now(), 'refunded', 1000, 'USD', 1000, $1, $2)",
+                s.pi, s.charge)
             await migrate(url)
             pool = await create_pool(url, min_size=1, max_size=1)
             try:

@@ -35,6 +35,18 @@ _DISPUTE_STATUS = {"created": "needs_response", "funds_withdrawn": "needs_respon
                    "closed": "won", "funds_reinstated": "won"}
 
 
+def _fail_latest_refund(scenario: StripeScenario | RazorpayScenario, make: str, **failed: Any) -> dict[str, Any]:
+    """The scenario's latest refund (made first by event type `make` if there is none), now failed: the
+    payment no longer counts it as refunded. A copy, as an event carries it."""
+    if not scenario.refunds:
+        scenario.event(make)
+    refund = scenario.refunds[0]
+    if refund["status"] != "failed":
+        scenario.refunded -= refund["amount"]
+        refund.update(status="failed", **failed)
+    return dict(refund)
+
+
 @dataclass
 class StripeScenario:
     tenant_id: str = "tenant_1"
@@ -183,15 +195,9 @@ class StripeScenario:
             return self.envelope(event_type, self.charge_object(
                 "succeeded", refunds={"object": "list", "data": [dict(r) for r in self.refunds]}))
         if event_type in ("charge.refund.updated", "refund.updated", "refund.failed"):
-            # The latest refund failed (the card was closed): the money is back with the merchant, and
-            # the charge no longer counts it as refunded.
-            if not self.refunds:
-                self.event("charge.refunded")
-            refund = self.refunds[0]
-            if refund["status"] != "failed":
-                self.refunded -= refund["amount"]
-                refund.update(status="failed", failure_reason="expired_or_canceled_card")
-            return self.envelope(event_type, dict(refund))
+            # The card was closed: the money is back with the merchant.
+            return self.envelope(event_type, _fail_latest_refund(
+                self, "charge.refunded", failure_reason="expired_or_canceled_card"))
         if kind == "charge.dispute":
             if self.dispute_created is None:
                 self.dispute_created = self.clock.now + 1
@@ -253,7 +259,8 @@ class RazorpayScenario:
     refunds: list[dict[str, Any]] = field(default_factory=list)  # refund entities made, newest first
 
     TYPES = (
-        "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed", "refund.failed",
+        "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed",
+        "refund.failed",
         "subscription.authenticated", "subscription.activated", "subscription.charged",
         "subscription.pending", "subscription.halted", "subscription.cancelled", "subscription.completed",
         "subscription.paused", "subscription.resumed", "subscription.updated",
@@ -315,14 +322,8 @@ class RazorpayScenario:
             return self.envelope(event_type, {"refund": {"entity": dict(self.refunds[0])},
                                               "payment": self.payment_entity(self.payment, "captured")})
         if event_type == "refund.failed":
-            # The latest refund failed: the payment no longer counts it as refunded.
-            if not self.refunds:
-                self.event("refund.processed")
-            refund = self.refunds[0]
-            if refund["status"] != "failed":
-                self.refunded -= refund["amount"]
-                refund["status"] = "failed"
-            return self.envelope(event_type, {"refund": {"entity": dict(refund)},
+            refund = _fail_latest_refund(self, "refund.processed")
+            return self.envelope(event_type, {"refund": {"entity": refund},
                                               "payment": self.payment_entity(self.payment, "captured")})
         if event_type.startswith("payment.dispute."):
             if self.dispute_created is None:
