@@ -410,6 +410,47 @@ async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(da
         await pool.close()
 
 
+async def _retry_schedule(database_url, policy: EventRetryPolicy, pi: str) -> list[float | None]:
+    """Seconds from each attempt of an event that keeps failing to its next retry, until none is due."""
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    admin = await asyncpg.connect(database_url)
+    try:
+        ingest = IngestEvents(PostgresEventStore(pool, policy))
+        api = BillingApi(PostgresBillingReader(pool), ingest)
+        await _blocking_trigger(admin, pi)
+        await ingest.execute([incoming("stripe", StripeScenario(pi=pi).event("payment_intent.succeeded"))])
+        query = ("SELECT attempts, extract(epoch FROM next_retry_at - processed_at)::float8 AS gap "
+                 "FROM billing.webhook_events WHERE event_type = 'payment_intent.succeeded' AND status = 'failed' "
+                 "AND payload->'data'->'object'->>'id' = $1")
+        row = await admin.fetchrow(query, pi)
+        gaps = [row["gap"]]
+        deadline = time.monotonic() + 10
+        while gaps[-1] is not None:  # the retry worker's rounds, polled with a deadline
+            assert time.monotonic() < deadline, gaps
+            await api.retry_due()
+            row = await admin.fetchrow(query, pi)
+            if row["attempts"] > len(gaps):
+                gaps.append(row["gap"])
+            else:
+                await asyncio.sleep(0.01)
+        return gaps
+    finally:
+        await admin.execute("DROP TRIGGER IF EXISTS refuse ON billing.transactions")
+        await admin.close()
+        await pool.close()
+
+
+async def test_retries_of_a_failed_event_back_off_doubling_up_to_the_cap_then_stop(database_url):
+    policy = EventRetryPolicy(max_attempts=4, base_seconds=0.05, max_seconds=0.08)
+    # After attempts 1, 2, 3: 0.05 s, then 0.1 and 0.2 capped at 0.08; after the 4th, the dead letter.
+    assert await _retry_schedule(database_url, policy, "pi_backoff") == pytest.approx([0.05, 0.08, 0.08, None])
+
+
+async def test_a_single_attempt_policy_puts_a_failed_event_in_the_dead_letter_at_once(database_url):
+    policy = EventRetryPolicy(max_attempts=1, base_seconds=0.05)
+    assert await _retry_schedule(database_url, policy, "pi_once") == [None]
+
+
 @pytest.mark.parametrize(
     ("event", "field"),
     [(billing_pb2.WebhookEvent(event_id="e", event_type="t", payload=b"{}"), "events[0].provider"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -13,7 +13,7 @@ import orjson
 from pgkit import pool as pgkit_pool
 from pgkit.migrations import lock_id
 
-from billing.domain.ingest import BatchUnit, EventRecord, Outcome, TransientStoreError
+from billing.domain.ingest import BatchUnit, EventRecord, TransientStoreError
 from billing.domain.model import (
     Provider,
     Refund,
@@ -68,6 +68,15 @@ def _upsert_sql(table: str, columns: list[str], param: str) -> str:
     )
 
 
+def _next_retry_at(status: str, attempts: str, at: str, policy: tuple[str, str, str]) -> str:
+    """SQL for when a failed event is next retried: base * 2^(attempts-1) seconds after `at`, capped; NULL
+    when it did not fail or has had its last attempt (the dead letter). `policy` names the parameters of
+    EventRetryPolicy.parameters(). The first failure and every retry go by this one rule."""
+    max_attempts, base, cap = policy
+    return (f"CASE WHEN {status} = 'failed' AND {attempts} < {max_attempts}::int THEN {at}::timestamptz + "
+            f"make_interval(secs => least({cap}::float8, {base}::float8 * 2 ^ ({attempts} - 1))) END")
+
+
 # A batch's writes in one statement, one round trip: each data-modifying part runs once, to completion,
 # whether or not its document holds rows. The parts write different tables, so none needs to see another's
 # rows. Event payloads are embedded in the document as JSON values (they were parsed as objects already).
@@ -85,14 +94,24 @@ events AS (
         (id, provider, event_id, event_type, payload, request_id, received_at, processed_at, status, error,
          transaction_ids, subscription_ids, next_retry_at)
     SELECT gen_random_uuid(), provider, event_id, event_type, payload, nullif(request_id, ''), received_at,
-           processed_at, status, error, transaction_ids, subscription_ids, next_retry_at
+           processed_at, status, error, transaction_ids, subscription_ids,
+           {_next_retry_at("status", "1", "processed_at", ("$5", "$6", "$7"))}
     FROM json_to_recordset($4::json) AS e(
         provider text, event_id text, event_type text, payload jsonb, request_id text, received_at timestamptz,
-        processed_at timestamptz, status text, error text, transaction_ids uuid[], subscription_ids uuid[],
-        next_retry_at timestamptz)
+        processed_at timestamptz, status text, error text, transaction_ids uuid[], subscription_ids uuid[])
 )
 SELECT 1
 """
+
+# A failed event applied again: its outcome, one more attempt, and when it is next due (if ever).
+_RETRY_EVENT = f"""
+UPDATE billing.webhook_events
+SET status = $3, error = $4, processed_at = $5, attempts = attempts + 1,
+    transaction_ids = $6::uuid[], subscription_ids = $7::uuid[],
+    next_retry_at = {_next_retry_at("$3", "(attempts + 1)", "$5", ("$8", "$9", "$10"))}
+WHERE provider = $1 AND event_id = $2
+"""
+
 # A batch's reads in one statement, one round trip, after its locks are held (a statement sees what was
 # committed when it started). The rows come back as JSON arrays: three result shapes in one row.
 _READ_BATCH = """
@@ -133,14 +152,13 @@ def _rows_json(rows: Iterable[Any]) -> str:
     return orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
 
 
-def _event_row(record: EventRecord, now: datetime, retry_in: timedelta) -> dict[str, Any]:
-    failed = record.status is Outcome.FAILED
+def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
     return {
         "provider": record.event.provider, "event_id": record.event.event_id,
         "event_type": record.event.event_type, "payload": orjson.Fragment(record.payload_text),
         "request_id": record.event.request_id, "received_at": record.event.received_at, "processed_at": now,
         "status": record.status, "error": record.error, "transaction_ids": record.transaction_ids,
-        "subscription_ids": record.subscription_ids, "next_retry_at": now + retry_in if failed else None,
+        "subscription_ids": record.subscription_ids,
     }
 
 
@@ -188,8 +206,8 @@ class EventRetryPolicy:
     base_seconds: float = 30.0
     max_seconds: float = 3600.0
 
-    def delay(self, attempt: int) -> float:
-        return min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+    def parameters(self) -> tuple[int, float, float]:
+        return self.max_attempts, self.base_seconds, self.max_seconds
 
 
 class PostgresUnit(BatchUnit):
@@ -221,7 +239,6 @@ class PostgresUnit(BatchUnit):
     async def write(self, working_set: WorkingSet, records: Sequence[EventRecord]) -> None:
         now = datetime.now(UTC)
         new = [r for r in records if not r.retry]
-        retry_in = timedelta(seconds=self._retry.delay(1))
         if working_set.merged_transactions:
             # First: the row kept may take the payment intent id the merged one holds (a unique key).
             await self._conn.execute(_MERGE_TRANSACTIONS, list(working_set.merged_transactions),
@@ -231,24 +248,16 @@ class PostgresUnit(BatchUnit):
             _rows_json(working_set.changed_subscriptions.values()),
             _rows_json(working_set.changed_transactions.values()),
             _rows_json(_outbox_row(e) for e in working_set.emails),
-            _rows_json(_event_row(r, now, retry_in) for r in new),
+            _rows_json(_event_row(r, now) for r in new),
+            *self._retry.parameters(),
         )
         retried = [r for r in records if r.retry]
         if retried:
             await self._conn.executemany(
-                """
-                UPDATE billing.webhook_events
-                SET status = $3, error = $4, processed_at = $5, attempts = attempts + 1,
-                    transaction_ids = $6::uuid[], subscription_ids = $7::uuid[],
-                    -- Past the last attempt a failed event stays failed with no next retry: dead letter.
-                    next_retry_at = CASE WHEN $3 = 'failed' AND attempts + 1 < $8::int
-                                         THEN $5::timestamptz + make_interval(secs => least($10::float8, $9::float8 * 2 ^ attempts)) END
-                WHERE provider = $1 AND event_id = $2
-                """,
+                _RETRY_EVENT,
                 [
                     (r.event.provider.value, r.event.event_id, r.status.value, r.error, now,
-                     list(r.transaction_ids), list(r.subscription_ids), self._retry.max_attempts,
-                     self._retry.base_seconds, self._retry.max_seconds)
+                     list(r.transaction_ids), list(r.subscription_ids), *self._retry.parameters())
                     for r in retried
                 ],
             )
