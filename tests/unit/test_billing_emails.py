@@ -68,6 +68,17 @@ async def test_a_refund_the_merchant_cancelled_or_that_a_dispute_settles_is_not_
         assert "payment_refund_failed" not in kinds(await outbox_after([incoming("stripe", e) for e in raw]))
 
 
+async def test_a_bank_debit_is_receipted_when_paid_and_its_failure_is_told():
+    paid = FLOWS["stripe-bank-debit"].build("t1", "u1")
+    outbox = await outbox_after([incoming("stripe", e) for e in paid])
+    assert kinds(outbox) == Counter({"payment_received": 1})
+    [receipt] = outbox.values()
+    assert (receipt.to_email, receipt.data["amount"]) == ("buyer@example.com", {"amount_minor": 4999, "currency": "USD"})
+    s = StripeScenario(checkout_mode="payment", delayed_payment=True)
+    failed = [s.event("checkout.session.completed"), s.event("checkout.session.async_payment_failed")]
+    assert kinds(await outbox_after([incoming("stripe", e) for e in failed])) == Counter({"payment_failed": 1})
+
+
 async def test_subscription_flow_asks_for_activation_once_and_cancellation():
     flow = FLOWS["stripe-subscription"]
     outbox = await outbox_after([incoming("stripe", e) for e in flow.build("t1", "u1")])

@@ -262,6 +262,44 @@ async def test_two_snapshots_of_one_second_settle_the_same_way_in_either_order()
     assert sub.current_period_end == datetime.fromtimestamp(renewed["data"]["object"]["current_period_end"], UTC)
 
 
+async def test_a_checkout_paid_by_bank_debit_is_paid_when_its_async_payment_succeeds_whatever_the_order():
+    # The endpoint hears only checkout events, as Stripe's fulfilment guide sets it up.
+    raw = FLOWS["stripe-bank-debit"].build("t1", "u1")
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.tenant_id, txn.amount, txn.currency) == (
+        TxnStatus.SUCCEEDED, "checkout_paid", "t1", 4999, "USD")
+    assert txn.paid_at == datetime.fromtimestamp(raw[-1]["created"], UTC)  # when the money came, not the order
+    store = await ingest_one_by_one([incoming("stripe", raw[0])])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.paid_at) == (TxnStatus.PENDING, "checkout_unpaid", None)
+
+
+async def test_a_checkout_whose_bank_debit_fails_shows_failed_whatever_the_order():
+    s = StripeScenario(checkout_mode="payment", delayed_payment=True)
+    raw = [s.event("checkout.session.completed"), s.event("checkout.session.async_payment_failed")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.paid_at) == (
+        TxnStatus.FAILED, "checkout_async_payment_failed", None)
+
+
+async def test_a_checkout_that_expires_after_a_declined_attempt_cancels_its_payment():
+    s = StripeScenario(tenant_id="t1", checkout_mode="payment")
+    raw = [s.event("payment_intent.payment_failed"), s.event("checkout.session.expired")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.tenant_id) == (TxnStatus.CANCELLED, "checkout_expired", "t1")
+
+
+async def test_a_checkout_that_expires_untried_records_no_payment():
+    expired = StripeScenario(checkout_mode="payment").event("checkout.session.expired")
+    expired["data"]["object"]["payment_intent"] = None  # API versions from 2022-08-01 make none until a try
+    store = await ingest_one_by_one([incoming("stripe", expired)])
+    assert store.transactions == {}
+    assert [(e.status, e.transaction_ids) for e in store.events.values()] == [(Outcome.PROCESSED, ())]
+
+
 async def test_a_razorpay_order_paid_on_the_second_try_names_the_captured_payment_whatever_the_order():
     r = RazorpayScenario()
     events = [incoming("razorpay", r.event(t))

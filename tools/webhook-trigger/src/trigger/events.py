@@ -66,12 +66,17 @@ class StripeScenario:
     renewal_invoice: str = field(default_factory=lambda: _id("in_"))
     renewal_pi: str = field(default_factory=lambda: _id("pi_"))
     customer: str = field(default_factory=lambda: _id("cus_", 14))
+    session: str = field(default_factory=lambda: _id("cs_test_"))
     refunded: int = 0
     refund_parts: int = 5  # each refund is this share of the amount: 5, a fifth; 1, all of it
     refunds: list[dict[str, Any]] = field(default_factory=list)  # the refunds made, newest first
     # Objects as API versions from 2025-03-31 (basil) shape them: an invoice names neither its payment
     # intent nor (at the top) its subscription; invoice_payment.paid links invoice and payment intent.
     basil: bool = False
+    # What a Checkout Session is for ("subscription", or "payment" of `pi`), and whether it is paid by a
+    # delayed method (a bank debit): then it completes unpaid and the outcome comes as an async event.
+    checkout_mode: str = "subscription"
+    delayed_payment: bool = False
 
     TYPES = (
         "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
@@ -80,7 +85,8 @@ class StripeScenario:
         "charge.refunded", "charge.refund.updated", "refund.updated", "refund.failed",
         "charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
         "charge.dispute.funds_reinstated", "charge.dispute.closed", "checkout.session.completed",
-        "invoice_payment.paid",
+        "checkout.session.async_payment_succeeded", "checkout.session.async_payment_failed",
+        "checkout.session.expired", "invoice_payment.paid",
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
         "customer.subscription.resumed", "customer.subscription.trial_will_end",
         "customer.subscription.deleted", "invoice.payment_succeeded", "invoice.paid",
@@ -142,6 +148,17 @@ class StripeScenario:
             }]},
             "created": start, **extra,
         }
+
+    def checkout_session(self, action: str) -> dict[str, Any]:
+        paid = action == "async_payment_succeeded" or (action == "completed" and not self.delayed_payment)
+        payment = self.checkout_mode == "payment"
+        return {
+            "id": self.session, "object": "checkout.session", "mode": self.checkout_mode,
+            "subscription": None if payment or action == "expired" else self.sub,
+            "payment_intent": self.pi if payment else None, "customer": self.customer,
+            "amount_total": self.amount, "currency": self.currency, "payment_status": "paid" if paid else "unpaid",
+            "status": "expired" if action == "expired" else "complete", "metadata": self.metadata,
+            "client_reference_id": self.user_id, "customer_details": {"email": self.email, "name": "Asha Rao"}}
 
     def invoice_object(self, paid: bool) -> dict[str, Any]:
         # The first invoice is paid; a failed payment is the next period's (renewal) invoice.
@@ -205,13 +222,8 @@ class StripeScenario:
                 "id": self.dispute, "object": "dispute", "amount": self.amount, "currency": self.currency,
                 "charge": self.charge, "payment_intent": self.pi, "reason": "fraudulent",
                 "status": _DISPUTE_STATUS[action], "created": self.dispute_created})
-        if event_type == "checkout.session.completed":
-            return self.envelope(event_type, {
-                "id": _id("cs_test_"), "object": "checkout.session", "mode": "subscription",
-                "subscription": self.sub, "payment_intent": None, "customer": self.customer,
-                "amount_total": self.amount, "currency": self.currency, "payment_status": "paid",
-                "status": "complete", "metadata": self.metadata, "client_reference_id": self.user_id,
-                "customer_details": {"email": self.email, "name": "Asha Rao"}})
+        if kind == "checkout.session":
+            return self.envelope(event_type, self.checkout_session(action))
         if kind == "customer.subscription":
             status = {"created": "active", "updated": "active", "resumed": "active",
                       "trial_will_end": "trialing", "paused": "paused", "deleted": "canceled"}[action]

@@ -28,6 +28,12 @@ def _stripe_refund_failed(tenant: str, user: str) -> list[dict[str, Any]]:
                                  "refund.failed")]
 
 
+def _stripe_bank_debit(tenant: str, user: str) -> list[dict[str, Any]]:
+    # As an endpoint subscribed the way Stripe's Checkout fulfilment guide says: checkout events only.
+    s = StripeScenario(tenant_id=tenant, user_id=user, checkout_mode="payment", delayed_payment=True)
+    return [s.event(t) for t in ("checkout.session.completed", "checkout.session.async_payment_succeeded")]
+
+
 def _stripe_card_retry(tenant: str, user: str) -> list[dict[str, Any]]:
     s = StripeScenario(tenant_id=tenant, user_id=user)
     declined = [s.declined("charge.failed"), s.declined("payment_intent.payment_failed")]
@@ -76,6 +82,8 @@ def _razorpay_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
 
 FLOWS: dict[str, Flow] = {
     "stripe-payment": Flow("stripe", "3-D Secure payment -> success -> partial refund -> dispute", _stripe_payment),
+    "stripe-bank-debit": Flow("stripe", "checkout paid by bank debit: completed unpaid -> the payment succeeds "
+                              "days later", _stripe_bank_debit),
     "stripe-card-retry": Flow("stripe", "card declined -> paid with another card -> partly refunded", _stripe_card_retry),
     "stripe-refund-failed": Flow("stripe", "paid -> refunded in full -> the refund fails (the card was closed)",
                                  _stripe_refund_failed),

@@ -296,7 +296,17 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
     ]
 
 
-def _checkout_session(session: dict[str, Any], at: datetime) -> Facts:
+# A Checkout paid by a delayed method (bank debits, vouchers) completes unpaid; days later the outcome
+# comes as async_payment_succeeded (paid) or async_payment_failed. Stripe's fulfilment guide subscribes an
+# endpoint to these checkout events alone, so they may be the only word of the payment. A session that
+# expires after an attempt cancels the intent it made (sessions never tried name none).
+_CHECKOUT_ENDS = {
+    "checkout.session.async_payment_failed": (TxnStatus.FAILED, "checkout_async_payment_failed"),
+    "checkout.session.expired": (TxnStatus.CANCELLED, "checkout_expired"),
+}
+
+
+def _checkout_session(event_type: str, session: dict[str, Any], at: datetime) -> Facts:
     details = f.obj(session, "customer_details", required=False)
     email = f.text(details, "email") or f.text(session, "customer_email")
     owner = f.owner(session.get("metadata"))
@@ -311,17 +321,23 @@ def _checkout_session(session: dict[str, Any], at: datetime) -> Facts:
     pi = f.text(session, "payment_intent")
     if mode != "payment" or not pi:
         return []
-    paid = f.text(session, "payment_status") == "paid"
+    payment_status = f.text(session, "payment_status")
+    if event_type in _CHECKOUT_ENDS:
+        status, provider_status = _CHECKOUT_ENDS[event_type]
+    elif payment_status == "paid":
+        status, provider_status = TxnStatus.SUCCEEDED, "checkout_paid"
+    else:
+        status, provider_status = TxnStatus.PENDING, f"checkout_{payment_status or 'unknown'}"
     return [
         PaymentFact(
             ref=_ref(pi),
             at=at,
-            status=TxnStatus.SUCCEEDED if paid else TxnStatus.PENDING,
-            provider_status=f"checkout_{f.text(session, 'payment_status') or 'unknown'}",
+            status=status,
+            provider_status=provider_status,
             owner=owner,
             amount=(total := f.amount(session, "amount_total")),
             currency=f.currency(session, required=total is not None),
-            paid_at=at if paid else None,
+            paid_at=at if status is TxnStatus.SUCCEEDED else None,
             customer_email=email,
             customer_name=f.text(details, "name"),
             email_rank=CONTACT_ACCOUNT,
@@ -372,7 +388,9 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
     table["invoice_payment.paid"] = lambda _t, obj, at: _invoice_payment(obj, at)
     for suffix in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"):
         table[f"customer.subscription.{suffix}"] = _subscription
-    table["checkout.session.completed"] = lambda _t, obj, at: _checkout_session(obj, at)
+    # The async outcomes and expiry are beyond the list (see _CHECKOUT_ENDS).
+    for suffix in ("completed", "async_payment_succeeded", "async_payment_failed", "expired"):
+        table[f"checkout.session.{suffix}"] = _checkout_session
     return table
 
 
