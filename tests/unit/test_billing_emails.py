@@ -79,6 +79,15 @@ async def test_a_bank_debit_is_receipted_when_paid_and_its_failure_is_told():
     assert kinds(await outbox_after([incoming("stripe", e) for e in failed])) == Counter({"payment_failed": 1})
 
 
+async def test_a_razorpay_refund_is_told_once_when_made_not_again_when_processed():
+    r = RazorpayScenario()
+    raw = [r.event(t) for t in ("payment.captured", "refund.created")]
+    made = await outbox_after([incoming("razorpay", e) for e in raw])
+    assert kinds(made) == Counter({"payment_received": 1, "payment_refunded": 1})
+    processed = await outbox_after([incoming("razorpay", e) for e in [*raw, r.event("refund.processed")]])
+    assert kinds(processed) == kinds(made)
+
+
 async def test_subscription_flow_asks_for_activation_once_and_cancellation():
     flow = FLOWS["stripe-subscription"]
     outbox = await outbox_after([incoming("stripe", e) for e in flow.build("t1", "u1")])

@@ -706,6 +706,21 @@ async def test_a_razorpay_refund_that_fails_no_longer_counts_in_any_order():
     assert [r.state.value for r in txn.refunds] == ["failed"]
 
 
+async def test_a_razorpay_refund_counts_from_its_creation_and_is_one_refund_once_processed_in_any_order():
+    # A normal-speed refund is processed days after it is made; Razorpay counts it refunded from the start.
+    r = RazorpayScenario()
+    raw = [r.event(t) for t in ("payment.captured", "refund.created")]
+    store = await same_rows_in_every_order([incoming("razorpay", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.amount_refunded, txn.refunded_at is not None) == (TxnStatus.PARTIALLY_REFUNDED, 31250, True)
+    assert [(x.amount, x.state.value) for x in txn.refunds] == [(31250, "pending")]
+    raw.append(r.event("refund.processed"))
+    store = await same_rows_in_every_order([incoming("razorpay", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.amount_refunded) == (TxnStatus.PARTIALLY_REFUNDED, 31250)
+    assert [(x.amount, x.state.value) for x in txn.refunds] == [(31250, "succeeded")]
+
+
 async def test_operators_hear_once_of_each_refund_that_failed(caplog):
     raw = FLOWS["stripe-refund-failed"].build("acme", "u1")
     again = copy.deepcopy(raw[-1])  # Stripe tells of the failure twice: refund.failed, charge.refund.updated

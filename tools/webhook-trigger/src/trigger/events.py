@@ -271,8 +271,8 @@ class RazorpayScenario:
     refunds: list[dict[str, Any]] = field(default_factory=list)  # refund entities made, newest first
 
     TYPES = (
-        "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.processed",
-        "refund.failed",
+        "payment.authorized", "payment.failed", "payment.captured", "order.paid", "refund.created",
+        "refund.processed", "refund.failed",
         "subscription.authenticated", "subscription.activated", "subscription.charged",
         "subscription.pending", "subscription.halted", "subscription.cancelled", "subscription.completed",
         "subscription.paused", "subscription.resumed", "subscription.updated",
@@ -325,12 +325,17 @@ class RazorpayScenario:
                                 "receipt": "rcpt_1", "status": "paid", "notes": self.notes}}
             return self.envelope(event_type, {"payment": self.payment_entity(self.payment, "captured"),
                                               "order": order})
-        if event_type == "refund.processed":
-            refund_amount = self.amount // 4
-            self.refunded = min(self.amount, self.refunded + refund_amount)
-            self.refunds.insert(0, {"id": _id("rfnd_", 14), "entity": "refund", "amount": refund_amount,
-                                    "currency": self.currency, "payment_id": self.payment, "notes": [],
-                                    "status": "processed", "created_at": self.clock.now + 1})
+        if event_type in ("refund.created", "refund.processed"):
+            # A refund of a quarter more is made pending; processed, it is the pending one done (or, with
+            # none pending, one made and done at once, as instant refunds are).
+            if event_type == "refund.created" or not self.refunds or self.refunds[0]["status"] != "pending":
+                refund_amount = self.amount // 4
+                self.refunded = min(self.amount, self.refunded + refund_amount)
+                self.refunds.insert(0, {"id": _id("rfnd_", 14), "entity": "refund", "amount": refund_amount,
+                                        "currency": self.currency, "payment_id": self.payment, "notes": [],
+                                        "status": "pending", "created_at": self.clock.now + 1})
+            if event_type == "refund.processed":
+                self.refunds[0]["status"] = "processed"
             return self.envelope(event_type, {"refund": {"entity": dict(self.refunds[0])},
                                               "payment": self.payment_entity(self.payment, "captured")})
         if event_type == "refund.failed":

@@ -65,7 +65,7 @@ def _stripe_subscription_basil(tenant: str, user: str) -> list[dict[str, Any]]:
 def _razorpay_payment(tenant: str, user: str) -> list[dict[str, Any]]:
     r = RazorpayScenario(tenant_id=tenant, user_id=user)
     return [r.event(t) for t in ("payment.failed", "payment.authorized", "payment.captured",
-                                 "order.paid", "refund.processed")]
+                                 "order.paid", "refund.created", "refund.processed")]
 
 
 def _razorpay_dispute(tenant: str, user: str) -> list[dict[str, Any]]:
@@ -93,7 +93,7 @@ FLOWS: dict[str, Flow] = {
                                       "invoice and payment intent linked by invoice_payment.paid",
                                       _stripe_subscription_basil),
     "razorpay-payment": Flow("razorpay", "order -> payment failed -> retry authorized -> captured -> order paid "
-                             "-> partial refund", _razorpay_payment),
+                             "-> partial refund (created, then processed)", _razorpay_payment),
     "razorpay-dispute": Flow("razorpay", "payment captured -> chargeback opened -> contested -> lost",
                              _razorpay_dispute),
     "razorpay-subscription": Flow("razorpay", "subscription authenticated -> activated -> charged -> halted "

@@ -196,8 +196,10 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
     return facts
 
 
-# refund.failed is beyond the list: a refund that failed left the payment counted as refunded.
-REFUND_EVENTS = frozenset({"refund.processed", "refund.failed"})
+# Beyond the list: refund.failed (a refund that failed left the payment counted as refunded), and
+# refund.created (a normal-speed refund is processed days later; until then the payment showed paid here
+# while Razorpay counted it refunded). Each tells one refund's state, and the furthest state stands.
+REFUND_EVENTS = frozenset({"refund.created", "refund.processed", "refund.failed"})
 
 HANDLED_TYPES = frozenset(_PAYMENT_STATUS) | REFUND_EVENTS | SUBSCRIPTION_EVENTS | DISPUTE_EVENTS
 
