@@ -48,8 +48,13 @@ def test_customer_supplied_text_is_escaped_in_html():
 
 @pytest.mark.parametrize(("amount", "currency", "shown"),
                          [(4999, "USD", "$49.99"), (125000, "INR", "₹1,250.00"), (500, "JPY", "¥500"),
-                          (0, "EUR", "€0.00"), (123456789, "USD", "$1,234,567.89")])
-def test_money_is_formatted_from_minor_units_for_its_currency(amount, currency, shown):
+                          (0, "EUR", "€0.00"), (123456789, "USD", "$1,234,567.89"), (5000, "KWD", "KWD5.000"),
+                          # ISO 4217 gives these minor units that CLDR's display digits leave out: the
+                          # amount is still in hundredths (thousandths for IQD), never shown 100 times over.
+                          (1000000, "HUF", "HUF10,000"), (15000000, "COP", "COP150,000"),
+                          (1234567, "IQD", "IQD1,234.567"), (1000050, "HUF", "HUF10,000.5"),
+                          (500, "ISK", "ISK500"), (50000, "MGA", "MGA500")])
+def test_money_is_formatted_from_iso_4217_minor_units(amount, currency, shown):
     assert money(Money(amount, currency)) == shown
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import css_inline
+import iso4217
 from babel.numbers import format_currency, get_currency_precision
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -32,11 +33,22 @@ SUBJECTS: dict[EmailKind, str] = {
 }
 
 
+def _exponent(code: str) -> int:
+    """Digits of the currency's minor unit, as ISO 4217 sets them (what amount_minor counts). CLDR's own
+    digits, which babel formats with, differ for some (HUF, COP and IDR have 2 in ISO 4217, 0 in CLDR)."""
+    try:
+        exponent = iso4217.Currency(code).exponent
+    except ValueError:  # not in ISO 4217's current list: CLDR's digits are the best there is
+        return get_currency_precision(code)
+    return exponent or 0
+
+
 @lru_cache(maxsize=4096)
 def money(value: Money) -> str:
-    """Minor units to a display amount: USD 4999 -> $49.99, INR 125000 -> ₹1,250.00, JPY 500 -> ¥500."""
-    precision = get_currency_precision(value.currency)
-    return format_currency(Decimal(value.amount_minor).scaleb(-precision), value.currency, locale="en_US")
+    """ISO 4217 minor units to a display amount: USD 4999 -> $49.99, INR 125000 -> ₹1,250.00, JPY 500 -> ¥500,
+    HUF 1000000 -> HUF10,000. Shown to CLDR's digits for the currency, never rounding a fraction away."""
+    amount = Decimal(value.amount_minor).scaleb(-_exponent(value.currency))
+    return format_currency(amount, value.currency, locale="en_US", decimal_quantization=False)
 
 
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
