@@ -300,6 +300,30 @@ async def test_a_checkout_that_expires_untried_records_no_payment():
     assert [(e.status, e.transaction_ids) for e in store.events.values()] == [(Outcome.PROCESSED, ())]
 
 
+@pytest.mark.parametrize(("currency", "at_stripe", "kept"), [("usd", 4999, 4999), ("jpy", 500, 500),
+                                                           ("isk", 500000, 5000), ("mga", 5000, 500000)])
+async def test_stripe_money_is_kept_in_iso_4217_minor_units(currency, at_stripe, kept):
+    # Stripe states ISK in hundredths (5,000 kr is 500000) and MGA in whole ariary; ISO 4217 gives the
+    # króna no minor unit and the ariary two digits. Finance and the emails read ISO minor units.
+    s = StripeScenario(amount=at_stripe, currency=currency, refund_parts=1)
+    raw = [s.event(t) for t in ("payment_intent.succeeded", "charge.succeeded", "charge.refunded")]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.amount, txn.currency, txn.amount_refunded, txn.status) == (
+        kept, currency.upper(), kept, TxnStatus.REFUNDED)
+    assert [r.amount for r in txn.refunds] == [kept]
+    receipt = next(i for i in store.outbox.values() if i.kind == "payment_received")
+    assert receipt.data["amount"] == {"amount_minor": kept, "currency": currency.upper()}
+
+
+async def test_a_fractional_krona_from_stripe_is_kept_failed_naming_the_amount():
+    # Stripe has refused fractional krónur since April 2023; one from before has no ISO minor unit to be.
+    event = incoming("stripe", StripeScenario(amount=4010, currency="isk").event("payment_intent.succeeded"))
+    store = await ingest_one_by_one([event])
+    [record] = store.events.values()
+    assert store.transactions == {} and record.status is Outcome.FAILED and "4010 ISK" in record.error
+
+
 async def test_a_razorpay_order_paid_on_the_second_try_names_the_captured_payment_whatever_the_order():
     r = RazorpayScenario()
     events = [incoming("razorpay", r.event(t))

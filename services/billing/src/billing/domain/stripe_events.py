@@ -9,7 +9,9 @@ payment intents that no longer name each other, linked by `invoice_payment.paid`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
+from fractions import Fraction
 from typing import Any
 
 from billing.domain import fields as f
@@ -397,6 +399,29 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
 HANDLERS = _handlers()
 
 
+# Money is kept in ISO 4217 minor units. Stripe states two currencies otherwise: ISK in hundredths (for
+# backwards compatibility: the króna has no minor unit, and Stripe has taken only whole krónur since
+# April 2023), and MGA in whole ariary (zero-decimal at Stripe; ISO 4217 gives it two decimals).
+_STRIPE_TO_ISO = {"ISK": Fraction(1, 100), "MGA": Fraction(100)}
+
+
+def _in_iso_units(fact: PaymentFact | SubscriptionFact) -> PaymentFact | SubscriptionFact:
+    scale = _STRIPE_TO_ISO.get(fact.currency) if isinstance(fact, PaymentFact) and fact.currency else None
+    if scale is None:
+        return fact
+
+    def iso(value: int | None) -> int | None:
+        if value is None:
+            return None
+        converted = value * scale
+        if converted.denominator != 1:
+            raise InvalidEvent(f"{value} {fact.currency} at Stripe is no whole amount in ISO 4217 minor units")
+        return int(converted)
+
+    return replace(fact, amount=iso(fact.amount), amount_refunded=iso(fact.amount_refunded),
+                   refunds=tuple(replace(r, amount=iso(r.amount)) for r in fact.refunds))
+
+
 def interpret(event_type: str, event: dict[str, Any]) -> Facts | None:
     """The facts a Stripe event states, or None for a type billing does not act on."""
     handler = HANDLERS.get(event_type)
@@ -404,4 +429,4 @@ def interpret(event_type: str, event: dict[str, Any]) -> Facts | None:
         return None
     at = f.timestamp(event, "created", required=True)
     data_object = f.obj(f.obj(event, "data"), "object")
-    return handler(event_type, data_object, at)
+    return [_in_iso_units(fact) for fact in handler(event_type, data_object, at)]
