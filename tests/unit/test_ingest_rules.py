@@ -648,19 +648,58 @@ async def test_the_customers_address_and_name_come_from_the_most_trusted_source_
     assert (txn.customer_email, txn.customer_name) == ("billing@acme.test", "Asha Rao")
 
 
-async def test_a_partial_capture_records_the_amount_captured_and_a_refund_of_it_is_full():
-    # Manual capture of 30.00 of a 50.00 authorisation: the intent received 30.00, the charge captured
-    # 30.00 (its `amount` stays 50.00), and refunding the 30.00 refunds everything that was paid.
+def _after_partial_capture(s: StripeScenario, captured: int, refunds: list[int], *, listed: bool = True):
+    """charge.refunded for a charge of s.amount authorised and `captured` taken, as Stripe shows it: the
+    rest of the authorisation released as a refund at the capture (the oldest), then each real refund.
+    amount_refunded counts them all; API versions from 2022-11-15 list none."""
+    event = s.event("charge.refunded")
+    charge = event["data"]["object"]
+    made = [{"id": f"re_release_{s.charge}", "object": "refund", "amount": s.amount - captured, "status": "succeeded",
+             "reason": None, "failure_reason": None, "created": charge["created"]}]
+    made += [{"id": f"re_{i}_{s.charge}", "object": "refund", "amount": amount, "status": "succeeded",
+              "reason": "requested_by_customer", "failure_reason": None, "created": charge["created"] + 1 + i}
+             for i, amount in enumerate(refunds)]
+    total = sum(r["amount"] for r in made)
+    charge.update(captured=True, amount_captured=captured, amount_refunded=total, refunded=total >= s.amount,
+                  refunds={"object": "list", "data": made[::-1]} if listed else None)
+    return event
+
+
+def _partially_captured(s: StripeScenario, captured: int):
+    """The authorisation, and its capture in part (the intent, and charge.captured)."""
+    authorised = _uncaptured(s.event("charge.succeeded"))
+    intent = s.event("payment_intent.succeeded")
+    intent["data"]["object"]["amount_received"] = captured
+    capture = s.event("charge.captured")
+    capture["data"]["object"].update(amount_captured=captured, amount_refunded=s.amount - captured)
+    return [authorised, intent, capture]
+
+
+async def test_a_partial_capture_records_the_amount_captured_and_its_release_refunds_nothing():
+    # Manual capture of 30.00 of a 50.00 authorisation: Stripe releases the other 20.00 as a refund, and
+    # may tell of it by charge.refunded. The customer paid 30.00 and got nothing back.
     s = StripeScenario(amount=5000)
-    authorised = s.event("charge.succeeded")
-    _uncaptured(authorised)
-    captured = s.event("payment_intent.succeeded")
-    captured["data"]["object"]["amount_received"] = 3000
-    refunded = s.event("charge.refunded")
-    refunded["data"]["object"].update(captured=True, amount_captured=3000, amount_refunded=3000, refunded=True)
-    store = await same_rows_in_every_order([incoming("stripe", e) for e in (authorised, captured, refunded)])
+    raw = [*_partially_captured(s, 3000), _after_partial_capture(s, 3000, [])]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
     [txn] = store.transactions.values()
-    assert (txn.amount, txn.amount_refunded, txn.status) == (3000, 3000, TxnStatus.REFUNDED)
+    assert (txn.amount, txn.amount_refunded, txn.status, txn.refunds) == (3000, 0, TxnStatus.SUCCEEDED, ())
+    assert {i.kind for i in store.outbox.values()} == {"payment_received"}
+
+
+@pytest.mark.parametrize("listed", [True, False])
+@pytest.mark.parametrize(("refunds", "expected"), [([3000], TxnStatus.REFUNDED),
+                                                   ([1000], TxnStatus.PARTIALLY_REFUNDED)])
+async def test_refunds_after_a_partial_capture_count_what_went_back_not_the_release(refunds, expected, listed):
+    # Refunding the 30.00 taken refunds everything paid; refunding 10.00 of it is partial. The charge's
+    # amount_refunded (50.00, or 40.00) also counts the 20.00 released at the capture.
+    s = StripeScenario(amount=5000)
+    raw = [*_partially_captured(s, 3000), _after_partial_capture(s, 3000, refunds, listed=listed)]
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in raw])
+    [txn] = store.transactions.values()
+    assert (txn.amount, txn.amount_refunded, txn.status) == (3000, refunds[0], expected)
+    assert [r.amount for r in txn.refunds] == (refunds if listed else [])
+    [told] = [i for i in store.outbox.values() if i.kind == "payment_refunded"]
+    assert told.data["refunded"]["amount_minor"] == refunds[0]
 
 
 def _refund_states(txn: Transaction) -> dict[str, tuple[int, str, str | None]]:

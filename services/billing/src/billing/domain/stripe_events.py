@@ -151,6 +151,15 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     refunded = f.amount(charge, "amount_refunded", required=True)
     listed = f.obj(charge, "refunds", required=False).get("data")
     listed = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+    # A partial capture releases the rest of the authorisation as a refund, made at the capture and so
+    # the oldest listed; amount_refunded counts it. No money went back to the customer for it.
+    released = max(0, f.amount(charge, "amount", required=True) - common["amount"])
+    if released and listed and listed[-1].get("amount") == released:
+        listed.pop()
+    refunded = max(0, refunded - released)
+    items = tuple(item for r in listed if (item := _refund_item(r)) is not None)
+    if refunded == 0 and not items:  # only that release: the payment stands captured
+        return [PaymentFact(**common, status=TxnStatus.SUCCEEDED, provider_status="succeeded", paid_at=at)]
     return [
         PaymentFact(
             **common,
@@ -158,7 +167,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
             provider_status="refunded" if charge.get("refunded") else "partially_refunded",
             amount_refunded=refunded,
             refunded_at=(f.timestamp(listed[0], "created") if listed else None) or at,
-            refunds=tuple(item for r in listed if (item := _refund_item(r)) is not None),
+            refunds=items,
         )
     ]
 
