@@ -607,6 +607,22 @@ async def test_an_uncaptured_charge_is_an_authorisation_until_the_intent_is_capt
     assert [i.kind for i in store.outbox.values()] == (["payment_received"] if expected is TxnStatus.SUCCEEDED else [])
 
 
+@pytest.mark.parametrize(("outcome", "expected"), [(None, TxnStatus.AUTHORIZED),
+                                                   ("payment_intent.canceled", TxnStatus.CANCELLED),
+                                                   ("payment_intent.succeeded", TxnStatus.SUCCEEDED)])
+async def test_the_intents_word_of_an_authorisation_shows_it_authorised_until_captured_or_released(outcome,
+                                                                                                  expected):
+    # An endpoint subscribed to payment intent events alone: amount_capturable_updated is the authorisation.
+    s = StripeScenario()
+    events = [s.event("payment_intent.amount_capturable_updated")] + ([s.event(outcome)] if outcome else [])
+    store = await same_rows_in_every_order([incoming("stripe", e) for e in events])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.amount, txn.paid_at is not None) == (expected, 4999, expected is TxnStatus.SUCCEEDED)
+    if expected is TxnStatus.AUTHORIZED:
+        assert txn.provider_status == "requires_capture"
+    assert [i.kind for i in store.outbox.values()] == (["payment_received"] if expected is TxnStatus.SUCCEEDED else [])
+
+
 async def test_an_event_naming_another_tenant_leaves_the_payment_with_the_first_and_warns(caplog):
     s = StripeScenario(tenant_id="acme")
     store = await ingest_one_by_one([incoming("stripe", s.event("payment_intent.succeeded"))])

@@ -80,7 +80,8 @@ class StripeScenario:
 
     TYPES = (
         "payment_intent.requires_action", "payment_intent.processing", "payment_intent.payment_failed",
-        "payment_intent.succeeded", "payment_intent.canceled", "charge.succeeded", "charge.captured",
+        "payment_intent.succeeded", "payment_intent.canceled", "payment_intent.amount_capturable_updated",
+        "charge.succeeded", "charge.captured",
         "charge.expired", "charge.failed",
         "charge.refunded", "charge.refund.updated", "refund.updated", "refund.failed",
         "charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
@@ -184,8 +185,10 @@ class StripeScenario:
         if kind == "payment_intent":
             status = {"requires_action": "requires_action", "processing": "processing",
                       "payment_failed": "requires_payment_method", "succeeded": "succeeded",
-                      "canceled": "canceled"}[action]
+                      "canceled": "canceled", "amount_capturable_updated": "requires_capture"}[action]
             extra: dict[str, Any] = {}
+            if status == "requires_capture":
+                extra.update(amount_capturable=self.amount, capture_method="manual")
             if action == "payment_failed":
                 extra["last_payment_error"] = {"type": "card_error", "code": "card_declined",
                                                "decline_code": "insufficient_funds",

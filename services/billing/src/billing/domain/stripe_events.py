@@ -40,6 +40,9 @@ _PI_STATUS = {
     "payment_intent.canceled": TxnStatus.CANCELLED,
     "payment_intent.processing": TxnStatus.PROCESSING,
     "payment_intent.requires_action": TxnStatus.REQUIRES_ACTION,
+    # Beyond the list: with manual capture, the intent's own word that the card is authorised
+    # (requires_capture). An endpoint subscribed to intent events alone heard of it only at the capture.
+    "payment_intent.amount_capturable_updated": TxnStatus.AUTHORIZED,
 }
 
 _SUB_STATUS = {
