@@ -299,8 +299,7 @@ def _payment_row(ws: WorkingSet, ref: TxnRef) -> tuple[Transaction | None, Trans
 def _apply_facts(
     ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], request_id: str
 ) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...]]:
-    before = (list(ws.transactions), list(ws.subscriptions), dict(ws.changed_transactions),
-              dict(ws.changed_subscriptions), list(ws.emails), dict(ws.merged_transactions))
+    before = ws.snapshot()
     txn_ids: list[str] = []
     sub_ids: list[str] = []
     try:
@@ -325,8 +324,7 @@ def _apply_facts(
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")
-        (ws.transactions, ws.subscriptions, ws.changed_transactions, ws.changed_subscriptions, ws.emails,
-         ws.merged_transactions) = before
+        ws.restore(before)
         return Outcome.FAILED, f"{type(exc).__name__}: {exc}", (), ()
     return Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids))
 
@@ -360,8 +358,8 @@ def _give_owner(ws: WorkingSet, sub: Subscription, at: datetime, request_id: str
     if not sub.tenant_id:
         return []
     ids = []
-    for txn in list(ws.transactions):
-        if txn.tenant_id or txn.subscription is None or not sub.matches(txn.subscription):
+    for txn in ws.payments_of(SubRef(sub.provider, sub.provider_id)):
+        if txn.tenant_id:
             continue
         owned = replace(txn, tenant_id=sub.tenant_id, user_id=sub.user_id)
         ws.put_transaction(owned)
