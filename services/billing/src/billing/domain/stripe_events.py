@@ -118,13 +118,13 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     receipt_email = f.text(charge, "receipt_email")
     captured = charge.get("captured")  # False only under manual capture, before the capture
     details = f.obj(charge, "payment_method_details", required=False)
+    authorised = f.amount(charge, "amount", required=True)
     common = dict(
         ref=_ref(f.text(charge, "payment_intent"), charge=charge_id),
         at=at,
         owner=f.owner(charge.get("metadata")),
         # What was captured (less than `amount` after a partial manual capture).
-        amount=_taken(f.amount(charge, "amount", required=True),
-                      f.amount(charge, "amount_captured") if captured is True else None),
+        amount=_taken(authorised, f.amount(charge, "amount_captured") if captured is True else None),
         currency=f.currency(charge, required=True),
         receipt_url=f.text(charge, "receipt_url"),
         payment_method=f.text(details, "type"),
@@ -156,7 +156,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     listed = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
     # A partial capture releases the rest of the authorisation as a refund, made at the capture and so
     # the oldest listed; amount_refunded counts it. No money went back to the customer for it.
-    released = max(0, f.amount(charge, "amount", required=True) - common["amount"])
+    released = max(0, authorised - common["amount"])
     if released and listed and listed[-1].get("amount") == released:
         listed.pop()
     refunded = max(0, refunded - released)
