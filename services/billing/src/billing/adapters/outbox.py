@@ -11,7 +11,7 @@ import asyncpg
 import grpc
 import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
+from servicekit.timestamps import to_timestamp
 
 from billing.domain.dispatch import NotifierUnavailable, Outcome, OutboxItem
 
@@ -66,9 +66,7 @@ def _fill(message: Any, data: dict[str, Any]) -> None:
         if field.message_type is None:
             setattr(message, name, value)
         elif field.message_type.full_name == "google.protobuf.Timestamp":
-            ts = Timestamp()
-            ts.FromDatetime(datetime.fromisoformat(value))
-            getattr(message, name).CopyFrom(ts)
+            getattr(message, name).CopyFrom(to_timestamp(datetime.fromisoformat(value)))
         else:
             getattr(message, name).CopyFrom(notifier_pb2.Money(**value))
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from servicekit.grpcserve import maps_errors
+from servicekit.timestamps import to_timestamp
 
 from billing.api.metrics import record_ingest
 from billing.domain import ingest
@@ -96,12 +96,6 @@ def _encode(result: IngestResult) -> billing_pb2.IngestResult:
     )
 
 
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def _provider_filter(value: int) -> Provider | None:
@@ -136,8 +130,8 @@ def _transaction_pb(stamped: Stamped[Transaction]) -> billing_pb2.Transaction:
         razorpay_subscription_id=t.razorpay_subscription_id or "", payment_method=t.payment_method or "",
         failure_code=t.failure_code or "", failure_message=t.failure_message or "",
         receipt_url=t.receipt_url or "", invoice_url=t.invoice_url or "",
-        paid_at=_ts(t.paid_at), refunded_at=_ts(t.refunded_at),
-        disputed_at=_ts(t.disputed_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
+        paid_at=to_timestamp(t.paid_at), refunded_at=to_timestamp(t.refunded_at),
+        disputed_at=to_timestamp(t.disputed_at), created_at=to_timestamp(stamped.created_at), updated_at=to_timestamp(stamped.updated_at),
         requested_amount=billing_pb2.Money(amount_minor=t.requested_amount, currency=t.requested_currency or "")
         if t.requested_amount is not None else None,
         refunds=[billing_pb2.Refund(id=r.id, amount=billing_pb2.Money(amount_minor=r.amount, currency=t.currency or ""),
@@ -152,18 +146,18 @@ def _subscription_pb(stamped: Stamped[Subscription]) -> billing_pb2.Subscription
         id=s.id, tenant_id=s.tenant_id or "", user_id=s.user_id or "", provider=_PROVIDER_TO_PB[s.provider],
         plan=s.plan or "", status=s.status.value, provider_status=s.provider_status or "",
         stripe_subscription_id=s.stripe_subscription_id or "", razorpay_subscription_id=s.razorpay_subscription_id or "",
-        current_period_start=_ts(s.current_period_start), current_period_end=_ts(s.current_period_end),
-        cancelled_at=_ts(s.cancelled_at), created_at=_ts(stamped.created_at), updated_at=_ts(stamped.updated_at),
-        cancel_at=_ts(s.cancel_at),
+        current_period_start=to_timestamp(s.current_period_start), current_period_end=to_timestamp(s.current_period_end),
+        cancelled_at=to_timestamp(s.cancelled_at), created_at=to_timestamp(stamped.created_at), updated_at=to_timestamp(stamped.updated_at),
+        cancel_at=to_timestamp(s.cancel_at),
     )
 
 
 def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
     return billing_pb2.StoredEvent(
         id=e.id, provider=_PROVIDER_TO_PB[e.provider], event_id=e.event_id, event_type=e.event_type,
-        status=e.status, error=e.error or "", attempts=e.attempts, received_at=_ts(e.received_at),
-        processed_at=_ts(e.processed_at), request_id=e.request_id or "", payload=e.payload,
-        dead_letter=e.dead_letter, next_retry_at=_ts(e.next_retry_at),
+        status=e.status, error=e.error or "", attempts=e.attempts, received_at=to_timestamp(e.received_at),
+        processed_at=to_timestamp(e.processed_at), request_id=e.request_id or "", payload=e.payload,
+        dead_letter=e.dead_letter, next_retry_at=to_timestamp(e.next_retry_at),
     )
 
 

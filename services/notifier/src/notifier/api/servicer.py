@@ -6,8 +6,8 @@ from datetime import UTC
 
 import grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from servicekit.grpcserve import maps_errors, nul_field
+from servicekit.timestamps import to_timestamp
 
 from notifier.domain.emails import AcceptEmail, ListFilter, NotFound, ReadEmails, Submission
 from notifier.domain.model import (
@@ -94,12 +94,6 @@ def _status_filter(value: int) -> EmailStatus | None:
     return _STATUS_FROM_PB[value]
 
 
-def _ts(value) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def encode_email(record: EmailRecord) -> notifier_pb2.Email:
@@ -107,8 +101,8 @@ def encode_email(record: EmailRecord) -> notifier_pb2.Email:
         id=record.id, tenant_id=record.tenant_id, user_id=record.user_id, to_email=record.to_email,
         subject=record.subject, email_type=record.email_type, status=_STATUS_TO_PB[record.status],
         sent=record.sent, error_message=record.error_message or "", attempts=record.attempts,
-        next_attempt_at=_ts(record.next_attempt_at), sent_at=_ts(record.sent_at),
-        created_at=_ts(record.created_at), idempotency_key=record.idempotency_key, message_id=record.message_id,
+        next_attempt_at=to_timestamp(record.next_attempt_at), sent_at=to_timestamp(record.sent_at),
+        created_at=to_timestamp(record.created_at), idempotency_key=record.idempotency_key, message_id=record.message_id,
     )
 
 

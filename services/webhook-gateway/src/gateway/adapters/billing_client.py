@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servicekit.timestamps import to_timestamp
 from servicekit.tls import GrpcTls
 
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult, Provider
@@ -23,7 +22,6 @@ from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, Proce
 log = logging.getLogger(__name__)
 
 _PROVIDERS = {Provider.STRIPE: billing_pb2.PROVIDER_STRIPE, Provider.RAZORPAY: billing_pb2.PROVIDER_RAZORPAY}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUSES = {
     billing_pb2.INGEST_STATUS_PROCESSED: "processed",
     billing_pb2.INGEST_STATUS_DUPLICATE: "duplicate",
@@ -33,14 +31,12 @@ _STATUSES = {
 
 
 def _to_pb(event: AuthenticatedEvent) -> billing_pb2.WebhookEvent:
-    # Exact integer arithmetic, and several times cheaper than Timestamp.FromDatetime's time tuple.
-    since = event.received_at - _EPOCH
     return billing_pb2.WebhookEvent(
         provider=_PROVIDERS[event.provider],
         event_id=event.event_id,
         event_type=event.event_type,
         payload=event.payload,
-        received_at=Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000),
+        received_at=to_timestamp(event.received_at),
         request_id=event.request_id,
     )
 
