@@ -73,7 +73,8 @@ async def test_a_bank_debit_is_receipted_when_paid_and_its_failure_is_told():
     outbox = await outbox_after([incoming("stripe", e) for e in paid])
     assert kinds(outbox) == Counter({"payment_received": 1})
     [receipt] = outbox.values()
-    assert (receipt.to_email, receipt.data["amount"]) == ("buyer@example.com", {"amount_minor": 4999, "currency": "USD"})
+    assert receipt.to_email == "buyer@example.com"
+    assert receipt.data["amount"] == {"amount_minor": 4999, "currency": "USD"}
     s = StripeScenario(checkout_mode="payment", delayed_payment=True)
     failed = [s.event("checkout.session.completed"), s.event("checkout.session.async_payment_failed"),
               s.event("payment_intent.payment_failed")]  # the intent tells of the same failure

@@ -131,7 +131,8 @@ def _transaction_pb(stamped: Stamped[Transaction]) -> billing_pb2.Transaction:
         failure_code=t.failure_code or "", failure_message=t.failure_message or "",
         receipt_url=t.receipt_url or "", invoice_url=t.invoice_url or "",
         paid_at=to_timestamp(t.paid_at), refunded_at=to_timestamp(t.refunded_at),
-        disputed_at=to_timestamp(t.disputed_at), created_at=to_timestamp(stamped.created_at), updated_at=to_timestamp(stamped.updated_at),
+        disputed_at=to_timestamp(t.disputed_at), created_at=to_timestamp(stamped.created_at),
+        updated_at=to_timestamp(stamped.updated_at),
         requested_amount=billing_pb2.Money(amount_minor=t.requested_amount, currency=t.requested_currency or "")
         if t.requested_amount is not None else None,
         refunds=[billing_pb2.Refund(id=r.id, amount=billing_pb2.Money(amount_minor=r.amount, currency=t.currency or ""),
@@ -146,8 +147,9 @@ def _subscription_pb(stamped: Stamped[Subscription]) -> billing_pb2.Subscription
         id=s.id, tenant_id=s.tenant_id or "", user_id=s.user_id or "", provider=_PROVIDER_TO_PB[s.provider],
         plan=s.plan or "", status=s.status.value, provider_status=s.provider_status or "",
         stripe_subscription_id=s.stripe_subscription_id or "", razorpay_subscription_id=s.razorpay_subscription_id or "",
-        current_period_start=to_timestamp(s.current_period_start), current_period_end=to_timestamp(s.current_period_end),
-        cancelled_at=to_timestamp(s.cancelled_at), created_at=to_timestamp(stamped.created_at), updated_at=to_timestamp(stamped.updated_at),
+        current_period_start=to_timestamp(s.current_period_start),
+        current_period_end=to_timestamp(s.current_period_end), cancelled_at=to_timestamp(s.cancelled_at),
+        created_at=to_timestamp(stamped.created_at), updated_at=to_timestamp(stamped.updated_at),
         cancel_at=to_timestamp(s.cancel_at),
     )
 

@@ -102,7 +102,8 @@ def encode_email(record: EmailRecord) -> notifier_pb2.Email:
         subject=record.subject, email_type=record.email_type, status=_STATUS_TO_PB[record.status],
         sent=record.sent, error_message=record.error_message or "", attempts=record.attempts,
         next_attempt_at=to_timestamp(record.next_attempt_at), sent_at=to_timestamp(record.sent_at),
-        created_at=to_timestamp(record.created_at), idempotency_key=record.idempotency_key, message_id=record.message_id,
+        created_at=to_timestamp(record.created_at), idempotency_key=record.idempotency_key,
+        message_id=record.message_id,
     )
 
 
