@@ -312,19 +312,9 @@ class Transaction:
         return SubRef(self.provider, sub_id) if sub_id else None
 
     def matches(self, ref: TxnRef) -> bool:
-        if ref.provider is not self.provider:
-            return False
-        if ref.stripe_payment_intent_id:
-            return self.stripe_payment_intent_id == ref.stripe_payment_intent_id
-        if ref.stripe_invoice_id:
-            return self.stripe_invoice_id == ref.stripe_invoice_id
-        if ref.stripe_charge_id:
-            return self.stripe_charge_id == ref.stripe_charge_id
-        if ref.razorpay_order_id:
-            return self.razorpay_order_id == ref.razorpay_order_id
-        if ref.razorpay_payment_id:
-            return self.razorpay_payment_id == ref.razorpay_payment_id
-        return False
+        """The row holds the most specific id `ref` names (see `_named_by`)."""
+        named = _named_by(ref)
+        return ref.provider is self.provider and named is not None and getattr(self, named[0]) == named[1]
 
     def adoptable_by(self, ref: TxnRef) -> bool:
         """A row started from one id alone that an event naming it and the payment's main id takes
@@ -639,15 +629,16 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
     return merged
 
 
-# The columns a payment is found by: an event names it by one of them (TxnRef), and a subscription's
-# payments by their subscription.
-_TXN_KEYS = ("stripe_payment_intent_id", "stripe_invoice_id", "stripe_charge_id", "razorpay_order_id",
-             "razorpay_payment_id", "stripe_subscription_id", "razorpay_subscription_id")
+# The columns a payment is found by: an event names it by one of them (TxnRef, most specific first),
+# and a subscription's payments by their subscription.
+_REF_KEYS = ("stripe_payment_intent_id", "stripe_invoice_id", "stripe_charge_id", "razorpay_order_id",
+             "razorpay_payment_id")
+_TXN_KEYS = _REF_KEYS + ("stripe_subscription_id", "razorpay_subscription_id")
 
 
 def _named_by(ref: TxnRef) -> tuple[str, str] | None:
-    """The column and id `Transaction.matches` compares for `ref`: its most specific id."""
-    for column in _TXN_KEYS[:5]:
+    """The column and id a row must hold to be the payment `ref` names: its most specific id."""
+    for column in _REF_KEYS:
         if value := getattr(ref, column):
             return column, value
     return None
