@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import re
 from unittest import mock
 
@@ -14,7 +15,7 @@ from prometheus_client import REGISTRY
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
-from gateway.web.app import _read_body, create_app
+from gateway.web.app import _read_body, _ServerLog, create_app
 from servicekit.env import Secret
 from servicekit.tls import PLAINTEXT
 from trigger.delivery import sign
@@ -176,6 +177,49 @@ async def test_a_body_that_never_finishes_arriving_gets_408_and_the_connection_i
     assert json.loads(body)["error"]["code"] == "body_timeout"
     assert billing.received == []
     assert _webhooks_counted("stripe", "body_timeout") == timed_out_before + 1
+
+
+async def _answer_to_raw_bytes(port: int, data: bytes) -> bytes:
+    """Send bytes that need not be HTTP; the server's whole answer, up to its closing the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("request_bytes", "error", "reason"), [
+    (b"POST /webhooks/stripe HTTP/1.1\r\nHost: gateway\r\nStripe-Signature t=1,v1=5257a869\r\n\r\n",
+     "BadHttpMessage", "Invalid header token"),
+    (b"POST /webhooks/stripe HTTP/1.1\r\nHost: gateway\r\nContent-Length: 12ab\r\n\r\n",
+     "BadHttpMessage", "Invalid character in Content-Length"),
+    (b"POST /webhooks/stripe HTTP/1.1\r\nHost: gateway\r\nX-Filler: " + b"v1=5257a869" * 800 + b"\r\n\r\n",
+     "LineTooLong", "Got more than 8190 bytes when reading"),
+])
+async def test_a_request_that_is_not_valid_http_gets_400_and_one_info_line_without_what_was_sent(
+    client, billing, caplog, request_bytes, error, reason
+):
+    # A scanner's garbage is the sender's fault: logged as a refusal, not as an error of ours with a
+    # traceback, and nothing it sent (here a signature-like value) is written to the log.
+    with caplog.at_level("INFO", logger="aiohttp.server"):
+        answer = await _answer_to_raw_bytes(client.port, request_bytes)
+    assert answer.split(b"\r\n", 1)[0].split(b" ", 1)[1] == b"400 Bad Request"
+    [record] = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert (record.levelname, record.getMessage(), record.exc_info) == ("INFO", "HTTP request refused", None)
+    assert record.fields == {"code": "malformed_http", "status": 400, "error": error, "reason": reason,
+                             "client": "127.0.0.1"}
+    assert billing.received == []
+
+
+def test_the_server_log_keeps_the_traceback_of_anything_but_a_request_it_could_not_parse(caplog):
+    server_log = _ServerLog(logging.getLogger("aiohttp.server"))
+    with caplog.at_level("INFO", logger="aiohttp.server"):
+        server_log.exception("Error handling request from %s", "10.0.0.9", exc_info=RuntimeError("a defect"))
+    [record] = caplog.records
+    assert record.levelname == "ERROR" and isinstance(record.exc_info[1], RuntimeError)
+    assert record.getMessage() == "Error handling request from 10.0.0.9"
 
 
 async def test_a_body_still_arriving_when_reading_starts_is_read_whole():

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter, Histogram
 from servicekit.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
@@ -235,6 +237,23 @@ async def _mark_shutting_down(app: web.Application) -> None:
     app[READINESS].shutting_down = True
 
 
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's own log of each connection. A request it could not parse (a scanner, a broken client) is
+    the sender's fault, not a defect here: it gets one info line, as every other refusal does, instead of
+    an error with a traceback. The reason is cut before aiohttp quotes the bytes received, so nothing the
+    sender wrote, a signature header included, reaches the log. Anything else passes through."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: Any) -> None:
+        if not isinstance(exc_info, HttpProcessingError):
+            self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+            return
+        reason = exc_info.message.split(":", 1)[0].strip()
+        # aiohttp passes the peer's address as the one argument of its message.
+        self.logger.info("HTTP request refused", extra={"fields": {
+            "code": "malformed_http", "status": exc_info.code, "error": type(exc_info).__name__,
+            "reason": reason[:120], "client": str(args[0]) if args else None}})
+
+
 def create_app(
     settings: Settings,
     billing: BillingPort | None = None,
@@ -244,7 +263,8 @@ def create_app(
     # client_max_size also guards chunked bodies that send no Content-Length. auto_decompress off: the
     # signature is checked on the bytes as sent, and no compressed body is ever expanded.
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes,
-                          handler_args={"auto_decompress": False})
+                          handler_args={"auto_decompress": False,
+                                        "logger": _ServerLog(logging.getLogger("aiohttp.server"))})
     app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes, body_timeout_seconds=settings.body_timeout_seconds,
                          trusted_proxy_hops=settings.trusted_proxy_hops)
     edge = EdgePolicy(
