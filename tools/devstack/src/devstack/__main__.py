@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from devstack.localpg import LocalPostgres, ensure_database
+from devstack.localpg import LocalPostgres, LocalPostgresError, ensure_database
 from devstack.mailsink import MailSink
 from devstack.stack import Stack, free_port
 
@@ -115,12 +115,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="devstack")
     parser.add_argument("command", choices=["run", "db", "db-stop", "bench"])
     args, rest = parser.parse_known_args()
-    if args.command == "run":
+    try:
+        return _command(args.command, rest)
+    except LocalPostgresError as exc:
+        print(f"devstack: {exc}\n"
+              "devstack: set LOCAL_PG_PORT to a free port for the project-local PostgreSQL, or DATABASE_URL to "
+              "a server of your own", file=sys.stderr)
+        return 1
+
+
+def _command(command: str, rest: list[str]) -> int:
+    if command == "run":
         return run()
-    if args.command == "db":
+    if command == "db":
         print(database_url())
         return 0
-    if args.command == "db-stop":
+    if command == "db-stop":
         local_postgres().stop()
         return 0
     from devstack.bench import main as bench_main

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,18 @@ def _as_server_user() -> list[str]:
         "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
         "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
     ]
+
+
+def _in_use(port: int) -> bool:
+    """Whether something listens on the port. As PostgreSQL does, the probe ignores connections still
+    closing (TIME_WAIT) from a server just stopped."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 @dataclass
@@ -93,10 +106,25 @@ class LocalPostgres:
         if not self.durable:
             # Throwaway test clusters: durability buys nothing there, speed does.
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        self._run(
-            "pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
-            "-l", str(self.data_dir / "server.log"), "-o", " ".join(options),
+        if _in_use(self.port):
+            raise LocalPostgresError(f"port {self.port} is already taken on 127.0.0.1 (by another checkout's "
+                                     "PostgreSQL, or another program)")
+        log = self.data_dir / "server.log"
+        logged_before = log.stat().st_size if log.exists() else 0
+        started = self._run(
+            "pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60", "-l", str(log), "-o", " ".join(options),
+            check=False,
         )
+        if started.returncode != 0:
+            # pg_ctl only says to examine the log: say what the server wrote there this time.
+            with open(log, "rb") as f:
+                f.seek(logged_before)
+                written = f.read().decode(errors="replace").splitlines()
+            said = [line.split(":  ", 1)[-1] for level in ("FATAL:", "HINT:") for line in written if level in line]
+            raise LocalPostgresError(
+                f"PostgreSQL did not start on port {self.port}: {' '.join(said) or started.stderr.strip()} "
+                f"(log: {log})"
+            )
 
     def stop(self) -> None:
         if (self.data_dir / "PG_VERSION").exists() and self.is_running():
