@@ -13,7 +13,7 @@ import uvloop
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
-from servicekit.logs import configure_logging
+from servicekit.logs import configure_logging, run_logged
 from servicekit.metrics import serve_metrics
 from servicekit.worker import PollingWorker
 
@@ -73,17 +73,23 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"billing: configuration error: {exc}", file=sys.stderr)
         return 2
+    if command not in ("serve", "migrate"):
+        print(f"usage: python -m billing [serve|migrate], not {command!r}", file=sys.stderr)
+        return 2
     configure_logging("billing", settings.log_level)
-    if command == "migrate":
-        directory = Path(settings.migrations_dir) if settings.migrations_dir else DEFAULT_DIRECTORY
-        applied = asyncio.run(migrate(settings.database_url.value, directory))
-        log.info("migrations up to date", extra={"fields": {"applied": applied}})
-        return 0
-    if command == "serve":
-        uvloop.run(serve(settings))
-        return 0
-    print(f"usage: python -m billing [serve|migrate], not {command!r}", file=sys.stderr)
-    return 2
+    return run_logged(log, lambda: _migrate(settings) if command == "migrate" else _serve(settings))
+
+
+def _migrate(settings: Settings) -> int:
+    directory = Path(settings.migrations_dir) if settings.migrations_dir else DEFAULT_DIRECTORY
+    applied = asyncio.run(migrate(settings.database_url.value, directory))
+    log.info("migrations up to date", extra={"fields": {"applied": applied}})
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    uvloop.run(serve(settings))
+    return 0
 
 
 if __name__ == "__main__":

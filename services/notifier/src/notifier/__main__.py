@@ -16,7 +16,7 @@ from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from pgkit.pool import create_pool
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
-from servicekit.logs import configure_logging
+from servicekit.logs import configure_logging, run_logged
 from servicekit.metrics import serve_metrics
 from servicekit.worker import PollingWorker
 
@@ -114,11 +114,17 @@ def main(argv: list[str]) -> int:
         print(f"notifier: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging("notifier", settings.log_level)
-    if args.command == "migrate":
-        directory = Path(settings.migrations_dir) if settings.migrations_dir else MIGRATIONS
-        applied = asyncio.run(migrate(settings.database_url.value, directory))
-        log.info("migrations up to date", extra={"fields": {"applied": applied}})
-        return 0
+    return run_logged(log, lambda: _migrate(settings) if args.command == "migrate" else _serve(settings))
+
+
+def _migrate(settings: Settings) -> int:
+    directory = Path(settings.migrations_dir) if settings.migrations_dir else MIGRATIONS
+    applied = asyncio.run(migrate(settings.database_url.value, directory))
+    log.info("migrations up to date", extra={"fields": {"applied": applied}})
+    return 0
+
+
+def _serve(settings: Settings) -> int:
     uvloop.run(serve(settings))
     return 0
 

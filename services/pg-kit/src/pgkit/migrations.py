@@ -9,6 +9,8 @@ from pathlib import Path
 
 import asyncpg
 
+from pgkit.reach import reaching
+
 log = logging.getLogger(__name__)
 
 
@@ -22,7 +24,8 @@ async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no migrations in {directory}")
-    conn = await asyncpg.connect(dsn, timeout=30)
+    with reaching(dsn):
+        conn = await asyncpg.connect(dsn, timeout=30)
     applied_now: list[str] = []
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", lock_id(f"{schema}:migrations"))

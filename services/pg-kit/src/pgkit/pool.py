@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from pgkit.reach import reaching
+
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Our services keep no session state (no LISTEN, no session advisory locks, no SET, no cursors
@@ -13,7 +15,8 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int, application_name: str,
                       settings: dict[str, str] | None = None) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_keep_session,
-        server_settings={"application_name": application_name, **(settings or {})},
-    )
+    with reaching(dsn):
+        return await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_keep_session,
+            server_settings={"application_name": application_name, **(settings or {})},
+        )

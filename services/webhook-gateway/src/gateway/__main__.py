@@ -10,7 +10,7 @@ import uvloop
 from aiohttp import web
 from servicekit.env import ConfigError
 from servicekit.gctune import settle_after_startup
-from servicekit.logs import configure_logging
+from servicekit.logs import configure_logging, run_logged
 from servicekit.metrics import serve_metrics
 
 from gateway.config import Settings
@@ -26,6 +26,10 @@ def main() -> int:
         print(f"webhook-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging("webhook-gateway", settings.log_level)
+    return run_logged(log, lambda: _serve(settings))
+
+
+def _serve(settings: Settings) -> int:
     log.info("webhook gateway listening", extra={"fields": {"host": settings.host, "port": settings.port,
                                                             "billing_addr": settings.billing_addr}})
     app = create_app(settings)
