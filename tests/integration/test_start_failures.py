@@ -83,3 +83,13 @@ def test_a_gateway_whose_port_is_taken_logs_why_in_one_json_line_and_exits_1(tak
     assert (last["level"], last["service"], last["message"]) == ("critical", "webhook-gateway", "stopped by an error")
     assert "address already in use" in last["error"] and str(taken_port) in last["error"]
 
+
+def test_make_run_with_an_unreachable_database_says_which_step_failed_and_why(tmp_path):
+    env = _env(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/boxcostpro",
+               SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()), SMTP_TLS="none")
+    result = subprocess.run([sys.executable, "-m", "devstack", "run"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    *logged, said = result.stderr.splitlines()
+    assert said == "devstack: billing migrate failed with exit code 1"
+    assert json.loads(logged[-1])["error"].startswith("DatabaseUnreachable: cannot reach PostgreSQL at 127.0.0.1:")

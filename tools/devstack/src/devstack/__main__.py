@@ -50,9 +50,9 @@ def run() -> int:
         billing_port=_addr_port("BILLING_ADDR", "127.0.0.1:50051"),
         notifier_port=_addr_port("NOTIFIER_ADDR", "127.0.0.1:50052"),
     )
-    stack.migrate()
-    stack.start()
     try:
+        stack.migrate()
+        stack.start()
         asyncio.run(stack.wait_ready())
     except (TimeoutError, RuntimeError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
@@ -121,6 +121,9 @@ def main() -> int:
         print(f"devstack: {exc}\n"
               "devstack: set LOCAL_PG_PORT to a free port for the project-local PostgreSQL, or DATABASE_URL to "
               "a server of your own", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # a service that could not migrate or start: its log lines are above
+        print(f"devstack: {exc}", file=sys.stderr)
         return 1
 
 

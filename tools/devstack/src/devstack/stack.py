@@ -106,8 +106,12 @@ class Stack:
 
     def migrate(self) -> None:
         for module in ("billing", "notifier"):
-            subprocess.run([sys.executable, "-m", module, "migrate"], env=self._env(), check=True,
-                           stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            done = subprocess.run([sys.executable, "-m", module, "migrate"], env=self._env(), capture_output=True,
+                                  text=True, stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                # What it logged says why (the database unreachable, a migration refused): pass it on.
+                sys.stderr.write(done.stdout + done.stderr)
+                raise RuntimeError(f"{module} migrate failed with exit code {done.returncode}")
 
     def start(self) -> None:
         env = self._env()
