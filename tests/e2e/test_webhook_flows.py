@@ -161,5 +161,12 @@ async def test_services_talk_mutual_tls_when_certificates_are_configured(databas
         [response] = await deliver(stack.gateway_url, [sign("stripe", StripeScenario().event(
             "payment_intent.succeeded"), STRIPE_SECRET)])
         assert response.status == 200 and response.body["processing_result"]["status"] == "processed"
+        # The operator's command line, run where billing's certificates are, gets in too.
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "billing.cli", "events", env={**os.environ, **stack.env,
+                                                                "BILLING_ADDR": stack.billing_addr},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await cli.communicate()
+        assert cli.returncode == 0 and "payment_intent.succeeded" in out.decode(), out.decode()
     finally:
         assert set(stack.stop().values()) == {0}

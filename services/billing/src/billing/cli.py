@@ -1,4 +1,6 @@
-"""Operator command line over billing's gRPC API (BILLING_ADDR, default 127.0.0.1:50051).
+"""Operator command line over billing's gRPC API (BILLING_ADDR, default 127.0.0.1:50051). With GRPC_TLS_CERT_FILE,
+GRPC_TLS_KEY_FILE and GRPC_TLS_CA_FILE set, as in billing's own pod, it speaks mutual TLS as the services do;
+without them, plaintext (make run).
 
   python -m billing.cli failed                      # failed webhook events, newest first
   python -m billing.cli events [--status S|dead_letter] [--type T] [--provider stripe|razorpay]
@@ -19,6 +21,8 @@ import sys
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.json_format import MessageToDict
+from servicekit.env import ConfigError
+from servicekit.tls import GrpcTls
 
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 
@@ -27,8 +31,12 @@ def _print(message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
 
 
+def _tls() -> GrpcTls:
+    return GrpcTls.from_env({"GRPC_PLAINTEXT": "true", **os.environ})
+
+
 async def run(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(os.environ.get("BILLING_ADDR", "127.0.0.1:50051")) as channel:
+    async with _tls().channel(os.environ.get("BILLING_ADDR", "127.0.0.1:50051")) as channel:
         stub = billing_pb2_grpc.BillingServiceStub(channel)
         timeout = 30
         if args.command in ("failed", "events"):
@@ -84,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay" and not args.all_failed and not (args.provider_name and args.event_id):
         parser.error("replay needs PROVIDER EVENT_ID, or --all-failed")
+    try:
+        _tls()
+    except ConfigError as exc:
+        print(f"billing.cli: configuration error: {exc}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(run(args))
     except grpc.aio.AioRpcError as exc:
