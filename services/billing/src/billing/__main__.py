@@ -77,19 +77,10 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m billing [serve|migrate], not {command!r}", file=sys.stderr)
         return 2
     configure_logging("billing", settings.log_level)
-    return run_logged(log, lambda: _migrate(settings) if command == "migrate" else _serve(settings))
-
-
-def _migrate(settings: Settings) -> int:
-    directory = Path(settings.migrations_dir) if settings.migrations_dir else DEFAULT_DIRECTORY
-    applied = asyncio.run(migrate(settings.database_url.value, directory))
-    log.info("migrations up to date", extra={"fields": {"applied": applied}})
-    return 0
-
-
-def _serve(settings: Settings) -> int:
-    uvloop.run(serve(settings))
-    return 0
+    if command == "migrate":
+        directory = Path(settings.migrations_dir) if settings.migrations_dir else DEFAULT_DIRECTORY
+        return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
+    return run_logged(log, lambda: uvloop.run(serve(settings)))
 
 
 if __name__ == "__main__":

@@ -49,4 +49,5 @@ async def migrate(dsn: str, schema: str, directory: Path) -> list[str]:
             applied_now.append(path.name)
     finally:
         await conn.close()
+    log.info("migrations up to date", extra={"fields": {"schema": schema, "applied": applied_now}})
     return applied_now

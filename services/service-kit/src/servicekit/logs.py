@@ -88,12 +88,14 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def run_logged(log: logging.Logger, command: Callable[[], int]) -> int:
-    """Run a service's command (serve, migrate) once logging is configured. An error it ends with (the
-    database unreachable at start, a port taken, a defect) is logged as one JSON line, its traceback in
-    a field, rather than printed raw on stderr where log collectors split it into many lines; exit 1."""
+def run_logged(log: logging.Logger, command: Callable[[], object]) -> int:
+    """Run a service's command (serve, migrate) once logging is configured: 0 when it returns. An error it
+    ends with (the database unreachable at start, a port taken, a defect) is logged as one JSON line, its
+    traceback in a field, rather than printed raw on stderr where log collectors split it into many
+    lines; then 1."""
     try:
-        return command()
+        command()
     except Exception as exc:
         log.critical("stopped by an error", exc_info=exc, extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
         return 1
+    return 0

@@ -29,7 +29,7 @@ def main() -> int:
     return run_logged(log, lambda: _serve(settings))
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings) -> None:
     log.info("webhook gateway listening", extra={"fields": {"host": settings.host, "port": settings.port,
                                                             "billing_addr": settings.billing_addr}})
     app = create_app(settings)
@@ -50,7 +50,6 @@ def _serve(settings: Settings) -> int:
         print=None,
         loop=uvloop.new_event_loop(),
     )
-    return 0
 
 
 if __name__ == "__main__":
