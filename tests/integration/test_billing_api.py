@@ -27,19 +27,26 @@ STRIPE = billing_pb2.PROVIDER_STRIPE
 
 
 @pytest.fixture
-async def billing(database_url):
+async def billing_channel(database_url):
+    """A channel to billing, and its ingest use case."""
     pool = await create_pool(database_url, min_size=1, max_size=5)
     ingest = IngestEvents(PostgresEventStore(pool))
-    server = new_server()  # with the request-id and metrics interceptors, as in production
+    server = new_server()  # with the interceptors of production
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield billing_pb2_grpc.BillingServiceStub(channel), ingest
+    yield channel, ingest
     await channel.close()
     await server.stop(0)
     await pool.close()
+
+
+@pytest.fixture
+def billing(billing_channel):
+    channel, ingest = billing_channel
+    return billing_pb2_grpc.BillingServiceStub(channel), ingest
 
 
 def pending(key="k1", tenant="t1", pi="pi_pending_1", amount=4999, **overrides):
@@ -296,6 +303,19 @@ async def test_strings_with_nul_characters_are_invalid_argument_naming_the_field
     stub, _ = billing
     details = await expect_code(call(stub), grpc.StatusCode.INVALID_ARGUMENT)
     assert details == f"{field}: must not contain NUL characters"
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
+
+
+@pytest.mark.parametrize("method", ["IngestEvents", "CreatePendingTransaction", "GetTransaction"])
+async def test_bytes_that_are_not_the_request_message_are_invalid_argument_and_store_nothing(
+        billing_channel, db, method):
+    channel, _ = billing_channel
+    call = channel.unary_unary(f"/boxcost.billing.v1.BillingService/{method}")  # bytes in, bytes out
+    expected = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].methods_by_name[method].input_type
+    for corrupt in (b"\x0a\xff\xff", b"\xff"):  # a length past the end; a field number of 0
+        details = await expect_code(call(corrupt, timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
+        assert details == f"the request is not a valid {expected.full_name}"
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
 

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -44,6 +45,39 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
             behaviour,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
+        )
+
+
+# What a request's bytes decode to when they are not the method's message.
+_UNDECODABLE = object()
+
+
+class DecodeInterceptor(grpc.aio.ServerInterceptor):
+    """A request whose bytes are not the method's message (a broken client, or one built from an
+    incompatible contract) is bad input like any other: INVALID_ARGUMENT naming the message type. Left
+    to gRPC it would be UNKNOWN, with an error and a traceback logged as if the fault were the server's."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        decode, inner = handler.request_deserializer, handler.unary_unary
+        message_type = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
+        expected = message_type.full_name if message_type else "request message"
+
+        def lenient(raw: bytes):
+            try:
+                return decode(raw)
+            except DecodeError:
+                return _UNDECODABLE
+
+        async def behaviour(request, context):
+            if request is _UNDECODABLE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {expected}")
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=lenient, response_serializer=handler.response_serializer
         )
 
 
@@ -106,7 +140,8 @@ def maps_errors(table: Mapping[type[Exception], grpc.StatusCode], *, refuse_nul:
 
 def new_server(max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
     return grpc.aio.server(
-        interceptors=[RequestIdInterceptor(), MetricsInterceptor()],
+        # The innermost last: the request is decoded by DecodeInterceptor's rule.
+        interceptors=[RequestIdInterceptor(), MetricsInterceptor(), DecodeInterceptor()],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
