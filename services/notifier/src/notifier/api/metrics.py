@@ -14,19 +14,23 @@ SMTP_SECONDS = Histogram("notifier_smtp_send_seconds", "Time to hand one email t
                          ["result"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
+# The values of notifier_smtp_send_seconds' `result`.
+SMTP_RESULTS = SENT, PERMANENT_ERROR, TRANSIENT_ERROR = "sent", "permanent_error", "transient_error"
+
+
 class TimedSender:
     def __init__(self, inner: MailSender) -> None:
         self._inner = inner
 
     async def send(self, message: OutgoingMessage) -> None:
-        started, result = time.perf_counter(), "sent"
+        started, result = time.perf_counter(), SENT
         try:
             await self._inner.send(message)
         except PermanentSendError:
-            result = "permanent_error"
+            result = PERMANENT_ERROR
             raise
         except Exception:
-            result = "transient_error"
+            result = TRANSIENT_ERROR
             raise
         finally:
             SMTP_SECONDS.labels(result).observe(time.perf_counter() - started)
