@@ -27,3 +27,9 @@ def test_a_connection_failure_names_the_server_and_keeps_its_cause():
 def test_errors_of_the_database_itself_pass_unchanged():
     with pytest.raises(ValueError, match="not a connection problem"), reaching("postgresql://db/bc"):
         raise ValueError("not a connection problem")
+
+
+def test_a_connect_timeout_still_says_what_happened():
+    with pytest.raises(DatabaseUnreachable, match=r"^cannot reach PostgreSQL at db:5432/bc: TimeoutError$"), \
+            reaching("postgresql://db/bc"):
+        raise TimeoutError

@@ -31,12 +31,8 @@ def _print(message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
 
 
-def _tls() -> GrpcTls:
-    return GrpcTls.from_env({"GRPC_PLAINTEXT": "true", **os.environ})
-
-
-async def run(args: argparse.Namespace) -> int:
-    async with _tls().channel(os.environ.get("BILLING_ADDR", "127.0.0.1:50051")) as channel:
+async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
+    async with tls.channel(os.environ.get("BILLING_ADDR", "127.0.0.1:50051")) as channel:
         stub = billing_pb2_grpc.BillingServiceStub(channel)
         timeout = 30
         if args.command in ("failed", "events"):
@@ -93,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay" and not args.all_failed and not (args.provider_name and args.event_id):
         parser.error("replay needs PROVIDER EVENT_ID, or --all-failed")
     try:
-        _tls()
+        tls = GrpcTls.from_env({"GRPC_PLAINTEXT": "true", **os.environ})
     except ConfigError as exc:
         print(f"billing.cli: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run(args, tls))
     except grpc.aio.AioRpcError as exc:
         print(f"billing: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1

@@ -27,4 +27,5 @@ def reaching(dsn: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise DatabaseUnreachable(f"cannot reach PostgreSQL at {server_of(dsn)}: {exc}") from exc
+        cause = str(exc) or type(exc).__name__  # a connect timeout says nothing of itself
+        raise DatabaseUnreachable(f"cannot reach PostgreSQL at {server_of(dsn)}: {cause}") from exc
