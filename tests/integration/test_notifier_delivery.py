@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from notifier.domain.emails import (
     EmailFactory,
     IdempotencyConflict,
     InlineEmails,
+    RequeueFailedEmails,
     RetryPolicy,
 )
 from notifier.domain.model import EmailKind, EmailStatus
@@ -111,6 +113,52 @@ async def test_permanent_reply_ends_failed_with_the_reply_logged(notifier, smtp_
     failed = await deliver_until(deliver, email_log, record.id, EmailStatus.FAILED)
     assert failed.error_message == "550 5.1.1 Mailbox does not exist" and not failed.sent
     assert smtp_server.messages == []
+
+
+async def test_a_failed_email_queued_again_by_an_operator_is_delivered_once_with_its_message_id(
+        notifier, smtp_server, pool):
+    # The relay refused everything for a while (its sender policy, say); once fixed, the operator sends
+    # the failed email again. It keeps its id and Message-ID, and its retry window starts afresh.
+    accept, deliver, email_log = notifier
+    smtp_server.fail_next("554 5.7.1 Relay access denied")
+    record, _ = await accept.execute("k-relay", sample(EmailKind.PAYMENT_RECEIVED))
+    await deliver_until(deliver, email_log, record.id, EmailStatus.FAILED)
+    await pool.execute("UPDATE notifier.email_logs SET created_at = now() - interval '3 days'")
+    woken = []
+    requeue = RequeueFailedEmails(email_log, on_queued=lambda: woken.append(True))
+
+    assert await requeue.execute("tenant_demo", [record.id, record.id], None) == [record.id]
+    queued = await email_log.get("tenant_demo", record.id)
+    assert (queued.status, queued.attempts, woken) == (EmailStatus.QUEUED, 0, [True])
+    assert queued.requeued_at is not None and queued.message_id == record.message_id
+    smtp_server.fail_next("451 4.3.0 busy")  # accepted three days ago, but queued just now: retried
+    await deliver.run_once()
+    assert (await email_log.get("tenant_demo", record.id)).status is EmailStatus.RETRYING
+    sent = await deliver_until(deliver, email_log, record.id, EmailStatus.SENT)
+    assert sent.attempts == 2
+    [message] = smtp_server.messages
+    assert message["Message-ID"] == record.message_id
+
+
+async def test_every_email_failed_since_a_time_is_queued_again_and_no_other(notifier, smtp_server, pool):
+    accept, deliver, email_log = notifier
+    emails = {}
+    for key, tenant, reply in (("k-a", "tenant_demo", "554 no"), ("k-b", "tenant_other", "554 no"),
+                               ("k-old", "tenant_demo", "554 no"), ("k-sent", "tenant_demo", None)):
+        if reply:
+            smtp_server.fail_next(reply)
+        record, _ = await accept.execute(key, replace(sample(EmailKind.PAYMENT_RECEIVED), tenant_id=tenant))
+        await deliver.run_once()
+        emails[key] = record.id
+    await pool.execute("UPDATE notifier.email_logs SET updated_at = now() - interval '2 hours' WHERE id = $1",
+                       uuid.UUID(emails["k-old"]))
+    requeue = RequeueFailedEmails(email_log)
+    since = datetime.now(UTC) - timedelta(hours=1)
+
+    assert await requeue.execute("tenant_demo", [], since) == [emails["k-a"]]
+    assert set(await requeue.execute("", [], since)) == {emails["k-b"]}  # k-a is queued now, not failed
+    statuses = dict(await pool.fetch("SELECT idempotency_key, status FROM notifier.email_logs"))
+    assert statuses == {"k-a": "queued", "k-b": "queued", "k-old": "failed", "k-sent": "sent"}
 
 
 async def test_after_a_refused_recipient_the_same_session_carries_the_next_email(pool, smtp_server):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
@@ -9,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.adapters.workers import WorkerEmails
 from notifier.api.servicer import NotifierServicer
-from notifier.domain.emails import AcceptEmail, ReadEmails
+from notifier.domain.emails import AcceptEmail, ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 import asyncpg
 
@@ -29,7 +31,8 @@ async def stub(database_url, workers):
     renderer = Renderer()
     server = grpc.aio.server()
     notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
-        NotifierServicer(AcceptEmail(email_log, workers), ReadEmails(email_log), renderer), server)
+        NotifierServicer(AcceptEmail(email_log, workers), ReadEmails(email_log), renderer,
+                         RequeueFailedEmails(email_log)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -186,3 +189,41 @@ async def test_a_batch_over_the_limit_is_refused_whole(stub):
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.SendEmails(notifier_pb2.SendEmailsRequest(emails=too_many))
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "emails" in error.value.details()
+
+
+async def _retry_refused(stub, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.RetryEmails(request)
+    return error.value.code(), error.value.details()
+
+
+async def test_retry_sends_failed_emails_again_all_or_none(stub, db):
+    failed, queued = [
+        (await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key=k, content=content()))).email.id
+        for k in ("r-failed", "r-queued")]
+    await db.execute("UPDATE notifier.email_logs SET status = 'failed', error_message = '554 no' "
+                     "WHERE idempotency_key = 'r-failed'")
+    since = Timestamp()
+    since.GetCurrentTime()
+    R = notifier_pb2.RetryEmailsRequest  # noqa: N806
+    unknown = "00000000-0000-4000-8000-000000000000"
+    for request, code, says in [
+        (R(tenant_id="t1"), grpc.StatusCode.INVALID_ARGUMENT, "ids: give the emails' ids or failed_since"),
+        (R(tenant_id="t1", ids=[failed], failed_since=since), grpc.StatusCode.INVALID_ARGUMENT, "ids: give"),
+        (R(ids=[failed]), grpc.StatusCode.INVALID_ARGUMENT, "tenant_id: is required with ids"),
+        (R(tenant_id="t1", ids=["nope"]), grpc.StatusCode.INVALID_ARGUMENT, "ids[0]: is not an email id"),
+        (R(failed_since=Timestamp(seconds=-62_135_596_801)), grpc.StatusCode.INVALID_ARGUMENT,
+         "failed_since: is not a valid timestamp"),
+        (R(tenant_id="t1", ids=[failed, unknown]), grpc.StatusCode.NOT_FOUND, f"no email {unknown}"),
+        (R(tenant_id="t2", ids=[failed]), grpc.StatusCode.NOT_FOUND, f"no email {failed} for this tenant"),
+        (R(tenant_id="t1", ids=[failed, queued]), grpc.StatusCode.FAILED_PRECONDITION,
+         f"email {queued} is queued, not failed"),
+    ]:
+        got, details = await _retry_refused(stub, request)
+        assert got is code and details.startswith(says), (request, details)
+    assert await db.fetchval("SELECT status FROM notifier.email_logs WHERE id = $1", uuid.UUID(failed)) == "failed"
+
+    reply = await stub.RetryEmails(R(tenant_id="t1", ids=[failed]))
+    assert list(reply.ids) == [failed]
+    email = (await stub.GetEmail(notifier_pb2.GetEmailRequest(tenant_id="t1", id=failed))).email
+    assert email.status == notifier_pb2.EMAIL_STATUS_QUEUED and email.attempts == 0

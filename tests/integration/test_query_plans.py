@@ -114,6 +114,8 @@ async def test_notifier_statements_planned_on_empty_tables_look_rows_up_by_their
         await deliver.run_once()
         await email_log.next_due_in()
         await email_log.get(record.tenant_id, record.id)
+        await email_log.requeue(record.tenant_id, [record.id])
+        await email_log.requeue_failed_since(datetime.now(UTC), None)
         async with pool.acquire() as conn:
             await conn.execute("SET plan_cache_mode = force_generic_plan")
             plans = await _generic_plans(conn, "notifier.")
@@ -122,7 +124,8 @@ async def test_notifier_statements_planned_on_empty_tables_look_rows_up_by_their
 
     _assert_lookups_by_key(plans, exercised=(
         "INSERT INTO notifier.email_logs", "WHERE idempotency_key = ANY", "UPDATE notifier.email_logs SET attempts",
-        "UPDATE notifier.email_logs AS e", "created_at FROM notifier.email_logs WHERE"))
+        "UPDATE notifier.email_logs AS e", "requeued_at FROM notifier.email_logs WHERE", "WITH wanted AS",
+        "WHERE status = 'failed' AND updated_at >= $1"))
 
 
 async def test_operators_lists_of_failed_events_walk_the_failed_events_index(database_url):

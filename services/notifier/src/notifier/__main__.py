@@ -26,7 +26,15 @@ from notifier.adapters.workers import WorkerEmails
 from notifier.api.metrics import CountingLog, TimedSender
 from notifier.api.servicer import NotifierServicer
 from notifier.config import Settings
-from notifier.domain.emails import AcceptEmail, DeliverEmails, EmailFactory, InlineEmails, ReadEmails, RetryPolicy
+from notifier.domain.emails import (
+    AcceptEmail,
+    DeliverEmails,
+    EmailFactory,
+    InlineEmails,
+    ReadEmails,
+    RequeueFailedEmails,
+    RetryPolicy,
+)
 from notifier.domain.model import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
@@ -66,7 +74,9 @@ async def serve(settings: Settings) -> None:
                              on_accepted=worker.wake)
         server = new_server()
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
-            NotifierServicer(accept, ReadEmails(email_log), renderer), server
+            NotifierServicer(accept, ReadEmails(email_log), renderer,
+                             RequeueFailedEmails(email_log, on_queued=worker.wake)),
+            server
         )
         health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)
         log.info("notifier listening", extra={"fields": {"addr": settings.listen_addr,

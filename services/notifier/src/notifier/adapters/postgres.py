@@ -17,7 +17,12 @@ from notifier.domain.model import EmailRecord, EmailStatus, InvalidEmailRequest
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 _COLUMNS = ("id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html, body_text, "
-            "status, error_message, attempts, next_attempt_at, sent_at, idempotency_key, message_id, created_at")
+            "status, error_message, attempts, next_attempt_at, sent_at, idempotency_key, message_id, created_at, "
+            "requeued_at")
+
+# A failed email queued again: a fresh round of attempts, due now, its retry window counted from now.
+_REQUEUE = ("status = 'queued', attempts = 0, next_attempt_at = now(), requeued_at = now(), "
+            "updated_at = now()")
 
 
 async def migrate(dsn: str, directory: Path = MIGRATIONS) -> list[str]:
@@ -31,7 +36,7 @@ def _record(row: asyncpg.Record) -> EmailRecord:
         status=EmailStatus(row["status"]), attempts=row["attempts"], idempotency_key=row["idempotency_key"],
         message_id=row["message_id"], created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
         sent_at=row["sent_at"], error_message=row["error_message"], tenant_name=row["tenant_name"],
-        html=row["html"], text=row["body_text"],
+        html=row["html"], text=row["body_text"], requeued_at=row["requeued_at"],
     )
 
 
@@ -154,6 +159,36 @@ class PostgresEmailLog:
             [o.error[:2000] if o.error else None for o in outcomes],
             [o.next_attempt_at for o in outcomes],
         )
+
+    async def requeue(self, tenant_id: str, ids: Sequence[str]) -> list[str]:
+        """Queue the tenant's emails again if every one of them exists and has failed; else none."""
+        rows = await self._pool.fetch(
+            f"""
+            WITH wanted AS (  -- by id alone, then the tenant: see get()
+                SELECT id, tenant_id, status FROM notifier.email_logs WHERE id = ANY($1::uuid[]) FOR UPDATE
+            ), every_one_failed AS (
+                SELECT count(*) = cardinality($1::uuid[]) AND bool_and(tenant_id = $2 AND status = 'failed') AS yes
+                FROM wanted
+            )
+            UPDATE notifier.email_logs AS e SET {_REQUEUE}
+            FROM every_one_failed
+            WHERE every_one_failed.yes AND e.id IN (SELECT id FROM wanted)
+            RETURNING e.id
+            """,
+            [uuid.UUID(i) for i in ids], tenant_id,
+        )
+        return [str(row["id"]) for row in rows]
+
+    async def requeue_failed_since(self, since: datetime, tenant_id: str | None) -> list[str]:
+        rows = await self._pool.fetch(
+            f"""
+            UPDATE notifier.email_logs SET {_REQUEUE}
+            WHERE status = 'failed' AND updated_at >= $1 AND ($2::text IS NULL OR tenant_id = $2)
+            RETURNING id
+            """,
+            since, tenant_id,
+        )
+        return [str(row["id"]) for row in rows]
 
     async def next_due_in(self) -> float | None:
         """Seconds until the next email falls due (0 if one is due now), None when nothing waits."""

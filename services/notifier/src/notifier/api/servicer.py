@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 import grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from servicekit.grpcserve import maps_errors, nul_field
 from servicekit.timestamps import to_timestamp
 
-from notifier.domain.emails import AcceptEmail, ListFilter, NotFound, ReadEmails, Submission
+from notifier.domain.emails import (
+    AcceptEmail,
+    ListFilter,
+    NotFound,
+    NotRetryable,
+    ReadEmails,
+    RequeueFailedEmails,
+    Submission,
+)
 from notifier.domain.model import (
     EmailKind,
     EmailRecord,
@@ -35,6 +43,7 @@ ERROR_CODES = {
     InvalidEmailRequest: grpc.StatusCode.INVALID_ARGUMENT,
     IdempotencyConflict: grpc.StatusCode.ALREADY_EXISTS,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    NotRetryable: grpc.StatusCode.FAILED_PRECONDITION,
     OSError: grpc.StatusCode.UNAVAILABLE,
 }
 errors = maps_errors(ERROR_CODES)
@@ -42,17 +51,23 @@ errors = maps_errors(ERROR_CODES)
 per_email_errors = maps_errors(ERROR_CODES, refuse_nul=False)
 
 
+def _timestamp(message, field: str, path: str | None = None) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    try:
+        return getattr(message, field).ToDatetime(tzinfo=UTC)
+    except ValueError:  # outside protobuf's years 1 to 9999
+        raise InvalidEmailRequest(path or field, "is not a valid timestamp") from None
+
+
 def _value(message, field, path: str):
     value = getattr(message, field.name)
     if field.message_type is None:
         return value
+    if field.message_type.full_name == "google.protobuf.Timestamp":
+        return _timestamp(message, field.name, path)
     if not message.HasField(field.name):
         return None
-    if field.message_type.full_name == "google.protobuf.Timestamp":
-        try:
-            return value.ToDatetime(tzinfo=UTC)
-        except ValueError:  # outside protobuf's years 1 to 9999
-            raise InvalidEmailRequest(path, "is not a valid timestamp") from None
     return Money(value.amount_minor, value.currency.upper())
 
 
@@ -94,8 +109,6 @@ def _status_filter(value: int) -> EmailStatus | None:
     return _STATUS_FROM_PB[value]
 
 
-
-
 def encode_email(record: EmailRecord) -> notifier_pb2.Email:
     return notifier_pb2.Email(
         id=record.id, tenant_id=record.tenant_id, user_id=record.user_id, to_email=record.to_email,
@@ -108,10 +121,12 @@ def encode_email(record: EmailRecord) -> notifier_pb2.Email:
 
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
-    def __init__(self, accept: AcceptEmail, read: ReadEmails, renderer: Renderer) -> None:
+    def __init__(self, accept: AcceptEmail, read: ReadEmails, renderer: Renderer,
+                 retry: RequeueFailedEmails) -> None:
         self._accept = accept
         self._read = read
         self._renderer = renderer
+        self._retry = retry
 
     @errors
     async def SendEmail(self, request, context):
@@ -141,3 +156,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     async def PreviewEmail(self, request, context):
         rendered = self._renderer.render(validate(decode_content(request.content)))
         return notifier_pb2.PreviewEmailResponse(subject=rendered.subject, html=rendered.html, text=rendered.text)
+
+    @errors
+    async def RetryEmails(self, request, context):
+        ids = await self._retry.execute(request.tenant_id, list(request.ids), _timestamp(request, "failed_since"))
+        return notifier_pb2.RetryEmailsResponse(ids=ids)

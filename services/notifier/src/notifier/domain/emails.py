@@ -47,6 +47,10 @@ class NotFound(Exception):
     pass
 
 
+class NotRetryable(Exception):
+    """An email asked to be sent again that has not failed."""
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     message_id: str
@@ -99,6 +103,10 @@ class EmailLog(Protocol):
     async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]: ...
     async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]: ...
     async def record_outcomes(self, outcomes: list[Outcome]) -> None: ...
+    async def requeue(self, tenant_id: str, ids: Sequence[str]) -> list[str]:
+        """Queue the tenant's emails again if every one exists and has failed, else none; the ids queued."""
+        ...
+    async def requeue_failed_since(self, since: datetime, tenant_id: str | None) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,52 @@ class ReadEmails:
         return await self._log.list(where, page_size or 20, page_token or None)
 
 
+class RequeueFailedEmails:
+    """Operators send failed emails again, once what failed them is fixed: given ones, or all since a time."""
+
+    def __init__(self, log_: EmailLog, on_queued: Callable[[], None] = lambda: None) -> None:
+        self._log = log_
+        self._on_queued = on_queued
+
+    async def execute(self, tenant_id: str, ids: Sequence[str], failed_since: datetime | None) -> list[str]:
+        if bool(ids) == (failed_since is not None):
+            raise InvalidEmailRequest("ids", "give the emails' ids or failed_since, one of the two")
+        if len(tenant_id) > MAX_ID:
+            raise InvalidEmailRequest("tenant_id", f"must be at most {MAX_ID} characters")
+        if failed_since is not None:
+            queued = await self._log.requeue_failed_since(failed_since, tenant_id or None)
+        else:
+            queued = await self._given(tenant_id, ids)
+        if queued:
+            log.info("failed emails queued again", extra={"fields": {
+                "emails": len(queued), "tenant_id": tenant_id or None,
+                "failed_since": failed_since.isoformat() if failed_since else None}})
+            self._on_queued()
+        return queued
+
+    async def _given(self, tenant_id: str, ids: Sequence[str]) -> list[str]:
+        if not tenant_id:
+            raise InvalidEmailRequest("tenant_id", "is required with ids")
+        if len(ids) > MAX_BATCH:
+            raise InvalidEmailRequest("ids", f"at most {MAX_BATCH} per call")
+        for i, email_id in enumerate(ids):
+            try:
+                uuid.UUID(email_id)
+            except ValueError:
+                raise InvalidEmailRequest(f"ids[{i}]", "is not an email id") from None
+        wanted = list(dict.fromkeys(ids))
+        queued = await self._log.requeue(tenant_id, wanted)
+        if len(queued) == len(wanted):
+            return queued
+        for email_id in wanted:  # none was queued: say why, for the first that could not be
+            record = await self._log.get(tenant_id, email_id)
+            if record is None:
+                raise NotFound(f"no email {email_id} for this tenant")
+            if record.status is not EmailStatus.FAILED:
+                raise NotRetryable(f"email {email_id} is {record.status.value}, not failed")
+        raise NotRetryable("the emails changed while being queued; ask again")
+
+
 class DeliverEmails:
     """Sends what is due, a few at a time, and records what became of each."""
 
@@ -283,7 +337,8 @@ class DeliverEmails:
             log.warning("email refused", extra={"fields": {**fields, "reply": str(exc)}})
             return Outcome(record.id, EmailStatus.FAILED, str(exc), email_type=record.email_type)
         except TransientSendError as exc:
-            too_old = self._clock() - record.created_at > self._policy.give_up_after
+            # The window counts from when the email was queued: accepted, or queued again by an operator.
+            too_old = self._clock() - (record.requeued_at or record.created_at) > self._policy.give_up_after
             if record.attempts >= self._policy.max_attempts or too_old:
                 log.warning("email retries exhausted", extra={"fields": {**fields, "error": str(exc)}})
                 return Outcome(record.id, EmailStatus.FAILED, f"gave up after {record.attempts} attempts: {exc}",

@@ -189,6 +189,7 @@ class EmailRecord:
     tenant_name: str = ""
     html: str = ""
     text: str = ""
+    requeued_at: datetime | None = None  # when an operator last queued it again after it failed
 
     @property
     def sent(self) -> bool:
