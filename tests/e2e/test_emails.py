@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from email.utils import parseaddr
 
 import aiohttp
@@ -105,3 +109,39 @@ async def test_one_webhook_can_be_followed_through_all_three_services_by_request
     assert any(e.get("request_id") == "trace-4242" and e["message"] == "email accepted" for e in lines["notifier"])
     assert not any("Stripe-Signature" in json.dumps(e) or STRIPE_SECRET in json.dumps(e)
                    for entries in lines.values() for e in entries)
+
+
+async def test_a_receipt_the_relay_refused_is_sent_again_by_the_operators_command_line(stack, db, mail_sink):
+    mail_sink.fail_next("554 5.7.1 Relay access denied")  # say, a sender policy broken for a while
+    s = StripeScenario(tenant_id="acme", email="buyer@example.com")
+    [response] = await deliver(stack.gateway_url, [sign("stripe", s.event("payment_intent.succeeded"),
+                                                        STRIPE_SECRET)])
+    assert response.status == 200
+
+    async def failed():
+        return await db.fetchval("SELECT status FROM notifier.email_logs") == "failed"
+
+    await wait_for(failed, what="the receipt to end failed")
+    email_id = await db.fetchval("SELECT id::text FROM notifier.email_logs")
+
+    async def cli(*args):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "notifier.cli", *args, env={**os.environ, **stack.env,
+                                                              "NOTIFIER_ADDR": stack.notifier_addr},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode, out.decode()
+
+    code, out = await cli("failed", "acme")
+    assert code == 0 and email_id in out and "554 5.7.1 Relay access denied" in out
+    code, out = await cli("retry", "acme", email_id)
+    assert code == 0 and out.splitlines() == [email_id, "1 queued again"], out
+
+    async def sent():
+        return await db.fetchval("SELECT sent FROM notifier.email_logs WHERE id = $1::uuid", email_id)
+
+    await wait_for(sent, what="the receipt to be sent once queued again")
+    [message] = mail_sink.messages
+    assert message["Subject"] == "Payment received: $49.99"
+    code, out = await cli("retry", "acme", email_id)
+    assert code == 1 and f"FAILED_PRECONDITION: email {email_id} is sent, not failed" in out

@@ -22,7 +22,7 @@ import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.json_format import MessageToDict
 from servicekit.env import ConfigError
-from servicekit.tls import GrpcTls
+from servicekit.tls import GrpcTls, operator_tls
 
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay" and not args.all_failed and not (args.provider_name and args.event_id):
         parser.error("replay needs PROVIDER EVENT_ID, or --all-failed")
     try:
-        tls = GrpcTls.from_env({"GRPC_PLAINTEXT": "true", **os.environ})
+        tls = operator_tls(os.environ)
     except ConfigError as exc:
         print(f"billing.cli: configuration error: {exc}", file=sys.stderr)
         return 2
