@@ -13,16 +13,14 @@ without them, plaintext (make run).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 
-import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.json_format import MessageToDict
-from servicekit.env import ConfigError
-from servicekit.tls import GrpcTls, operator_tls
+from servicekit.operator import run_command
+from servicekit.tls import GrpcTls
 
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 
@@ -88,16 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay" and not args.all_failed and not (args.provider_name and args.event_id):
         parser.error("replay needs PROVIDER EVENT_ID, or --all-failed")
-    try:
-        tls = operator_tls(os.environ)
-    except ConfigError as exc:
-        print(f"billing.cli: configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(run(args, tls))
-    except grpc.aio.AioRpcError as exc:
-        print(f"billing: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+    return run_command("billing.cli", "billing", lambda tls: run(args, tls))
 
 
 if __name__ == "__main__":

@@ -10,16 +10,14 @@ mutual TLS as the services do; without them, plaintext (make run).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from datetime import datetime
 
-import grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
-from servicekit.env import ConfigError
 from servicekit.timestamps import to_timestamp
-from servicekit.tls import GrpcTls, operator_tls
+from servicekit.operator import run_command
+from servicekit.tls import GrpcTls
 
 
 async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
@@ -68,16 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "retry" and bool(args.email_ids) == bool(args.failed_since):
         parser.error("retry needs TENANT_ID EMAIL_ID..., or --failed-since TIME")
-    try:
-        tls = operator_tls(os.environ)
-    except ConfigError as exc:
-        print(f"notifier.cli: configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(run(args, tls))
-    except grpc.aio.AioRpcError as exc:
-        print(f"notifier: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+    return run_command("notifier.cli", "notifier", lambda tls: run(args, tls))
 
 
 if __name__ == "__main__":

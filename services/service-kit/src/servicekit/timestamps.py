@@ -19,3 +19,11 @@ def to_timestamp(value: datetime | None) -> Timestamp | None:
         value = value.replace(tzinfo=UTC)
     since = value - _EPOCH
     return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
+
+
+def field_datetime(message, field: str) -> datetime | None:
+    """A message's Timestamp field as an aware UTC datetime, None when unset. ValueError when it lies
+    outside the years 1 to 9999, which datetime cannot hold: each service maps that to its own error."""
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=UTC)

@@ -57,8 +57,3 @@ class GrpcTls:
 
 PLAINTEXT = GrpcTls(plaintext=True)
 
-
-def operator_tls(environ: Mapping[str, str]) -> GrpcTls:
-    """For operators' command lines: mutual TLS when GRPC_TLS_* are set (as in a service's pod, with its
-    certificates), else plaintext (make run)."""
-    return GrpcTls.from_env({"GRPC_PLAINTEXT": "true", **environ})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from servicekit.grpcserve import maps_errors
-from servicekit.timestamps import to_timestamp
+from servicekit.timestamps import field_datetime, to_timestamp
 
 from billing.api.metrics import record_ingest
 from billing.domain import ingest
@@ -110,11 +110,9 @@ def _provider_filter(value: int) -> Provider | None:
 
 def _time(message, name: str, path: str | None = None) -> datetime | None:
     """The message's timestamp field `name` as a datetime, None when unset."""
-    if not message.HasField(name):
-        return None
     try:
-        return getattr(message, name).ToDatetime(tzinfo=UTC)
-    except ValueError:  # outside protobuf's years 1 to 9999
+        return field_datetime(message, name)
+    except ValueError:
         raise InvalidRequest(path or name, "is not a valid timestamp") from None
 
 

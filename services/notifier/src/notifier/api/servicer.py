@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from servicekit.grpcserve import maps_errors, nul_field
-from servicekit.timestamps import to_timestamp
+from servicekit.timestamps import field_datetime, to_timestamp
 
 from notifier.domain.emails import (
     AcceptEmail,
@@ -52,11 +52,9 @@ per_email_errors = maps_errors(ERROR_CODES, refuse_nul=False)
 
 
 def _timestamp(message, field: str, path: str | None = None) -> datetime | None:
-    if not message.HasField(field):
-        return None
     try:
-        return getattr(message, field).ToDatetime(tzinfo=UTC)
-    except ValueError:  # outside protobuf's years 1 to 9999
+        return field_datetime(message, field)
+    except ValueError:
         raise InvalidEmailRequest(path or field, "is not a valid timestamp") from None
 
 
