@@ -145,3 +145,40 @@ async def test_a_receipt_the_relay_refused_is_sent_again_by_the_operators_comman
     assert message["Subject"] == "Payment received: $49.99"
     code, out = await cli("retry", "acme", email_id)
     assert code == 1 and f"FAILED_PRECONDITION: email {email_id} is sent, not failed" in out
+
+
+async def test_an_email_the_notifier_refused_is_sent_once_queued_again_from_billings_command_line(
+        stack, db, mail_sink):
+    # As during a rolling deploy whose notifier did not know an email kind yet: the request was refused
+    # and kept in billing's outbox. Here a receipt's own request stands in for it, under a key of its own.
+    s = StripeScenario(tenant_id="acme", email="buyer@example.com")
+    await deliver(stack.gateway_url, [sign("stripe", s.event("payment_intent.succeeded"), STRIPE_SECRET)])
+
+    async def delivered():
+        return await db.fetchval("SELECT status FROM billing.email_outbox") == "delivered"
+
+    await wait_for(delivered, what="the receipt to reach the notifier")
+    await db.execute(
+        "INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, status, attempts, last_error) "
+        "SELECT gen_random_uuid(), idempotency_key || ':refused', kind, request, 'dead', 1, "
+        "'INVALID_ARGUMENT: content.kind: one email kind is required' FROM billing.email_outbox")
+
+    async def cli(*args):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "billing.cli", *args, env={**os.environ, **stack.env,
+                                                             "BILLING_ADDR": stack.billing_addr},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode, out.decode()
+
+    code, out = await cli("refused-emails")
+    assert code == 0 and "content.kind: one email kind is required" in out and out.endswith("1 refused\n")
+    code, out = await cli("refused-emails", "--retry")
+    assert code == 0 and out.endswith("1 queued again\n"), out
+
+    async def both_sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 2
+
+    await wait_for(both_sent, what="the email queued again to be sent")
+    assert [m["Subject"] for m in mail_sink.messages] == ["Payment received: $49.99"] * 2
+    assert await db.fetchval("SELECT count(*) FROM billing.email_outbox WHERE status = 'delivered'") == 2

@@ -519,3 +519,36 @@ async def test_rpc_codes_and_ingested_events_are_counted_for_prometheus(billing)
                   outcome="processed") == processed + 1
     assert sample("billing_webhook_events_total", provider="stripe", event_type="other",
                   outcome="ignored") == other + 1  # unknown types never become label values
+
+
+async def test_emails_the_notifier_refused_are_listed_oldest_first_and_queued_again(billing_channel, db,
+                                                                                    database_url):
+    channel, _ = billing_channel
+    stub = billing_pb2_grpc.BillingServiceStub(channel)
+    for key, status, age, error in (("k-new", "dead", 1, "INVALID_ARGUMENT: content.kind: one email kind is required"),
+                                    ("k-old", "dead", 5, "INVALID_ARGUMENT: content.to.email: not an address"),
+                                    ("k-sent", "delivered", 9, None), ("k-waiting", "pending", 3, None)):
+        await db.execute(
+            "INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, status, attempts, last_error, "
+            "created_at) VALUES (gen_random_uuid(), $1, 'payment_received', '{}', $2, 1, $3, "
+            "now() - make_interval(mins => $4))", key, status, error, age)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        assert (await PostgresBillingReader(pool).backlog())["outbox_refused"] == 2  # the gauge's count
+    finally:
+        await pool.close()
+
+    listed = await stub.RetryRefusedEmails(billing_pb2.RetryRefusedEmailsRequest(dry_run=True))
+    assert [(e.idempotency_key, e.refusal) for e in listed.emails] == [
+        ("k-old", "INVALID_ARGUMENT: content.to.email: not an address"),
+        ("k-new", "INVALID_ARGUMENT: content.kind: one email kind is required")]
+    assert await db.fetchval("SELECT count(*) FROM billing.email_outbox WHERE status = 'dead'") == 2
+
+    one = await stub.RetryRefusedEmails(billing_pb2.RetryRefusedEmailsRequest(limit=1))
+    assert [e.idempotency_key for e in one.emails] == ["k-old"]
+    rows = dict(await db.fetch("SELECT idempotency_key, status || '/' || attempts FROM billing.email_outbox"))
+    assert rows == {"k-old": "pending/0", "k-new": "dead/1", "k-sent": "delivered/1", "k-waiting": "pending/1"}
+    details = await expect_code(stub.RetryRefusedEmails(billing_pb2.RetryRefusedEmailsRequest(limit=1001)),
+                                grpc.StatusCode.INVALID_ARGUMENT)
+    assert details == "limit: must be between 0 and 1000"
+

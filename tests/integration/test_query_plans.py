@@ -83,6 +83,9 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
         await reader.get_transaction("t1", "00000000-0000-0000-0000-000000000000")  # merged? no
         await reader.get_subscription("t1", "00000000-0000-0000-0000-000000000000")
         await reader.get_event(Provider.STRIPE, "evt_unknown")
+        await reader.refused_emails(10, requeue=False)  # operators' lists and the gauges' counts
+        await reader.refused_emails(10, requeue=True)
+        await reader.backlog()
 
         async with pool.acquire() as conn:
             plans = await _generic_plans(conn, "billing.")
@@ -93,7 +96,8 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
         "JOIN unnest", "SELECT * FROM billing.transactions WHERE stripe_payment_intent_id",
         "UPDATE billing.email_outbox", "WHERE idempotency_key = $1",
         "FROM billing.user_subscriptions WHERE", "WHERE provider = $1 AND event_id = $2",
-        "INSERT INTO billing.transaction_merges", "FROM billing.transaction_merges WHERE merged_id = $1"))
+        "INSERT INTO billing.transaction_merges", "FROM billing.transaction_merges WHERE merged_id = $1",
+        "WHERE status = 'dead' ORDER BY created_at", "AS outbox_refused"))
 
 
 class _Accepting:

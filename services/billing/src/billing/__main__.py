@@ -43,7 +43,7 @@ async def serve(settings: Settings) -> None:
         server = new_server()
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)
         reader = PostgresBillingReader(pool)
-        api = BillingApi(reader, ingest)
+        api = BillingApi(reader, ingest, on_emails_queued=outbox_worker.wake)
         retry_worker = PollingWorker(api.retry_due, api.next_retry_in, name="event-retries")
         billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)
         health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)

@@ -8,6 +8,7 @@ without them, plaintext (make run).
   python -m billing.cli replay stripe evt_123       # apply a failed event again
   python -m billing.cli replay --all-failed
   python -m billing.cli txn TENANT_ID TRANSACTION_ID
+  python -m billing.cli refused-emails [--retry]    # emails the notifier refused; --retry sends them again
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
             for r in reply.results:
                 print(f"{r.event_id:<32} {billing_pb2.IngestStatus.Name(r.status)[14:].lower():<10} {r.error}")
             print(f"{len(reply.results)} replayed")
+        elif args.command == "refused-emails":
+            reply = await stub.RetryRefusedEmails(billing_pb2.RetryRefusedEmailsRequest(
+                dry_run=not args.retry, limit=1000), timeout=timeout)
+            for e in reply.emails:
+                print(f"{e.created_at.ToJsonString()}  {e.id}  {e.kind:<24} {e.idempotency_key}  {e.refusal}")
+            print(f"{len(reply.emails)} {'queued again' if args.retry else 'refused'}")
         elif args.command == "txn":
             _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
@@ -80,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("provider_name", nargs="?", choices=["stripe", "razorpay"])
     p.add_argument("event_id", nargs="?")
     p.add_argument("--all-failed", action="store_true")
+    p = sub.add_parser("refused-emails")
+    p.add_argument("--retry", action="store_true")
     p = sub.add_parser("txn")
     p.add_argument("tenant_id")
     p.add_argument("transaction_id")

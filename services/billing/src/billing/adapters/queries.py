@@ -18,6 +18,7 @@ from billing.domain.queries import (
     InvalidRequest,
     Page,
     PendingPayment,
+    RefusedEmail,
     Stamped,
     StoredEvent,
     SubFilter,
@@ -194,6 +195,19 @@ class PostgresBillingReader:
             "FROM billing.webhook_events WHERE status = 'failed'")
         return None if seconds is None else max(0.0, seconds)
 
+    async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
+        oldest = ("SELECT id FROM billing.email_outbox WHERE status = 'dead' ORDER BY created_at LIMIT $1"
+                  + (" FOR UPDATE" if requeue else ""))
+        if requeue:  # a fresh round of attempts, due now; the refusal stays until the next outcome
+            sql = (f"UPDATE billing.email_outbox SET status = 'pending', attempts = 0, next_attempt_at = now() "
+                   f"WHERE id IN ({oldest}) RETURNING id, idempotency_key, kind, last_error, created_at")
+        else:
+            sql = (f"SELECT id, idempotency_key, kind, last_error, created_at FROM billing.email_outbox "
+                   f"WHERE id IN ({oldest})")
+        rows = await self._pool.fetch(sql, limit)
+        return sorted((RefusedEmail(str(r["id"]), r["idempotency_key"], r["kind"], r["last_error"] or "",
+                                    r["created_at"]) for r in rows), key=lambda e: (e.created_at, e.id))
+
     async def backlog(self) -> dict[str, float]:
         row = await self._pool.fetchrow(
             """
@@ -203,6 +217,7 @@ class PostgresBillingReader:
                    (SELECT count(*) FROM billing.webhook_events
                       WHERE status = 'failed' AND next_retry_at IS NOT NULL) AS failed_retrying,
                    (SELECT count(*) FROM billing.webhook_events
-                      WHERE status = 'failed' AND next_retry_at IS NULL) AS dead_letter
+                      WHERE status = 'failed' AND next_retry_at IS NULL) AS dead_letter,
+                   (SELECT count(*) FROM billing.email_outbox WHERE status = 'dead') AS outbox_refused
             """)
         return {k: float(v) for k, v in dict(row).items()}

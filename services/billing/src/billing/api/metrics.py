@@ -24,6 +24,7 @@ OUTBOX_BACKLOG = Gauge("billing_email_outbox_pending", "Emails waiting in the ou
 OUTBOX_AGE = Gauge("billing_email_outbox_oldest_seconds", "Age of the oldest email waiting in the outbox.")
 FAILED_EVENTS = Gauge("billing_failed_events", "Failed webhook events still being retried automatically.")
 DEAD_LETTER = Gauge("billing_dead_letter_events", "Failed webhook events whose retries ran out.")
+OUTBOX_REFUSED = Gauge("billing_email_outbox_refused", "Customer emails the notifier refused, kept in the outbox.")
 
 _HANDLED = {
     Provider.STRIPE: set(stripe_events.HANDLERS),
@@ -51,6 +52,7 @@ async def refresh_gauges(read: Callable[[], Awaitable[dict[str, float]]], every_
             OUTBOX_AGE.set(counts["outbox_oldest_seconds"])
             FAILED_EVENTS.set(counts["failed_retrying"])
             DEAD_LETTER.set(counts["dead_letter"])
+            OUTBOX_REFUSED.set(counts["outbox_refused"])
         except Exception:  # metrics must never take the service down
             log.warning("could not refresh gauges", exc_info=True)
         await asyncio.sleep(every_seconds)

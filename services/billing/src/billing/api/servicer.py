@@ -228,3 +228,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def ReplayWebhookEvents(self, request, context):
         results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
         return billing_pb2.ReplayWebhookEventsResponse(results=[_encode(r) for r in results])
+
+    @errors
+    async def RetryRefusedEmails(self, request, context):
+        emails = await self._api.refused_emails(request.limit, requeue=not request.dry_run)
+        return billing_pb2.RetryRefusedEmailsResponse(emails=[
+            billing_pb2.RefusedEmail(id=e.id, idempotency_key=e.idempotency_key, kind=e.kind, refusal=e.refusal,
+                                     created_at=to_timestamp(e.created_at)) for e in emails])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult
 from billing.domain.model import Provider, Subscription, SubStatus, Transaction, TxnStatus
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PAGE = 100
@@ -62,6 +65,17 @@ class StoredEvent:
     @property
     def dead_letter(self) -> bool:
         return self.status == "failed" and self.next_retry_at is None
+
+
+@dataclass(frozen=True)
+class RefusedEmail:
+    """An email the notifier refused, kept in the outbox with the refusal."""
+
+    id: str
+    idempotency_key: str
+    kind: str
+    refusal: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,9 @@ class BillingReader(Protocol):
     async def get_event(self, provider: Provider, event_id: str) -> tuple[StoredEvent, bytes] | None: ...
     async def failed_events(self, limit: int, *, due_only: bool = False) -> Sequence[tuple[StoredEvent, bytes]]: ...
     async def next_retry_in(self) -> float | None: ...
+    async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
+        """The oldest emails the notifier refused; with `requeue`, each queued for it again."""
+        ...
 
 
 def _page_size(size: int) -> int:
@@ -172,9 +189,11 @@ def _status(status: str | None, allowed: Sequence[str]) -> None:
 class BillingApi:
     """The internal API's use cases. Every tenant-scoped read filters by tenant in the query itself."""
 
-    def __init__(self, reader: BillingReader, ingest: IngestEvents) -> None:
+    def __init__(self, reader: BillingReader, ingest: IngestEvents,
+                 on_emails_queued: Callable[[], None] = lambda: None) -> None:
         self._reader = reader
         self._ingest = ingest
+        self._on_emails_queued = on_emails_queued
 
     async def create_pending(self, pending: PendingPayment) -> tuple[Stamped[Transaction], bool]:
         pending = pending.validated()
@@ -251,3 +270,13 @@ class BillingApi:
         events = [IncomingEvent(e.provider, e.event_id, e.event_type, payload, e.received_at, e.request_id or "")
                   for e, payload in targets]
         return await self._ingest.execute(events) if events else []
+
+    async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
+        """List the emails the notifier refused, or queue them for it again once the cause is fixed."""
+        if limit < 0 or limit > 1000:
+            raise InvalidRequest("limit", "must be between 0 and 1000")
+        emails = await self._reader.refused_emails(limit or 100, requeue=requeue)
+        if requeue and emails:
+            log.info("refused emails queued again", extra={"fields": {"emails": len(emails)}})
+            self._on_emails_queued()
+        return emails
