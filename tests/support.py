@@ -1,9 +1,13 @@
-"""Helpers shared by tests: billing's incoming events from the trigger tool's events, and polling."""
+"""Helpers shared by tests: billing's incoming events from the trigger tool's events, polling, and
+running the project's command lines as processes of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -57,3 +61,17 @@ async def wait_for(predicate, timeout=20.0, what="condition"):
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+async def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`python -m module args` as a process of its own: its exit code, and all it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode()
+
+
+def operator_env(stack) -> dict[str, str]:
+    """What an operator's command line needs to reach a running stack's services, TLS settings included."""
+    return {**stack.env, "BILLING_ADDR": stack.billing_addr, "NOTIFIER_ADDR": stack.notifier_addr}

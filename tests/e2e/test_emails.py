@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 from email.utils import parseaddr
 
 import aiohttp
@@ -16,7 +12,7 @@ from trigger.events import StripeScenario
 from trigger.flows import FLOWS
 
 from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
-from tests.support import wait_for
+from tests.support import operator_env, run_module, wait_for
 
 SECRETS = {"stripe": STRIPE_SECRET, "razorpay": RAZORPAY_SECRET}
 
@@ -125,12 +121,7 @@ async def test_a_receipt_the_relay_refused_is_sent_again_by_the_operators_comman
     email_id = await db.fetchval("SELECT id::text FROM notifier.email_logs")
 
     async def cli(*args):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "notifier.cli", *args, env={**os.environ, **stack.env,
-                                                              "NOTIFIER_ADDR": stack.notifier_addr},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        return proc.returncode, out.decode()
+        return await run_module("notifier.cli", *args, env=operator_env(stack))
 
     code, out = await cli("failed", "acme")
     assert code == 0 and email_id in out and "554 5.7.1 Relay access denied" in out
@@ -164,12 +155,7 @@ async def test_an_email_the_notifier_refused_is_sent_once_queued_again_from_bill
         "'INVALID_ARGUMENT: content.kind: one email kind is required' FROM billing.email_outbox")
 
     async def cli(*args):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "billing.cli", *args, env={**os.environ, **stack.env,
-                                                             "BILLING_ADDR": stack.billing_addr},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        return proc.returncode, out.decode()
+        return await run_module("billing.cli", *args, env=operator_env(stack))
 
     code, out = await cli("refused-emails")
     assert code == 0 and "content.kind: one email kind is required" in out and out.endswith("1 refused\n")

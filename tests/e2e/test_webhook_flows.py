@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import os
-import subprocess
-import sys
 
 import aiohttp
 import pytest
@@ -18,7 +14,7 @@ from trigger.flows import FLOWS
 
 from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
 from tests.fakes import InMemoryEventStore
-from tests.support import incoming, state
+from tests.support import incoming, operator_env, run_module, state
 
 SECRETS = {"stripe": STRIPE_SECRET, "razorpay": RAZORPAY_SECRET}
 
@@ -85,14 +81,9 @@ async def test_billing_down_gets_503_and_the_retry_after_restart_lands(stack, db
 
 
 async def test_trigger_command_plays_a_flow_against_the_gateway(stack, db):
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trigger", "flow", "razorpay-subscription", "--url", stack.gateway_url,
-        "--tenant", "acme", "--times", "2", "--shuffle",
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    text = out.decode()
-    assert proc.returncode == 0, text
+    code, text = await run_module("trigger", "flow", "razorpay-subscription", "--url", stack.gateway_url,
+                                  "--tenant", "acme", "--times", "2", "--shuffle")
+    assert code == 0, text
     assert "10 deliveries: HTTP 200 x10 | duplicate x5, processed x5" in text
     sub = await db.fetchrow("SELECT tenant_id, status FROM billing.user_subscriptions")
     assert (sub["tenant_id"], sub["status"]) == ("acme", "cancelled")
@@ -104,11 +95,7 @@ async def test_trigger_replays_a_saved_payload_byte_for_byte_and_backdates_on_re
     saved.write_bytes(body)
 
     async def trigger(*args):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trigger", *args, "--url", stack.gateway_url,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        return proc.returncode, out.decode()
+        return await run_module("trigger", *args, "--url", stack.gateway_url)
 
     code, out = await trigger("file", str(saved), "--provider", "stripe", "--stale", "600")
     assert code == 1 and "invalid_signature" in out  # older than the gateway's 300 s tolerance
@@ -126,11 +113,7 @@ async def test_operator_cli_lists_shows_and_replays_events(stack, db):
     assert response.body["processing_result"]["status"] == "failed"
 
     async def cli(*args):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "billing.cli", *args, env={**os.environ, "BILLING_ADDR": stack.billing_addr},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        return proc.returncode, out.decode()
+        return await run_module("billing.cli", *args, env=operator_env(stack))
 
     code, out = await cli("failed")
     assert code == 0 and event["id"] in out and "currency" in out
@@ -162,11 +145,7 @@ async def test_services_talk_mutual_tls_when_certificates_are_configured(databas
             "payment_intent.succeeded"), STRIPE_SECRET)])
         assert response.status == 200 and response.body["processing_result"]["status"] == "processed"
         # The operator's command line, run where billing's certificates are, gets in too.
-        cli = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "billing.cli", "events", env={**os.environ, **stack.env,
-                                                                "BILLING_ADDR": stack.billing_addr},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out, _ = await cli.communicate()
-        assert cli.returncode == 0 and "payment_intent.succeeded" in out.decode(), out.decode()
+        code, out = await run_module("billing.cli", "events", env=operator_env(stack))
+        assert code == 0 and "payment_intent.succeeded" in out, out
     finally:
         assert set(stack.stop().values()) == {0}
