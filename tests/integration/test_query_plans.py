@@ -119,7 +119,7 @@ async def test_notifier_statements_planned_on_empty_tables_look_rows_up_by_their
         await email_log.next_due_in()
         await email_log.get(record.tenant_id, record.id)
         await email_log.requeue(record.tenant_id, [record.id])
-        await email_log.requeue_failed_since(datetime.now(UTC), None)
+        await email_log.requeue_failed_since(datetime.now(UTC), None, 100)
         async with pool.acquire() as conn:
             await conn.execute("SET plan_cache_mode = force_generic_plan")
             plans = await _generic_plans(conn, "notifier.")

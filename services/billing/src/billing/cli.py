@@ -23,6 +23,8 @@ from google.protobuf.json_format import MessageToDict
 from servicekit.operator import run_command
 from servicekit.tls import GrpcTls
 
+_MOST_REFUSED = 1000  # RetryRefusedEmails' largest limit
+
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 
 
@@ -59,11 +61,17 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                 print(f"{r.event_id:<32} {billing_pb2.IngestStatus.Name(r.status)[14:].lower():<10} {r.error}")
             print(f"{len(reply.results)} replayed")
         elif args.command == "refused-emails":
-            reply = await stub.RetryRefusedEmails(billing_pb2.RetryRefusedEmailsRequest(
-                dry_run=not args.retry, limit=1000), timeout=timeout)
-            for e in reply.emails:
-                print(f"{e.created_at.ToJsonString()}  {e.id}  {e.kind:<24} {e.idempotency_key}  {e.refusal}")
-            print(f"{len(reply.emails)} {'queued again' if args.retry else 'refused'}")
+            count = 0
+            while True:  # queued a share at a time: those queued are no longer refused
+                reply = await stub.RetryRefusedEmails(billing_pb2.RetryRefusedEmailsRequest(
+                    dry_run=not args.retry, limit=_MOST_REFUSED), timeout=timeout)
+                for e in reply.emails:
+                    print(f"{e.created_at.ToJsonString()}  {e.id}  {e.kind:<24} {e.idempotency_key}  {e.refusal}")
+                count += len(reply.emails)
+                if not args.retry or len(reply.emails) < _MOST_REFUSED:
+                    break
+            more = " (the oldest; there may be more)" if not args.retry and count == _MOST_REFUSED else ""
+            print(f"{count} {'queued again' if args.retry else 'refused'}{more}")
         elif args.command == "txn":
             _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))

@@ -15,9 +15,11 @@ import sys
 from datetime import datetime
 
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
-from servicekit.timestamps import to_timestamp
 from servicekit.operator import run_command
+from servicekit.timestamps import to_timestamp
 from servicekit.tls import GrpcTls
+
+from notifier.domain.emails import MAX_REQUEUED
 
 
 async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
@@ -38,10 +40,15 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
         request = notifier_pb2.RetryEmailsRequest(tenant_id=args.tenant_id or args.tenant or "", ids=args.email_ids)
         if args.failed_since:
             request.failed_since.CopyFrom(to_timestamp(args.failed_since))
-        reply = await stub.RetryEmails(request, timeout=120)
-        for email_id in reply.ids:
-            print(email_id)
-        print(f"{len(reply.ids)} queued again")
+        queued = 0
+        while True:  # a time window is queued again a share at a time; the emails queued are no longer failed
+            reply = await stub.RetryEmails(request, timeout=120)
+            for email_id in reply.ids:
+                print(email_id)
+            queued += len(reply.ids)
+            if not args.failed_since or len(reply.ids) < MAX_REQUEUED:
+                break
+        print(f"{queued} queued again")
         return 0
 
 

@@ -179,14 +179,18 @@ class PostgresEmailLog:
         )
         return [str(row["id"]) for row in rows]
 
-    async def requeue_failed_since(self, since: datetime, tenant_id: str | None) -> list[str]:
+    async def requeue_failed_since(self, since: datetime, tenant_id: str | None, limit: int) -> list[str]:
         rows = await self._pool.fetch(
             f"""
             UPDATE notifier.email_logs SET {_REQUEUE}
-            WHERE status = 'failed' AND updated_at >= $1 AND ($2::text IS NULL OR tenant_id = $2)
+            WHERE id IN (
+                SELECT id FROM notifier.email_logs
+                WHERE status = 'failed' AND updated_at >= $1 AND ($2::text IS NULL OR tenant_id = $2)
+                ORDER BY updated_at LIMIT $3 FOR UPDATE
+            )
             RETURNING id
             """,
-            since, tenant_id,
+            since, tenant_id, limit,
         )
         return [str(row["id"]) for row in rows]
 

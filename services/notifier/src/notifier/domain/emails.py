@@ -106,7 +106,9 @@ class EmailLog(Protocol):
     async def requeue(self, tenant_id: str, ids: Sequence[str]) -> list[str]:
         """Queue the tenant's emails again if every one exists and has failed, else none; the ids queued."""
         ...
-    async def requeue_failed_since(self, since: datetime, tenant_id: str | None) -> list[str]: ...
+    async def requeue_failed_since(self, since: datetime, tenant_id: str | None, limit: int) -> list[str]:
+        """Queue again up to `limit` emails failed since then, the earliest failures first."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class RetryPolicy:
 
 
 MAX_BATCH = 500
+# Emails queued again by one RetryEmails call over a time window; the next call takes the next ones.
+MAX_REQUEUED = 10_000
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,7 @@ class RequeueFailedEmails:
         if len(tenant_id) > MAX_ID:
             raise InvalidEmailRequest("tenant_id", f"must be at most {MAX_ID} characters")
         if failed_since is not None:
-            queued = await self._log.requeue_failed_since(failed_since, tenant_id or None)
+            queued = await self._log.requeue_failed_since(failed_since, tenant_id or None, MAX_REQUEUED)
         else:
             queued = await self._given(tenant_id, ids)
         if queued:
