@@ -227,3 +227,6 @@ async def test_retry_sends_failed_emails_again_all_or_none(stub, db):
     assert list(reply.ids) == [failed]
     email = (await stub.GetEmail(notifier_pb2.GetEmailRequest(tenant_id="t1", id=failed))).email
     assert email.status == notifier_pb2.EMAIL_STATUS_QUEUED and email.attempts == 0
+    assert email.HasField("requeued_at") and email.requeued_at.ToDatetime() >= email.created_at.ToDatetime()
+    untouched = (await stub.GetEmail(notifier_pb2.GetEmailRequest(tenant_id="t1", id=queued))).email
+    assert not untouched.HasField("requeued_at")

@@ -114,7 +114,7 @@ def encode_email(record: EmailRecord) -> notifier_pb2.Email:
         sent=record.sent, error_message=record.error_message or "", attempts=record.attempts,
         next_attempt_at=to_timestamp(record.next_attempt_at), sent_at=to_timestamp(record.sent_at),
         created_at=to_timestamp(record.created_at), idempotency_key=record.idempotency_key,
-        message_id=record.message_id,
+        message_id=record.message_id, requeued_at=to_timestamp(record.requeued_at),
     )
 
 
