@@ -23,7 +23,7 @@ from google.protobuf.json_format import MessageToDict
 from servicekit.operator import run_command
 from servicekit.tls import GrpcTls
 
-_MOST_REFUSED = 1000  # RetryRefusedEmails' largest limit
+from billing.domain.queries import MAX_REFUSED, MAX_REPLAYED
 
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 
@@ -59,18 +59,19 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
             reply = await stub.ReplayWebhookEvents(request, timeout=120)
             for r in reply.results:
                 print(f"{r.event_id:<32} {billing_pb2.IngestStatus.Name(r.status)[14:].lower():<10} {r.error}")
-            print(f"{len(reply.results)} replayed")
+            more = " (the earliest received: there may be more)" if len(reply.results) == MAX_REPLAYED else ""
+            print(f"{len(reply.results)} replayed{more}")
         elif args.command == "refused-emails":
             count = 0
             while True:  # queued a share at a time: those queued are no longer refused
                 reply = await stub.RetryRefusedEmails(billing_pb2.RetryRefusedEmailsRequest(
-                    dry_run=not args.retry, limit=_MOST_REFUSED), timeout=timeout)
+                    dry_run=not args.retry, limit=MAX_REFUSED), timeout=timeout)
                 for e in reply.emails:
                     print(f"{e.created_at.ToJsonString()}  {e.id}  {e.kind:<24} {e.idempotency_key}  {e.refusal}")
                 count += len(reply.emails)
-                if not args.retry or len(reply.emails) < _MOST_REFUSED:
+                if not args.retry or len(reply.emails) < MAX_REFUSED:
                     break
-            more = " (the oldest; there may be more)" if not args.retry and count == _MOST_REFUSED else ""
+            more = " (the oldest; there may be more)" if not args.retry and count == MAX_REFUSED else ""
             print(f"{count} {'queued again' if args.retry else 'refused'}{more}")
         elif args.command == "txn":
             _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_PAGE = 100
 MAX_TEXT = 255  # ids, keys and names: the providers' ids are far shorter
+MAX_REPLAYED = 1000  # failed events one "replay all" applies, the earliest received first
+MAX_REFUSED = 1000  # refused emails one call lists or queues again
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -257,7 +259,7 @@ class BillingApi:
         if all_failed and event_id:
             raise InvalidRequest("all_failed", "replay either all failed events or one event, not both")
         if all_failed:
-            targets = list(await self._reader.failed_events(limit=1000))
+            targets = list(await self._reader.failed_events(limit=MAX_REPLAYED))
         else:
             if provider is None or not event_id:
                 raise InvalidRequest("event_id", "name one event (provider and event_id) or set all_failed")
@@ -273,8 +275,8 @@ class BillingApi:
 
     async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
         """List the emails the notifier refused, or queue them for it again once the cause is fixed."""
-        if limit < 0 or limit > 1000:
-            raise InvalidRequest("limit", "must be between 0 and 1000")
+        if limit < 0 or limit > MAX_REFUSED:
+            raise InvalidRequest("limit", f"must be between 0 and {MAX_REFUSED}")
         emails = await self._reader.refused_emails(limit or 100, requeue=requeue)
         if requeue and emails:
             log.info("refused emails queued again", extra={"fields": {"emails": len(emails)}})
