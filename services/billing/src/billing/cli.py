@@ -44,8 +44,9 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                     status=status or "", event_type=args.type or "", provider=PROVIDERS[args.provider],
                     page_size=100, page_token=token), timeout=timeout)
                 for e in page.events:
+                    shown = "dead" if e.dead_letter else e.status
                     print(f"{e.received_at.ToJsonString()}  {billing_pb2.Provider.Name(e.provider)[9:].lower():<8} "
-                          f"{e.event_id:<32} {e.event_type:<36} {'dead' if e.dead_letter else e.status:<9} x{e.attempts} {e.error}")
+                          f"{e.event_id:<32} {e.event_type:<36} {shown:<9} x{e.attempts} {e.error}")
                 token = page.next_page_token
                 if not token or not args.all_pages:
                     break
