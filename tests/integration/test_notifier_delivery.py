@@ -127,7 +127,7 @@ async def test_a_failed_email_queued_again_by_an_operator_is_delivered_once_with
     woken = []
     requeue = RequeueFailedEmails(email_log, on_queued=lambda: woken.append(True))
 
-    assert await requeue.execute("tenant_demo", [record.id, record.id], None) == [record.id]
+    assert await requeue.execute("tenant_demo", [record.id, record.id.upper()], None) == [record.id]
     queued = await email_log.get("tenant_demo", record.id)
     assert (queued.status, queued.attempts, woken) == (EmailStatus.QUEUED, 0, [True])
     assert queued.requeued_at is not None and queued.message_id == record.message_id

@@ -285,12 +285,13 @@ class RequeueFailedEmails:
             raise InvalidEmailRequest("tenant_id", "is required with ids")
         if len(ids) > MAX_BATCH:
             raise InvalidEmailRequest("ids", f"at most {MAX_BATCH} per call")
+        canonical = []
         for i, email_id in enumerate(ids):
             try:
-                uuid.UUID(email_id)
+                canonical.append(str(uuid.UUID(email_id)))  # one spelling of an id, as the answer gives it
             except ValueError:
                 raise InvalidEmailRequest(f"ids[{i}]", "is not an email id") from None
-        wanted = list(dict.fromkeys(ids))
+        wanted = list(dict.fromkeys(canonical))
         queued = await self._log.requeue(tenant_id, wanted)
         if len(queued) == len(wanted):
             return queued
