@@ -10,10 +10,12 @@ import time
 import asyncpg
 import grpc
 import pytest
+from billing import cli as billing_cli
 from billing.adapters.postgres import EventRetryPolicy, PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
 from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
+from billing.domain import queries as billing_queries
 from billing.domain.queries import BillingApi, EventFilter
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,8 +29,8 @@ STRIPE = billing_pb2.PROVIDER_STRIPE
 
 
 @pytest.fixture
-async def billing_channel(database_url):
-    """A channel to billing, and its ingest use case."""
+async def billing_server(database_url):
+    """Billing's API served on a local port: its address, and its ingest use case."""
     pool = await create_pool(database_url, min_size=1, max_size=5)
     ingest = IngestEvents(PostgresEventStore(pool))
     server = new_server()  # with the interceptors of production
@@ -36,11 +38,18 @@ async def billing_channel(database_url):
         BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield channel, ingest
-    await channel.close()
+    yield f"127.0.0.1:{port}", ingest
     await server.stop(0)
     await pool.close()
+
+
+@pytest.fixture
+async def billing_channel(billing_server):
+    """A channel to billing, and its ingest use case."""
+    addr, ingest = billing_server
+    channel = grpc.aio.insecure_channel(addr)
+    yield channel, ingest
+    await channel.close()
 
 
 @pytest.fixture
@@ -552,3 +561,28 @@ async def test_emails_the_notifier_refused_are_listed_oldest_first_and_queued_ag
                                 grpc.StatusCode.INVALID_ARGUMENT)
     assert details == "limit: must be between 0 and 1000"
 
+
+async def test_replaying_all_failed_events_goes_on_while_a_full_share_makes_progress(
+        billing_server, db, monkeypatch, capsys):
+    addr, ingest = billing_server
+    monkeypatch.setattr(billing_queries, "MAX_REPLAYED", 2)  # a share of two, for three events
+    monkeypatch.setattr(billing_cli, "MAX_REPLAYED", 2)
+    monkeypatch.setenv("BILLING_ADDR", addr)
+    await db.execute("""
+        CREATE FUNCTION billing.refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON billing.transactions FOR EACH ROW EXECUTE FUNCTION billing.refuse();
+    """)
+    for n in range(3):
+        event = StripeScenario(pi=f"pi_replay_{n}").event("payment_intent.succeeded")
+        await ingest.execute([incoming("stripe", event)])
+
+    # Still refused: the first share fails again, and going on would only replay it once more.
+    assert await asyncio.to_thread(billing_cli.main, ["replay", "--all-failed"]) == 0
+    assert capsys.readouterr().out.endswith(
+        "2 replayed (the earliest received failed again; there are more behind them)\n")
+
+    await db.execute("DROP TRIGGER refuse ON billing.transactions")
+    assert await asyncio.to_thread(billing_cli.main, ["replay", "--all-failed"]) == 0
+    assert capsys.readouterr().out.endswith("\n3 replayed\n")
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events WHERE status = 'processed'") == 3

@@ -57,11 +57,20 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
             request = (billing_pb2.ReplayWebhookEventsRequest(all_failed=True) if args.all_failed else
                        billing_pb2.ReplayWebhookEventsRequest(provider=PROVIDERS[args.provider_name],
                                                               event_id=args.event_id))
-            reply = await stub.ReplayWebhookEvents(request, timeout=120)
-            for r in reply.results:
-                print(f"{r.event_id:<32} {billing_pb2.IngestStatus.Name(r.status)[14:].lower():<10} {r.error}")
-            more = " (the earliest received: there may be more)" if len(reply.results) == MAX_REPLAYED else ""
-            print(f"{len(reply.results)} replayed{more}")
+            replayed, more = 0, ""
+            while True:
+                reply = await stub.ReplayWebhookEvents(request, timeout=120)
+                for r in reply.results:
+                    print(f"{r.event_id:<32} {billing_pb2.IngestStatus.Name(r.status)[14:].lower():<10} {r.error}")
+                replayed += len(reply.results)
+                if len(reply.results) < MAX_REPLAYED:
+                    break
+                # A full share: those applied now leave the failed ones, so another call reaches further,
+                # unless every one failed again and would come first once more.
+                if all(r.status == billing_pb2.INGEST_STATUS_FAILED for r in reply.results):
+                    more = " (the earliest received failed again; there are more behind them)"
+                    break
+            print(f"{replayed} replayed{more}")
         elif args.command == "refused-emails":
             count = 0
             while True:  # queued a share at a time: those queued are no longer refused
