@@ -370,6 +370,23 @@ async def test_retry_after_failure_shows_the_later_attempt():
         assert txn.status is TxnStatus.REQUIRES_ACTION
 
 
+@pytest.mark.parametrize("basil", [False, True])  # basil's invoice names neither intent nor subscription
+async def test_a_renewal_awaiting_the_customers_authentication_shows_it_then_what_came_of_it(basil):
+    s = StripeScenario(tenant_id="t1", basil=basil)
+    waiting = incoming("stripe", s.event("invoice.payment_action_required"))
+    store = await ingest_one_by_one([waiting])
+    [txn] = store.transactions.values()
+    assert (txn.status, txn.provider_status, txn.tenant_id) == (TxnStatus.REQUIRES_ACTION,
+                                                                "invoice_payment_action_required", "t1")
+    assert txn.invoice_url and txn.invoice_url.endswith(txn.stripe_invoice_id) and txn.failure_code is None
+    assert store.outbox == {}  # the customer is asked by the card's own flow; nothing failed yet
+    # Not authenticated in time: Stripe's retry fails, and that later attempt shows, in either order.
+    gave_up = incoming("stripe", s.event("invoice.payment_failed"))
+    for order in ([waiting, gave_up], [gave_up, waiting]):
+        [txn] = (await ingest_one_by_one(order)).transactions.values()
+        assert (txn.status, txn.provider_status) == (TxnStatus.FAILED, "invoice_payment_failed")
+
+
 async def test_stale_subscription_update_never_overwrites_a_newer_one():
     s = StripeScenario()
     active = s.event("customer.subscription.updated")

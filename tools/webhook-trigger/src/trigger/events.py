@@ -91,7 +91,7 @@ class StripeScenario:
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
         "customer.subscription.resumed", "customer.subscription.trial_will_end",
         "customer.subscription.deleted", "invoice.payment_succeeded", "invoice.paid",
-        "invoice.payment_failed",
+        "invoice.payment_failed", "invoice.payment_action_required",
     )
 
     @property
@@ -233,7 +233,8 @@ class StripeScenario:
             extra = {"canceled_at": self.clock.now, "ended_at": self.clock.now} if action == "deleted" else {}
             return self.envelope(event_type, self.subscription(status, **extra))
         if kind == "invoice":
-            return self.envelope(event_type, self.invoice_object(paid=action != "payment_failed"))
+            unpaid = action in ("payment_failed", "payment_action_required")  # the renewal's invoice
+            return self.envelope(event_type, self.invoice_object(paid=not unpaid))
         if event_type == "invoice_payment.paid":
             return self.envelope(event_type, {
                 "id": _id("inpay_"), "object": "invoice_payment", "invoice": self.invoice,

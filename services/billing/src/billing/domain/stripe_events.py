@@ -262,6 +262,17 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
                 failure=Failure("invoice_payment_failed", None),
             )
         ]
+    if event_type == "invoice.payment_action_required":
+        # The card asks the customer to authenticate (3-D Secure), as a renewal often does: the payment
+        # waits on them, and the invoice's page (invoice_url) is where they do it. Not a failure: no email.
+        return [
+            PaymentFact(
+                **common,
+                amount=f.amount(invoice, "amount_due", required=True),
+                status=TxnStatus.REQUIRES_ACTION,
+                provider_status="invoice_payment_action_required",
+            )
+        ]
     paid = f.amount(invoice, "amount_paid", required=True)
     if paid == 0:
         # A trial's first invoice, or one a coupon covered: Stripe marks it paid, but no money moved,
@@ -397,7 +408,10 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
     for name in ("charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
                  "charge.dispute.funds_reinstated", "charge.dispute.closed"):
         table[name] = lambda _t, obj, at: _dispute(obj, at)
-    for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed"):
+    # payment_action_required is beyond the list: without it a renewal waiting on the customer's
+    # authentication shows only what its (basil: unlinked) payment intent says.
+    for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed",
+                 "invoice.payment_action_required"):
         table[name] = _invoice
     table["invoice_payment.paid"] = lambda _t, obj, at: _invoice_payment(obj, at)
     for suffix in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"):
