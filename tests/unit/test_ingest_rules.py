@@ -387,6 +387,24 @@ async def test_a_renewal_awaiting_the_customers_authentication_shows_it_then_wha
         assert (txn.status, txn.provider_status) == (TxnStatus.FAILED, "invoice_payment_failed")
 
 
+@pytest.mark.parametrize("basil", [False, True])
+async def test_a_failed_renewal_whose_invoice_is_voided_ends_cancelled_in_any_order(basil):
+    s = StripeScenario(tenant_id="t1", basil=basil)
+    failed, voided = (incoming("stripe", s.event(t)) for t in ("invoice.payment_failed", "invoice.voided"))
+    for order in ([failed, voided], [voided, failed]):
+        store = await ingest_one_by_one(order)
+        [txn] = store.transactions.values()
+        assert (txn.status, txn.provider_status, txn.tenant_id) == (TxnStatus.CANCELLED, "invoice_voided", "t1")
+
+
+async def test_an_invoice_voided_before_any_attempt_records_no_payment():
+    s = StripeScenario()
+    never_tried = s.event("invoice.voided")
+    never_tried["data"]["object"].update(attempted=False, attempt_count=0)
+    store = await ingest_one_by_one([incoming("stripe", never_tried)])
+    assert store.transactions == {} and [e.status for e in store.events.values()] == [Outcome.PROCESSED]
+
+
 async def test_stale_subscription_update_never_overwrites_a_newer_one():
     s = StripeScenario()
     active = s.event("customer.subscription.updated")

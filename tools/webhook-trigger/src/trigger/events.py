@@ -91,7 +91,7 @@ class StripeScenario:
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.paused",
         "customer.subscription.resumed", "customer.subscription.trial_will_end",
         "customer.subscription.deleted", "invoice.payment_succeeded", "invoice.paid",
-        "invoice.payment_failed", "invoice.payment_action_required",
+        "invoice.payment_failed", "invoice.payment_action_required", "invoice.voided",
     )
 
     @property
@@ -168,7 +168,7 @@ class StripeScenario:
             "id": invoice, "object": "invoice", "customer": self.customer,
             "customer_email": self.email, "subscription": self.sub, "payment_intent": pi,
             "amount_due": self.amount, "amount_paid": self.amount if paid else 0, "currency": self.currency,
-            "status": "paid" if paid else "open", "metadata": {},
+            "status": "paid" if paid else "open", "metadata": {}, "attempted": True, "attempt_count": 1,
             "subscription_details": {"metadata": self.metadata},
             "status_transitions": {"paid_at": self.clock.now if paid else None},
             "hosted_invoice_url": f"https://invoice.stripe.com/i/{invoice}",
@@ -233,8 +233,11 @@ class StripeScenario:
             extra = {"canceled_at": self.clock.now, "ended_at": self.clock.now} if action == "deleted" else {}
             return self.envelope(event_type, self.subscription(status, **extra))
         if kind == "invoice":
-            unpaid = action in ("payment_failed", "payment_action_required")  # the renewal's invoice
-            return self.envelope(event_type, self.invoice_object(paid=not unpaid))
+            unpaid = action in ("payment_failed", "payment_action_required", "voided")  # the renewal's invoice
+            obj = self.invoice_object(paid=not unpaid)
+            if action == "voided":
+                obj["status"] = "void"
+            return self.envelope(event_type, obj)
         if event_type == "invoice_payment.paid":
             return self.envelope(event_type, {
                 "id": _id("inpay_"), "object": "invoice_payment", "invoice": self.invoice,

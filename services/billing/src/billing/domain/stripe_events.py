@@ -262,6 +262,19 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
                 failure=Failure("invoice_payment_failed", None),
             )
         ]
+    if event_type == "invoice.voided":
+        # No longer owed. A payment that was attempted (and failed, or waits) ends cancelled; an invoice
+        # never attempted names no payment, and records none.
+        if invoice.get("attempted") is not True:
+            return []
+        return [
+            PaymentFact(
+                **common,
+                amount=f.amount(invoice, "amount_due", required=True),
+                status=TxnStatus.CANCELLED,
+                provider_status="invoice_voided",
+            )
+        ]
     if event_type == "invoice.payment_action_required":
         # The card asks the customer to authenticate (3-D Secure), as a renewal often does: the payment
         # waits on them, and the invoice's page (invoice_url) is where they do it. Not a failure: no email.
@@ -408,10 +421,10 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
     for name in ("charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
                  "charge.dispute.funds_reinstated", "charge.dispute.closed"):
         table[name] = lambda _t, obj, at: _dispute(obj, at)
-    # payment_action_required is beyond the list: without it a renewal waiting on the customer's
-    # authentication shows only what its (basil: unlinked) payment intent says.
+    # payment_action_required and voided are beyond the list: without them a renewal waiting on the
+    # customer's authentication, or no longer owed, shows only what its (basil: unlinked) intent says.
     for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed",
-                 "invoice.payment_action_required"):
+                 "invoice.payment_action_required", "invoice.voided"):
         table[name] = _invoice
     table["invoice_payment.paid"] = lambda _t, obj, at: _invoice_payment(obj, at)
     for suffix in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"):
