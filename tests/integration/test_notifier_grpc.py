@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -10,7 +11,9 @@ from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.adapters.workers import WorkerEmails
+from notifier import cli as notifier_cli
 from notifier.api.servicer import NotifierServicer
+from notifier.domain import emails as notifier_emails
 from notifier.domain.emails import AcceptEmail, ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 import asyncpg
@@ -25,7 +28,8 @@ def workers():
 
 
 @pytest.fixture
-async def stub(database_url, workers):
+async def notifier_addr(database_url, workers):
+    """The notifier's API served on a local port."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     email_log = PostgresEmailLog(pool)
     renderer = Renderer()
@@ -35,11 +39,16 @@ async def stub(database_url, workers):
                          RequeueFailedEmails(email_log)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield notifier_pb2_grpc.NotifierServiceStub(channel)
-    await channel.close()
+    yield f"127.0.0.1:{port}"
     await server.stop(0)
     await pool.close()
+
+
+@pytest.fixture
+async def stub(notifier_addr):
+    channel = grpc.aio.insecure_channel(notifier_addr)
+    yield notifier_pb2_grpc.NotifierServiceStub(channel)
+    await channel.close()
 
 
 def content(tenant="t1", email="asha@example.com", name="Asha", **overrides):
@@ -230,3 +239,19 @@ async def test_retry_sends_failed_emails_again_all_or_none(stub, db):
     assert email.HasField("requeued_at") and email.requeued_at.ToDatetime() >= email.created_at.ToDatetime()
     untouched = (await stub.GetEmail(notifier_pb2.GetEmailRequest(tenant_id="t1", id=queued))).email
     assert not untouched.HasField("requeued_at")
+
+
+async def test_the_command_line_queues_a_time_window_again_share_by_share(notifier_addr, stub, db, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(notifier_emails, "MAX_REQUEUED", 2)  # shares of two, for three failed emails
+    monkeypatch.setattr(notifier_cli, "MAX_REQUEUED", 2)
+    monkeypatch.setenv("NOTIFIER_ADDR", notifier_addr)
+    ids = [(await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key=f"w{n}", content=content()))).email.id
+           for n in range(3)]
+    await db.execute("UPDATE notifier.email_logs SET status = 'failed', updated_at = now() - interval '1 minute'")
+
+    code = await asyncio.to_thread(notifier_cli.main, ["retry", "--failed-since", "2000-01-01T00:00:00Z"])
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(out[:-1]) == sorted(ids) and out[-1] == "3 queued again"
+    assert await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE status = 'queued'") == 3
