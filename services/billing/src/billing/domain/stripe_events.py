@@ -237,6 +237,17 @@ def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str | None, dict[str
     return sub_id, metadata if isinstance(metadata, dict) else {}
 
 
+# An invoice's payment when the invoice was not paid (the amount is the amount due).
+_INVOICE_UNPAID = {
+    "invoice.payment_failed": (TxnStatus.FAILED, "invoice_payment_failed"),
+    # The card asks the customer to authenticate (3-D Secure), as a renewal often does: the payment waits
+    # on them, and the invoice's page (invoice_url) is where they do it. Not a failure: no email.
+    "invoice.payment_action_required": (TxnStatus.REQUIRES_ACTION, "invoice_payment_action_required"),
+    # No longer owed: a payment that was attempted (and failed, or waits) ends cancelled.
+    "invoice.voided": (TxnStatus.CANCELLED, "invoice_voided"),
+}
+
+
 def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
     sub_id, sub_metadata = _invoice_subscription(invoice)
     invoice_id = f.text(invoice, "id", required=True)
@@ -252,40 +263,14 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
         invoice_url=f.text(invoice, "hosted_invoice_url"),
         subscription=SubRef(Provider.STRIPE, sub_id) if sub_id else None,
     )
-    if event_type == "invoice.payment_failed":
-        return [
-            PaymentFact(
-                **common,
-                amount=f.amount(invoice, "amount_due", required=True),
-                status=TxnStatus.FAILED,
-                provider_status="invoice_payment_failed",
-                failure=Failure("invoice_payment_failed", None),
-            )
-        ]
-    if event_type == "invoice.voided":
-        # No longer owed. A payment that was attempted (and failed, or waits) ends cancelled; an invoice
-        # never attempted names no payment, and records none.
-        if invoice.get("attempted") is not True:
-            return []
-        return [
-            PaymentFact(
-                **common,
-                amount=f.amount(invoice, "amount_due", required=True),
-                status=TxnStatus.CANCELLED,
-                provider_status="invoice_voided",
-            )
-        ]
-    if event_type == "invoice.payment_action_required":
-        # The card asks the customer to authenticate (3-D Secure), as a renewal often does: the payment
-        # waits on them, and the invoice's page (invoice_url) is where they do it. Not a failure: no email.
-        return [
-            PaymentFact(
-                **common,
-                amount=f.amount(invoice, "amount_due", required=True),
-                status=TxnStatus.REQUIRES_ACTION,
-                provider_status="invoice_payment_action_required",
-            )
-        ]
+    unpaid = _INVOICE_UNPAID.get(event_type)
+    if unpaid is not None:
+        status, provider_status = unpaid
+        if event_type == "invoice.voided" and invoice.get("attempted") is not True:
+            return []  # voided before any attempt: it names no payment, and records none
+        failure = Failure(provider_status, None) if status is TxnStatus.FAILED else None
+        return [PaymentFact(**common, amount=f.amount(invoice, "amount_due", required=True), status=status,
+                            provider_status=provider_status, failure=failure)]
     paid = f.amount(invoice, "amount_paid", required=True)
     if paid == 0:
         # A trial's first invoice, or one a coupon covered: Stripe marks it paid, but no money moved,
