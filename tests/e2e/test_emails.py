@@ -84,6 +84,11 @@ async def test_notifier_down_then_up_drains_the_outbox(stack, db, mail_sink):
     kinds = sorted(r["email_type"] for r in await db.fetch("SELECT email_type FROM notifier.email_logs"))
     assert kinds == ["payment_failed", "payment_received", "subscription_activated", "subscription_cancelled"]
     assert len(mail_sink.messages) == 4
+    # The failed renewal's email sends the customer to the invoice's page, to pay there.
+    renewal = await db.fetchval("SELECT invoice_url FROM billing.transactions WHERE status = 'failed'")
+    failed = next(m for m in mail_sink.messages if "did not go through" in m["Subject"])
+    assert renewal.startswith("https://invoice.stripe.com/i/")
+    assert f"Try again: {renewal}" in failed.get_body(("plain",)).get_content()
 
 
 async def test_one_webhook_can_be_followed_through_all_three_services_by_request_id(stack, db, tmp_path):

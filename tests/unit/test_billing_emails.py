@@ -288,3 +288,26 @@ async def test_each_retry_of_a_failed_renewal_is_told_but_one_attempt_only_once(
     retry = [s.event("invoice.payment_failed"), s.event("payment_intent.payment_failed")]
     outbox = await outbox_after([incoming("stripe", e) for e in first + retry])
     assert kinds(outbox) == Counter({"payment_failed": 2})
+
+
+async def test_a_failed_renewals_email_links_its_invoice_page_whatever_the_order_of_its_reports():
+    # The invoice, its intent and its charge each report the failure. Stripe gives an invoice's intent and
+    # charge no metadata, so only the invoice names the tenant, and it brings its page with it: there the
+    # customer pays with another card, or gives the authentication their bank asks for.
+    s = StripeScenario()
+    s.pi = s.renewal_pi
+    reports = [s.event("charge.failed"), s.event("payment_intent.payment_failed"), s.event("invoice.payment_failed")]
+    for report in reports[:2]:
+        report["data"]["object"].update(metadata={}, receipt_email=None)
+    for order in itertools.permutations(reports):
+        outbox = await outbox_after([incoming("stripe", e) for e in order])
+        [failed] = outbox.values()
+        assert failed.kind == "payment_failed", [e["type"] for e in order]
+        assert failed.data["retry_url"] == f"https://invoice.stripe.com/i/{s.renewal_invoice}"
+        assert failed.tenant_id == s.tenant_id
+
+
+async def test_a_failed_payment_of_no_invoice_is_told_at_once_with_no_page_to_pay_on():
+    s = StripeScenario()
+    [failed] = (await outbox_after([incoming("stripe", s.event("payment_intent.payment_failed"))])).values()
+    assert failed.kind == "payment_failed" and "retry_url" not in failed.data

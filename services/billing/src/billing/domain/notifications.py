@@ -5,7 +5,8 @@ duplicate or re-ordered events never produce a second email: the outbox keeps on
 notifier sends one email per key.
 - payment received: the first time a payment is known paid;
 - payment failed: a transition into failed that the payment did not already pass (a late failure
-  after a success sends nothing), and a failure over RETRY_GAP after the one recorded (a retry);
+  after a success sends nothing), and a failure over RETRY_GAP after the one recorded (a retry); it
+  links the invoice's page when the payment is a Stripe invoice's;
 - payment refunded: each new cumulative refunded amount (a refund that failed lowers it, and a later
   refund that raises it again is told);
 - refund failed: once per refund that failed (the customer has to be refunded another way);
@@ -128,8 +129,9 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
             "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
             "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id))
     if _newly(before, after, _failed, at, since=lambda row: row.failed_at) or _failed_again(before, after):
+        # A Stripe invoice's page is where its customer pays another way, or authenticates (3-D Secure).
         intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
-            "amount": money, "reason": after.failure_message}, request_id))
+            "amount": money, "reason": after.failure_message, "retry_url": after.invoice_url}, request_id))
     refunded_before = before.amount_refunded if before is not None else 0
     late_address = (before is not None and refunded_before > 0 and not _reachable(before)
                     and _recent(before.refunded_at, at))
