@@ -38,6 +38,15 @@ def test_every_email_has_branding_footer_and_both_parts(kind):
     assert "<" not in rendered.text
 
 
+def test_an_email_billing_sends_as_the_platform_does_not_say_it_came_through_itself():
+    # Billing knows no tenant's display name, so its emails go out as BoxCostPro.
+    rendered = renderer.render(validate(replace(sample(EmailKind.PAYMENT_FAILED), tenant_name="BoxCostPro")))
+    for part in (rendered.text, " ".join(rendered.html.split())):
+        assert "This email was sent by BoxCostPro because of activity on your account." in part
+    tenants = renderer.render(validate(sample(EmailKind.PAYMENT_FAILED)))
+    assert "sent by Shree Packaging through BoxCostPro because" in tenants.text
+
+
 def test_customer_supplied_text_is_escaped_in_html():
     request = replace(sample(EmailKind.TICKET_CREATED), to_name="<script>alert(1)</script>",
                       data={**sample(EmailKind.TICKET_CREATED).data, "subject": '<img src=x onerror="x()">'})

@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from notifier.domain.model import EmailKind, EmailRequest, Money, RenderedEmail
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PLATFORM = "BoxCostPro"  # whose service sends every tenant's emails; a tenant of that name is the platform itself
 
 SUBJECTS: dict[EmailKind, str] = {
     EmailKind.QUOTE_CREATED: "Your quote {{ quote_number }} from {{ tenant_name }}",
@@ -77,6 +78,7 @@ class Renderer:
         for env in (html, plain):
             env.filters["money"] = money
             env.filters["date"] = date
+            env.globals["platform"] = PLATFORM
         self._html = html
         self._plain = plain
         self._subjects = {kind: plain.from_string(source) for kind, source in SUBJECTS.items()}
