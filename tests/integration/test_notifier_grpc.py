@@ -17,6 +17,7 @@ from notifier.domain import emails as notifier_emails
 from notifier.domain.emails import AcceptEmail, ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 import asyncpg
+from billing.adapters import outbox as billing_outbox
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,15 @@ async def test_preview_renders_without_storing(stub):
     assert preview.subject == "Payment received: $49.99"
     assert "We received your payment" in preview.html and "Amount: $49.99" in preview.text
     assert list((await stub.ListEmails(notifier_pb2.ListEmailsRequest(tenant_id="t9"))).emails) == []
+
+
+async def test_billings_activation_of_a_plan_it_cannot_name_is_sent_naming_none(stub):
+    # Billing leaves the plan out when it knows only the provider's id of it; the notifier takes that.
+    request = billing_outbox.to_request("sub:1:activated", {
+        "kind": "subscription_activated", "tenant_id": "t1", "user_id": "u1", "tenant_name": "BoxCostPro",
+        "to": {"email": "asha@example.com", "name": ""}, "data": {"next_billing_date": "2026-12-28T00:00:00+00:00"}})
+    reply = await stub.SendEmail(request)
+    assert reply.created and reply.email.subject == "Your subscription is active"
 
 
 async def test_a_batch_judges_each_email_alone_and_stores_each_key_once(stub, database_url):

@@ -169,6 +169,31 @@ async def test_the_activation_email_goes_out_whether_the_subscription_or_its_che
     assert (activated.to_email, activated.data["plan"]) == ("buyer@example.com", "pro_monthly")
 
 
+@pytest.mark.parametrize(("lookup_key", "nickname", "named"), [
+    ("pro_monthly", "Pro monthly", "pro_monthly"), (None, "Pro monthly", "Pro monthly"), (None, None, None)])
+async def test_subscription_emails_name_the_plan_by_the_merchants_name_for_it_never_by_a_price_id(
+        lookup_key, nickname, named):
+    s = StripeScenario()
+    events = [s.event("checkout.session.completed"), s.event("customer.subscription.created"),
+              s.event("customer.subscription.deleted")]
+    for event in events[1:]:
+        [item] = event["data"]["object"]["items"]["data"]
+        item["price"].update(id="price_1PwdFrHrIm3tRwvjHgQieMjV", lookup_key=lookup_key, nickname=nickname)
+    outbox = await outbox_after([incoming("stripe", e) for e in events])
+    assert kinds(outbox) == Counter({"subscription_activated": 1, "subscription_cancelled": 1})
+    assert [i.data.get("plan") for i in outbox.values()] == [named, named]
+
+
+async def test_a_razorpay_plan_is_known_by_its_id_alone_so_its_emails_name_no_plan():
+    r = RazorpayScenario()
+    events = [r.event(t) for t in ("subscription.activated", "subscription.charged")]
+    for event in events:
+        event["payload"]["subscription"]["entity"]["plan_id"] = "plan_00000000000001"
+    outbox = await outbox_after([incoming("razorpay", e) for e in events])
+    [activated] = [i for i in outbox.values() if i.kind == "subscription_activated"]
+    assert "plan" not in activated.data
+
+
 async def test_razorpay_subscription_emails_go_to_the_address_its_payment_carries():
     # A Razorpay subscription names only a customer id; subscription.charged brings the payment, and
     # with it the address the activation and cancellation emails need.

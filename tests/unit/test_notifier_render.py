@@ -47,6 +47,22 @@ def test_an_email_billing_sends_as_the_platform_does_not_say_it_came_through_its
     assert "sent by Shree Packaging through BoxCostPro because" in tenants.text
 
 
+@pytest.mark.parametrize("plan", ["", None])
+def test_a_subscription_email_with_no_plan_name_names_none(plan):
+    activated = replace(sample(EmailKind.SUBSCRIPTION_ACTIVATED),
+                        data={**sample(EmailKind.SUBSCRIPTION_ACTIVATED).data, "plan": plan})
+    rendered = renderer.render(validate(activated))
+    assert rendered.subject == "Your subscription is active"
+    assert "Plan" not in rendered.text and ">Plan<" not in rendered.html
+    assert "Next billing date: March 14, 2026" in rendered.text
+    cancelled = replace(sample(EmailKind.SUBSCRIPTION_CANCELLED),
+                        data={**sample(EmailKind.SUBSCRIPTION_CANCELLED).data, "plan": plan})
+    rendered = renderer.render(validate(cancelled))
+    assert rendered.subject == "Your subscription has been cancelled"
+    assert "Your subscription ends on March 14, 2026." in rendered.text
+    assert "Your subscription ends on" in " ".join(rendered.html.replace("<strong>", "").split())
+
+
 def test_customer_supplied_text_is_escaped_in_html():
     request = replace(sample(EmailKind.TICKET_CREATED), to_name="<script>alert(1)</script>",
                       data={**sample(EmailKind.TICKET_CREATED).data, "subject": '<img src=x onerror="x()">'})

@@ -20,6 +20,7 @@ of the two comes last asks for it, unless the address comes over a day after the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -180,6 +181,14 @@ def _refund_key(row: Transaction) -> str:
 
 _LIVE = (SubStatus.ACTIVE, SubStatus.TRIALING)
 
+# A plan with no name of the merchant's (Stripe's lookup key or nickname) is known by the provider's id of
+# it: a Stripe price_… or Razorpay plan_… id means nothing to a customer, so the email names no plan.
+_PROVIDER_PLAN_ID = re.compile(r"(?:price|plan)_[A-Za-z0-9]{14,}")
+
+
+def _plan_name(plan: str | None) -> str | None:
+    return None if plan is None or _PROVIDER_PLAN_ID.fullmatch(plan) else plan
+
 
 def _live(row: Subscription) -> bool:
     return row.status in _LIVE
@@ -196,10 +205,10 @@ def subscription_emails(before: Subscription | None, after: Subscription, at: da
     # status_at is the newest snapshot's time: a renewal months later makes an activation stale news.
     if _newly(before, after, _live, at, since=lambda row: row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
-            "plan": after.plan or "subscription", "next_billing_date": _iso(after.current_period_end)}, request_id))
+            "plan": _plan_name(after.plan), "next_billing_date": _iso(after.current_period_end)}, request_id))
     if _newly(before, after, _cancelled, at, since=lambda row: row.cancelled_at or row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
-            "plan": after.plan or "subscription",
+            "plan": _plan_name(after.plan),
             "effective_date": _iso(after.cancel_at or after.cancelled_at or after.current_period_end
                                    or after.status_at)}, request_id))
     return [i for i in intents if i is not None]

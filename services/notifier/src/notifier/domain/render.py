@@ -28,8 +28,8 @@ SUBJECTS: dict[EmailKind, str] = {
     EmailKind.PAYMENT_REFUNDED: "{{ 'Refund' if full else 'Partial refund' }} of {{ refunded | money }} issued",
     EmailKind.TICKET_CREATED: "Ticket {{ ticket_number }} received: {{ subject }}",
     EmailKind.TICKET_UPDATED: "Ticket {{ ticket_number }} is now {{ new_status }}",
-    EmailKind.SUBSCRIPTION_ACTIVATED: "Your {{ plan }} subscription is active",
-    EmailKind.SUBSCRIPTION_CANCELLED: "Your {{ plan }} subscription has been cancelled",
+    EmailKind.SUBSCRIPTION_ACTIVATED: "Your {% if plan %}{{ plan }} {% endif %}subscription is active",
+    EmailKind.SUBSCRIPTION_CANCELLED: "Your {% if plan %}{{ plan }} {% endif %}subscription has been cancelled",
     EmailKind.PAYMENT_REFUND_FAILED: "Your refund of {{ amount | money }} could not be completed",
 }
 
