@@ -273,10 +273,20 @@ async def test_a_cancellation_at_period_end_is_confirmed_when_asked_with_the_day
     [sub] = store.subscriptions.values()
     assert (sub.status, sub.cancel_at.isoformat()) == (SubStatus.ACTIVE, ends)
     [cancelled] = [i for i in store.outbox.values() if i.kind == "subscription_cancelled"]
-    assert cancelled.data["effective_date"] == ends
+    assert (cancelled.data["effective_date"], cancelled.data["ended"]) == (ends, False)
     for order in itertools.permutations([checkout, created, asked, deleted]):
         outbox = await outbox_after([incoming("stripe", e) for e in order])
         assert [i.data["effective_date"] for i in outbox.values() if i.kind == "subscription_cancelled"] == [ends]
+
+
+async def test_a_subscription_cancelled_at_once_is_told_it_has_ended_that_day():
+    s = StripeScenario()
+    events = [s.event("checkout.session.completed"), s.event("customer.subscription.created"),
+              s.event("customer.subscription.deleted")]
+    outbox = await outbox_after([incoming("stripe", e) for e in events])
+    [cancelled] = [i for i in outbox.values() if i.kind == "subscription_cancelled"]
+    ended_at = datetime.fromtimestamp(events[2]["data"]["object"]["canceled_at"], UTC).isoformat()
+    assert (cancelled.data["effective_date"], cancelled.data["ended"]) == (ended_at, True)
 
 
 async def test_a_cancellation_withdrawn_before_the_period_ends_leaves_the_subscription_running():

@@ -63,6 +63,18 @@ def test_a_subscription_email_with_no_plan_name_names_none(plan):
     assert "Your subscription ends on" in " ".join(rendered.html.replace("<strong>", "").split())
 
 
+def test_a_subscription_that_ended_at_once_is_told_it_ended_not_that_access_goes_on():
+    ended = replace(sample(EmailKind.SUBSCRIPTION_CANCELLED),
+                    data={**sample(EmailKind.SUBSCRIPTION_CANCELLED).data, "ended": True})
+    rendered = renderer.render(validate(ended))
+    html = " ".join(rendered.html.replace("<strong>", "").replace("</strong>", "").split())
+    for part in (rendered.text, html):
+        assert "Your Pro monthly subscription ended on March 14, 2026." in part
+        assert "keep access" not in part
+    ending = renderer.render(validate(sample(EmailKind.SUBSCRIPTION_CANCELLED)))
+    assert "ends on March 14, 2026. You keep access until then." in ending.text
+
+
 def test_customer_supplied_text_is_escaped_in_html():
     request = replace(sample(EmailKind.TICKET_CREATED), to_name="<script>alert(1)</script>",
                       data={**sample(EmailKind.TICKET_CREATED).data, "subject": '<img src=x onerror="x()">'})

@@ -12,7 +12,7 @@ notifier sends one email per key.
 - refund failed: once per refund that failed (the customer has to be refunded another way);
 - subscription activated: the first activation only, not renewals;
 - subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
-  at once, when it ends.
+  at once, when it ends (and the email says it has ended).
 An email needs the customer's address and tenant, which may come on another event than the change
 (a payment intent without receipt_email, then its charge; a subscription, then its checkout): whichever
 of the two comes last asks for it, unless the address comes over a day after the change (stale news).
@@ -210,5 +210,6 @@ def subscription_emails(before: Subscription | None, after: Subscription, at: da
         intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
             "plan": _plan_name(after.plan),
             "effective_date": _iso(after.cancel_at or after.cancelled_at or after.current_period_end
-                                   or after.status_at)}, request_id))
+                                   or after.status_at),
+            "ended": after.status is SubStatus.CANCELLED}, request_id))
     return [i for i in intents if i is not None]

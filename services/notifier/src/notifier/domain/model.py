@@ -69,7 +69,8 @@ _SPEC: dict[EmailKind, dict[str, str]] = {
     EmailKind.TICKET_UPDATED: {"ticket_number": "line", "subject": "line", "old_status": "line",
                                "new_status": "line", "ticket_url": "url"},
     EmailKind.SUBSCRIPTION_ACTIVATED: {"plan": "line?", "price": "money?", "next_billing_date": "date?"},
-    EmailKind.SUBSCRIPTION_CANCELLED: {"plan": "line?", "effective_date": "date", "reactivation_url": "url?"},
+    EmailKind.SUBSCRIPTION_CANCELLED: {"plan": "line?", "effective_date": "date", "reactivation_url": "url?",
+                                      "ended": "bool"},
     EmailKind.PAYMENT_REFUND_FAILED: {"transaction_id": "line", "amount": "money", "reason": "line?"},
 }
 

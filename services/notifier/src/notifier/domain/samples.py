@@ -27,7 +27,7 @@ _DATA = {
                                "ticket_url": "https://app.boxcostpro.com/support/T-314"},
     EmailKind.SUBSCRIPTION_ACTIVATED: {"plan": "Pro monthly", "price": Money(500, "JPY"), "next_billing_date": _WHEN},
     EmailKind.SUBSCRIPTION_CANCELLED: {"plan": "Pro monthly", "effective_date": _WHEN,
-                                       "reactivation_url": "https://app.boxcostpro.com/billing/reactivate"},
+                                       "reactivation_url": "https://app.boxcostpro.com/billing/reactivate", "ended": False},
     EmailKind.PAYMENT_REFUND_FAILED: {"transaction_id": "3f2b8c1e-7d4a-4e8f-9a21-5c6d7e8f9a0b",
                                       "amount": Money(4999, "USD"), "reason": "the card has expired or was cancelled"},
 }
