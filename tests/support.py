@@ -14,7 +14,8 @@ from typing import Any
 
 from billing.domain.ingest import IncomingEvent
 from billing.domain.model import Provider
-from trigger.events import new_event_id
+from hypothesis import strategies as st
+from trigger.events import RazorpayScenario, StripeScenario, new_event_id
 
 
 def incoming(provider: str, event: dict[str, Any], event_id: str | None = None) -> IncomingEvent:
@@ -75,3 +76,30 @@ async def run_module(module: str, *args: str, env: dict[str, str] | None = None)
 def operator_env(stack) -> dict[str, str]:
     """What an operator's command line needs to reach a running stack's services, TLS settings included."""
     return {**stack.env, "BILLING_ADDR": stack.billing_addr, "NOTIFIER_ADDR": stack.notifier_addr}
+
+
+@st.composite
+def _stripe_event_sets(draw):
+    """Any of Stripe's events of one customer's payments: a one-off payment's, or a subscription's first
+    invoice's and renewal's, each intent with its own charges, in the order Stripe made them."""
+    s = StripeScenario(basil=draw(st.booleans()), checkout_mode=draw(st.sampled_from(["payment", "subscription"])))
+    payments = [s.pi] if s.checkout_mode == "payment" else [s.invoice_pi, s.renewal_pi]
+    events = []
+    for event_type in draw(st.lists(st.sampled_from(StripeScenario.TYPES), min_size=2, max_size=7)):
+        s.pi = draw(st.sampled_from(payments))
+        # A failed attempt is a charge of its own; the one that succeeded is refunded and disputed.
+        s.charge = f"ch_{'declined_' if event_type == 'charge.failed' else ''}{s.pi[3:]}"
+        events.append(incoming("stripe", s.event(event_type)))
+    return events
+
+
+@st.composite
+def _razorpay_event_sets(draw):
+    r = RazorpayScenario()
+    return [incoming("razorpay", r.event(t))
+            for t in draw(st.lists(st.sampled_from(RazorpayScenario.TYPES), min_size=2, max_size=7))]
+
+
+def provider_event_sets() -> st.SearchStrategy[list[IncomingEvent]]:
+    """Random sets of one customer's events, Stripe's or Razorpay's, for properties of any delivery."""
+    return st.one_of(_stripe_event_sets(), _razorpay_event_sets())

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import SubStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
 from tests.fakes import InMemoryEventStore
-from tests.support import incoming
+from tests.support import incoming, provider_event_sets
 
 
 async def outbox_after(events):
@@ -346,3 +349,16 @@ async def test_a_failed_payment_of_no_invoice_is_told_at_once_with_no_page_to_pa
     s = StripeScenario()
     [failed] = (await outbox_after([incoming("stripe", s.event("payment_intent.payment_failed"))])).values()
     assert failed.kind == "payment_failed" and "retry_url" not in failed.data
+
+
+_ONCE_PER_ROW = ("payment_received", "subscription_activated", "subscription_cancelled")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(events=provider_event_sets(), data=st.data())
+def test_no_delivery_asks_for_a_second_receipt_activation_or_cancellation_of_one_payment_or_subscription(
+        events, data):
+    arrival = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events), max_size=3))))
+    outbox = asyncio.run(outbox_after(arrival))
+    told = Counter((key.split(":")[1], i.kind) for key, i in outbox.items() if i.kind in _ONCE_PER_ROW)
+    assert all(count == 1 for count in told.values()), told
