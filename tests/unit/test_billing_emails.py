@@ -136,6 +136,16 @@ async def test_no_email_without_a_recipient():
     assert await outbox_after([incoming("stripe", event)]) == {}
 
 
+@pytest.mark.parametrize(("method", "shown"), [("card", "Card"), ("us_bank_account", "US bank account"),
+                                              ("upi", "UPI"), ("revolut_pay", "Revolut pay")])
+async def test_the_receipt_names_the_payment_method_as_a_customer_reads_it(method, shown):
+    s = StripeScenario()
+    charge = s.event("charge.succeeded")
+    charge["data"]["object"]["payment_method_details"] = {"type": method}
+    [receipt] = (await outbox_after([incoming("stripe", charge)])).values()
+    assert receipt.data["payment_method"] == shown
+
+
 async def test_the_payment_email_links_the_charge_receipt_or_else_the_invoice_page():
     s = StripeScenario()
     s.pi = s.invoice_pi

@@ -120,6 +120,25 @@ def _failed_again(before: Transaction | None, after: Transaction) -> bool:
             and after.failed_at - before.failed_at > RETRY_GAP)
 
 
+# The providers' names of payment methods (Stripe's payment method types, Razorpay's methods), as a
+# customer reads them; one not listed is shown with its underscores as spaces, capitalised.
+_METHOD_NAMES = {
+    "card": "Card", "link": "Link", "paypal": "PayPal", "klarna": "Klarna", "affirm": "Affirm",
+    "afterpay_clearpay": "Afterpay", "us_bank_account": "US bank account", "sepa_debit": "SEPA Direct Debit",
+    "bacs_debit": "Bacs Direct Debit", "au_becs_debit": "BECS Direct Debit", "acss_debit": "Pre-authorized debit",
+    "ideal": "iDEAL", "bancontact": "Bancontact", "sofort": "Sofort", "giropay": "giropay", "eps": "EPS",
+    "p24": "Przelewy24", "customer_balance": "Bank transfer", "upi": "UPI", "netbanking": "Net banking",
+    "wallet": "Wallet", "emi": "EMI", "cardless_emi": "Cardless EMI", "paylater": "Pay later",
+    "bank_transfer": "Bank transfer", "nach": "NACH", "emandate": "e-mandate",
+}
+
+
+def _method_name(method: str | None) -> str | None:
+    if not method:
+        return None
+    return _METHOD_NAMES.get(method) or method.replace("_", " ").capitalize()
+
+
 def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
                    request_id: str = "") -> list[EmailIntent]:
     """The emails a change of a payment calls for, from an event made at `at` with `request_id`."""
@@ -127,7 +146,7 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
     money = _money(after.amount, after.currency)
     if _newly(before, after, _paid, at, since=lambda row: row.paid_at):
         intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
-            "transaction_id": after.id, "amount": money, "payment_method": after.payment_method,
+            "transaction_id": after.id, "amount": money, "payment_method": _method_name(after.payment_method),
             "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id))
     if _newly(before, after, _failed, at, since=lambda row: row.failed_at) or _failed_again(before, after):
         # A Stripe invoice's page is where its customer pays another way, or authenticates (3-D Secure).
