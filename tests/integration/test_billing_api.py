@@ -13,6 +13,7 @@ import pytest
 from billing import cli as billing_cli
 from billing.adapters.postgres import EventRetryPolicy, PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
+from billing.api.metrics import record_ingest
 from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
 from billing.domain import queries as billing_queries
@@ -32,7 +33,7 @@ STRIPE = billing_pb2.PROVIDER_STRIPE
 async def billing_server(database_url):
     """Billing's API served on a local port: its address, and its ingest use case."""
     pool = await create_pool(database_url, min_size=1, max_size=5)
-    ingest = IngestEvents(PostgresEventStore(pool))
+    ingest = IngestEvents(PostgresEventStore(pool), on_applied=record_ingest)  # as billing's main wires it
     server = new_server()  # with the interceptors of production
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
@@ -404,7 +405,10 @@ async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(da
     pool = await create_pool(database_url, min_size=1, max_size=4)
     admin = await asyncpg.connect(database_url)
     try:
-        ingest = IngestEvents(PostgresEventStore(pool, EventRetryPolicy(max_attempts=3, base_seconds=0.05)))
+        applied: list[tuple[str, str]] = []  # what metrics hear of: every application, retries included
+        ingest = IngestEvents(PostgresEventStore(pool, EventRetryPolicy(max_attempts=3, base_seconds=0.05)),
+                              on_applied=lambda events, results: applied.extend(
+                                  (e.event_id, r.outcome.value) for e, r in zip(events, results)))
         api = BillingApi(PostgresBillingReader(pool), ingest)
         await _blocking_trigger(admin, "pi_stuck")
         stuck = incoming("stripe", StripeScenario(pi="pi_stuck").event("payment_intent.succeeded"))
@@ -434,6 +438,8 @@ async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(da
             await asyncio.sleep(0.02)
         assert await admin.fetchval("SELECT status FROM billing.transactions WHERE stripe_payment_intent_id = "
                                     "'pi_healed'") == "succeeded"
+        assert [outcome for event_id, outcome in applied if event_id == stuck.event_id] == ["failed"] * 3
+        assert [outcome for event_id, outcome in applied if event_id == healed.event_id][-1] == "processed"
     finally:
         await admin.close()
         await pool.close()
@@ -528,6 +534,14 @@ async def test_rpc_codes_and_ingested_events_are_counted_for_prometheus(billing)
                   outcome="processed") == processed + 1
     assert sample("billing_webhook_events_total", provider="stripe", event_type="other",
                   outcome="ignored") == other + 1  # unknown types never become label values
+    disputes = sample("billing_finance_attention_total", provider="stripe", reason="dispute_opened")
+    s = StripeScenario()
+    opened, closed = s.event("charge.dispute.created"), s.event("charge.dispute.closed")
+    for dispute in (opened, closed, opened):  # the second delivery of the opening is a duplicate
+        await stub.IngestEvents(billing_pb2.IngestEventsRequest(events=[billing_pb2.WebhookEvent(
+            provider=STRIPE, event_id=dispute["id"], event_type=dispute["type"], payload=json.dumps(dispute).encode(),
+            received_at=now)]))
+    assert sample("billing_finance_attention_total", provider="stripe", reason="dispute_opened") == disputes + 1
 
 
 async def test_emails_the_notifier_refused_are_listed_oldest_first_and_queued_again(billing_channel, db,

@@ -10,7 +10,7 @@ import promql_parser as promql
 import pytest
 import yaml
 from billing.api import metrics as billing_metrics
-from billing.domain.ingest import Outcome
+from billing.domain.ingest import Attention, Outcome
 from gateway.domain.receive import Provider
 from gateway.web import app as gateway_app
 from notifier.api import metrics as notifier_metrics
@@ -24,7 +24,8 @@ TARGET_LABELS = {"job", "instance", "namespace", "pod", "container"}
 
 _METRICS = [gateway_app.WEBHOOKS, gateway_app.WEBHOOK_SECONDS, billing_metrics.EVENTS, billing_metrics.BATCH_SIZE,
             billing_metrics.OUTBOX_BACKLOG, billing_metrics.OUTBOX_AGE, billing_metrics.FAILED_EVENTS,
-            billing_metrics.DEAD_LETTER, billing_metrics.OUTBOX_REFUSED, notifier_metrics.EMAILS, notifier_metrics.SMTP_SECONDS,
+            billing_metrics.DEAD_LETTER, billing_metrics.OUTBOX_REFUSED, billing_metrics.ATTENTION,
+            notifier_metrics.EMAILS, notifier_metrics.SMTP_SECONDS,
             grpc_metrics.RPC_HANDLED, grpc_metrics.RPC_SECONDS]
 
 
@@ -51,6 +52,8 @@ KNOWN_VALUES = {
     ("webhook_request_seconds_bucket", "provider"): _PROVIDERS,
     ("billing_webhook_events_total", "provider"): _PROVIDERS,
     ("billing_webhook_events_total", "outcome"): {o.value for o in Outcome},
+    ("billing_finance_attention_total", "provider"): _PROVIDERS,
+    ("billing_finance_attention_total", "reason"): {a.value for a in Attention},
     ("notifier_emails_total", "status"): {s.value for s in EmailStatus},
     ("notifier_smtp_send_seconds_bucket", "result"): set(notifier_metrics.SMTP_RESULTS),
     ("grpc_server_handled_total", "grpc_code"): {c.name for c in grpc.StatusCode},

@@ -892,3 +892,32 @@ def test_any_set_of_events_ends_in_the_same_rows_whatever_the_order_batches_and_
     expected, got = asyncio.run(deliver())
     assert state(got.transactions.values()) == state(expected.transactions.values())
     assert state(got.subscriptions.values()) == state(expected.subscriptions.values())
+
+
+async def test_a_dispute_opened_and_a_refund_that_failed_are_marked_for_finance_once_each():
+    # Finance has to answer a dispute by the provider's deadline, and return a failed refund another way.
+    s = StripeScenario()
+    raw = [s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.failed", "charge.dispute.created",
+                                "charge.dispute.closed")]
+    r = RazorpayScenario()
+    raw_rzp = [r.event(t) for t in ("payment.captured", "payment.dispute.created", "payment.dispute.lost")]
+    marked = []
+    use_case = IngestEvents(InMemoryEventStore(), on_applied=lambda events, results: marked.extend(
+        (e.provider.value, a.value) for e, res in zip(events, results) for a in res.attention))
+    deliveries = [incoming("stripe", e) for e in raw] + [incoming("razorpay", e) for e in raw_rzp]
+    for delivery in deliveries + deliveries:  # each delivered twice
+        await use_case.execute([delivery])
+    assert sorted(marked) == [("razorpay", "dispute_opened"), ("stripe", "dispute_opened"),
+                              ("stripe", "refund_failed")]
+
+
+async def test_a_refund_the_merchant_cancelled_is_not_marked_for_finance():
+    s = StripeScenario()
+    paid, refunded, cancelled = (s.event(t) for t in ("charge.succeeded", "charge.refunded", "refund.updated"))
+    cancelled["data"]["object"].update(status="canceled", failure_reason=None)
+    store = InMemoryEventStore()
+    results = [r for e in (paid, refunded, cancelled)
+               for r in await IngestEvents(store).execute([incoming("stripe", e)])]
+    assert [r.attention for r in results] == [(), (), ()]
+    [txn] = store.transactions.values()
+    assert [refund.state.value for refund in txn.refunds] == ["cancelled"]

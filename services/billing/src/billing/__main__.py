@@ -21,7 +21,7 @@ from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
-from billing.api.metrics import refresh_gauges
+from billing.api.metrics import record_ingest, refresh_gauges
 from billing.api.servicer import BillingServicer
 from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
@@ -41,7 +41,8 @@ async def serve(settings: Settings) -> None:
                                   clock=lambda: datetime.now(UTC))
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server()
-        ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake)
+        ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake,
+                              on_applied=record_ingest)
         reader = PostgresBillingReader(pool)
         api = BillingApi(reader, ingest, on_emails_queued=outbox_worker.wake)
         retry_worker = PollingWorker(api.retry_due, api.next_retry_in, name="event-retries")

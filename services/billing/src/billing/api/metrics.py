@@ -11,20 +11,24 @@ from functools import lru_cache
 from prometheus_client import Counter, Gauge, Histogram
 
 from billing.domain import razorpay_events, stripe_events
-from billing.domain.ingest import IncomingEvent, IngestResult, Outcome
+from billing.domain.ingest import Attention, IncomingEvent, IngestResult, Outcome
 from billing.domain.model import Provider
 
 log = logging.getLogger(__name__)
 
 EVENTS = Counter("billing_webhook_events_total", "Webhook events ingested, by provider, type and outcome.",
                  ["provider", "event_type", "outcome"])
-BATCH_SIZE = Histogram("billing_ingest_batch_events", "Events per IngestEvents call (group commit size).",
+BATCH_SIZE = Histogram("billing_ingest_batch_events", "Events per batch applied (group commit size): an "
+                       "IngestEvents call, a round of automatic retries or an operator's replay.",
                        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
 OUTBOX_BACKLOG = Gauge("billing_email_outbox_pending", "Emails waiting in the outbox for the notifier.")
 OUTBOX_AGE = Gauge("billing_email_outbox_oldest_seconds", "Age of the oldest email waiting in the outbox.")
 FAILED_EVENTS = Gauge("billing_failed_events", "Failed webhook events still being retried automatically.")
 DEAD_LETTER = Gauge("billing_dead_letter_events", "Failed webhook events whose retries ran out.")
 OUTBOX_REFUSED = Gauge("billing_email_outbox_refused", "Customer emails the notifier refused, kept in the outbox.")
+ATTENTION = Counter("billing_finance_attention_total", "Payments finance has to act on, by provider and reason: "
+                    "dispute_opened (evidence due by the provider's deadline), refund_failed (the customer is "
+                    "still owed the money).", ["provider", "reason"])
 
 _HANDLED = {
     Provider.STRIPE: set(stripe_events.HANDLERS),
@@ -41,6 +45,13 @@ def record_ingest(events: list[IncomingEvent], results: list[IngestResult]) -> N
     BATCH_SIZE.observe(len(events))
     for event, result in zip(events, results, strict=True):
         _events_counter(event.provider, event.event_type, result.outcome).inc()
+        for reason in result.attention:
+            _attention_counter(event.provider, reason).inc()
+
+
+@lru_cache(maxsize=16)
+def _attention_counter(provider: Provider, reason: Attention) -> Counter:
+    return ATTENTION.labels(provider.value, reason.value)
 
 
 async def refresh_gauges(read: Callable[[], Awaitable[dict[str, float]]], every_seconds: float = 15.0) -> None:

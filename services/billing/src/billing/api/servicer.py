@@ -10,7 +10,6 @@ from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from servicekit.grpcserve import maps_errors
 from servicekit.timestamps import field_datetime, to_timestamp
 
-from billing.api.metrics import record_ingest
 from billing.domain import ingest
 from billing.domain.ingest import IncomingEvent, IngestResult, Outcome, TransientStoreError
 from billing.domain.model import Provider, Subscription, Transaction
@@ -170,7 +169,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def IngestEvents(self, request, context: grpc.aio.ServicerContext):
         events = _decode(request)
         results = await self._ingest.execute(events)
-        record_ingest(events, results)
         return billing_pb2.IngestEventsResponse(results=[_encode(r) for r in results])
 
     @errors

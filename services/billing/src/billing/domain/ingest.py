@@ -28,6 +28,7 @@ from billing.domain.model import (
     Owner,
     PaymentFact,
     Provider,
+    RefundState,
     SubRef,
     Subscription,
     SubscriptionFact,
@@ -64,6 +65,13 @@ class IncomingEvent:
         return (self.provider.value, self.event_id)
 
 
+class Attention(str, Enum):
+    """What an event made that someone in finance has to act on."""
+
+    DISPUTE_OPENED = "dispute_opened"  # evidence is due at the provider by its deadline
+    REFUND_FAILED = "refund_failed"  # the customer is still owed the money, and was told so
+
+
 @dataclass(frozen=True)
 class IngestResult:
     event_id: str
@@ -71,6 +79,7 @@ class IngestResult:
     error: str | None = None
     transaction_ids: tuple[str, ...] = ()
     subscription_ids: tuple[str, ...] = ()
+    attention: tuple[Attention, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,18 +199,27 @@ class _Plan:
 
 
 class IngestEvents:
-    def __init__(self, store: EventStore, on_emails_committed: Callable[[], None] = lambda: None) -> None:
+    """Applies events, whoever hands them over: the gateway's calls, the retry worker, an operator's replay.
+    `on_applied` hears of every batch once it is committed (metrics); `on_emails_committed`, of a batch
+    that asked for emails."""
+
+    def __init__(self, store: EventStore, on_emails_committed: Callable[[], None] = lambda: None,
+                 on_applied: Callable[[Sequence[IncomingEvent], list[IngestResult]], None] = lambda e, r: None,
+                 ) -> None:
         self._store = store
         self._on_emails = on_emails_committed
+        self._on_applied = on_applied
 
     async def execute(self, events: Sequence[IncomingEvent]) -> list[IngestResult]:
         items = [_interpret(e) for e in events]
         storable = [i for i in items if i.payload_text is not None]
         results = {id(i): r for i, r in zip(storable, await self._run(storable), strict=True)} if storable else {}
-        return [
+        answered = [
             results.get(id(i)) or IngestResult(i.event.event_id, Outcome.FAILED, error=i.error)
             for i in items
         ]
+        self._on_applied(events, answered)
+        return answered
 
     async def _run(self, items: list[_Interpreted]) -> list[IngestResult]:
         try:
@@ -263,14 +281,14 @@ def _apply(
         seen.add(event.key)
         retry = previous is not None
         if item.facts is None and item.error is None:
-            outcome, error, txn_ids, sub_ids = Outcome.IGNORED, None, (), ()
+            outcome, error, txn_ids, sub_ids, attention = Outcome.IGNORED, None, (), (), ()
         elif item.error is not None:
-            outcome, error, txn_ids, sub_ids = Outcome.FAILED, item.error, (), ()
+            outcome, error, txn_ids, sub_ids, attention = Outcome.FAILED, item.error, (), (), ()
         else:
-            outcome, error, txn_ids, sub_ids = _apply_facts(ws, item.facts or [], event.request_id)
+            outcome, error, txn_ids, sub_ids, attention = _apply_facts(ws, item.facts or [], event.request_id)
         assert item.payload_text is not None
         records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
-        results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids))
+        results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids, attention))
     if ws.merged_transactions:  # events of this batch that named a row merged since name the one kept
         kept = ws.merged_transactions
         records = [replace(r, transaction_ids=_kept_ids(r.transaction_ids, kept)) for r in records]
@@ -298,10 +316,11 @@ def _payment_row(ws: WorkingSet, ref: TxnRef) -> tuple[Transaction | None, Trans
 
 def _apply_facts(
     ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], request_id: str
-) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...]]:
+) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...], tuple[Attention, ...]]:
     before = ws.snapshot()
     txn_ids: list[str] = []
     sub_ids: list[str] = []
+    attention: list[Attention] = []
     try:
         for fact in facts:
             if isinstance(fact, SubscriptionFact):
@@ -318,15 +337,16 @@ def _apply_facts(
                 old_txn, base = _payment_row(ws, fact.ref)
                 _warn_if_owner_differs("transaction_id", base, fact.owner, request_id)
                 txn = merge_payment(base, fact, owner_hint=hint)
-                _warn_of_undone_refunds(base, txn, request_id)
+                attention.extend(_needs_attention(base, txn, request_id))
                 ws.put_transaction(txn)
                 ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")
         ws.restore(before)
-        return Outcome.FAILED, f"{type(exc).__name__}: {exc}", (), ()
-    return Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids))
+        return Outcome.FAILED, f"{type(exc).__name__}: {exc}", (), (), ()
+    return (Outcome.PROCESSED, None, tuple(dict.fromkeys(txn_ids)), tuple(dict.fromkeys(sub_ids)),
+            tuple(attention))
 
 
 def _warn_if_owner_differs(kind: str, row: Transaction | Subscription | None, told: Owner | None,
@@ -339,17 +359,28 @@ def _warn_if_owner_differs(kind: str, row: Transaction | Subscription | None, to
                                       "request_id": request_id}})
 
 
-def _warn_of_undone_refunds(before: Transaction | None, after: Transaction, request_id: str) -> None:
-    """A refund that failed or was cancelled sent the money back to the merchant, and the customer is
-    still owed it: someone has to return it another way, so operators hear of each one, once."""
+def _needs_attention(before: Transaction | None, after: Transaction, request_id: str) -> list[Attention]:
+    """What this change of a payment asks of someone, logged once each: a dispute opened, whose evidence is
+    due at the provider by its deadline; a refund that failed or was cancelled, which sent the money back
+    to the merchant while the customer is still owed it (a failed one counts for finance: one cancelled
+    was the merchant's own doing)."""
+    found: list[Attention] = []
+    fields = {"transaction_id": after.id, "tenant_id": after.tenant_id, "request_id": request_id}
+    if after.disputed_at is not None and (before is None or before.disputed_at is None):
+        log.warning("a payment was disputed; respond at the provider before its deadline",
+                    extra={"fields": {**fields, "amount_minor": after.amount, "currency": after.currency,
+                                      "dispute_status": after.provider_status}})
+        found.append(Attention.DISPUTE_OPENED)
     undone_before = {r.id for r in before.refunds if r.undone} if before is not None else set()
     for refund in after.refunds:
         if refund.undone and refund.id not in undone_before:
             log.warning("a refund failed or was cancelled; the money is back with the merchant",
-                        extra={"fields": {"transaction_id": after.id, "tenant_id": after.tenant_id,
-                                          "refund_id": refund.id, "amount_minor": refund.amount,
+                        extra={"fields": {**fields, "refund_id": refund.id, "amount_minor": refund.amount,
                                           "currency": after.currency, "state": refund.state.value,
-                                          "failure_reason": refund.failure_reason, "request_id": request_id}})
+                                          "failure_reason": refund.failure_reason}})
+            if refund.state is RefundState.FAILED:
+                found.append(Attention.REFUND_FAILED)
+    return found
 
 
 def _give_owner(ws: WorkingSet, sub: Subscription, at: datetime, request_id: str) -> list[str]:
