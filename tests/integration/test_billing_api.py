@@ -527,9 +527,12 @@ async def test_rpc_codes_and_ingested_events_are_counted_for_prometheus(billing)
     unknown["type"] = "customer.tax_id.created"
     now = billing_pb2.WebhookEvent().received_at
     now.GetCurrentTime()
-    events = [billing_pb2.WebhookEvent(provider=STRIPE, event_id=e["id"], event_type=e["type"],
-                                       payload=json.dumps(e).encode(), received_at=now) for e in (good, unknown)]
-    await stub.IngestEvents(billing_pb2.IngestEventsRequest(events=events))
+
+    def wire(event: dict) -> billing_pb2.WebhookEvent:
+        return billing_pb2.WebhookEvent(provider=STRIPE, event_id=event["id"], event_type=event["type"],
+                                        payload=json.dumps(event).encode(), received_at=now)
+
+    await stub.IngestEvents(billing_pb2.IngestEventsRequest(events=[wire(good), wire(unknown)]))
     assert sample("billing_webhook_events_total", provider="stripe", event_type="payment_intent.succeeded",
                   outcome="processed") == processed + 1
     assert sample("billing_webhook_events_total", provider="stripe", event_type="other",
@@ -538,9 +541,7 @@ async def test_rpc_codes_and_ingested_events_are_counted_for_prometheus(billing)
     s = StripeScenario()
     opened, closed = s.event("charge.dispute.created"), s.event("charge.dispute.closed")
     for dispute in (opened, closed, opened):  # the second delivery of the opening is a duplicate
-        await stub.IngestEvents(billing_pb2.IngestEventsRequest(events=[billing_pb2.WebhookEvent(
-            provider=STRIPE, event_id=dispute["id"], event_type=dispute["type"], payload=json.dumps(dispute).encode(),
-            received_at=now)]))
+        await stub.IngestEvents(billing_pb2.IngestEventsRequest(events=[wire(dispute)]))
     assert sample("billing_finance_attention_total", provider="stripe", reason="dispute_opened") == disputes + 1
 
 
