@@ -601,3 +601,36 @@ async def test_replaying_all_failed_events_goes_on_while_a_full_share_makes_prog
     assert await asyncio.to_thread(billing_cli.main, ["replay", "--all-failed"]) == 0
     assert capsys.readouterr().out.endswith("\n3 replayed\n")
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events WHERE status = 'processed'") == 3
+
+
+async def test_payments_no_tenant_owns_are_listed_for_operators_and_counted(
+        billing_server, db, database_url, monkeypatch, capsys):
+    # A payment link or a dashboard invoice carries none of the platform's metadata: the money arrives,
+    # and no tenant's list shows it.
+    addr, ingest = billing_server
+    monkeypatch.setenv("BILLING_ADDR", addr)
+    owned = StripeScenario(pi="pi_owned").event("payment_intent.succeeded")
+    stray = StripeScenario(pi="pi_stray").event("payment_intent.succeeded")
+    stray["data"]["object"]["metadata"] = {}
+    unpaid = StripeScenario(pi="pi_unpaid").event("payment_intent.payment_failed")
+    unpaid["data"]["object"]["metadata"] = {}
+    await ingest.execute([incoming("stripe", e) for e in (owned, stray, unpaid)])
+
+    assert await asyncio.to_thread(billing_cli.main, ["unattributed"]) == 0
+    out = capsys.readouterr().out
+    assert "pi_stray" in out and "pi_owned" not in out and "pi_unpaid" not in out
+    assert out.endswith("\n1 without a tenant\n")
+
+    reader = PostgresBillingReader(db_pool := await create_pool(database_url, min_size=1, max_size=2))
+    try:
+        assert (await reader.backlog())["unattributed_payments"] == 1
+    finally:
+        await db_pool.close()
+
+    channel = grpc.aio.insecure_channel(addr)
+    try:
+        details = await expect_code(billing_pb2_grpc.BillingServiceStub(channel).ListUnattributedTransactions(
+            billing_pb2.ListUnattributedTransactionsRequest(limit=1001)), grpc.StatusCode.INVALID_ARGUMENT)
+        assert details == "limit: must be between 0 and 1000"
+    finally:
+        await channel.close()

@@ -25,7 +25,7 @@ TARGET_LABELS = {"job", "instance", "namespace", "pod", "container"}
 _METRICS = [gateway_app.WEBHOOKS, gateway_app.WEBHOOK_SECONDS, billing_metrics.EVENTS, billing_metrics.BATCH_SIZE,
             billing_metrics.OUTBOX_BACKLOG, billing_metrics.OUTBOX_AGE, billing_metrics.FAILED_EVENTS,
             billing_metrics.DEAD_LETTER, billing_metrics.OUTBOX_REFUSED, billing_metrics.ATTENTION,
-            notifier_metrics.EMAILS, notifier_metrics.SMTP_SECONDS,
+            billing_metrics.UNATTRIBUTED, notifier_metrics.EMAILS, notifier_metrics.SMTP_SECONDS,
             grpc_metrics.RPC_HANDLED, grpc_metrics.RPC_SECONDS]
 
 

@@ -9,6 +9,7 @@ without them, plaintext (make run).
   python -m billing.cli replay --all-failed
   python -m billing.cli txn TENANT_ID TRANSACTION_ID
   python -m billing.cli refused-emails [--retry]    # emails the notifier refused; --retry sends them again
+  python -m billing.cli unattributed                # payments received that no tenant owns
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from google.protobuf.json_format import MessageToDict
 from servicekit.operator import run_command
 from servicekit.tls import GrpcTls
 
-from billing.domain.queries import MAX_REFUSED, MAX_REPLAYED
+from billing.domain.queries import MAX_REFUSED, MAX_REPLAYED, MAX_UNATTRIBUTED
 
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 
@@ -83,6 +84,17 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                     break
             more = " (the oldest; there may be more)" if not args.retry and count == MAX_REFUSED else ""
             print(f"{count} {'queued again' if args.retry else 'refused'}{more}")
+        elif args.command == "unattributed":
+            reply = await stub.ListUnattributedTransactions(billing_pb2.ListUnattributedTransactionsRequest(
+                limit=MAX_UNATTRIBUTED), timeout=timeout)
+            for t in reply.transactions:
+                ids = " ".join(i for i in (t.stripe_payment_intent_id, t.stripe_invoice_id, t.stripe_charge_id,
+                                           t.stripe_subscription_id, t.razorpay_order_id, t.razorpay_payment_id,
+                                           t.razorpay_subscription_id) if i)
+                print(f"{t.paid_at.ToJsonString()}  {t.id}  {billing_pb2.Provider.Name(t.provider)[9:].lower():<8} "
+                      f"{t.amount.amount_minor:>12} {t.amount.currency}  {t.status:<18} {ids}")
+            more = " (the earliest paid; there may be more)" if len(reply.transactions) == MAX_UNATTRIBUTED else ""
+            print(f"{len(reply.transactions)} without a tenant{more}")
         elif args.command == "txn":
             _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
@@ -108,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all-failed", action="store_true")
     p = sub.add_parser("refused-emails")
     p.add_argument("--retry", action="store_true")
+    sub.add_parser("unattributed")
     p = sub.add_parser("txn")
     p.add_argument("tenant_id")
     p.add_argument("transaction_id")

@@ -147,6 +147,12 @@ class PostgresBillingReader:
             f.created_after, f.created_before, created, last_id, limit + 1)
         return _page(rows, limit, _stamped_txn, "created_at")
 
+    async def unattributed_payments(self, limit: int) -> list[Stamped[Transaction]]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM billing.transactions WHERE tenant_id IS NULL AND paid_at IS NOT NULL "
+            "ORDER BY paid_at, id LIMIT $1", limit)
+        return [_stamped_txn(row) for row in rows]
+
     async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription] | None:
         key = _uuid(sub_id)
         row = key and await self._pool.fetchrow("SELECT * FROM billing.user_subscriptions WHERE id = $1", key)
@@ -218,6 +224,8 @@ class PostgresBillingReader:
                       WHERE status = 'failed' AND next_retry_at IS NOT NULL) AS failed_retrying,
                    (SELECT count(*) FROM billing.webhook_events
                       WHERE status = 'failed' AND next_retry_at IS NULL) AS dead_letter,
-                   (SELECT count(*) FROM billing.email_outbox WHERE status = 'dead') AS outbox_refused
+                   (SELECT count(*) FROM billing.email_outbox WHERE status = 'dead') AS outbox_refused,
+                   (SELECT count(*) FROM billing.transactions
+                      WHERE tenant_id IS NULL AND paid_at IS NOT NULL) AS unattributed_payments
             """)
         return {k: float(v) for k, v in dict(row).items()}

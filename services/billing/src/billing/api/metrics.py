@@ -26,6 +26,7 @@ OUTBOX_AGE = Gauge("billing_email_outbox_oldest_seconds", "Age of the oldest ema
 FAILED_EVENTS = Gauge("billing_failed_events", "Failed webhook events still being retried automatically.")
 DEAD_LETTER = Gauge("billing_dead_letter_events", "Failed webhook events whose retries ran out.")
 OUTBOX_REFUSED = Gauge("billing_email_outbox_refused", "Customer emails the notifier refused, kept in the outbox.")
+UNATTRIBUTED = Gauge("billing_unattributed_payments", "Payments received that no tenant owns.")
 ATTENTION = Counter("billing_finance_attention_total", "Payments finance has to act on, by provider and reason: "
                     "dispute_opened (evidence due by the provider's deadline), refund_failed (the customer is "
                     "still owed the money).", ["provider", "reason"])
@@ -64,6 +65,7 @@ async def refresh_gauges(read: Callable[[], Awaitable[dict[str, float]]], every_
             FAILED_EVENTS.set(counts["failed_retrying"])
             DEAD_LETTER.set(counts["dead_letter"])
             OUTBOX_REFUSED.set(counts["outbox_refused"])
+            UNATTRIBUTED.set(counts["unattributed_payments"])
         except Exception:  # metrics must never take the service down
             log.warning("could not refresh gauges", exc_info=True)
         await asyncio.sleep(every_seconds)

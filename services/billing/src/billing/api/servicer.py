@@ -233,3 +233,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.RetryRefusedEmailsResponse(emails=[
             billing_pb2.RefusedEmail(id=e.id, idempotency_key=e.idempotency_key, kind=e.kind, refusal=e.refusal,
                                      created_at=to_timestamp(e.created_at)) for e in emails])
+
+    @errors
+    async def ListUnattributedTransactions(self, request, context):
+        payments = await self._api.unattributed_payments(request.limit)
+        return billing_pb2.ListUnattributedTransactionsResponse(transactions=[_transaction_pb(t) for t in payments])

@@ -19,6 +19,7 @@ MAX_PAGE = 100
 MAX_TEXT = 255  # ids, keys and names: the providers' ids are far shorter
 MAX_REPLAYED = 1000  # failed events one "replay all" applies, the earliest received first
 MAX_REFUSED = 1000  # refused emails one call lists or queues again
+MAX_UNATTRIBUTED = 1000  # payments without a tenant one call lists
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -157,6 +158,9 @@ class BillingReader(Protocol):
     async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
         """The oldest emails the notifier refused; with `requeue`, each queued for it again."""
         ...
+    async def unattributed_payments(self, limit: int) -> list[Stamped[Transaction]]:
+        """Payments received that no tenant owns, the earliest paid first."""
+        ...
 
 
 def _page_size(size: int) -> int:
@@ -275,10 +279,21 @@ class BillingApi:
 
     async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
         """List the emails the notifier refused, or queue them for it again once the cause is fixed."""
-        if limit < 0 or limit > MAX_REFUSED:
-            raise InvalidRequest("limit", f"must be between 0 and {MAX_REFUSED}")
-        emails = await self._reader.refused_emails(limit or 100, requeue=requeue)
+        emails = await self._reader.refused_emails(_operator_limit(limit, MAX_REFUSED), requeue=requeue)
         if requeue and emails:
             log.info("refused emails queued again", extra={"fields": {"emails": len(emails)}})
             self._on_emails_queued()
         return emails
+
+    async def unattributed_payments(self, limit: int) -> list[Stamped[Transaction]]:
+        """Payments received that no tenant owns: made without the platform's metadata (a payment link, an
+        invoice from the provider's dashboard), or whose subscription billing never heard of. No tenant
+        sees them, so operators and finance do."""
+        return await self._reader.unattributed_payments(_operator_limit(limit, MAX_UNATTRIBUTED))
+
+
+def _operator_limit(limit: int, most: int) -> int:
+    """How many an operator's list holds: 0 means 100."""
+    if limit < 0 or limit > most:
+        raise InvalidRequest("limit", f"must be between 0 and {most}")
+    return limit or 100
