@@ -103,7 +103,8 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
     # Payments without a tenant are found through the index of just those, not every ownerless attempt.
     unattributed = [scans for sql, scans in plans.items() if "tenant_id IS NULL AND paid_at IS NOT NULL" in sql]
     assert len(unattributed) == 2
-    assert all(any(index == "transactions_unattributed_idx" for _, index, _ in scans) for scans in unattributed), unattributed
+    assert all(any(index == "transactions_unattributed_idx" for _, index, _ in scans)
+               for scans in unattributed), unattributed
 
 
 class _Accepting:
