@@ -603,7 +603,7 @@ async def test_replaying_all_failed_events_goes_on_while_a_full_share_makes_prog
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events WHERE status = 'processed'") == 3
 
 
-async def test_payments_no_tenant_owns_are_listed_for_operators_and_counted(
+async def test_payments_no_tenant_owns_are_listed_counted_and_given_their_tenant_by_operators(
         billing_server, db, database_url, monkeypatch, capsys):
     # A payment link or a dashboard invoice carries none of the platform's metadata: the money arrives,
     # and no tenant's list shows it.
@@ -629,8 +629,31 @@ async def test_payments_no_tenant_owns_are_listed_for_operators_and_counted(
 
     channel = grpc.aio.insecure_channel(addr)
     try:
-        details = await expect_code(billing_pb2_grpc.BillingServiceStub(channel).ListUnattributedTransactions(
+        stub = billing_pb2_grpc.BillingServiceStub(channel)
+        details = await expect_code(stub.ListUnattributedTransactions(
             billing_pb2.ListUnattributedTransactionsRequest(limit=1001)), grpc.StatusCode.INVALID_ARGUMENT)
         assert details == "limit: must be between 0 and 1000"
+
+        # Finance finds out whose it is: the payment joins that tenant's list, and leaves this one.
+        stray_id = await db.fetchval("SELECT id::text FROM billing.transactions "
+                                     "WHERE stripe_payment_intent_id = 'pi_stray'")
+        assert await asyncio.to_thread(billing_cli.main, ["assign-tenant", stray_id, "acme", "--user", "u7"]) == 0
+        assert '"tenant_id": "acme"' in capsys.readouterr().out
+        listed = await stub.ListTransactions(billing_pb2.ListTransactionsRequest(tenant_id="acme"))
+        assert [(t.id, t.user_id) for t in listed.transactions] == [(stray_id, "u7")]
+        assert list((await stub.ListUnattributedTransactions(
+            billing_pb2.ListUnattributedTransactionsRequest())).transactions) == []
+        # Repeating the call is harmless; another tenant never takes it over.
+        again = await stub.AssignTransactionTenant(billing_pb2.AssignTransactionTenantRequest(
+            transaction_id=stray_id, tenant_id="acme"))
+        assert again.transaction.user_id == "u7"
+        for request, code in (
+                (dict(transaction_id=stray_id, tenant_id="globex"), grpc.StatusCode.FAILED_PRECONDITION),
+                (dict(transaction_id="00000000-0000-0000-0000-000000000000", tenant_id="acme"),
+                 grpc.StatusCode.NOT_FOUND),
+                (dict(transaction_id=stray_id, tenant_id=""), grpc.StatusCode.INVALID_ARGUMENT)):
+            await expect_code(stub.AssignTransactionTenant(billing_pb2.AssignTransactionTenantRequest(**request)),
+                              code)
+        assert await db.fetchval("SELECT tenant_id FROM billing.transactions WHERE id = $1::uuid", stray_id) == "acme"
     finally:
         await channel.close()

@@ -6,13 +6,13 @@ import asyncio
 import itertools
 import random
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from billing.domain.ingest import IngestEvents
-from billing.domain.model import SubStatus
+from billing.domain.model import Owner, SubStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
@@ -372,3 +372,24 @@ def test_no_delivery_asks_for_a_second_receipt_activation_or_cancellation_of_one
     outbox = asyncio.run(outbox_after(arrival))
     told = Counter((key.split(":")[1], i.kind) for key, i in outbox.items() if i.kind in _ONCE_PER_ROW)
     assert all(count == 1 for count in told.values()), told
+
+
+@pytest.mark.parametrize(("days_later", "receipts"), [(0, 1), (2, 0)])
+async def test_a_payment_given_its_tenant_by_an_operator_gets_the_receipt_it_waited_for_while_news(
+        days_later, receipts):
+    s = StripeScenario()
+    paid = s.event("payment_intent.succeeded")
+    paid["data"]["object"]["metadata"] = {}  # a payment link: no tenant
+    store = InMemoryEventStore()
+    use_case = IngestEvents(store)
+    await use_case.execute([incoming("stripe", paid)])
+    [stray] = store.transactions.values()
+    assert stray.tenant_id is None and store.outbox == {}
+    at = stray.paid_at + timedelta(days=days_later)
+    given = await use_case.give_tenant(stray, Owner("acme", "u9"), at)
+    assert (given.id, given.tenant_id, given.user_id) == (stray.id, "acme", "u9")
+    assert store.transactions[stray.id] == given
+    assert kinds(store.outbox) == Counter({"payment_received": receipts} if receipts else {})
+    # Given again, or to another tenant: the payment keeps the tenant it has, and no email is asked twice.
+    assert (await use_case.give_tenant(stray, Owner("other"), at)).tenant_id == "acme"
+    assert len(store.outbox) == receipts

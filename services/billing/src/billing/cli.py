@@ -10,6 +10,7 @@ without them, plaintext (make run).
   python -m billing.cli txn TENANT_ID TRANSACTION_ID
   python -m billing.cli refused-emails [--retry]    # emails the notifier refused; --retry sends them again
   python -m billing.cli unattributed                # payments received that no tenant owns
+  python -m billing.cli assign-tenant TRANSACTION_ID TENANT_ID [--user USER_ID]   # give one its tenant
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                       f"{t.amount.amount_minor:>12} {t.amount.currency}  {t.status:<18} {ids}")
             more = " (the earliest paid; there may be more)" if len(reply.transactions) == MAX_UNATTRIBUTED else ""
             print(f"{len(reply.transactions)} without a tenant{more}")
+        elif args.command == "assign-tenant":
+            _print(await stub.AssignTransactionTenant(billing_pb2.AssignTransactionTenantRequest(
+                transaction_id=args.transaction_id, tenant_id=args.tenant_id, user_id=args.user or ""),
+                timeout=timeout))
         elif args.command == "txn":
             _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
@@ -121,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("refused-emails")
     p.add_argument("--retry", action="store_true")
     sub.add_parser("unattributed")
+    p = sub.add_parser("assign-tenant")
+    p.add_argument("transaction_id")
+    p.add_argument("tenant_id")
+    p.add_argument("--user")
     p = sub.add_parser("txn")
     p.add_argument("tenant_id")
     p.add_argument("transaction_id")

@@ -125,12 +125,16 @@ class PostgresBillingReader:
         return _stamped_txn(row), True, {}
 
     async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction] | None:
-        key = _uuid(txn_id)
         # By id, then the tenant: with both in the WHERE, a plan made while the table was small walked
         # the tenant index through all of the tenant's rows to find one id.
+        found = await self.payment_by_id(txn_id)
+        return found if found and found.row.tenant_id == tenant_id else None
+
+    async def payment_by_id(self, txn_id: str) -> Stamped[Transaction] | None:
+        key = _uuid(txn_id)
         row = key and (await self._pool.fetchrow("SELECT * FROM billing.transactions WHERE id = $1", key)
                        or await self._pool.fetchrow(_MERGED_INTO, key))
-        return _stamped_txn(row) if row and row["tenant_id"] == tenant_id else None
+        return _stamped_txn(row) if row else None
 
     async def list_transactions(self, f: TxnFilter, limit: int, after: str | None) -> Page[Stamped[Transaction]]:
         created, last_id = _after(after)

@@ -8,6 +8,7 @@ from datetime import datetime
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from servicekit.grpcserve import maps_errors
+from servicekit.logs import request_id_var
 from servicekit.timestamps import field_datetime, to_timestamp
 
 from billing.domain import ingest
@@ -18,6 +19,7 @@ from billing.domain.queries import (
     BillingApi,
     EventFilter,
     InvalidRequest,
+    NotAssignable,
     NotFound,
     NotReplayable,
     PendingPayment,
@@ -47,6 +49,7 @@ _ERRORS: dict[type[Exception], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     NotReplayable: grpc.StatusCode.FAILED_PRECONDITION,
+    NotAssignable: grpc.StatusCode.FAILED_PRECONDITION,
     TransientStoreError: grpc.StatusCode.UNAVAILABLE,
     OSError: grpc.StatusCode.UNAVAILABLE,
 }
@@ -238,3 +241,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def ListUnattributedTransactions(self, request, context):
         payments = await self._api.unattributed_payments(request.limit)
         return billing_pb2.ListUnattributedTransactionsResponse(transactions=[_transaction_pb(t) for t in payments])
+
+    @errors
+    async def AssignTransactionTenant(self, request, context):
+        payment = await self._api.assign_tenant(request.transaction_id, request.tenant_id, request.user_id,
+                                                request_id_var.get())
+        return billing_pb2.AssignTransactionTenantResponse(transaction=_transaction_pb(payment))

@@ -12,12 +12,12 @@ one payment, therefore never interleave, and batches never deadlock each other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import orjson
 
@@ -42,6 +42,8 @@ from billing.domain.model import (
 )
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Outcome(str, Enum):
@@ -147,13 +149,15 @@ def _interpret(event: IncomingEvent) -> _Interpreted:
         return _Interpreted(event, text, error=f"invalid {event.event_type}: {exc}")
 
 
-def _txn_lock_keys(ref: TxnRef) -> Iterable[str]:
+def _txn_lock_keys(ref: TxnRef, *, every_id: bool = False) -> Iterable[str]:
+    """The locks an event naming `ref` takes; with `every_id`, those of every event that can name the
+    payment these ids are of (a charge is named alone only by charges made without an intent)."""
     p = ref.provider.value
     if ref.stripe_payment_intent_id:
         yield f"{p}:pi:{ref.stripe_payment_intent_id}"
     if ref.stripe_invoice_id:  # also with the intent: an event naming both may merge two rows
         yield f"{p}:in:{ref.stripe_invoice_id}"
-    if ref.stripe_charge_id and not (ref.stripe_payment_intent_id or ref.stripe_invoice_id):
+    if ref.stripe_charge_id and (every_id or not (ref.stripe_payment_intent_id or ref.stripe_invoice_id)):
         yield f"{p}:ch:{ref.stripe_charge_id}"
     if ref.razorpay_order_id:
         yield f"{p}:order:{ref.razorpay_order_id}"
@@ -235,20 +239,59 @@ class IngestEvents:
 
     async def _commit(self, items: list[_Interpreted]) -> list[IngestResult]:
         plan = _Plan.of(items)
+
+        async def apply(unit: BatchUnit) -> tuple[list[IngestResult], bool]:
+            known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs)
+            results, records = _apply(working_set, items, known)
+            await unit.write(working_set, records)
+            return results, bool(working_set.emails)
+
+        results, emailed = await self._in_unit(plan.lock_keys(), apply)
+        if emailed:
+            self._on_emails()
+        return results
+
+    async def _in_unit(self, lock_keys: list[str], work: Callable[[BatchUnit], Awaitable[_T]]) -> _T:
+        """`work` in one database transaction holding these locks, committed; done again from the start
+        when the database fails for a passing reason (deadlock, lost connection), a few times."""
         for attempt in range(1, MAX_TRANSIENT_RETRIES + 1):
             try:
-                async with self._store.unit(plan.lock_keys()) as unit:
-                    known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs)
-                    results, records = _apply(working_set, items, known)
-                    await unit.write(working_set, records)
-                if working_set.emails:
-                    self._on_emails()
-                return results
+                async with self._store.unit(lock_keys) as unit:
+                    return await work(unit)
             except TransientStoreError:
                 if attempt == MAX_TRANSIENT_RETRIES:
                     raise
                 log.info("transient database error; retrying batch", extra={"fields": {"attempt": attempt}})
         raise AssertionError("unreachable")
+
+    async def give_tenant(self, payment: Transaction, owner: Owner, at: datetime,
+                          request_id: str = "") -> Transaction | None:
+        """An operator's word on whose a payment that no tenant owns is. It is written under the locks every
+        event of the payment takes, so no event's write undoes it, and it asks for the emails that waited
+        for a tenant, as an event bringing one at `at` would. A payment that has a tenant keeps it: the
+        row is returned as it stands. None when the payment is no longer there (merged since into
+        another)."""
+        ref = TxnRef(payment.provider, payment.stripe_payment_intent_id, payment.stripe_invoice_id,
+                     payment.stripe_charge_id, payment.razorpay_order_id, payment.razorpay_payment_id)
+
+        async def give(unit: BatchUnit) -> tuple[Transaction | None, WorkingSet | None]:
+            _, working_set = await unit.read([], [ref], [])
+            current = working_set.find_transaction(ref)
+            if current is None or current.id != payment.id or current.tenant_id:
+                return (current if current is not None and current.id == payment.id else None), None
+            owned = replace(current, tenant_id=owner.tenant_id, user_id=owner.user_id)
+            working_set.put_transaction(owned)
+            working_set.emails.extend(payment_emails(current, owned, at, request_id))
+            await unit.write(working_set, [])
+            return owned, working_set
+
+        row, written = await self._in_unit(sorted(set(_txn_lock_keys(ref, every_id=True))), give)
+        if written is not None:
+            log.info("a payment was given its tenant by an operator", extra={"fields": {
+                "transaction_id": payment.id, "tenant_id": owner.tenant_id, "request_id": request_id}})
+            if written.emails:
+                self._on_emails()
+        return row
 
     async def _record_unappliable(self, item: _Interpreted) -> IngestResult:
         """Keep an event whose effects the database refused, as failed, without its effects."""

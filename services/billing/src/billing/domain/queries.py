@@ -6,11 +6,11 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult
-from billing.domain.model import Provider, Subscription, SubStatus, Transaction, TxnStatus
+from billing.domain.model import Owner, Provider, Subscription, SubStatus, Transaction, TxnStatus
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ class AlreadyExists(Exception):
 
 class NotReplayable(Exception):
     """Only failed events are replayed; the others already had their effect."""
+
+
+class NotAssignable(Exception):
+    """A payment that has a tenant is never given another."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,9 @@ class BillingReader(Protocol):
     async def unattributed_payments(self, limit: int) -> list[Stamped[Transaction]]:
         """Payments received that no tenant owns, the earliest paid first."""
         ...
+    async def payment_by_id(self, txn_id: str) -> Stamped[Transaction] | None:
+        """A payment whoever owns it (the one kept, if it was merged into another)."""
+        ...
 
 
 def _page_size(size: int) -> int:
@@ -196,10 +203,12 @@ class BillingApi:
     """The internal API's use cases. Every tenant-scoped read filters by tenant in the query itself."""
 
     def __init__(self, reader: BillingReader, ingest: IngestEvents,
-                 on_emails_queued: Callable[[], None] = lambda: None) -> None:
+                 on_emails_queued: Callable[[], None] = lambda: None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._reader = reader
         self._ingest = ingest
         self._on_emails_queued = on_emails_queued
+        self._clock = clock
 
     async def create_pending(self, pending: PendingPayment) -> tuple[Stamped[Transaction], bool]:
         pending = pending.validated()
@@ -284,6 +293,27 @@ class BillingApi:
             log.info("refused emails queued again", extra={"fields": {"emails": len(emails)}})
             self._on_emails_queued()
         return emails
+
+    async def assign_tenant(self, txn_id: str, tenant_id: str, user_id: str,
+                            request_id: str = "") -> Stamped[Transaction]:
+        """Give a payment that no tenant owns its tenant (and user), as finance found it out. A payment that
+        has a tenant keeps it: NotAssignable, unless it is already this one's (the call can be repeated).
+        The emails that waited for a tenant go out as if an event had brought it now: a receipt only for
+        a payment made within a day (see notifications)."""
+        _text("transaction_id", txn_id)
+        owner = Owner(_tenant(tenant_id), _text("user_id", user_id, required=False) or None)
+        found = await self._reader.payment_by_id(txn_id)
+        if found is None:
+            raise NotFound(f"no transaction {txn_id}")
+        row = found.row
+        if not row.tenant_id:
+            row = await self._ingest.give_tenant(row, owner, self._clock(), request_id) or row
+        if row.tenant_id != tenant_id:
+            raise NotAssignable(f"transaction {row.id} belongs to another tenant" if row.tenant_id
+                                else f"transaction {row.id} was merged into another since; look it up again")
+        stamped = await self._reader.get_transaction(tenant_id, row.id)
+        assert stamped is not None
+        return stamped
 
     async def unattributed_payments(self, limit: int) -> list[Stamped[Transaction]]:
         """Payments received that no tenant owns: made without the platform's metadata (a payment link, an
