@@ -657,3 +657,35 @@ async def test_payments_no_tenant_owns_are_listed_counted_and_given_their_tenant
         assert await db.fetchval("SELECT tenant_id FROM billing.transactions WHERE id = $1::uuid", stray_id) == "acme"
     finally:
         await channel.close()
+
+
+async def test_a_subscription_no_tenant_owns_is_given_its_tenant_with_its_payments(
+        billing_server, db, monkeypatch, capsys):
+    addr, ingest = billing_server
+    monkeypatch.setenv("BILLING_ADDR", addr)
+    s = StripeScenario(sub="sub_dashboard")
+    s.pi = s.invoice_pi
+    created, paid = s.event("customer.subscription.created"), s.event("invoice.paid")
+    created["data"]["object"]["metadata"] = {}
+    paid["data"]["object"]["subscription_details"]["metadata"] = {}
+    await ingest.execute([incoming("stripe", e) for e in (created, paid)])
+
+    assert await asyncio.to_thread(billing_cli.main, [
+        "assign-subscription-tenant", "stripe", "sub_dashboard", "acme", "--user", "u7"]) == 0
+    assert '"tenant_id": "acme"' in capsys.readouterr().out
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions WHERE tenant_id = 'acme' "
+                             "AND stripe_subscription_id = 'sub_dashboard'") == 1
+    channel = grpc.aio.insecure_channel(addr)
+    try:
+        stub = billing_pb2_grpc.BillingServiceStub(channel)
+        assert list((await stub.ListUnattributedTransactions(
+            billing_pb2.ListUnattributedTransactionsRequest())).transactions) == []
+        for request, code in (
+                (dict(provider=STRIPE, subscription_id="sub_dashboard", tenant_id="globex"),
+                 grpc.StatusCode.FAILED_PRECONDITION),
+                (dict(provider=STRIPE, subscription_id="sub_unknown", tenant_id="acme"), grpc.StatusCode.NOT_FOUND),
+                (dict(subscription_id="sub_dashboard", tenant_id="acme"), grpc.StatusCode.INVALID_ARGUMENT)):
+            await expect_code(stub.AssignSubscriptionTenant(billing_pb2.AssignSubscriptionTenantRequest(**request)),
+                              code)
+    finally:
+        await channel.close()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from billing.domain.ingest import IngestEvents
-from billing.domain.model import Owner, SubStatus
+from billing.domain.model import Owner, SubRef, SubStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
@@ -393,3 +393,25 @@ async def test_a_payment_given_its_tenant_by_an_operator_gets_the_receipt_it_wai
     # Given again, or to another tenant: the payment keeps the tenant it has, and no email is asked twice.
     assert (await use_case.give_tenant(stray, Owner("other"), at)).tenant_id == "acme"
     assert len(store.outbox) == receipts
+
+
+async def test_a_subscription_given_its_tenant_by_an_operator_brings_its_payments_along():
+    # A subscription made in Stripe's dashboard carries none of the platform's metadata, nor its invoices.
+    s = StripeScenario()
+    s.pi = s.invoice_pi
+    created, paid = s.event("customer.subscription.created"), s.event("invoice.paid")
+    created["data"]["object"]["metadata"] = {}
+    paid["data"]["object"]["subscription_details"]["metadata"] = {}
+    store = InMemoryEventStore()
+    use_case = IngestEvents(store)
+    for event in (created, paid):
+        await use_case.execute([incoming("stripe", event)])
+    assert {r.tenant_id for r in [*store.transactions.values(), *store.subscriptions.values()]} == {None}
+    [sub] = store.subscriptions.values()
+    given = await use_case.give_subscription_tenant(SubRef(sub.provider, s.sub), Owner("acme", "u9"), sub.status_at)
+    assert (given.id, given.tenant_id) == (sub.id, "acme")
+    [payment] = store.transactions.values()
+    assert (payment.tenant_id, payment.user_id) == ("acme", "u9")
+    assert kinds(store.outbox) == Counter({"payment_received": 1})  # the invoice's address; none for the sub
+    assert await use_case.give_subscription_tenant(SubRef(sub.provider, "sub_unknown"), Owner("acme"),
+                                                   sub.status_at) is None

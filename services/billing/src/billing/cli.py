@@ -11,6 +11,7 @@ without them, plaintext (make run).
   python -m billing.cli refused-emails [--retry]    # emails the notifier refused; --retry sends them again
   python -m billing.cli unattributed                # payments received that no tenant owns
   python -m billing.cli assign-tenant TRANSACTION_ID TENANT_ID [--user USER_ID]   # give one its tenant
+  python -m billing.cli assign-subscription-tenant stripe sub_123 TENANT_ID [--user USER_ID]
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
             _print(await stub.AssignTransactionTenant(billing_pb2.AssignTransactionTenantRequest(
                 transaction_id=args.transaction_id, tenant_id=args.tenant_id, user_id=args.user or ""),
                 timeout=timeout))
+        elif args.command == "assign-subscription-tenant":
+            _print(await stub.AssignSubscriptionTenant(billing_pb2.AssignSubscriptionTenantRequest(
+                provider=PROVIDERS[args.provider_name], subscription_id=args.subscription_id,
+                tenant_id=args.tenant_id, user_id=args.user or ""), timeout=timeout))
         elif args.command == "txn":
             _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
@@ -128,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("unattributed")
     p = sub.add_parser("assign-tenant")
     p.add_argument("transaction_id")
+    p.add_argument("tenant_id")
+    p.add_argument("--user")
+    p = sub.add_parser("assign-subscription-tenant")
+    p.add_argument("provider_name", choices=["stripe", "razorpay"])
+    p.add_argument("subscription_id")
     p.add_argument("tenant_id")
     p.add_argument("--user")
     p = sub.add_parser("txn")

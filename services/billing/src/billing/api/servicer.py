@@ -247,3 +247,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         payment = await self._api.assign_tenant(request.transaction_id, request.tenant_id, request.user_id,
                                                 request_id_var.get())
         return billing_pb2.AssignTransactionTenantResponse(transaction=_transaction_pb(payment))
+
+    @errors
+    async def AssignSubscriptionTenant(self, request, context):
+        subscription = await self._api.assign_subscription_tenant(
+            _PROVIDERS.get(request.provider), request.subscription_id, request.tenant_id, request.user_id,
+            request_id_var.get())
+        return billing_pb2.AssignSubscriptionTenantResponse(subscription=_subscription_pb(subscription))

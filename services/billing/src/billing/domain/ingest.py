@@ -277,18 +277,44 @@ class IngestEvents:
         async def give(unit: BatchUnit) -> tuple[Transaction | None, WorkingSet | None]:
             _, working_set = await unit.read([], [ref], [])
             current = working_set.find_transaction(ref)
-            if current is None or current.id != payment.id or current.tenant_id:
-                return (current if current is not None and current.id == payment.id else None), None
+            if current is None or current.id != payment.id:
+                return None, None
+            if current.tenant_id:
+                return current, None
             owned = replace(current, tenant_id=owner.tenant_id, user_id=owner.user_id)
             working_set.put_transaction(owned)
             working_set.emails.extend(payment_emails(current, owned, at, request_id))
             await unit.write(working_set, [])
             return owned, working_set
 
-        row, written = await self._in_unit(sorted(set(_txn_lock_keys(ref, every_id=True))), give)
+        return await self._give(sorted(set(_txn_lock_keys(ref, every_id=True))), give,
+                                {"transaction_id": payment.id, "tenant_id": owner.tenant_id, "request_id": request_id})
+
+    async def give_subscription_tenant(self, ref: SubRef, owner: Owner, at: datetime,
+                                       request_id: str = "") -> Subscription | None:
+        """As give_tenant, for a subscription: its payments stored without an owner take the tenant too,
+        with the emails that waited for one, as when a subscription's own event brings its tenant."""
+
+        async def give(unit: BatchUnit) -> tuple[Subscription | None, WorkingSet | None]:
+            _, working_set = await unit.read([], [], [ref])
+            current = working_set.find_subscription(ref)
+            if current is None or current.tenant_id:
+                return current, None
+            owned = replace(current, tenant_id=owner.tenant_id, user_id=owner.user_id)
+            working_set.put_subscription(owned)
+            working_set.emails.extend(subscription_emails(current, owned, at, request_id))
+            _give_owner(working_set, owned, at, request_id)
+            await unit.write(working_set, [])
+            return owned, working_set
+
+        return await self._give([_sub_lock_key(ref)], give, {
+            "subscription_id": ref.subscription_id, "tenant_id": owner.tenant_id, "request_id": request_id})
+
+    async def _give(self, lock_keys: list[str], give: Callable[[BatchUnit], Awaitable[tuple[_T, WorkingSet | None]]],
+                    fields: dict[str, str]) -> _T:
+        row, written = await self._in_unit(lock_keys, give)
         if written is not None:
-            log.info("a payment was given its tenant by an operator", extra={"fields": {
-                "transaction_id": payment.id, "tenant_id": owner.tenant_id, "request_id": request_id}})
+            log.info("given its tenant by an operator", extra={"fields": fields})
             if written.emails:
                 self._on_emails()
         return row

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult
-from billing.domain.model import Owner, Provider, Subscription, SubStatus, Transaction, TxnStatus
+from billing.domain.model import Owner, Provider, SubRef, Subscription, SubStatus, Transaction, TxnStatus
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,23 @@ class BillingApi:
             raise NotAssignable(f"transaction {row.id} belongs to another tenant" if row.tenant_id
                                 else f"transaction {row.id} was merged into another since; look it up again")
         stamped = await self._reader.get_transaction(tenant_id, row.id)
+        assert stamped is not None
+        return stamped
+
+    async def assign_subscription_tenant(self, provider: Provider | None, sub_id: str, tenant_id: str,
+                                         user_id: str, request_id: str = "") -> Stamped[Subscription]:
+        """As assign_tenant, for a subscription named by the provider's id (a subscription made in the
+        provider's dashboard): its payments without a tenant take it too, so its renewals are the tenant's."""
+        if provider is None:
+            raise InvalidRequest("provider", "is required")
+        ref = SubRef(provider, _text("subscription_id", sub_id))
+        owner = Owner(_tenant(tenant_id), _text("user_id", user_id, required=False) or None)
+        row = await self._ingest.give_subscription_tenant(ref, owner, self._clock(), request_id)
+        if row is None:
+            raise NotFound(f"no {provider.value} subscription {sub_id}")
+        if row.tenant_id != tenant_id:
+            raise NotAssignable(f"subscription {sub_id} belongs to another tenant")
+        stamped = await self._reader.get_subscription(tenant_id, row.id)
         assert stamped is not None
         return stamped
 
