@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -311,9 +311,7 @@ class BillingApi:
         if row.tenant_id != tenant_id:
             raise NotAssignable(f"transaction {row.id} belongs to another tenant" if row.tenant_id
                                 else f"transaction {row.id} was merged into another since; look it up again")
-        stamped = await self._reader.get_transaction(tenant_id, row.id)
-        assert stamped is not None
-        return stamped
+        return await self._given(self._reader.get_transaction(tenant_id, row.id), f"transaction {txn_id}")
 
     async def assign_subscription_tenant(self, provider: Provider | None, sub_id: str, tenant_id: str,
                                          user_id: str, request_id: str = "") -> Stamped[Subscription]:
@@ -328,8 +326,14 @@ class BillingApi:
             raise NotFound(f"no {provider.value} subscription {sub_id}")
         if row.tenant_id != tenant_id:
             raise NotAssignable(f"subscription {sub_id} belongs to another tenant")
-        stamped = await self._reader.get_subscription(tenant_id, row.id)
-        assert stamped is not None
+        return await self._given(self._reader.get_subscription(tenant_id, row.id), f"subscription {sub_id}")
+
+    @staticmethod
+    async def _given(read: Awaitable[Stamped[T] | None], what: str) -> Stamped[T]:
+        """The row just given its tenant, as the tenant now reads it (gone only if merged meanwhile)."""
+        stamped = await read
+        if stamped is None:
+            raise NotFound(f"{what} was merged into another since; look it up again")
         return stamped
 
     async def unattributed_payments(self, limit: int) -> list[Stamped[Transaction]]:
