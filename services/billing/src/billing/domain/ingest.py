@@ -271,8 +271,7 @@ class IngestEvents:
         for a tenant, as an event bringing one at `at` would. A payment that has a tenant keeps it: the
         row is returned as it stands. None when the payment is no longer there (merged since into
         another)."""
-        ref = TxnRef(payment.provider, payment.stripe_payment_intent_id, payment.stripe_invoice_id,
-                     payment.stripe_charge_id, payment.razorpay_order_id, payment.razorpay_payment_id)
+        ref = payment.ref
 
         async def give(unit: BatchUnit) -> tuple[Transaction | None, WorkingSet | None]:
             _, working_set = await unit.read([], [ref], [])

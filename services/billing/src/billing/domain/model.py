@@ -306,6 +306,12 @@ class Transaction:
     refunds_reported: int = 0
 
     @property
+    def ref(self) -> TxnRef:
+        """Every id of the payment the row holds, as an event naming all of them would."""
+        return TxnRef(self.provider, self.stripe_payment_intent_id, self.stripe_invoice_id, self.stripe_charge_id,
+                      self.razorpay_order_id, self.razorpay_payment_id)
+
+    @property
     def subscription(self) -> SubRef | None:
         """The subscription this payment belongs to, if any."""
         sub_id = self.stripe_subscription_id or self.razorpay_subscription_id
@@ -514,8 +520,7 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
     `gone` is merged as a fact by the same rules, so the row is what one row would have been had every
     event named the payment the same way."""
     fact = PaymentFact(
-        ref=TxnRef(gone.provider, gone.stripe_payment_intent_id, gone.stripe_invoice_id, gone.stripe_charge_id,
-                   gone.razorpay_order_id, gone.razorpay_payment_id),
+        ref=gone.ref,
         at=gone.status_at,
         status=_standing(gone) if gone.provider_status is not None else None,
         provider_status=gone.provider_status,
