@@ -432,6 +432,8 @@ def _needs_attention(before: Transaction | None, after: Transaction, request_id:
     due at the provider by its deadline; a refund that failed or was cancelled, which sent the money back
     to the merchant while the customer is still owed it (a failed one counts for finance: one cancelled
     was the merchant's own doing)."""
+    if after.disputed_at is None and not after.refunds:
+        return []  # most payments, on every event: nothing to look at
     found: list[Attention] = []
     fields = {"transaction_id": after.id, "tenant_id": after.tenant_id, "request_id": request_id}
     if after.disputed_at is not None and (before is None or before.disputed_at is None):
