@@ -31,6 +31,11 @@ from billing.domain.queries import MAX_REFUSED, MAX_REPLAYED, MAX_UNATTRIBUTED
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 
 
+def _provider(value: int) -> str:
+    """stripe or razorpay, as the commands take it, for PROVIDER_STRIPE or PROVIDER_RAZORPAY."""
+    return billing_pb2.Provider.Name(value).removeprefix("PROVIDER_").lower()
+
+
 def _print(message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
 
@@ -48,7 +53,7 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                     page_size=100, page_token=token), timeout=timeout)
                 for e in page.events:
                     shown = "dead" if e.dead_letter else e.status
-                    print(f"{e.received_at.ToJsonString()}  {billing_pb2.Provider.Name(e.provider)[9:].lower():<8} "
+                    print(f"{e.received_at.ToJsonString()}  {_provider(e.provider):<8} "
                           f"{e.event_id:<32} {e.event_type:<36} {shown:<9} x{e.attempts} {e.error}")
                 token = page.next_page_token
                 if not token or not args.all_pages:
@@ -93,7 +98,7 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                 ids = " ".join(i for i in (t.stripe_payment_intent_id, t.stripe_invoice_id, t.stripe_charge_id,
                                            t.stripe_subscription_id, t.razorpay_order_id, t.razorpay_payment_id,
                                            t.razorpay_subscription_id) if i)
-                print(f"{t.paid_at.ToJsonString()}  {t.id}  {billing_pb2.Provider.Name(t.provider)[9:].lower():<8} "
+                print(f"{t.paid_at.ToJsonString()}  {t.id}  {_provider(t.provider):<8} "
                       f"{t.amount.amount_minor:>12} {t.amount.currency}  {t.status:<18} {ids}")
             more = " (the earliest paid; there may be more)" if len(reply.transactions) == MAX_UNATTRIBUTED else ""
             print(f"{len(reply.transactions)} without a tenant{more}")
