@@ -52,3 +52,28 @@ def test_deployments_are_hardened_probed_and_drain_before_the_kill(overlay):
     assert ("HorizontalPodAutoscaler", "webhook-gateway") in kinds
     assert {n for k, n in kinds if k == "PodDisruptionBudget"} == {"webhook-gateway", "billing", "notifier"}
     assert {n for k, n in kinds if k == "NetworkPolicy"} == {"webhook-gateway", "billing", "notifier"}
+
+
+def _containers(doc: dict) -> list[dict]:
+    spec = doc["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay):
+    # A service reads its settings whole at start-up and refuses to start when a TLS file they name is
+    # missing: a migration init container without them would keep its pods from ever starting.
+    docs = [d for d in yaml.safe_load_all(render(overlay)) if d]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
+    folders = {str(Path(config["data"][name]).parent)
+               for name in ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CA_FILE")}
+    checked = 0
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in _containers(doc):
+            if {"name": "payments-config"} in [e.get("configMapRef") for e in container.get("envFrom", [])]:
+                mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
+                assert folders <= mounted, (doc["metadata"]["name"], container["name"])
+                checked += 1
+    assert checked == 5  # three services and two migrations
