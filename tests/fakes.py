@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 
 from billing.domain.ingest import EventRecord
-from billing.domain.model import SubRef, Subscription, Transaction, TxnRef, WorkingSet
+from billing.domain.model import Provider, SubRef, Subscription, Transaction, TxnRef, WorkingSet
+from billing.domain.recovery import FeedUnavailable, ListedEvent
 
 
 class InMemoryEventStore:
@@ -58,3 +61,25 @@ class InMemoryUnit:
         for record in records:
             self.events[record.event.key] = record
             self.attempts[record.event.key] = self.attempts.get(record.event.key, 0) + 1
+
+
+class FakeStripeFeed:
+    """Stripe's list of events, from events built by the trigger tool: those of a time range, oldest first,
+    optionally only those not delivered; a window starting at or after `unavailable_from` cannot be read."""
+
+    provider = Provider.STRIPE
+    retention = timedelta(days=30)
+
+    def __init__(self, events: Sequence[dict], undelivered: Collection[str] = ()) -> None:
+        self.events = sorted(events, key=lambda e: e["created"])
+        self.undelivered = set(undelivered)
+        self.unavailable_from: datetime | None = None
+        self.asked: list[tuple[datetime, datetime, bool]] = []
+
+    async def events_between(self, start: datetime, end: datetime, *, undelivered_only: bool) -> list[ListedEvent]:
+        self.asked.append((start, end, undelivered_only))
+        if self.unavailable_from is not None and start >= self.unavailable_from:
+            raise FeedUnavailable("Stripe refused the list of events (500): boom")
+        return [ListedEvent(e["id"], e["type"], json.dumps(e).encode()) for e in self.events
+                if start.timestamp() <= e["created"] < end.timestamp()
+                and (not undelivered_only or e["id"] in self.undelivered)]

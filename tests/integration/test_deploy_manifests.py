@@ -13,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy" / "overlays").iterdir())
+JOBS = sorted(f"../jobs/{p.name}" for p in (ROOT / "deploy" / "jobs").iterdir())  # one-off operator Jobs
 KUBERNETES_VERSION = "1.30.0"
 
 
@@ -23,9 +24,9 @@ def render(overlay: str) -> str:
                           check=True, capture_output=True, text=True).stdout
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", OVERLAYS + JOBS)
 def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay, tmp_path):
-    rendered = tmp_path / f"{overlay}.yaml"
+    rendered = tmp_path / "rendered.yaml"
     rendered.write_text(render(overlay))
     validator = Path(sys.executable).parent / "kubernetes-validate"
     result = subprocess.run([str(validator), "--strict", "-k", KUBERNETES_VERSION, str(rendered)],
@@ -64,6 +65,8 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
     # A service reads its settings whole at start-up and refuses to start when a TLS file they name is
     # missing: a migration init container without them would keep its pods from ever starting.
     docs = [d for d in yaml.safe_load_all(render(overlay)) if d]
+    for job in JOBS:
+        docs += [d for d in yaml.safe_load_all(render(job)) if d]
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
     folders = {str(Path(config["data"][name]).parent)
                for name in ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CA_FILE")}
@@ -76,4 +79,25 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
                 mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
                 assert folders <= mounted, (doc["metadata"]["name"], container["name"])
                 checked += 1
-    assert checked == 5  # three services and two migrations
+    assert checked == 5 + len(JOBS)  # three services, two migrations and the Jobs
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_operator_jobs_are_hardened_and_run_again_only_when_it_can_help(job):
+    docs = [d for d in yaml.safe_load_all(render(job)) if d]
+    [job_doc] = [d for d in docs if d["kind"] == "Job"]
+    spec = job_doc["spec"]
+    assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    for container in _containers(job_doc):
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
+    # Exit 2 is a setting or range the command cannot run with: running it again would not help.
+    assert {"action": "FailJob", "onExitCodes": {"containerName": _containers(job_doc)[0]["name"], "operator": "In",
+                                                  "values": [2]}} in spec["podFailurePolicy"]["rules"]
+    label = spec["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    assert any(d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": label} for d in docs)
+    images = {c["image"] for c in _containers(job_doc)}
+    prod = {c["image"] for d in yaml.safe_load_all(render("prod")) if d and d["kind"] == "Deployment"
+            for c in _containers(d)}
+    assert images <= prod  # the image the prod overlay deploys

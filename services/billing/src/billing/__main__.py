@@ -1,13 +1,15 @@
-"""Billing entry point: `python -m billing migrate` or `python -m billing serve` (the default)."""
+"""Billing entry point: `python -m billing serve` (the default), `migrate`, or `recover-stripe-events`."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvloop
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
@@ -21,12 +23,14 @@ from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
+from billing.adapters.stripe_api import StripeEventFeed
 from billing.api.metrics import record_ingest, refresh_gauges
 from billing.api.servicer import BillingServicer
 from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
 from billing.domain.ingest import IngestEvents
 from billing.domain.queries import BillingApi
+from billing.domain.recovery import InvalidRange, RecoverEvents
 
 log = logging.getLogger("billing")
 
@@ -67,20 +71,80 @@ async def serve(settings: Settings) -> None:
         await pool.close()
 
 
+async def recover_stripe_events(settings: Settings, since: datetime, until: datetime | None,
+                                every: bool) -> int:
+    """Take in the Stripe events of a time range that billing never got: 0 when the whole range was read,
+    1 when it stopped early (run it again from where it says), 2 for a range with nothing to read."""
+    assert settings.stripe_api_key is not None
+    request_id = f"recovery-{uuid.uuid4().hex[:16]}"
+    pool = await create_pool(settings.database_url.value, min_size=1, max_size=2)
+    feed = StripeEventFeed(settings.stripe_api_key.value, api_base=settings.stripe_api_base)
+    try:
+        # The serving billing's outbox worker sends the emails these events ask for, on its next look.
+        recovery = RecoverEvents(feed, IngestEvents(PostgresEventStore(pool)), clock=lambda: datetime.now(UTC))
+        report = await recovery.execute(since, until, undelivered_only=not every, request_id=request_id)
+    except InvalidRange as exc:
+        log.error("nothing to recover", extra={"fields": {"error": str(exc)}})
+        return 2
+    finally:
+        await feed.close()
+        await pool.close()
+    fields = {"request_id": request_id, "from": report.start.isoformat(), "until": report.end.isoformat(),
+              "only_undelivered": not every, "listed": report.listed, "skipped_types_not_handled": report.skipped,
+              **{outcome.value: count for outcome, count in sorted(report.outcomes.items())},
+              "failed_event_ids": report.failed_event_ids[:100]}
+    if not report.complete:
+        assert report.resume_from is not None
+        log.error("stripe event recovery stopped early; run it again with --since set to resume_from",
+                  extra={"fields": {**fields, "error": report.error, "resume_from": report.resume_from.isoformat()}})
+        return 1
+    log.info("stripe events recovered", extra={"fields": fields})
+    return 0
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} names no time zone: add Z or an offset, as in 2026-11-20T00:00:00Z")
+    return value
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m billing")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve billing's gRPC API (the default)")
+    commands.add_parser("migrate", help="apply billing's database migrations")
+    recover = commands.add_parser(
+        "recover-stripe-events", help="take in the Stripe events of a time range that billing never got",
+        description="Reads Stripe's list of events (it keeps 30 days) with STRIPE_API_KEY and applies those billing "
+                    "acts on, oldest first, as if their webhooks had just come. Events billing holds are duplicates "
+                    "and change nothing: safe to run again, and alongside live webhooks.")
+    recover.add_argument("--since", required=True, type=_aware_time, help="start of the range (ISO 8601, with zone)")
+    recover.add_argument("--until", type=_aware_time, help="end of the range (default: now)")
+    recover.add_argument("--all", action="store_true",
+                         help="every event of the range, not only those Stripe has not delivered to every endpoint "
+                              "(after restoring the database from a backup)")
+    return parser.parse_args(argv[1:])
+
+
 def main(argv: list[str]) -> int:
-    command = argv[1] if len(argv) > 1 else "serve"
+    args = _arguments(argv)
     try:
         settings = Settings.from_env(os.environ)
+        if args.command == "recover-stripe-events" and settings.stripe_api_key is None:
+            raise ConfigError("STRIPE_API_KEY is required to read Stripe's list of events")
     except ConfigError as exc:
         print(f"billing: configuration error: {exc}", file=sys.stderr)
         return 2
-    if command not in ("serve", "migrate"):
-        print(f"usage: python -m billing [serve|migrate], not {command!r}", file=sys.stderr)
-        return 2
     configure_logging("billing", settings.log_level)
-    if command == "migrate":
+    if args.command == "migrate":
         directory = Path(settings.migrations_dir) if settings.migrations_dir else DEFAULT_DIRECTORY
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
+    if args.command == "recover-stripe-events":
+        return run_logged(log, lambda: asyncio.run(recover_stripe_events(settings, args.since, args.until, args.all)))
     return run_logged(log, lambda: uvloop.run(serve(settings)))
 
 

@@ -21,6 +21,8 @@ class Settings:
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
+    stripe_api_key: Secret | None  # for recovering events from Stripe's list; serving does not use it
+    stripe_api_base: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -38,4 +40,6 @@ class Settings:
             db_pool_size=env_int(environ, "BILLING_DB_POOL_SIZE", 10, minimum=2),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+            stripe_api_key=Secret(key) if (key := env_str(environ, "STRIPE_API_KEY", "")) else None,
+            stripe_api_base=env_str(environ, "STRIPE_API_BASE", "https://api.stripe.com"),
         )

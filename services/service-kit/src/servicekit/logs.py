@@ -89,13 +89,13 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 def run_logged(log: logging.Logger, command: Callable[[], object]) -> int:
-    """Run a service's command (serve, migrate) once logging is configured: 0 when it returns. An error it
-    ends with (the database unreachable at start, a port taken, a defect) is logged as one JSON line, its
-    traceback in a field, rather than printed raw on stderr where log collectors split it into many
-    lines; then 1."""
+    """Run a service's command (serve, migrate) once logging is configured: when it returns, the exit status
+    it returned if it is one that may end unfinished (an int), else 0. An error it ends with (the database
+    unreachable at start, a port taken, a defect) is logged as one JSON line, its traceback in a field,
+    rather than printed raw on stderr where log collectors split it into many lines; then 1."""
     try:
-        command()
+        result = command()
     except Exception as exc:
         log.critical("stopped by an error", exc_info=exc, extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
         return 1
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
