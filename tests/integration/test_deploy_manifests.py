@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy" / "overlays").iterdir())
-JOBS = sorted(f"../jobs/{p.name}" for p in (ROOT / "deploy" / "jobs").iterdir())  # one-off operator Jobs
+JOBS = sorted(f"../jobs/{p.name}" for p in (ROOT / "deploy" / "jobs").iterdir())  # opt-in (Cron)Jobs
 KUBERNETES_VERSION = "1.30.0"
 
 
@@ -52,11 +52,18 @@ def test_deployments_are_hardened_probed_and_drain_before_the_kill(overlay):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("HorizontalPodAutoscaler", "webhook-gateway") in kinds
     assert {n for k, n in kinds if k == "PodDisruptionBudget"} == {"webhook-gateway", "billing", "notifier"}
-    assert {n for k, n in kinds if k == "NetworkPolicy"} == {"webhook-gateway", "billing", "notifier"}
+    # billing-recovery: for the pods of the opt-in recovery in deploy/jobs.
+    assert {n for k, n in kinds if k == "NetworkPolicy"} == {"webhook-gateway", "billing", "notifier",
+                                                            "billing-recovery"}
+
+
+def _pod(doc: dict) -> dict:
+    """The pod template of a Deployment, Job or CronJob."""
+    return (doc["spec"]["jobTemplate"] if doc["kind"] == "CronJob" else doc)["spec"]["template"]
 
 
 def _containers(doc: dict) -> list[dict]:
-    spec = doc["spec"]["template"]["spec"]
+    spec = _pod(doc)["spec"]
     return spec.get("initContainers", []) + spec["containers"]
 
 
@@ -72,7 +79,7 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
                for name in ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CA_FILE")}
     checked = 0
     for doc in docs:
-        if doc["kind"] not in ("Deployment", "Job"):
+        if doc["kind"] not in ("Deployment", "Job", "CronJob"):
             continue
         for container in _containers(doc):
             if {"name": "payments-config"} in [e.get("configMapRef") for e in container.get("envFrom", [])]:
@@ -83,21 +90,23 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
 
 
 @pytest.mark.parametrize("job", JOBS)
-def test_operator_jobs_are_hardened_and_run_again_only_when_it_can_help(job):
+def test_opt_in_jobs_are_hardened_confined_and_run_again_only_when_it_can_help(job):
     docs = [d for d in yaml.safe_load_all(render(job)) if d]
-    [job_doc] = [d for d in docs if d["kind"] == "Job"]
-    spec = job_doc["spec"]
-    assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    [job_doc] = [d for d in docs if d["kind"] in ("Job", "CronJob")]
+    pod = _pod(job_doc)
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     for container in _containers(job_doc):
         security = container["securityContext"]
         assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
     # Exit 2 is a setting or range the command cannot run with: running it again would not help.
+    job_spec = job_doc["spec"]["jobTemplate"]["spec"] if job_doc["kind"] == "CronJob" else job_doc["spec"]
     assert {"action": "FailJob", "onExitCodes": {"containerName": _containers(job_doc)[0]["name"], "operator": "In",
-                                                  "values": [2]}} in spec["podFailurePolicy"]["rules"]
-    label = spec["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+                                                  "values": [2]}} in job_spec["podFailurePolicy"]["rules"]
+    if job_doc["kind"] == "CronJob":
+        assert job_doc["spec"]["concurrencyPolicy"] == "Forbid"  # two runs would only do the work twice
+    prod = [d for d in yaml.safe_load_all(render("prod")) if d]
+    label = pod["metadata"]["labels"]["app.kubernetes.io/name"]
     assert any(d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/name": label} for d in docs)
+        "app.kubernetes.io/name": label} for d in prod)
     images = {c["image"] for c in _containers(job_doc)}
-    prod = {c["image"] for d in yaml.safe_load_all(render("prod")) if d and d["kind"] == "Deployment"
-            for c in _containers(d)}
-    assert images <= prod  # the image the prod overlay deploys
+    assert images <= {c["image"] for d in prod if d["kind"] == "Deployment" for c in _containers(d)}

@@ -141,7 +141,7 @@ async def test_recover_command_takes_in_what_stripe_did_not_deliver_and_is_safe_
     emails = await db.fetchval("SELECT count(*) FROM billing.email_outbox")
     assert emails > 0
 
-    code, out = await recover(database_url, address, "--since", since, "--all")
+    code, out = await recover(database_url, address, "--since", "3h", "--all")  # as the hourly CronJob names it
 
     assert code == 0, out
     assert summary(out)["listed"] == len(events) and summary(out)["duplicate"] == len(events) - 1

@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvloop
@@ -112,6 +113,17 @@ def _aware_time(text: str) -> datetime:
     return value
 
 
+_AGO = re.compile(r"(\d+)([hd])")
+
+
+def _time_or_ago(text: str) -> datetime:
+    """A time, or a span before now: `72h`, `3d` (for a schedule that looks back over Stripe's retries)."""
+    ago = _AGO.fullmatch(text)
+    if ago is None:
+        return _aware_time(text)
+    return datetime.now(UTC) - timedelta(**{"hours" if ago[2] == "h" else "days": int(ago[1])})
+
+
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m billing")
     commands = parser.add_subparsers(dest="command")
@@ -122,7 +134,8 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         description="Reads Stripe's list of events (it keeps 30 days) with STRIPE_API_KEY and applies those billing "
                     "acts on, oldest first, as if their webhooks had just come. Events billing holds are duplicates "
                     "and change nothing: safe to run again, and alongside live webhooks.")
-    recover.add_argument("--since", required=True, type=_aware_time, help="start of the range (ISO 8601, with zone)")
+    recover.add_argument("--since", required=True, type=_time_or_ago,
+                         help="start of the range: ISO 8601 with a zone, or a span before now such as 72h or 3d")
     recover.add_argument("--until", type=_aware_time, help="end of the range (default: now)")
     recover.add_argument("--all", action="store_true",
                          help="every event of the range, not only those Stripe has not delivered to every endpoint "
