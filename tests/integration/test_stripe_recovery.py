@@ -132,6 +132,7 @@ async def test_recover_command_takes_in_what_stripe_did_not_deliver_and_is_safe_
     report = summary(out)
     assert (report["listed"], report["skipped_types_not_handled"], report["processed"]) == (
         len(events) - 3, 1, len(events) - 4)
+    assert report["level"] == "warning" and "no webhook had delivered" in report["message"]
     stored = await db.fetch("SELECT event_id, status, request_id FROM billing.webhook_events")
     assert {r["event_id"] for r in stored} == {e["id"] for e in events} - {"evt_balance"}
     assert {r["request_id"] for r in stored if r["event_id"] not in {e["id"] for e in delivered}} == {
@@ -146,6 +147,7 @@ async def test_recover_command_takes_in_what_stripe_did_not_deliver_and_is_safe_
     assert code == 0, out
     assert summary(out)["listed"] == len(events) and summary(out)["duplicate"] == len(events) - 1
     assert "processed" not in summary(out)
+    assert (summary(out)["level"], summary(out)["message"]) == ("info", "stripe events recovered, none missing")
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == len(stored)
     assert await db.fetchval("SELECT count(*) FROM billing.email_outbox") == emails
 

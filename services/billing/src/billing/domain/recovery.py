@@ -67,6 +67,11 @@ class RecoveryReport:
     def complete(self) -> bool:
         return self.error is None
 
+    @property
+    def taken_in(self) -> int:
+        """Events billing did not hold before: applied now, or kept failed to be retried."""
+        return self.outcomes[Outcome.PROCESSED] + self.outcomes[Outcome.FAILED] + self.outcomes[Outcome.IGNORED]
+
 
 # The types billing acts on. A listed event of another type is not taken: as no webhook of it came, there
 # is nothing to keep.
