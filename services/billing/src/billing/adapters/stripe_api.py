@@ -3,6 +3,7 @@ what Stripe asks to retry (429, 5xx, lost connections) with backoff, and its err
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import orjson
@@ -20,6 +21,8 @@ class StripeEventFeed:
 
     def __init__(self, api_key: str, *, api_base: str = "https://api.stripe.com", timeout_seconds: float = 30.0,
                  max_network_retries: int = 3) -> None:
+        # The SDK logs every request and response at info, two lines a page; recovery logs what it did.
+        logging.getLogger("stripe").setLevel(logging.WARNING)
         self._http = stripe.AIOHTTPClient(timeout=timeout_seconds)
         self._client = stripe.StripeClient(api_key, base_addresses={"api": api_base}, http_client=self._http,
                                            max_network_retries=max_network_retries)
