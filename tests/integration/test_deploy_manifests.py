@@ -57,9 +57,13 @@ def test_deployments_are_hardened_probed_and_drain_before_the_kill(overlay):
                                                             "billing-recovery"}
 
 
+def _workload(doc: dict) -> dict:
+    """The spec that holds the pod template: a Deployment's or Job's own, a CronJob's job template's."""
+    return doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+
+
 def _pod(doc: dict) -> dict:
-    """The pod template of a Deployment, Job or CronJob."""
-    return (doc["spec"]["jobTemplate"] if doc["kind"] == "CronJob" else doc)["spec"]["template"]
+    return _workload(doc)["template"]
 
 
 def _containers(doc: dict) -> list[dict]:
@@ -99,9 +103,8 @@ def test_opt_in_jobs_are_hardened_confined_and_run_again_only_when_it_can_help(j
         security = container["securityContext"]
         assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
     # Exit 2 is a setting or range the command cannot run with: running it again would not help.
-    job_spec = job_doc["spec"]["jobTemplate"]["spec"] if job_doc["kind"] == "CronJob" else job_doc["spec"]
     assert {"action": "FailJob", "onExitCodes": {"containerName": _containers(job_doc)[0]["name"], "operator": "In",
-                                                  "values": [2]}} in job_spec["podFailurePolicy"]["rules"]
+                                                  "values": [2]}} in _workload(job_doc)["podFailurePolicy"]["rules"]
     if job_doc["kind"] == "CronJob":
         assert job_doc["spec"]["concurrencyPolicy"] == "Forbid"  # two runs would only do the work twice
     prod = [d for d in yaml.safe_load_all(render("prod")) if d]
