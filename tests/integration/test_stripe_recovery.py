@@ -170,6 +170,7 @@ async def test_recover_command_refused_by_stripe_stores_nothing_and_says_where_t
     (["--since", "2026-11-20T00:00:00"], KEY, "names no time zone"),
     (["--since", "yesterday"], KEY, "is not an ISO 8601 time"),
     ([], KEY, "the following arguments are required: --since"),
+    (["--since", "2h", "--until", "2026-01-01T00:00:00Z"], KEY, "nothing to recover"),
 ])
 async def test_recover_command_refuses_what_it_cannot_run_with_and_says_why(args, key, says, database_url):
     code, out = await recover(database_url, "http://127.0.0.1:9", *args, key=key)
