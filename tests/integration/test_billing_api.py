@@ -668,7 +668,13 @@ async def test_a_subscription_no_tenant_owns_is_given_its_tenant_with_its_paymen
     created, paid = s.event("customer.subscription.created"), s.event("invoice.paid")
     created["data"]["object"]["metadata"] = {}
     paid["data"]["object"]["subscription_details"]["metadata"] = {}
-    await ingest.execute([incoming("stripe", e) for e in (created, paid)])
+    owned = StripeScenario(sub="sub_owned").event("customer.subscription.created")
+    await ingest.execute([incoming("stripe", e) for e in (created, paid, owned)])
+
+    # Operators find it by its subscription, also before any payment (a trial's) lists it.
+    assert await asyncio.to_thread(billing_cli.main, ["unattributed-subscriptions"]) == 0
+    out = capsys.readouterr().out
+    assert "sub_dashboard" in out and "sub_owned" not in out and out.endswith("\n1 without a tenant\n")
 
     assert await asyncio.to_thread(billing_cli.main, [
         "assign-subscription-tenant", "stripe", "sub_dashboard", "acme", "--user", "u7"]) == 0
@@ -680,6 +686,10 @@ async def test_a_subscription_no_tenant_owns_is_given_its_tenant_with_its_paymen
         stub = billing_pb2_grpc.BillingServiceStub(channel)
         assert list((await stub.ListUnattributedTransactions(
             billing_pb2.ListUnattributedTransactionsRequest())).transactions) == []
+        assert list((await stub.ListUnattributedSubscriptions(
+            billing_pb2.ListUnattributedSubscriptionsRequest())).subscriptions) == []
+        await expect_code(stub.ListUnattributedSubscriptions(billing_pb2.ListUnattributedSubscriptionsRequest(
+            limit=1001)), grpc.StatusCode.INVALID_ARGUMENT)
         for request, code in (
                 (dict(provider=STRIPE, subscription_id="sub_dashboard", tenant_id="globex"),
                  grpc.StatusCode.FAILED_PRECONDITION),

@@ -86,6 +86,7 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
         await reader.refused_emails(10, requeue=False)  # operators' lists and the gauges' counts
         await reader.refused_emails(10, requeue=True)
         await reader.unattributed_payments(10)
+        await reader.unattributed_subscriptions(10)
         await reader.backlog()
 
         async with pool.acquire() as conn:
@@ -99,12 +100,15 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
         "FROM billing.user_subscriptions WHERE", "WHERE provider = $1 AND event_id = $2",
         "INSERT INTO billing.transaction_merges", "FROM billing.transaction_merges WHERE merged_id = $1",
         "WHERE status = 'dead' ORDER BY created_at", "AS outbox_refused",
-        "WHERE tenant_id IS NULL AND paid_at IS NOT NULL ORDER BY paid_at", "AS unattributed_payments"))
+        "WHERE tenant_id IS NULL AND paid_at IS NOT NULL ORDER BY paid_at", "AS unattributed_payments",
+        "user_subscriptions WHERE tenant_id IS NULL ORDER BY created_at"))
     # Payments without a tenant are found through the index of just those, not every ownerless attempt.
     unattributed = [scans for sql, scans in plans.items() if "tenant_id IS NULL AND paid_at IS NOT NULL" in sql]
     assert len(unattributed) == 2
     assert all(any(index == "transactions_unattributed_idx" for _, index, _ in scans)
                for scans in unattributed), unattributed
+    [subscriptions] = [scans for sql, scans in plans.items() if "user_subscriptions WHERE tenant_id IS NULL" in sql]
+    assert any(index == "user_subscriptions_unattributed_idx" for _, index, _ in subscriptions), subscriptions
 
 
 class _Accepting:

@@ -11,6 +11,7 @@ without them, plaintext (make run).
   python -m billing.cli refused-emails [--retry]    # emails the notifier refused; --retry sends them again
   python -m billing.cli unattributed                # payments received that no tenant owns
   python -m billing.cli assign-tenant TRANSACTION_ID TENANT_ID [--user USER_ID]   # give one its tenant
+  python -m billing.cli unattributed-subscriptions  # subscriptions that no tenant owns
   python -m billing.cli assign-subscription-tenant stripe sub_123 TENANT_ID [--user USER_ID]
 """
 
@@ -102,6 +103,14 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                       f"{t.amount.amount_minor:>12} {t.amount.currency}  {t.status:<18} {ids}")
             more = " (the earliest paid; there may be more)" if len(reply.transactions) == MAX_UNATTRIBUTED else ""
             print(f"{len(reply.transactions)} without a tenant{more}")
+        elif args.command == "unattributed-subscriptions":
+            reply = await stub.ListUnattributedSubscriptions(billing_pb2.ListUnattributedSubscriptionsRequest(
+                limit=MAX_UNATTRIBUTED), timeout=timeout)
+            for s in reply.subscriptions:
+                print(f"{s.created_at.ToJsonString()}  {s.id}  {_provider(s.provider):<8} {s.status:<10} "
+                      f"{s.stripe_subscription_id or s.razorpay_subscription_id}  {s.plan}")
+            more = " (the earliest; there may be more)" if len(reply.subscriptions) == MAX_UNATTRIBUTED else ""
+            print(f"{len(reply.subscriptions)} without a tenant{more}")
         elif args.command == "assign-tenant":
             _print(await stub.AssignTransactionTenant(billing_pb2.AssignTransactionTenantRequest(
                 transaction_id=args.transaction_id, tenant_id=args.tenant_id, user_id=args.user or ""),
@@ -136,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("refused-emails")
     p.add_argument("--retry", action="store_true")
     sub.add_parser("unattributed")
+    sub.add_parser("unattributed-subscriptions")
     p = sub.add_parser("assign-tenant")
     p.add_argument("transaction_id")
     p.add_argument("tenant_id")

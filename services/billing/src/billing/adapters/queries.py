@@ -157,6 +157,11 @@ class PostgresBillingReader:
             "ORDER BY paid_at, id LIMIT $1", limit)
         return [_stamped_txn(row) for row in rows]
 
+    async def unattributed_subscriptions(self, limit: int) -> list[Stamped[Subscription]]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM billing.user_subscriptions WHERE tenant_id IS NULL ORDER BY created_at, id LIMIT $1", limit)
+        return [_stamped_sub(row) for row in rows]
+
     async def get_subscription(self, tenant_id: str, sub_id: str) -> Stamped[Subscription] | None:
         key = _uuid(sub_id)
         row = key and await self._pool.fetchrow("SELECT * FROM billing.user_subscriptions WHERE id = $1", key)

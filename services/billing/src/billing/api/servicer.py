@@ -243,6 +243,12 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.ListUnattributedTransactionsResponse(transactions=[_transaction_pb(t) for t in payments])
 
     @errors
+    async def ListUnattributedSubscriptions(self, request, context):
+        subscriptions = await self._api.unattributed_subscriptions(request.limit)
+        return billing_pb2.ListUnattributedSubscriptionsResponse(
+            subscriptions=[_subscription_pb(s) for s in subscriptions])
+
+    @errors
     async def AssignTransactionTenant(self, request, context):
         payment = await self._api.assign_tenant(request.transaction_id, request.tenant_id, request.user_id,
                                                 request_id_var.get())

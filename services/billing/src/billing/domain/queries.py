@@ -19,7 +19,7 @@ MAX_PAGE = 100
 MAX_TEXT = 255  # ids, keys and names: the providers' ids are far shorter
 MAX_REPLAYED = 1000  # failed events one "replay all" applies, the earliest received first
 MAX_REFUSED = 1000  # refused emails one call lists or queues again
-MAX_UNATTRIBUTED = 1000  # payments without a tenant one call lists
+MAX_UNATTRIBUTED = 1000  # payments, or subscriptions, without a tenant one call lists
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -164,6 +164,9 @@ class BillingReader(Protocol):
         ...
     async def unattributed_payments(self, limit: int) -> list[Stamped[Transaction]]:
         """Payments received that no tenant owns, the earliest paid first."""
+        ...
+    async def unattributed_subscriptions(self, limit: int) -> list[Stamped[Subscription]]:
+        """Subscriptions that no tenant owns, the earliest recorded first."""
         ...
     async def payment_by_id(self, txn_id: str) -> Stamped[Transaction] | None:
         """A payment whoever owns it (the one kept, if it was merged into another)."""
@@ -341,6 +344,11 @@ class BillingApi:
         invoice from the provider's dashboard), or whose subscription billing never heard of. No tenant
         sees them, so operators and finance do."""
         return await self._reader.unattributed_payments(_operator_limit(limit, MAX_UNATTRIBUTED))
+
+    async def unattributed_subscriptions(self, limit: int) -> list[Stamped[Subscription]]:
+        """Subscriptions that no tenant owns (made in the provider's dashboard): no tenant has their access,
+        and one with no payment yet shows in no list of payments."""
+        return await self._reader.unattributed_subscriptions(_operator_limit(limit, MAX_UNATTRIBUTED))
 
 
 def _operator_limit(limit: int, most: int) -> int:
