@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from gateway.web.app import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trigger.delivery import razorpay_header, stripe_header
 
-from tests.integration.test_gateway_http import RAZORPAY_SECRET, STRIPE_SECRET, FakeBilling
+from tests.integration.test_gateway_http import RAZORPAY_SECRET, STRIPE_SECRET, FakeBilling, served
 from tests.integration.test_gateway_http import settings as gateway_settings
 
 header_names = st.sampled_from(["Stripe-Signature", "X-Razorpay-Signature", "X-Razorpay-Event-Id",
@@ -30,7 +29,7 @@ bodies = st.one_of(st.binary(max_size=2000), json_values.map(lambda v: json.dump
 @pytest.fixture
 async def client_and_billing():
     billing = FakeBilling()
-    client = TestClient(TestServer(create_app(gateway_settings(), billing=billing)))
+    client = served(create_app(gateway_settings(), billing=billing))
     await client.start_server()
     yield client, billing
     await client.close()

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
 from gateway.web.app import _read_body, _ServerLog, create_app
+from gateway.web.server import GatewayRunner
 from servicekit.env import Secret
 from servicekit.tls import PLAINTEXT
 from trigger.delivery import sign
@@ -54,9 +55,20 @@ def billing() -> FakeBilling:
     return FakeBilling()
 
 
+class GatewayTestServer(TestServer):
+    """The app served as the gateway serves it (GatewayRunner), on a free port."""
+
+    async def _make_runner(self, **kwargs):
+        return GatewayRunner(self.app, **kwargs)
+
+
+def served(app) -> TestClient:
+    return TestClient(GatewayTestServer(app))
+
+
 @pytest.fixture
 async def client(billing):
-    client = TestClient(TestServer(create_app(settings(), billing=billing)))
+    client = served(create_app(settings(), billing=billing))
     await client.start_server()
     yield client
     await client.close()
@@ -160,7 +172,7 @@ async def _answer_to_partial_body(port: int, head: bytes, body_part: bytes) -> b
 
 
 async def test_a_body_that_never_finishes_arriving_gets_408_and_the_connection_is_not_kept(billing):
-    client = TestClient(TestServer(create_app(settings(body_timeout_seconds=0.2), billing=billing)))
+    client = served(create_app(settings(body_timeout_seconds=0.2), billing=billing))
     await client.start_server()
     timed_out_before = _webhooks_counted("stripe", "body_timeout")
     try:
@@ -198,14 +210,17 @@ async def _answer_to_raw_bytes(port: int, data: bytes) -> bytes:
     (b"POST /webhooks/stripe HTTP/1.1\r\nHost: gateway\r\nX-Filler: " + b"v1=5257a869" * 800 + b"\r\n\r\n",
      "LineTooLong", "Got more than 8190 bytes when reading"),
 ])
-async def test_a_request_that_is_not_valid_http_gets_400_and_one_info_line_without_what_was_sent(
+async def test_a_request_that_is_not_valid_http_gets_400_in_json_and_one_info_line_without_what_was_sent(
     client, billing, caplog, request_bytes, error, reason
 ):
     # A scanner's garbage is the sender's fault: logged as a refusal, not as an error of ours with a
-    # traceback, and nothing it sent (here a signature-like value) is written to the log.
+    # traceback, and nothing it sent (here a signature-like value) is written to the log or echoed back.
     with caplog.at_level("INFO", logger="aiohttp.server"):
         answer = await _answer_to_raw_bytes(client.port, request_bytes)
-    assert answer.split(b"\r\n", 1)[0].split(b" ", 1)[1] == b"400 Bad Request"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0].split(b" ", 1)[1] == b"400 Bad Request"
+    assert b"content-type: application/json" in head.lower().split(b"\r\n")
+    assert json.loads(body) == {"error": {"code": "malformed_http", "message": reason}}
     [record] = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert (record.levelname, record.getMessage(), record.exc_info) == ("INFO", "HTTP request refused", None)
     assert record.fields == {"code": "malformed_http", "status": 400, "error": error, "reason": reason,
@@ -282,7 +297,7 @@ async def test_health_and_probes_follow_billing(client, billing):
 
 
 async def test_provider_without_secret_is_not_accepted(billing):
-    client = TestClient(TestServer(create_app(settings(razorpay_webhook_secrets=()), billing=billing)))
+    client = served(create_app(settings(razorpay_webhook_secrets=()), billing=billing))
     await client.start_server()
     try:
         r = await post(client, sign("razorpay", RazorpayScenario().event("payment.captured"), RAZORPAY_SECRET))
@@ -314,7 +329,7 @@ async def test_a_long_request_id_travels_as_its_first_64_characters(client, bill
 
 
 async def _client_for(billing, **overrides):
-    client = TestClient(TestServer(create_app(settings(**overrides), billing=billing)))
+    client = served(create_app(settings(**overrides), billing=billing))
     await client.start_server()
     return client
 

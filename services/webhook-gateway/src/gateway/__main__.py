@@ -15,6 +15,7 @@ from servicekit.metrics import serve_metrics
 
 from gateway.config import Settings
 from gateway.web.app import create_app
+from gateway.web.server import serve
 
 log = logging.getLogger("gateway")
 
@@ -39,17 +40,9 @@ def _serve(settings: Settings) -> None:
 
     app.on_startup.append(settle)
     serve_metrics(settings.metrics_port)
-    # run_app stops accepting on SIGTERM, lets in-flight webhooks finish for shutdown_timeout, then
-    # runs the cleanup contexts (closing the billing channel) in reverse order.
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_grace_seconds,
-        access_log=None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    # On SIGTERM it stops accepting, lets in-flight webhooks finish for the grace period, then runs the
+    # cleanup contexts (closing the billing channel) in reverse order.
+    uvloop.run(serve(app, settings.host, settings.port, settings.shutdown_grace_seconds))
 
 
 if __name__ == "__main__":
