@@ -81,7 +81,8 @@ def _json(body: dict, status: int = 200, headers: dict[str, str] | None = None) 
     return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """Every refusal of the gateway: {"error": {"code", "message"}}."""
     return _json({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
@@ -171,7 +172,7 @@ async def _receive(request: web.Request, provider: Provider) -> tuple[web.Respon
         elif isinstance(exc, TooManyFailures):
             headers = {"Retry-After": str(exc.retry_after)}
         message = "billing is unavailable; retry later" if status == 503 else str(exc)
-        return _error(status, code, message, headers), code
+        return error_response(status, code, message, headers), code
     result = receipt.result
     log.info(
         "webhook accepted",
@@ -210,23 +211,23 @@ async def request_context(request: web.Request, handler):
     try:
         response = await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
-        response = _error(413, _http_error_code(exc), f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
+        response = error_response(413, _http_error_code(exc), f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
     except web.HTTPMethodNotAllowed as exc:
-        response = _error(405, "method_not_allowed", f"use {', '.join(sorted(exc.allowed_methods))}",
+        response = error_response(405, "method_not_allowed", f"use {', '.join(sorted(exc.allowed_methods))}",
                           headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
-        response = _error(404, "not_found", "no such endpoint")
+        response = error_response(404, "not_found", "no such endpoint")
     except web.HTTPUnsupportedMediaType as exc:
-        response = _error(415, _http_error_code(exc), "send the body uncompressed, as providers do")
+        response = error_response(415, _http_error_code(exc), "send the body uncompressed, as providers do")
     except web.HTTPRequestTimeout as exc:
-        response = _error(408, _http_error_code(exc),
+        response = error_response(408, _http_error_code(exc),
                           f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
         response.force_close()  # the rest of that body may still come: the connection can't be reused
     except web.HTTPException as exc:
-        response = _error(exc.status, _http_error_code(exc), exc.reason)
+        response = error_response(exc.status, _http_error_code(exc), exc.reason)
     except Exception:
         log.exception("unhandled error")
-        response = _error(500, "internal", "internal error")
+        response = error_response(500, "internal", "internal error")
     finally:
         request_id_var.reset(token)
     response.headers[REQUEST_ID_HEADER] = request_id

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from gateway.web.app import error_response
 
 
 def _refusal(status: int, exc: BaseException | None) -> web.Response:
@@ -22,8 +23,7 @@ def _refusal(status: int, exc: BaseException | None) -> web.Response:
     else:
         # aiohttp's message goes on to quote the bytes received, after a colon: the reason is before it.
         code, message = "malformed_http", exc.message.split(":", 1)[0].strip()[:120] or "malformed request"
-    response = web.Response(status=status, content_type="application/json",
-                            body=orjson.dumps({"error": {"code": code, "message": message}}))
+    response = error_response(status, code, message)
     response.force_close()  # as aiohttp does: what follows on the connection cannot be trusted
     return response
 
