@@ -89,6 +89,9 @@ async def test_notifier_down_then_up_drains_the_outbox(stack, db, mail_sink):
     failed = next(m for m in mail_sink.messages if "did not go through" in m["Subject"])
     assert renewal.startswith("https://invoice.stripe.com/i/")
     assert f"Try again: {renewal}" in failed.get_body(("plain",)).get_content()
+    # The activation names what each period costs, as the subscription's price states it.
+    activated = next(m for m in mail_sink.messages if "is active" in m["Subject"])
+    assert "Price: $49.99" in activated.get_body(("plain",)).get_content()
 
 
 async def test_one_webhook_can_be_followed_through_all_three_services_by_request_id(stack, db, tmp_path):

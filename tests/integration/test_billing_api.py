@@ -163,6 +163,18 @@ async def test_a_subscription_ending_at_its_period_end_shows_when_it_ends(billin
     got = (await stub.GetSubscription(billing_pb2.GetSubscriptionRequest(
         tenant_id="t_ending", id=created.subscription_ids[0]))).subscription
     assert (got.status, got.cancel_at.seconds, got.HasField("cancelled_at")) == ("active", ends, False)
+    assert (got.price.amount_minor, got.price.currency) == (s.amount, s.currency.upper())  # stored and served
+
+
+async def test_a_subscription_whose_price_no_one_figure_states_serves_none(billing):
+    stub, ingest = billing
+    s = StripeScenario(tenant_id="t_discount")
+    created = s.event("customer.subscription.created")
+    created["data"]["object"]["discount"] = {"coupon": {"percent_off": 50}}
+    [result] = await ingest.execute([incoming("stripe", created)])
+    got = (await stub.GetSubscription(billing_pb2.GetSubscriptionRequest(
+        tenant_id="t_discount", id=result.subscription_ids[0]))).subscription
+    assert not got.HasField("price")
 
 
 async def test_a_subscription_payment_serves_its_charge_receipt_and_its_invoice_page(billing):

@@ -197,6 +197,51 @@ async def test_subscription_emails_name_the_plan_by_the_merchants_name_for_it_ne
     assert [i.data.get("plan") for i in outbox.values()] == [named, named]
 
 
+def _priced(items: list[dict], **subscription) -> list:
+    """A checkout and a subscription.created whose items are these."""
+    s = StripeScenario()
+    events = [s.event("checkout.session.completed"), s.event("customer.subscription.created")]
+    events[1]["data"]["object"]["items"]["data"] = items
+    events[1]["data"]["object"].update(subscription)
+    return [incoming("stripe", e) for e in events]
+
+
+def _item(**price) -> dict:
+    quantity = price.pop("quantity", 1)
+    return {"object": "subscription_item", "quantity": quantity,
+            "price": {"id": "price_x", "object": "price", "currency": "usd", "unit_amount": 4900,
+                      "billing_scheme": "per_unit", "recurring": {"interval": "month", "usage_type": "licensed"},
+                      **price}}
+
+
+@pytest.mark.parametrize(("items", "subscription", "price"), [
+    ([_item()], {}, {"amount_minor": 4900, "currency": "USD"}),
+    ([_item(quantity=3)], {}, {"amount_minor": 14700, "currency": "USD"}),  # three seats
+    ([_item(), _item(unit_amount=1500)], {}, {"amount_minor": 6400, "currency": "USD"}),  # plan and an add-on
+    ([_item(currency="isk", unit_amount=500000)], {}, {"amount_minor": 5000, "currency": "ISK"}),  # in ISO units
+    # The older shape: a plan, not a price.
+    ([{"object": "subscription_item", "quantity": 1, "plan": {"id": "pro", "amount": 900, "currency": "eur"}}], {},
+     {"amount_minor": 900, "currency": "EUR"}),
+    # No one figure tells what the customer pays: these name no price.
+    ([_item()], {"discount": {"coupon": {"percent_off": 20}}}, None),
+    ([_item()], {"discounts": ["di_1"]}, None),
+    ([_item(recurring={"interval": "month", "usage_type": "metered"})], {}, None),
+    ([_item(unit_amount=None, billing_scheme="tiered")], {}, None),
+    ([_item(), _item(currency="eur")], {}, None),
+    ([_item(unit_amount="49.00")], {}, None),  # unreadable: left out, the event still applied
+])
+async def test_the_activation_email_names_the_price_of_a_period_only_where_one_fixed_price_states_it(
+        items, subscription, price):
+    store = InMemoryEventStore()
+    for event in _priced(items, **subscription):
+        await IngestEvents(store).execute([event])
+    [activated] = [i for i in store.outbox.values() if i.kind == "subscription_activated"]
+    assert activated.data.get("price") == price
+    [row] = store.subscriptions.values()
+    assert (row.price_amount, row.price_currency) == ((price["amount_minor"], price["currency"]) if price else
+                                                      (None, None))
+
+
 async def test_a_razorpay_plan_is_known_by_its_id_alone_so_its_emails_name_no_plan():
     r = RazorpayScenario()
     events = [r.event(t) for t in ("subscription.activated", "subscription.charged")]
@@ -415,3 +460,15 @@ async def test_a_subscription_given_its_tenant_by_an_operator_brings_its_payment
     assert kinds(store.outbox) == Counter({"payment_received": 1})  # the invoice's address; none for the sub
     assert await use_case.give_subscription_tenant(SubRef(sub.provider, "sub_unknown"), Owner("acme"),
                                                    sub.status_at) is None
+
+
+async def test_a_subscription_keeps_the_price_of_its_newest_snapshot_whatever_the_arrival_order():
+    s = StripeScenario()
+    created, upgraded = s.event("customer.subscription.created"), s.event("customer.subscription.updated")
+    upgraded["data"]["object"]["items"]["data"] = [_item(unit_amount=9900)]
+    for order in ([created, upgraded], [upgraded, created]):
+        store = InMemoryEventStore()
+        for event in order:
+            await IngestEvents(store).execute([incoming("stripe", event)])
+        [row] = store.subscriptions.values()
+        assert (row.price_amount, row.price_currency) == (9900, "USD")

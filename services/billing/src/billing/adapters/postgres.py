@@ -49,7 +49,7 @@ _SUB_COLUMNS = [f.name for f in fields(Subscription)]
 _PG_TYPES = {
     "id": "uuid", "amount": "bigint", "amount_refunded": "bigint", "requested_amount": "bigint", "currency": "text",
     "customer_email_rank": "smallint", "customer_name_rank": "smallint", "refunds": "jsonb",
-    "refunds_reported": "bigint",
+    "refunds_reported": "bigint", "price_amount": "bigint",
     "status_at": "timestamptz", "failed_at": "timestamptz", "paid_at": "timestamptz",
     "refunded_at": "timestamptz", "disputed_at": "timestamptz", "current_period_start": "timestamptz",
     "current_period_end": "timestamptz", "cancelled_at": "timestamptz", "cancel_at": "timestamptz",

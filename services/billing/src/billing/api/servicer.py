@@ -151,6 +151,8 @@ def _subscription_pb(stamped: Stamped[Subscription]) -> billing_pb2.Subscription
         current_period_end=to_timestamp(s.current_period_end), cancelled_at=to_timestamp(s.cancelled_at),
         created_at=to_timestamp(stamped.created_at), updated_at=to_timestamp(stamped.updated_at),
         cancel_at=to_timestamp(s.cancel_at),
+        price=billing_pb2.Money(amount_minor=s.price_amount, currency=s.price_currency or "")
+        if s.price_amount is not None else None,
     )
 
 

@@ -170,8 +170,9 @@ def _sub_candidate(status: SubStatus, at: datetime, snapshot: tuple) -> tuple:
     return (terminal, t if not terminal else 0.0, rank, -t if terminal else 0.0, snapshot)
 
 
-def _snapshot(*values: datetime | str | None) -> tuple[tuple[bool, float | str], ...]:
-    """Values in a comparable form: None first, then times by instant and text by its characters."""
+def _snapshot(*values: datetime | str | int | None) -> tuple[tuple[bool, float | str], ...]:
+    """Values in a comparable form: None first, then times by instant, text by its characters and numbers
+    by their size (each position holds one kind)."""
     return tuple((False, 0.0) if v is None else (True, v.timestamp() if isinstance(v, datetime) else v)
                  for v in values)
 
@@ -261,6 +262,10 @@ class SubscriptionFact:
     cancel_at: datetime | None = None  # a cancellation asked for, taking effect then (the period's end)
     customer_email: str | None = None
     customer_name: str | None = None
+    # What each period costs, in minor units, when one fixed price states it (else None: metered or tiered
+    # prices, or a discount, make the amount something no single figure tells).
+    price_amount: int | None = None
+    price_currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +362,9 @@ class Subscription:
     # A cancellation the customer asked for that takes effect then (the end of the paid period): the
     # subscription stays active until it does. Cleared when a newer snapshot no longer has it.
     cancel_at: datetime | None = None
+    # As the newest snapshot states it (SubscriptionFact.price_amount): None when no one figure does.
+    price_amount: int | None = None
+    price_currency: str | None = None
 
     @property
     def provider_id(self) -> str:
@@ -613,9 +621,9 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
         return merged
     plan = fact.plan or merged.plan
     snapshot = _snapshot(fact.current_period_end, fact.current_period_start, fact.provider_status, plan,
-                         fact.cancelled_at, fact.cancel_at)
+                         fact.cancelled_at, fact.cancel_at, fact.price_currency, fact.price_amount)
     held = _snapshot(row.current_period_end, row.current_period_start, row.provider_status, row.plan,
-                     row.cancelled_at, row.cancel_at)
+                     row.cancelled_at, row.cancel_at, row.price_currency, row.price_amount)
     # A row no snapshot has given a status yet (made from a checkout that came first) takes the first.
     if row.provider_status is None or (
         _sub_candidate(fact.status, fact.at, snapshot) > _sub_candidate(row.status, row.status_at, held)
@@ -630,6 +638,8 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
             current_period_end=fact.current_period_end,
             cancelled_at=fact.cancelled_at,
             cancel_at=fact.cancel_at,
+            price_amount=fact.price_amount,
+            price_currency=fact.price_currency,
         )
     return merged
 

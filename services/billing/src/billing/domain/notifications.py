@@ -10,7 +10,8 @@ notifier sends one email per key.
 - payment refunded: each new cumulative refunded amount (a refund that failed lowers it, and a later
   refund that raises it again is told);
 - refund failed: once per refund that failed (the customer has to be refunded another way);
-- subscription activated: the first activation only, not renewals;
+- subscription activated: the first activation only, not renewals; with the price of each period where
+  one fixed price states it;
 - subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
   at once, when it ends (and the email says it has ended).
 An email needs the customer's address and tenant, which may come on another event than the change
@@ -224,7 +225,8 @@ def subscription_emails(before: Subscription | None, after: Subscription, at: da
     # status_at is the newest snapshot's time: a renewal months later makes an activation stale news.
     if _newly(before, after, _live, at, since=lambda row: row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
-            "plan": _plan_name(after.plan), "next_billing_date": _iso(after.current_period_end)}, request_id))
+            "plan": _plan_name(after.plan), "price": _money(after.price_amount, after.price_currency),
+            "next_billing_date": _iso(after.current_period_end)}, request_id))
     if _newly(before, after, _cancelled, at, since=lambda row: row.cancelled_at or row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
             "plan": _plan_name(after.plan),

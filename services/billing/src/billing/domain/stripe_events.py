@@ -302,6 +302,7 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
     period_end = f.timestamp(sub, "current_period_end") or f.timestamp(item, "current_period_end")
     # A cancellation asked for at the period's end (or for a set date): still active until then.
     cancel_at = f.timestamp(sub, "cancel_at") or (period_end if sub.get("cancel_at_period_end") is True else None)
+    price_amount, price_currency = _recurring_price(sub)
     return [
         SubscriptionFact(
             ref=SubRef(Provider.STRIPE, f.text(sub, "id", required=True)),
@@ -315,8 +316,38 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
             current_period_end=period_end,
             cancelled_at=ended,
             cancel_at=cancel_at,
+            price_amount=price_amount,
+            price_currency=price_currency,
         )
     ]
+
+
+def _recurring_price(sub: dict[str, Any]) -> tuple[int | None, str | None]:
+    """What each period costs as the subscription's fixed prices state it: its items' unit amounts times
+    their quantities, in one currency. None where no one figure tells what the customer pays: a metered
+    or tiered price, items the event does not all list, a discount. The price is what the email and the
+    API show of the plan, so one it cannot read leaves it out rather than failing the event."""
+    items = f.obj(sub, "items", required=False)
+    data = items.get("data")
+    if sub.get("discount") or sub.get("discounts") or items.get("has_more") or not isinstance(data, list) or not data:
+        return None, None
+    total, currencies = 0, set()
+    try:
+        for item in data:
+            if not isinstance(item, dict):
+                return None, None
+            price = f.obj(item, "price", required=False) or f.obj(item, "plan", required=False)
+            unit = f.amount(price, "unit_amount" if "unit_amount" in price else "amount")
+            quantity = 1 if item.get("quantity") is None else item["quantity"]
+            metered = (price.get("recurring") or {}).get("usage_type", price.get("usage_type")) == "metered"
+            if (unit is None or metered or price.get("billing_scheme") == "tiered"
+                    or isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0):
+                return None, None
+            total += unit * quantity
+            currencies.add(f.currency(price, required=True))
+    except InvalidEvent:
+        return None, None
+    return (total, currencies.pop()) if len(currencies) == 1 else (None, None)
 
 
 # A Checkout paid by a delayed method (bank debits, vouchers) completes unpaid; days later the outcome
@@ -430,7 +461,14 @@ _STRIPE_TO_ISO = {"ISK": Fraction(1, 100), "MGA": Fraction(100)}
 
 
 def _in_iso_units(fact: PaymentFact | SubscriptionFact) -> PaymentFact | SubscriptionFact:
-    scale = _STRIPE_TO_ISO.get(fact.currency) if isinstance(fact, PaymentFact) and fact.currency else None
+    if isinstance(fact, SubscriptionFact):
+        scale = _STRIPE_TO_ISO.get(fact.price_currency or "")
+        if scale is None or fact.price_amount is None:
+            return fact
+        converted = fact.price_amount * scale  # a price no whole amount in ISO units tells is left out
+        return replace(fact, price_amount=int(converted) if converted.denominator == 1 else None,
+                       price_currency=fact.price_currency if converted.denominator == 1 else None)
+    scale = _STRIPE_TO_ISO.get(fact.currency) if fact.currency else None
     if scale is None:
         return fact
 
