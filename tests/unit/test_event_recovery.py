@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from billing.domain.ingest import IngestEvents, Outcome
+from billing.domain.ingest import IngestEvents, Outcome, TransientStoreError
 from billing.domain.recovery import InvalidRange, RecoverEvents
 from trigger.flows import FLOWS
 
@@ -137,3 +137,30 @@ async def test_recovery_reads_only_what_stripe_keeps_and_refuses_a_range_with_no
                          (NOW + timedelta(hours=1), None)]:  # in the future
         with pytest.raises(InvalidRange, match="nothing to recover"):
             await recovery.execute(since, until, undelivered_only=True, request_id="r")
+
+
+class UnreachableStore(InMemoryEventStore):
+    """The database goes away for good after `units` transactions: every later one fails for a passing
+    reason (a lost connection), retries included."""
+
+    def __init__(self, units: int) -> None:
+        super().__init__()
+        self.units = units
+
+    def unit(self, lock_keys):
+        if self.units == 0:
+            raise TransientStoreError("connection lost")
+        self.units -= 1
+        return super().unit(lock_keys)
+
+
+async def test_recovery_stops_where_the_database_stayed_unreachable_having_kept_what_it_took():
+    events = FLOWS["stripe-payment"].build("t1", "u1")
+    times = sorted(datetime.fromtimestamp(e["created"], UTC) for e in events)
+    store = UnreachableStore(units=2)  # one event a window, one transaction an event
+    recovery = RecoverEvents(FakeStripeFeed(events), IngestEvents(store), clock=clock, window=timedelta(seconds=1))
+
+    report = await recovery.execute(times[0], None, undelivered_only=False, request_id="r")
+
+    assert not report.complete and report.resume_from == times[2] and "connection lost" in (report.error or "")
+    assert report.outcomes == {Outcome.PROCESSED: 2} and len(store.events) == 2
