@@ -229,6 +229,7 @@ def _item(**price) -> dict:
     ([_item(unit_amount=None, billing_scheme="tiered")], {}, None),
     ([_item(), _item(currency="eur")], {}, None),
     ([_item(unit_amount="49.00")], {}, None),  # unreadable: left out, the event still applied
+    ([_item(recurring="monthly")], {}, None),
 ])
 async def test_the_activation_email_names_the_price_of_a_period_only_where_one_fixed_price_states_it(
         items, subscription, price):

@@ -339,7 +339,10 @@ def _recurring_price(sub: dict[str, Any]) -> tuple[int | None, str | None]:
             price = f.obj(item, "price", required=False) or f.obj(item, "plan", required=False)
             unit = f.amount(price, "unit_amount" if "unit_amount" in price else "amount")
             quantity = 1 if item.get("quantity") is None else item["quantity"]
-            metered = (price.get("recurring") or {}).get("usage_type", price.get("usage_type")) == "metered"
+            recurring = price.get("recurring", {})
+            if not isinstance(recurring, dict):  # whether it is metered cannot be told
+                return None, None
+            metered = recurring.get("usage_type", price.get("usage_type")) == "metered"
             if (unit is None or metered or price.get("billing_scheme") == "tiered"
                     or isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0):
                 return None, None
