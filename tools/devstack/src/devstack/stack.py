@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,10 +28,36 @@ DEV_STRIPE_SECRET = "whsec_boxcostpro_local_dev"
 DEV_RAZORPAY_SECRET = "rzp_boxcostpro_local_dev"
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, for a service about to bind it: picked outside the kernel's ephemeral range. A port
+    of that range (what binding port 0 gives) is also the source port of outgoing connections, so between
+    finding it free and the service binding it, a connection (to PostgreSQL, to a service) could take it."""
+    low, high = _ephemeral_range()
+    candidates = range(10000, low) if low > 11000 else range(high + 1, 65536)
+    pick = random.SystemRandom()  # a test's seeding of `random` must not make two stacks pick alike
+    for _ in range(200):
+        port = pick.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port found between {candidates.start} and {candidates.stop - 1}")
 
 
 @dataclass
