@@ -41,6 +41,24 @@ async def test_payment_succeeded_mails_one_receipt_and_logs_it_sent(stack, db, m
     assert await db.fetchval("SELECT status FROM billing.email_outbox") == "delivered"
 
 
+async def test_a_trial_about_to_end_mails_the_customer_when_and_what_it_will_cost(stack, db, mail_sink):
+    s = StripeScenario(tenant_id="acme", email="buyer@example.com")
+    s.checkout_mode = "subscription"
+    checkout, notice = s.event("checkout.session.completed"), s.event("customer.subscription.trial_will_end")
+    notice["data"]["object"]["trial_end"] = 1796212800  # 2026-12-02 12:00 UTC
+    responses = await deliver(stack.gateway_url, [sign("stripe", e, STRIPE_SECRET) for e in (checkout, notice)])
+    assert {r.status for r in responses} == {200}
+
+    async def sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent "
+                                 "AND email_type = 'subscription_trial_ending'") == 1
+
+    await wait_for(sent, what="the trial's notice to be mailed")
+    [notice_mail] = [m for m in mail_sink.messages if "trial" in m["Subject"]]
+    assert notice_mail["Subject"] == "Your pro_monthly trial ends on December 2, 2026"
+    assert "continues at $49.99 each billing period" in notice_mail.get_body(("plain",)).get_content()
+
+
 async def test_a_refund_that_fails_mails_the_customer_that_they_are_still_owed(stack, db, mail_sink):
     deliveries = [sign("stripe", e, STRIPE_SECRET) for e in FLOWS["stripe-refund-failed"].build("acme", "u1")]
     responses = await deliver(stack.gateway_url, deliveries)

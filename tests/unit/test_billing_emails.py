@@ -473,3 +473,24 @@ async def test_a_subscription_keeps_the_price_of_its_newest_snapshot_whatever_th
             await IngestEvents(store).execute([incoming("stripe", event)])
         [row] = store.subscriptions.values()
         assert (row.price_amount, row.price_currency) == (9900, "USD")
+
+
+async def test_a_trial_ending_is_told_once_while_the_subscription_is_still_in_its_trial():
+    s = StripeScenario()
+    checkout, notice = s.event("checkout.session.completed"), s.event("customer.subscription.trial_will_end")
+    ends = notice["data"]["object"]["trial_end"]
+    store = InMemoryEventStore()
+    for event in (checkout, notice, notice):  # Stripe may deliver the notice twice
+        await IngestEvents(store).execute([incoming("stripe", event)])
+    [told] = [i for i in store.outbox.values() if i.kind == "subscription_trial_ending"]
+    assert told.to_email == "buyer@example.com"
+    assert told.data == {"plan": "pro_monthly", "trial_end": datetime.fromtimestamp(ends, UTC).isoformat(),
+                         "price": {"amount_minor": 4999, "currency": "USD"}}
+
+
+async def test_a_trial_notice_that_comes_after_the_trial_converted_tells_nothing():
+    s = StripeScenario()
+    events = [s.event("checkout.session.completed"), s.event("customer.subscription.trial_will_end"),
+              s.event("customer.subscription.updated")]  # the trial ended: active, and charged
+    outbox = await outbox_after([incoming("stripe", e) for e in (events[0], events[2], events[1])])
+    assert "subscription_trial_ending" not in kinds(outbox)

@@ -231,6 +231,8 @@ class StripeScenario:
             status = {"created": "active", "updated": "active", "resumed": "active",
                       "trial_will_end": "trialing", "paused": "paused", "deleted": "canceled"}[action]
             extra = {"canceled_at": self.clock.now, "ended_at": self.clock.now} if action == "deleted" else {}
+            if action == "trial_will_end":  # Stripe's notice, three days before the trial ends
+                extra = {"trial_start": self.clock.now - 11 * 86400, "trial_end": self.clock.now + 3 * 86400}
             return self.envelope(event_type, self.subscription(status, **extra))
         if kind == "invoice":
             unpaid = action in ("payment_failed", "payment_action_required", "voided")  # the renewal's invoice

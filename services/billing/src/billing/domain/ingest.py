@@ -23,7 +23,7 @@ import orjson
 
 from billing.domain import razorpay_events, stripe_events
 from billing.domain.fields import InvalidEvent
-from billing.domain.notifications import payment_emails, subscription_emails
+from billing.domain.notifications import payment_emails, subscription_emails, trial_ending_emails
 from billing.domain.model import (
     Owner,
     PaymentFact,
@@ -397,6 +397,8 @@ def _apply_facts(
                 sub = merge_subscription(old_sub, fact)
                 ws.put_subscription(sub)
                 ws.emails.extend(subscription_emails(old_sub, sub, fact.at, request_id))
+                if fact.trial_ends:
+                    ws.emails.extend(trial_ending_emails(sub, fact.trial_ends, request_id))
                 sub_ids.append(sub.id)
                 txn_ids.extend(_give_owner(ws, sub, fact.at, request_id))
             else:

@@ -266,6 +266,8 @@ class SubscriptionFact:
     # prices, or a discount, make the amount something no single figure tells).
     price_amount: int | None = None
     price_currency: str | None = None
+    # Set by the notice a provider sends days before a trial ends (Stripe's trial_will_end): when it ends.
+    trial_ends: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ notifier sends one email per key.
 - subscription activated: the first activation only, not renewals; with the price of each period where
   one fixed price states it;
 - subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
-  at once, when it ends (and the email says it has ended).
+  at once, when it ends (and the email says it has ended);
+- trial ending: once per trial end, when the provider gives notice of it (Stripe, three days before) and
+  the subscription is still in its trial.
 An email needs the customer's address and tenant, which may come on another event than the change
 (a payment intent without receipt_email, then its charge; a subscription, then its checkout): whichever
 of the two comes last asks for it, unless the address comes over a day after the change (stale news).
@@ -168,6 +170,17 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
                 "transaction_id": after.id, "amount": _money(refund.amount, after.currency),
                 "reason": _REFUND_FAILURES.get(refund.failure_reason or "")}, request_id))
     return [i for i in intents if i is not None]
+
+
+def trial_ending_emails(after: Subscription, trial_ends: datetime, request_id: str = "") -> list[EmailIntent]:
+    """The notice that a trial ends at `trial_ends`, for a subscription still in its trial: one that is
+    active or ended already (the notice came late) has nothing to be warned of."""
+    if after.status is not SubStatus.TRIALING:
+        return []
+    intent = _intent(after, f"sub:{after.id}:trial_ending:{_iso(trial_ends)}", "subscription_trial_ending", {
+        "plan": _plan_name(after.plan), "trial_end": _iso(trial_ends),
+        "price": _money(after.price_amount, after.price_currency)}, request_id)
+    return [intent] if intent else []
 
 
 def _told_of_failure(refund: Refund) -> bool:

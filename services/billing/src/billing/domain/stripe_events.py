@@ -318,6 +318,9 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
             cancel_at=cancel_at,
             price_amount=price_amount,
             price_currency=price_currency,
+            # During a trial its period is the trial: its end is the trial's, where trial_end is not given.
+            trial_ends=(f.timestamp(sub, "trial_end") or period_end)
+            if event_type == "customer.subscription.trial_will_end" else None,
         )
     ]
 

@@ -23,6 +23,7 @@ class EmailKind(str, Enum):
     TICKET_UPDATED = "ticket_updated"
     SUBSCRIPTION_ACTIVATED = "subscription_activated"
     SUBSCRIPTION_CANCELLED = "subscription_cancelled"
+    SUBSCRIPTION_TRIAL_ENDING = "subscription_trial_ending"
     PAYMENT_REFUND_FAILED = "payment_refund_failed"
 
 
@@ -72,6 +73,7 @@ _SPEC: dict[EmailKind, dict[str, str]] = {
     EmailKind.SUBSCRIPTION_CANCELLED: {"plan": "line?", "effective_date": "date", "reactivation_url": "url?",
                                       "ended": "bool"},
     EmailKind.PAYMENT_REFUND_FAILED: {"transaction_id": "line", "amount": "money", "reason": "line?"},
+    EmailKind.SUBSCRIPTION_TRIAL_ENDING: {"plan": "line?", "trial_end": "date", "price": "money?"},
 }
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

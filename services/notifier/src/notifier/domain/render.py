@@ -31,6 +31,7 @@ SUBJECTS: dict[EmailKind, str] = {
     EmailKind.SUBSCRIPTION_ACTIVATED: "Your {% if plan %}{{ plan }} {% endif %}subscription is active",
     EmailKind.SUBSCRIPTION_CANCELLED: "Your {% if plan %}{{ plan }} {% endif %}subscription has been cancelled",
     EmailKind.PAYMENT_REFUND_FAILED: "Your refund of {{ amount | money }} could not be completed",
+    EmailKind.SUBSCRIPTION_TRIAL_ENDING: "Your {% if plan %}{{ plan }} {% endif %}trial ends on {{ trial_end | date }}",
 }
 
 

@@ -30,6 +30,7 @@ _DATA = {
                                        "reactivation_url": "https://app.boxcostpro.com/billing/reactivate", "ended": False},
     EmailKind.PAYMENT_REFUND_FAILED: {"transaction_id": "3f2b8c1e-7d4a-4e8f-9a21-5c6d7e8f9a0b",
                                       "amount": Money(4999, "USD"), "reason": "the card has expired or was cancelled"},
+    EmailKind.SUBSCRIPTION_TRIAL_ENDING: {"plan": "Pro monthly", "trial_end": _WHEN, "price": Money(125000, "INR")},
 }
 
 
