@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import random
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -486,6 +487,16 @@ async def test_a_trial_ending_is_told_once_while_the_subscription_is_still_in_it
     assert told.to_email == "buyer@example.com"
     assert told.data == {"plan": "pro_monthly", "trial_end": datetime.fromtimestamp(ends, UTC).isoformat(),
                          "price": {"amount_minor": 4999, "currency": "USD"}}
+
+
+async def test_a_trial_notice_received_after_the_trial_ended_tells_nothing():
+    # Recovered from Stripe's list days later, before the event that converted the trial.
+    s = StripeScenario()
+    checkout, notice = s.event("checkout.session.completed"), s.event("customer.subscription.trial_will_end")
+    late = replace(incoming("stripe", notice),
+                   received_at=datetime.fromtimestamp(notice["data"]["object"]["trial_end"] + 60, UTC))
+    outbox = await outbox_after([incoming("stripe", checkout), late])
+    assert "subscription_trial_ending" not in kinds(outbox)
 
 
 async def test_a_trial_notice_that_comes_after_the_trial_converted_tells_nothing():

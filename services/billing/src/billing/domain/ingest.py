@@ -353,7 +353,7 @@ def _apply(
         elif item.error is not None:
             outcome, error, txn_ids, sub_ids, attention = Outcome.FAILED, item.error, (), (), ()
         else:
-            outcome, error, txn_ids, sub_ids, attention = _apply_facts(ws, item.facts or [], event.request_id)
+            outcome, error, txn_ids, sub_ids, attention = _apply_facts(ws, item.facts or [], event)
         assert item.payload_text is not None
         records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
         results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids, attention))
@@ -383,8 +383,9 @@ def _payment_row(ws: WorkingSet, ref: TxnRef) -> tuple[Transaction | None, Trans
 
 
 def _apply_facts(
-    ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], request_id: str
+    ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], event: IncomingEvent
 ) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...], tuple[Attention, ...]]:
+    request_id = event.request_id
     before = ws.snapshot()
     txn_ids: list[str] = []
     sub_ids: list[str] = []
@@ -398,7 +399,7 @@ def _apply_facts(
                 ws.put_subscription(sub)
                 ws.emails.extend(subscription_emails(old_sub, sub, fact.at, request_id))
                 if fact.trial_ends:
-                    ws.emails.extend(trial_ending_emails(sub, fact.trial_ends, request_id))
+                    ws.emails.extend(trial_ending_emails(sub, fact.trial_ends, event.received_at, request_id))
                 sub_ids.append(sub.id)
                 txn_ids.extend(_give_owner(ws, sub, fact.at, request_id))
             else:

@@ -14,8 +14,8 @@ notifier sends one email per key.
   one fixed price states it;
 - subscription cancelled: once, when the customer asks (effective at the period's end) or, if it ends
   at once, when it ends (and the email says it has ended);
-- trial ending: once per trial end, when the provider gives notice of it (Stripe, three days before) and
-  the subscription is still in its trial.
+- trial ending: once per trial end, when the provider gives notice of it (Stripe, three days before),
+  the subscription is still in its trial and the trial has not ended by the time the notice is received.
 An email needs the customer's address and tenant, which may come on another event than the change
 (a payment intent without receipt_email, then its charge; a subscription, then its checkout): whichever
 of the two comes last asks for it, unless the address comes over a day after the change (stale news).
@@ -172,10 +172,12 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
     return [i for i in intents if i is not None]
 
 
-def trial_ending_emails(after: Subscription, trial_ends: datetime, request_id: str = "") -> list[EmailIntent]:
-    """The notice that a trial ends at `trial_ends`, for a subscription still in its trial: one that is
-    active or ended already (the notice came late) has nothing to be warned of."""
-    if after.status is not SubStatus.TRIALING:
+def trial_ending_emails(after: Subscription, trial_ends: datetime, received_at: datetime,
+                        request_id: str = "") -> list[EmailIntent]:
+    """The notice that a trial ends at `trial_ends`, for a subscription still in its trial. Nothing when
+    the notice is late: the subscription is active or ended already, or the notice was received once the
+    trial had ended (recovered days afterwards, before the event that converted it)."""
+    if after.status is not SubStatus.TRIALING or trial_ends <= received_at:
         return []
     intent = _intent(after, f"sub:{after.id}:trial_ending:{_iso(trial_ends)}", "subscription_trial_ending", {
         "plan": _plan_name(after.plan), "trial_end": _iso(trial_ends),
