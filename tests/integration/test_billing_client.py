@@ -96,3 +96,83 @@ async def test_a_burst_of_large_events_goes_in_calls_within_the_byte_budget(bill
     assert all(len(call) == 1 or sum(size_of[e] for e in call) <= 3000 for call in servicer.calls)
     assert ["evt_9"] in servicer.calls
     assert sorted(e for call in servicer.calls for e in call) == sorted(size_of)
+
+
+class StalledBilling(billing_pb2_grpc.BillingServiceServicer):
+    """Billing that takes calls and answers none until released: a database stall, a long lock wait."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+
+    async def IngestEvents(self, request, context):
+        self.calls.append([e.event_id for e in request.events])
+        await self.release.wait()
+        return billing_pb2.IngestEventsResponse(results=[
+            billing_pb2.IngestResult(event_id=e.event_id, status=billing_pb2.INGEST_STATUS_PROCESSED)
+            for e in request.events])
+
+
+@pytest.fixture
+async def stalled():
+    servicer = StalledBilling()
+    server = grpc.aio.server()
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    servicer.release.set()
+    await server.stop(None)
+
+
+async def test_a_webhook_queued_behind_a_stalled_call_waits_no_longer_than_the_timeout_and_is_not_sent(
+        stalled, leaked_errors):
+    servicer, addr = stalled
+    # A call slot frees only when the stalled call runs out of time; an event with under half its time left
+    # by then is refused rather than sent.
+    client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=1.0, max_in_flight=1,
+                                   min_send_seconds=0.5)
+    loop = asyncio.get_running_loop()
+    try:
+        in_flight = asyncio.ensure_future(client.ingest(event("evt_in_flight")))
+        while not servicer.calls:  # the one call slot is taken, and billing does not answer
+            await asyncio.sleep(0.005)
+        started = loop.time()
+        with pytest.raises(BillingUnavailable, match="did not answer within 1 s"):
+            await client.ingest(event("evt_queued"))
+        waited = loop.time() - started
+        with pytest.raises(BillingUnavailable):
+            await in_flight
+        servicer.release.set()
+        after = await client.ingest(event("evt_after"))
+    finally:
+        await client.close()
+    gc.collect()
+    # Answered within its own timeout, not after the stalled call's timeout and then a call of its own.
+    assert waited < 1.5, waited
+    assert after.status == "processed"
+    # The refused event was never sent: its provider will deliver it again.
+    assert [e for call in servicer.calls for e in call] == ["evt_in_flight", "evt_after"]
+    assert leaked_errors == []
+
+
+async def test_events_waiting_past_the_byte_bound_are_refused_at_once(stalled):
+    servicer, addr = stalled
+    client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=30, max_in_flight=1,
+                                   max_queued_bytes=2500)
+    try:
+        first = asyncio.ensure_future(client.ingest(event("evt_0", payload=b"x" * 1000)))
+        while not servicer.calls:
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(client.ingest(event(f"evt_{i}", payload=b"x" * 1000))) for i in (1, 2)]
+        await asyncio.sleep(0)  # let both join the queue
+        with pytest.raises(BillingUnavailable, match="too many events are waiting"):
+            await client.ingest(event("evt_3", payload=b"x" * 1000))
+        servicer.release.set()
+        results = await asyncio.gather(first, *queued)
+        # Once the queue drained, events are let in again.
+        after = await client.ingest(event("evt_4", payload=b"x" * 1000))
+    finally:
+        await client.close()
+    assert [r.status for r in results] == ["processed"] * 3 and after.status == "processed"
+    assert sorted(e for call in servicer.calls for e in call) == ["evt_0", "evt_1", "evt_2", "evt_4"]

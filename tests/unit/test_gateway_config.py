@@ -16,6 +16,8 @@ def test_defaults_are_the_documented_ones():
     assert [secret.value for secret in s.stripe_webhook_secrets] == ["whsec_a", "whsec_b"]
     assert s.metrics_port == 0  # off unless METRICS_PORT names a port of its own
     assert Settings.from_env({**BASE, "METRICS_PORT": "9102"}).metrics_port == 9102
+    assert (s.billing_timeout_seconds, s.billing_queue_max_bytes) == (10.0, 64 * 1024 * 1024)
+    assert Settings.from_env({**BASE, "BILLING_QUEUE_MAX_BYTES": "1000000"}).billing_queue_max_bytes == 1_000_000
 
 
 def test_a_body_limit_no_grpc_message_to_billing_could_carry_is_refused():
@@ -25,7 +27,8 @@ def test_a_body_limit_no_grpc_message_to_billing_could_carry_is_refused():
         Settings.from_env({**BASE, "WEBHOOK_MAX_BODY_BYTES": str(64 * 1024 * 1024)})
 
 
-@pytest.mark.parametrize("name", ["WEBHOOK_BODY_TIMEOUT_SECONDS", "WEBHOOK_TOLERANCE_SECONDS", "GATEWAY_PORT"])
+@pytest.mark.parametrize("name", ["WEBHOOK_BODY_TIMEOUT_SECONDS", "WEBHOOK_TOLERANCE_SECONDS", "GATEWAY_PORT",
+                                  "BILLING_QUEUE_MAX_BYTES"])
 def test_a_malformed_number_names_its_variable(name):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({**BASE, name: "soon"})

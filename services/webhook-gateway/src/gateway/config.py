@@ -40,6 +40,7 @@ class Settings:
     razorpay_allowed_cidrs: tuple[Network, ...] = ()
     body_timeout_seconds: float = 10.0
     metrics_port: int = 0
+    billing_queue_max_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -54,6 +55,9 @@ class Settings:
             # Stripe's largest events are a few hundred KiB; 1 MiB leaves room and bounds abuse.
             max_body_bytes=env_int(environ, "WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             billing_timeout_seconds=env_float(environ, "BILLING_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            # Events waiting for billing, in payload bytes: a bound on memory when billing is slower than
+            # the providers' deliveries. Past it webhooks get 503 until the queue drains.
+            billing_queue_max_bytes=env_int(environ, "BILLING_QUEUE_MAX_BYTES", 64 * 1024 * 1024, minimum=1),
             # Providers send a body at once; a client that trickles one only holds a connection open.
             body_timeout_seconds=env_float(environ, "WEBHOOK_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),

@@ -3,6 +3,10 @@
 Requests that arrive while earlier calls are in flight wait together and go as one batch: under light
 load every event goes alone at once, under a burst the batches grow and billing commits many events
 with one fsync. Each caller still gets its own event's result, and only after billing answered.
+
+When billing is slow or away, a webhook waits at most the timeout, queued and in flight together, and the
+events waiting are bounded in bytes: past either, the webhook is answered "unavailable" (a 503 the
+provider retries) instead of piling up connections and memory.
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ class _Waiting:
     event: billing_pb2.WebhookEvent
     size: int  # of its payload
     future: asyncio.Future[ProcessingResult]
+    deadline: float  # loop time by which its webhook is answered, one way or the other
+    sent: bool = False
+    abandoned: bool = False  # its webhook was answered before it was sent: it is not sent at all
+
+
+def _late(timeout: float) -> str:
+    return f"billing did not answer within {timeout:g} s"
 
 
 def _fail(batch: list[_Waiting], detail: str) -> None:
@@ -74,16 +85,26 @@ class BatchingBillingClient:
         timeout_seconds: float,
         max_batch: int = 256,
         max_batch_bytes: int = 8 * 1024 * 1024,
-        max_in_flight: int = 4,
+        max_queued_bytes: int = 64 * 1024 * 1024,
+        max_in_flight: int = 2,
+        min_send_seconds: float | None = None,
     ) -> None:
         self._channel = channel
         self._stub = billing_pb2_grpc.BillingServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
         self._timeout = timeout_seconds
+        # An event with less time left than this when a call slot frees is refused rather than sent: its
+        # webhook would be answered 503 before billing could answer, so the provider delivers it again.
+        self._min_send = timeout_seconds / 10 if min_send_seconds is None else min_send_seconds
         self._max_batch = max_batch
         # Far under the channel's 64 MiB message limit: a burst of large events never makes a call
         # that gRPC refuses whole. An event larger than this goes alone.
         self._max_batch_bytes = max_batch_bytes
+        # What the events waiting for a call may hold in all; one event is let in whatever its size.
+        self._max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
+        # Two calls at once: one is committed while the next fills up. More makes smaller batches, which
+        # cost more CPU per event in every process and gave fewer events per second (make bench).
         self._slots = asyncio.Semaphore(max_in_flight)
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
@@ -91,11 +112,25 @@ class BatchingBillingClient:
         self._pump = asyncio.get_running_loop().create_task(self._run())
 
     async def ingest(self, event: AuthenticatedEvent) -> ProcessingResult:
-        future: asyncio.Future[ProcessingResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(_to_pb(event), len(event.payload), future))
+        size = len(event.payload)
+        if self._waiting and self._queued_bytes + size > self._max_queued_bytes:
+            raise BillingUnavailable("too many events are waiting for billing")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ProcessingResult] = loop.create_future()
+        waiting = _Waiting(_to_pb(event), size, future, loop.time() + self._timeout)
+        self._waiting.append(waiting)
+        self._queued_bytes += size
         self._wake.set()
-        # Shielded: if the provider hangs up, the event still goes to billing and is committed.
-        return await asyncio.shield(future)
+        # If the provider hangs up, the event stays queued and still goes to billing (only its answer is
+        # dropped). Past the deadline the webhook is refused, and an event still queued is never sent.
+        try:
+            async with asyncio.timeout_at(waiting.deadline):
+                return await future
+        except TimeoutError:
+            if not (waiting.sent or waiting.abandoned):
+                waiting.abandoned = True
+                self._queued_bytes -= size
+            raise BillingUnavailable(_late(self._timeout)) from None
 
     async def is_serving(self, timeout_seconds: float = 1.0) -> bool:
         try:
@@ -122,21 +157,34 @@ class BatchingBillingClient:
             task.add_done_callback(self._sends.discard)
 
     def _take(self) -> list[_Waiting]:
-        """The next batch, oldest first: up to max_batch events and max_batch_bytes of payload."""
-        count, size = 0, 0
-        for waiting in self._waiting[: self._max_batch]:
-            size += waiting.size
-            if count and size > self._max_batch_bytes:
+        """The next batch, oldest first: up to max_batch events and max_batch_bytes of payload. Events whose
+        webhooks were answered already are dropped on the way."""
+        batch: list[_Waiting] = []
+        taken, size = 0, 0
+        too_late = asyncio.get_running_loop().time() + self._min_send
+        for waiting in self._waiting:
+            if len(batch) == self._max_batch or (batch and size + waiting.size > self._max_batch_bytes):
                 break
-            count += 1
-        batch, self._waiting = self._waiting[:count], self._waiting[count:]
+            taken += 1
+            if not waiting.abandoned and waiting.deadline < too_late:
+                waiting.abandoned = True
+                self._queued_bytes -= waiting.size
+                if not waiting.future.done():
+                    waiting.future.set_exception(BillingUnavailable(_late(self._timeout)))
+            if not waiting.abandoned:
+                waiting.sent = True
+                self._queued_bytes -= waiting.size
+                batch.append(waiting)
+                size += waiting.size
+        del self._waiting[:taken]
         return batch
 
     async def _send(self, batch: list[_Waiting]) -> None:
         try:
             reply = await self._stub.IngestEvents(
                 billing_pb2.IngestEventsRequest(events=[w.event for w in batch]),
-                timeout=self._timeout,
+                # The webhooks of a batch wait no longer than the newest of them may.
+                timeout=max(0.0, batch[-1].deadline - asyncio.get_running_loop().time()),
                 metadata=(("x-request-id", batch[0].event.request_id),),
             )
             if len(reply.results) != len(batch):

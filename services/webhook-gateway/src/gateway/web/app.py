@@ -275,7 +275,8 @@ def create_app(
 
     async def billing_context(app: web.Application) -> AsyncIterator[None]:
         client = billing or BatchingBillingClient(
-            open_channel(settings.billing_addr, settings.grpc_tls), timeout_seconds=settings.billing_timeout_seconds
+            open_channel(settings.billing_addr, settings.grpc_tls), timeout_seconds=settings.billing_timeout_seconds,
+            max_queued_bytes=settings.billing_queue_max_bytes,
         )
         secrets = WebhookSecrets(
             stripe=tuple(s.value for s in settings.stripe_webhook_secrets),
