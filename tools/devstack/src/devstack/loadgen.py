@@ -19,14 +19,20 @@ from trigger.events import RazorpayScenario, StripeScenario
 
 
 def build(count: int, stripe_secret: str, razorpay_secret: str) -> list[Delivery]:
+    """Half Razorpay captures; half Stripe payments as Stripe reports them, the intent's success and then its
+    charge's (which carries the receipt link), two events apart."""
     deliveries = []
+    stripe: StripeScenario | None = None
     for i in range(count):
-        if i % 2:
+        if i % 2 or (stripe is None and i + 2 >= count):  # no room left for a charge after an intent
             event = RazorpayScenario(tenant_id=f"t{i % 50}").event("payment.captured")
             deliveries.append(sign("razorpay", event, razorpay_secret))
+        elif stripe is None:
+            stripe = StripeScenario(tenant_id=f"t{i % 50}")
+            deliveries.append(sign("stripe", stripe.event("payment_intent.succeeded"), stripe_secret))
         else:
-            event = StripeScenario(tenant_id=f"t{i % 50}").event("payment_intent.succeeded")
-            deliveries.append(sign("stripe", event, stripe_secret))
+            deliveries.append(sign("stripe", stripe.event("charge.succeeded"), stripe_secret))
+            stripe = None
     return deliveries
 
 
