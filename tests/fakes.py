@@ -6,6 +6,7 @@ import copy
 import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from billing.domain.ingest import EventRecord
@@ -54,6 +55,10 @@ class InMemoryUnit:
     async def write(self, working_set: WorkingSet, records: Sequence[EventRecord]) -> None:
         for email in working_set.emails:
             self.outbox.setdefault(email.idempotency_key, email)
+        for amendment in working_set.amendments:  # every email here waits unsent
+            if (email := self.outbox.get(amendment.idempotency_key)) is not None:
+                self.outbox[amendment.idempotency_key] = replace(
+                    email, data={**email.data, **amendment.data}, hold=timedelta(0))
         self.subscriptions.update(working_set.changed_subscriptions)
         for merged in working_set.merged_transactions:
             self.transactions.pop(merged, None)

@@ -17,11 +17,14 @@ from tests.support import operator_env, run_module, wait_for
 SECRETS = {"stripe": STRIPE_SECRET, "razorpay": RAZORPAY_SECRET}
 
 
+def paid(s: StripeScenario) -> list:
+    """A Stripe payment as Stripe reports it: its intent succeeded, and its charge, with the receipt link."""
+    return [sign("stripe", s.event(t), STRIPE_SECRET) for t in ("payment_intent.succeeded", "charge.succeeded")]
+
+
 async def test_payment_succeeded_mails_one_receipt_and_logs_it_sent(stack, db, mail_sink):
     s = StripeScenario(tenant_id="acme", email="buyer@example.com")
-    event = sign("stripe", s.event("payment_intent.succeeded"), STRIPE_SECRET)
-    charge = sign("stripe", s.event("charge.succeeded"), STRIPE_SECRET)
-    responses = await deliver(stack.gateway_url, [event, charge], DeliveryPlan(times=3, concurrent=True))
+    responses = await deliver(stack.gateway_url, paid(s), DeliveryPlan(times=3, concurrent=True))
     assert {r.status for r in responses} == {200}
 
     async def logged_sent():
@@ -35,6 +38,8 @@ async def test_payment_succeeded_mails_one_receipt_and_logs_it_sent(stack, db, m
     # billing name) may arrive before or after the payment intent, so only the address is fixed.
     name, address = parseaddr(message["To"])
     assert address == "buyer@example.com" and name in ("", "Asha Rao")
+    # The link is on the charge's event, which came before or after the intent's: either way it is there.
+    assert f"Receipt: https://pay.stripe.com/receipts/payment/{s.charge}" in message.get_body(("plain",)).get_content()
     row = await db.fetchrow("SELECT tenant_id, email_type, to_email, status FROM notifier.email_logs")
     assert dict(row) == {"tenant_id": "acme", "email_type": "payment_received", "to_email": "buyer@example.com",
                          "status": "sent"}
@@ -113,17 +118,20 @@ async def test_notifier_down_then_up_drains_the_outbox(stack, db, mail_sink):
 
 
 async def test_one_webhook_can_be_followed_through_all_three_services_by_request_id(stack, db, tmp_path):
-    delivery = sign("stripe", StripeScenario(tenant_id="acme").event("payment_intent.succeeded"), STRIPE_SECRET)
+    delivery, charge = paid(StripeScenario(tenant_id="acme"))
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{stack.gateway_url}/webhooks/stripe", data=delivery.body,
                                 headers={**delivery.headers, "X-Request-Id": "trace-4242"}) as response:
             assert response.status == 200 and response.headers["X-Request-Id"] == "trace-4242"
+    [response] = await deliver(stack.gateway_url, [charge])  # brings the receipt's link; the intent asked for it
+    assert response.status == 200
 
     async def sent():
         return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 1
 
     await wait_for(sent, what="the receipt to be sent")
-    assert await db.fetchval("SELECT request_id FROM billing.webhook_events") == "trace-4242"
+    assert await db.fetchval("SELECT request_id FROM billing.webhook_events "
+                             "WHERE event_type = 'payment_intent.succeeded'") == "trace-4242"
     lines = {name: [json.loads(line) for line in (tmp_path / f"{name}.log").read_text().splitlines()
                     if line.startswith("{")] for name in ("webhook-gateway", "notifier")}
     assert any(e.get("request_id") == "trace-4242" and e["message"] == "webhook accepted"
@@ -136,9 +144,8 @@ async def test_one_webhook_can_be_followed_through_all_three_services_by_request
 async def test_a_receipt_the_relay_refused_is_sent_again_by_the_operators_command_line(stack, db, mail_sink):
     mail_sink.fail_next("554 5.7.1 Relay access denied")  # say, a sender policy broken for a while
     s = StripeScenario(tenant_id="acme", email="buyer@example.com")
-    [response] = await deliver(stack.gateway_url, [sign("stripe", s.event("payment_intent.succeeded"),
-                                                        STRIPE_SECRET)])
-    assert response.status == 200
+    responses = await deliver(stack.gateway_url, paid(s))
+    assert {r.status for r in responses} == {200}
 
     async def failed():
         return await db.fetchval("SELECT status FROM notifier.email_logs") == "failed"
@@ -169,7 +176,7 @@ async def test_an_email_the_notifier_refused_is_sent_once_queued_again_from_bill
     # As during a rolling deploy whose notifier did not know an email kind yet: the request was refused
     # and kept in billing's outbox. Here a receipt's own request stands in for it, under a key of its own.
     s = StripeScenario(tenant_id="acme", email="buyer@example.com")
-    await deliver(stack.gateway_url, [sign("stripe", s.event("payment_intent.succeeded"), STRIPE_SECRET)])
+    await deliver(stack.gateway_url, paid(s))
 
     async def delivered():
         return await db.fetchval("SELECT status FROM billing.email_outbox") == "delivered"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import timedelta
 
 import asyncpg
 import pytest
 from billing.adapters.migrations import migrate
 from billing.adapters.postgres import PostgresEventStore
 from billing.domain.ingest import IngestEvents, Outcome
+from billing.domain.notifications import RECEIPT_LINK_WAIT
 from trigger.events import StripeScenario
 from trigger.flows import FLOWS
 
@@ -217,3 +219,32 @@ async def test_payments_stored_without_an_owner_take_their_subscriptions_and_its
     outbox = await db.fetch("SELECT kind, request FROM billing.email_outbox")
     receipts = [json.loads(r["request"]) for r in outbox if r["kind"] == "payment_received"]
     assert [(r["tenant_id"], r["data"]["transaction_id"]) for r in receipts] == [("acme", paid.transaction_ids[0])]
+
+
+async def outbox_row(db):
+    row = await db.fetchrow("SELECT request, attempts, next_attempt_at - now() AS wait FROM billing.email_outbox")
+    return json.loads(row["request"])["data"], row["attempts"], row["wait"]
+
+
+async def test_a_stripe_receipt_waits_unsent_for_its_link_and_the_charge_sends_it_at_once(ingest, db):
+    s = StripeScenario(tenant_id="acme")
+    await ingest.execute([incoming("stripe", s.event("payment_intent.succeeded"))])
+    data, attempts, wait = await outbox_row(db)
+    assert "receipt_url" not in data and attempts == 0
+    assert RECEIPT_LINK_WAIT - timedelta(seconds=10) < wait <= RECEIPT_LINK_WAIT
+    await ingest.execute([incoming("stripe", s.event("charge.succeeded"))])
+    data, attempts, wait = await outbox_row(db)
+    assert data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
+    assert data["amount"] == {"amount_minor": 4999, "currency": "USD"}  # the rest of the email as it was
+    assert wait <= timedelta(0)  # due now
+
+
+async def test_a_receipt_being_handed_to_the_notifier_keeps_its_lease_when_its_link_comes(ingest, db):
+    s = StripeScenario(tenant_id="acme")
+    await ingest.execute([incoming("stripe", s.event("payment_intent.succeeded"))])
+    # As the dispatcher claims it: one attempt, leased for a while.
+    await db.execute("UPDATE billing.email_outbox SET attempts = 1, next_attempt_at = now() + interval '5 minutes'")
+    await ingest.execute([incoming("stripe", s.event("charge.succeeded"))])
+    data, attempts, wait = await outbox_row(db)
+    assert attempts == 1 and wait > timedelta(minutes=4)  # no second claim while the first is in flight
+    assert "receipt_url" in data  # should the hand-over fail, the email sent later has it

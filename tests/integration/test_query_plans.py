@@ -109,6 +109,12 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
                for scans in unattributed), unattributed
     [subscriptions] = [scans for sql, scans in plans.items() if "user_subscriptions WHERE tenant_id IS NULL" in sql]
     assert any(index == "user_subscriptions_unattributed_idx" for _, index, _ in subscriptions), subscriptions
+    # A batch's amendments of emails waiting in the outbox find them by key, not by reading every pending
+    # email (which, with the notifier away for a while, grows with every batch).
+    [write] = [scans for sql, scans in plans.items() if "amended AS" in sql]
+    outbox = [(kind, index, cond) for kind, index, cond in write if index.startswith("email_outbox")]
+    assert outbox and all(index == "email_outbox_idempotency_key_key" and "idempotency_key" in cond
+                          for _, index, cond in outbox), outbox
 
 
 class _Accepting:

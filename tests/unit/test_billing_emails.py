@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from billing.domain.ingest import IngestEvents
-from billing.domain.model import Owner, SubRef, SubStatus
+from billing.domain.model import Owner, Provider, SubRef, SubStatus, Transaction, TxnStatus
+from billing.domain.notifications import RECEIPT_LINK_WAIT, EmailAmendment, receipt_amendments
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
@@ -154,6 +155,51 @@ async def test_the_payment_email_links_the_charge_receipt_or_else_the_invoice_pa
     assert by_charge.data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
     [by_invoice] = (await outbox_after([incoming("stripe", s.event("invoice.paid"))])).values()
     assert by_invoice.data["receipt_url"] == f"https://invoice.stripe.com/i/{s.invoice}"
+
+
+async def test_a_stripe_receipt_waits_for_its_link_only_while_the_charge_has_not_told_it():
+    s = StripeScenario()
+    [waiting] = (await outbox_after([incoming("stripe", s.event("payment_intent.succeeded"))])).values()
+    assert "receipt_url" not in waiting.data and waiting.hold == RECEIPT_LINK_WAIT
+    [linked] = (await outbox_after([incoming("stripe", s.event("charge.succeeded"))])).values()
+    assert linked.hold == timedelta(0)
+    invoiced = StripeScenario()
+    invoiced.pi = invoiced.invoice_pi
+    [by_invoice] = (await outbox_after([incoming("stripe", invoiced.event("invoice.paid"))])).values()
+    assert by_invoice.hold == timedelta(0)  # the invoice's page is its receipt
+    [razorpay] = (await outbox_after([incoming("razorpay", RazorpayScenario().event("payment.captured"))])).values()
+    assert razorpay.hold == timedelta(0)  # Razorpay has no receipt links to wait for
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+async def test_the_receipt_has_its_link_whichever_of_the_intent_and_the_charge_comes_first(reverse, batched):
+    s = StripeScenario()
+    events = [incoming("stripe", s.event("payment_intent.succeeded")), incoming("stripe", s.event("charge.succeeded"))]
+    events = events[::-1] if reverse else events
+    store = InMemoryEventStore()
+    for batch in [events] if batched else [[e] for e in events]:
+        await IngestEvents(store).execute(batch)
+    [receipt] = store.outbox.values()
+    assert receipt.data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
+    assert receipt.hold == timedelta(0)  # sent at once, the link being known
+
+
+def _paid_stripe(**columns) -> Transaction:
+    paid = datetime(2026, 3, 1, tzinfo=UTC)
+    return Transaction(id="t1", provider=Provider.STRIPE, status=TxnStatus.SUCCEEDED, status_at=paid, paid_at=paid,
+                       stripe_payment_intent_id="pi_1", tenant_id="acme", customer_email="b@example.com", **columns)
+
+
+def test_the_link_amends_only_a_receipt_asked_for_without_it():
+    txn = _paid_stripe
+    link = "https://pay.stripe.com/receipts/payment/x"
+    [amendment] = receipt_amendments(txn(), txn(receipt_url=link))
+    assert amendment == EmailAmendment("txn:t1:payment_received", {"receipt_url": link})
+    assert receipt_amendments(txn(receipt_url=link), txn(receipt_url=link)) == []  # the receipt had it
+    assert receipt_amendments(None, txn(receipt_url=link)) == []  # the receipt is asked for with it
+    unreachable = replace(txn(), customer_email=None)
+    assert receipt_amendments(unreachable, txn(receipt_url=link)) == []  # no receipt was asked for
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -84,10 +84,24 @@ _WRITE_BATCH = f"""
 WITH subscriptions AS ({_upsert_sql("user_subscriptions", _SUB_COLUMNS, "$1")}),
 transactions AS ({_upsert_sql("transactions", _TXN_COLUMNS, "$2")}),
 outbox AS (
-    INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, request_id)
-    SELECT gen_random_uuid(), idempotency_key, kind, request, nullif(request_id, '')
-    FROM json_to_recordset($3::json) AS e(idempotency_key text, kind text, request jsonb, request_id text)
+    INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, request_id, next_attempt_at)
+    SELECT gen_random_uuid(), idempotency_key, kind, request, nullif(request_id, ''),
+           now() + make_interval(secs => hold_seconds)
+    FROM json_to_recordset($3::json)
+        AS e(idempotency_key text, kind text, request jsonb, request_id text, hold_seconds float8)
     ON CONFLICT (idempotency_key) DO NOTHING
+),
+-- Data for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
+-- the outbox is small joins by scanning it). One not yet tried is sent at once; one being handed to the
+-- notifier keeps its lease (if that fails, the amended one is sent); one sent already stays as it was.
+amended AS (
+    UPDATE billing.email_outbox o
+    SET request = CASE WHEN o.status = 'pending'
+                       THEN jsonb_set(o.request, '{{data}}', (o.request -> 'data') || ($9::jsonb -> o.idempotency_key))
+                       ELSE o.request END,
+        next_attempt_at = CASE WHEN o.status = 'pending' AND o.attempts = 0 THEN least(o.next_attempt_at, now())
+                               ELSE o.next_attempt_at END
+    WHERE o.idempotency_key = ANY($8::text[])
 ),
 events AS (
     INSERT INTO billing.webhook_events
@@ -164,7 +178,8 @@ def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
 
 def _outbox_row(email: EmailIntent) -> dict[str, Any]:
     return {"idempotency_key": email.idempotency_key, "kind": email.kind, "request": email.as_json(),
-            "request_id": email.request_id}
+            "request_id": email.request_id, "hold_seconds": email.hold.total_seconds()}
+
 
 
 _TXN_TIMES = [c for c in _TXN_COLUMNS if _PG_TYPES.get(c) == "timestamptz"]
@@ -250,6 +265,8 @@ class PostgresUnit(BatchUnit):
             _rows_json(_outbox_row(e) for e in working_set.emails),
             _rows_json(_event_row(r, now) for r in new),
             *self._retry.parameters(),
+            [a.idempotency_key for a in working_set.amendments],
+            orjson.dumps({a.idempotency_key: a.data for a in working_set.amendments}).decode(),
         )
         retried = [r for r in records if r.retry]
         if retried:

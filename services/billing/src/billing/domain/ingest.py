@@ -23,7 +23,13 @@ import orjson
 
 from billing.domain import razorpay_events, stripe_events
 from billing.domain.fields import InvalidEvent
-from billing.domain.notifications import payment_emails, subscription_emails, trial_ending_emails
+from billing.domain.notifications import (
+    fold_amendments,
+    payment_emails,
+    receipt_amendments,
+    subscription_emails,
+    trial_ending_emails,
+)
 from billing.domain.model import (
     Owner,
     PaymentFact,
@@ -244,7 +250,7 @@ class IngestEvents:
             known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs)
             results, records = _apply(working_set, items, known)
             await unit.write(working_set, records)
-            return results, bool(working_set.emails)
+            return results, bool(working_set.emails or working_set.amendments)
 
         results, emailed = await self._in_unit(plan.lock_keys(), apply)
         if emailed:
@@ -357,6 +363,7 @@ def _apply(
         assert item.payload_text is not None
         records.append(EventRecord(event, item.payload_text, outcome, error, txn_ids, sub_ids, retry))
         results.append(IngestResult(event.event_id, outcome, error, txn_ids, sub_ids, attention))
+    ws.emails, ws.amendments = fold_amendments(ws.emails, ws.amendments)
     if ws.merged_transactions:  # events of this batch that named a row merged since name the one kept
         kept = ws.merged_transactions
         records = [replace(r, transaction_ids=_kept_ids(r.transaction_ids, kept)) for r in records]
@@ -411,6 +418,7 @@ def _apply_facts(
                 attention.extend(_needs_attention(base, txn, request_id))
                 ws.put_transaction(txn)
                 ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
+                ws.amendments.extend(receipt_amendments(old_txn, txn))
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")

@@ -682,6 +682,7 @@ class WorkingSet:
         self.changed_transactions: dict[str, Transaction] = {}
         self.changed_subscriptions: dict[str, Subscription] = {}
         self.emails: list = []  # EmailIntent, for the outbox
+        self.amendments: list = []  # EmailAmendment, of emails in the outbox
         # Rows found to record a payment another row records too, merged into it: id -> the one kept.
         self.merged_transactions: dict[str, str] = {}
         self.transactions = []
@@ -781,10 +782,13 @@ class WorkingSet:
         """What `restore` needs to undo the changes made after it: rows are immutable, so copies of the
         maps that hold them."""
         return (dict(self._txns), dict(self._subs), dict(self.changed_transactions),
-                dict(self.changed_subscriptions), len(self.emails), dict(self.merged_transactions))
+                dict(self.changed_subscriptions), len(self.emails), len(self.amendments),
+                dict(self.merged_transactions))
 
     def restore(self, snapshot: tuple) -> None:
-        txns, subs, self.changed_transactions, self.changed_subscriptions, emails, self.merged_transactions = snapshot
+        (txns, subs, self.changed_transactions, self.changed_subscriptions, emails, amendments,
+         self.merged_transactions) = snapshot
         self.transactions = list(txns.values())
         self.subscriptions = list(subs.values())
         del self.emails[emails:]
+        del self.amendments[amendments:]

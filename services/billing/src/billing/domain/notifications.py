@@ -16,6 +16,9 @@ notifier sends one email per key.
   at once, when it ends (and the email says it has ended);
 - trial ending: once per trial end, when the provider gives notice of it (Stripe, three days before),
   the subscription is still in its trial and the trial has not ended by the time the notice is received.
+A Stripe receipt waits up to RECEIPT_LINK_WAIT for the payment's receipt link, which comes on the charge's
+own event (charge.succeeded), in either order with the payment intent's: the charge's event adds the link
+to the waiting email and sends it at once (an EmailAmendment).
 An email needs the customer's address and tenant, which may come on another event than the change
 (a payment intent without receipt_email, then its charge; a subscription, then its checkout): whichever
 of the two comes last asks for it, unless the address comes over a day after the change (stale news).
@@ -25,11 +28,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from billing.domain.model import Refund, RefundState, SubStatus, Subscription, Transaction, TxnStatus
+from billing.domain.model import Provider, Refund, RefundState, SubStatus, Subscription, Transaction, TxnStatus
 
 DEFAULT_TENANT_NAME = "BoxCostPro"
 
@@ -47,11 +50,38 @@ class EmailIntent:
     data: dict[str, Any] = field(default_factory=dict)
     tenant_name: str = DEFAULT_TENANT_NAME
     request_id: str = ""
+    hold: timedelta = timedelta(0)  # how long it waits in the outbox before it is sent
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "tenant_id": self.tenant_id, "user_id": self.user_id,
                 "to": {"email": self.to_email, "name": self.to_name}, "tenant_name": self.tenant_name,
                 "data": self.data}
+
+
+@dataclass(frozen=True)
+class EmailAmendment:
+    """Data for an email asked for already: added to it while it waits unsent, and it is then sent at once.
+    An email sent already stays as it was."""
+
+    idempotency_key: str
+    data: dict[str, Any]
+
+
+def fold_amendments(intents: list[EmailIntent], amendments: list[EmailAmendment],
+                    ) -> tuple[list[EmailIntent], list[EmailAmendment]]:
+    """Amendments of emails asked for in the same batch go into those emails; the rest are for emails
+    asked for before."""
+    if not amendments:
+        return intents, amendments
+    position = {intent.idempotency_key: i for i, intent in enumerate(intents)}
+    folded, rest = list(intents), []
+    for amendment in amendments:
+        i = position.get(amendment.idempotency_key)
+        if i is None:
+            rest.append(amendment)
+        else:
+            folded[i] = replace(folded[i], data={**folded[i].data, **amendment.data}, hold=timedelta(0))
+    return folded, rest
 
 
 def _money(amount: int | None, currency: str | None) -> dict[str, Any] | None:
@@ -107,6 +137,29 @@ def _paid(row: Transaction) -> bool:
     return row.paid_at is not None
 
 
+# Stripe's charge events come within seconds of the payment intent's, and retried ones within minutes: long
+# enough to catch nearly every link, short enough that a receipt is still news.
+RECEIPT_LINK_WAIT = timedelta(seconds=60)
+
+
+def _receipt_link_to_come(row: Transaction) -> bool:
+    """A Stripe payment intent's receipt link is on its charge, whose event has not come yet. An invoice's
+    page serves as its receipt; Razorpay has no receipt links."""
+    return (row.provider is Provider.STRIPE and row.stripe_payment_intent_id is not None
+            and not row.receipt_url and not row.invoice_url)
+
+
+def _receipt_key(row: Transaction) -> str:
+    return f"txn:{row.id}:payment_received"
+
+
+def receipt_amendments(before: Transaction | None, after: Transaction) -> list[EmailAmendment]:
+    """The receipt link, for a receipt asked for before the link was known."""
+    if before is None or not (_paid(before) and _reachable(before)) or before.receipt_url or not after.receipt_url:
+        return []
+    return [EmailAmendment(_receipt_key(after), {"receipt_url": after.receipt_url})]
+
+
 def _failed(row: Transaction) -> bool:
     return row.status is TxnStatus.FAILED
 
@@ -148,9 +201,12 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
     intents: list[EmailIntent | None] = []
     money = _money(after.amount, after.currency)
     if _newly(before, after, _paid, at, since=lambda row: row.paid_at):
-        intents.append(_intent(after, f"txn:{after.id}:payment_received", "payment_received", {
+        receipt = _intent(after, _receipt_key(after), "payment_received", {
             "transaction_id": after.id, "amount": money, "payment_method": _method_name(after.payment_method),
-            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id))
+            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id)
+        if receipt is not None and _receipt_link_to_come(after):
+            receipt = replace(receipt, hold=RECEIPT_LINK_WAIT)
+        intents.append(receipt)
     if _newly(before, after, _failed, at, since=lambda row: row.failed_at) or _failed_again(before, after):
         # A Stripe invoice's page is where its customer pays another way, or authenticates (3-D Secure).
         intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
