@@ -16,26 +16,44 @@ from servicekit.tls import PLAINTEXT
 
 
 class RecordingBilling(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self) -> None:
+    """Billing that records each call's events; a stalled one answers none until released, as in a database
+    stall or a long lock wait."""
+
+    def __init__(self, stalled: bool = False) -> None:
         self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+        if not stalled:
+            self.release.set()
 
     async def IngestEvents(self, request, context):
         self.calls.append([e.event_id for e in request.events])
+        await self.release.wait()
         return billing_pb2.IngestEventsResponse(results=[
             billing_pb2.IngestResult(event_id=e.event_id, status=billing_pb2.INGEST_STATUS_PROCESSED,
                                      transaction_ids=[f"txn-of-{e.event_id}"])
             for e in request.events])
 
 
-@pytest.fixture
-async def billing():
-    servicer = RecordingBilling()
+async def _serving(servicer: RecordingBilling):
     server = grpc.aio.server()
     billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield servicer, f"127.0.0.1:{port}"
+    servicer.release.set()
     await server.stop(None)
+
+
+@pytest.fixture
+async def billing():
+    async for served in _serving(RecordingBilling()):
+        yield served
+
+
+@pytest.fixture
+async def stalled():
+    async for served in _serving(RecordingBilling(stalled=True)):
+        yield served
 
 
 @pytest.fixture
@@ -96,33 +114,6 @@ async def test_a_burst_of_large_events_goes_in_calls_within_the_byte_budget(bill
     assert all(len(call) == 1 or sum(size_of[e] for e in call) <= 3000 for call in servicer.calls)
     assert ["evt_9"] in servicer.calls
     assert sorted(e for call in servicer.calls for e in call) == sorted(size_of)
-
-
-class StalledBilling(billing_pb2_grpc.BillingServiceServicer):
-    """Billing that takes calls and answers none until released: a database stall, a long lock wait."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-        self.release = asyncio.Event()
-
-    async def IngestEvents(self, request, context):
-        self.calls.append([e.event_id for e in request.events])
-        await self.release.wait()
-        return billing_pb2.IngestEventsResponse(results=[
-            billing_pb2.IngestResult(event_id=e.event_id, status=billing_pb2.INGEST_STATUS_PROCESSED)
-            for e in request.events])
-
-
-@pytest.fixture
-async def stalled():
-    servicer = StalledBilling()
-    server = grpc.aio.server()
-    billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield servicer, f"127.0.0.1:{port}"
-    servicer.release.set()
-    await server.stop(None)
 
 
 async def test_a_webhook_queued_behind_a_stalled_call_waits_no_longer_than_the_timeout_and_is_not_sent(
