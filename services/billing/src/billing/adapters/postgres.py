@@ -181,7 +181,6 @@ def _outbox_row(email: EmailIntent) -> dict[str, Any]:
             "request_id": email.request_id, "hold_seconds": email.hold.total_seconds()}
 
 
-
 _TXN_TIMES = [c for c in _TXN_COLUMNS if _PG_TYPES.get(c) == "timestamptz"]
 _SUB_TIMES = [c for c in _SUB_COLUMNS if _PG_TYPES.get(c) == "timestamptz"]
 

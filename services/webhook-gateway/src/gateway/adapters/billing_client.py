@@ -104,7 +104,7 @@ class BatchingBillingClient:
         self._max_queued_bytes = max_queued_bytes
         self._queued_bytes = 0
         # Two calls at once: one is committed while the next fills up. More makes smaller batches, which
-        # cost more CPU per event in every process and gave fewer events per second (make bench).
+        # cost more CPU per event in the gateway, billing and PostgreSQL alike (make bench).
         self._slots = asyncio.Semaphore(max_in_flight)
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
