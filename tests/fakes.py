@@ -1,7 +1,9 @@
-"""In-memory stand-ins for adapters, for unit tests of the use cases."""
+"""Stand-ins for adapters and services: in memory, for unit tests of the use cases, and a billing gRPC server
+that records what the gateway's client sends it."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -9,7 +11,9 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import grpc
 from billing.domain.ingest import EventRecord
+from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from billing.domain.model import Provider, SubRef, Subscription, Transaction, TxnRef, WorkingSet
 from billing.domain.recovery import FeedUnavailable, ListedEvent
 
@@ -88,3 +92,33 @@ class FakeStripeFeed:
         return [ListedEvent(e["id"], e["type"], json.dumps(e).encode()) for e in self.events
                 if start.timestamp() <= e["created"] < end.timestamp()
                 and (not undelivered_only or e["id"] in self.undelivered)]
+
+
+class RecordingBilling(billing_pb2_grpc.BillingServiceServicer):
+    """Billing that records each call's events; a stalled one answers none until released, as in a database
+    stall or a long lock wait."""
+
+    def __init__(self, stalled: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+        if not stalled:
+            self.release.set()
+
+    async def IngestEvents(self, request, context):
+        self.calls.append([e.event_id for e in request.events])
+        await self.release.wait()
+        return billing_pb2.IngestEventsResponse(results=[
+            billing_pb2.IngestResult(event_id=e.event_id, status=billing_pb2.INGEST_STATUS_PROCESSED,
+                                     transaction_ids=[f"txn-of-{e.event_id}"])
+            for e in request.events])
+
+
+async def serving_billing(servicer: RecordingBilling) -> AsyncIterator[tuple[RecordingBilling, str]]:
+    """The servicer served by a real gRPC server on a free port, with its address."""
+    server = grpc.aio.server()
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    servicer.release.set()
+    await server.stop(None)

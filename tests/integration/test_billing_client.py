@@ -7,52 +7,23 @@ import asyncio
 import gc
 from datetime import UTC, datetime
 
-import grpc
 import pytest
-from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, Provider
 from servicekit.tls import PLAINTEXT
 
-
-class RecordingBilling(billing_pb2_grpc.BillingServiceServicer):
-    """Billing that records each call's events; a stalled one answers none until released, as in a database
-    stall or a long lock wait."""
-
-    def __init__(self, stalled: bool = False) -> None:
-        self.calls: list[list[str]] = []
-        self.release = asyncio.Event()
-        if not stalled:
-            self.release.set()
-
-    async def IngestEvents(self, request, context):
-        self.calls.append([e.event_id for e in request.events])
-        await self.release.wait()
-        return billing_pb2.IngestEventsResponse(results=[
-            billing_pb2.IngestResult(event_id=e.event_id, status=billing_pb2.INGEST_STATUS_PROCESSED,
-                                     transaction_ids=[f"txn-of-{e.event_id}"])
-            for e in request.events])
-
-
-async def _serving(servicer: RecordingBilling):
-    server = grpc.aio.server()
-    billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield servicer, f"127.0.0.1:{port}"
-    servicer.release.set()
-    await server.stop(None)
+from tests.fakes import RecordingBilling, serving_billing
 
 
 @pytest.fixture
 async def billing():
-    async for served in _serving(RecordingBilling()):
+    async for served in serving_billing(RecordingBilling()):
         yield served
 
 
 @pytest.fixture
 async def stalled():
-    async for served in _serving(RecordingBilling(stalled=True)):
+    async for served in serving_billing(RecordingBilling(stalled=True)):
         yield served
 
 

@@ -22,6 +22,9 @@ from servicekit.tls import PLAINTEXT
 from trigger.delivery import sign
 from trigger.events import RazorpayScenario, StripeScenario
 
+from tests.fakes import RecordingBilling, serving_billing
+from tests.support import wait_for
+
 STRIPE_SECRET, RAZORPAY_SECRET = "whsec_gw_test", "rzp_gw_test"
 GZIP_BOMB = gzip.compress(b"0" * (20 * 1024 * 1024))
 
@@ -285,6 +288,38 @@ async def test_billing_down_gets_503_with_retry_after(client, billing):
     r = await post(client, stripe_delivery())
     assert r.status == 503 and r.headers["Retry-After"].isdigit()
     assert (await r.json())["error"]["code"] == "billing_unavailable"
+
+
+async def test_a_stalled_billing_gets_each_webhook_a_503_within_the_timeout_and_a_full_queue_one_at_once():
+    # The gateway's own gRPC client, to a billing that takes calls and answers none; room in the queue for
+    # one waiting event.
+    async for recording, addr in serving_billing(RecordingBilling(stalled=True)):
+        gateway = served(create_app(settings(billing_addr=addr, billing_timeout_seconds=2.0,
+                                             billing_queue_max_bytes=1)))
+        await gateway.start_server()
+        try:
+            loop = asyncio.get_running_loop()
+            in_flight = []
+            for taken in (1, 2):  # one at a time, each into a call slot of its own
+                in_flight.append(asyncio.ensure_future(post(gateway, stripe_delivery())))
+
+                async def sent(taken=taken):
+                    return len(recording.calls) == taken
+
+                await wait_for(sent, timeout=5, what=f"call {taken} to reach billing")
+            started = loop.time()
+            # One of these two waits in the queue; the other finds it full.
+            late = [asyncio.ensure_future(post(gateway, stripe_delivery())) for _ in range(2)]
+            done, _ = await asyncio.wait(late, return_when=asyncio.FIRST_COMPLETED)
+            refused_after = loop.time() - started
+            answers = await asyncio.gather(*in_flight, *late)
+            waited = loop.time() - started
+            codes = [(r.status, r.headers["Retry-After"].isdigit(), (await r.json())["error"]["code"]) for r in answers]
+        finally:
+            await gateway.close()
+    assert codes == [(503, True, "billing_unavailable")] * 4
+    assert len(done) == 1 and refused_after < 1.0, refused_after  # at once, not at its deadline
+    assert waited < 4, waited  # each within its own timeout; none hangs on the stalled calls
 
 
 async def test_health_and_probes_follow_billing(client, billing):
