@@ -8,7 +8,6 @@ import copy
 import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import grpc
@@ -61,8 +60,7 @@ class InMemoryUnit:
             self.outbox.setdefault(email.idempotency_key, email)
         for amendment in working_set.amendments:  # every email here waits unsent
             if (email := self.outbox.get(amendment.idempotency_key)) is not None:
-                self.outbox[amendment.idempotency_key] = replace(
-                    email, data={**email.data, **amendment.data}, hold=timedelta(0))
+                self.outbox[amendment.idempotency_key] = email.amended(amendment)
         self.subscriptions.update(working_set.changed_subscriptions)
         for merged in working_set.merged_transactions:
             self.transactions.pop(merged, None)

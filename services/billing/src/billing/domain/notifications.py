@@ -52,6 +52,10 @@ class EmailIntent:
     request_id: str = ""
     hold: timedelta = timedelta(0)  # how long it waits in the outbox before it is sent
 
+    def amended(self, amendment: EmailAmendment) -> EmailIntent:
+        """This email with the amendment's data, due at once."""
+        return replace(self, data={**self.data, **amendment.data}, hold=timedelta(0))
+
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "tenant_id": self.tenant_id, "user_id": self.user_id,
                 "to": {"email": self.to_email, "name": self.to_name}, "tenant_name": self.tenant_name,
@@ -80,7 +84,7 @@ def fold_amendments(intents: list[EmailIntent], amendments: list[EmailAmendment]
         if i is None:
             rest.append(amendment)
         else:
-            folded[i] = replace(folded[i], data={**folded[i].data, **amendment.data}, hold=timedelta(0))
+            folded[i] = folded[i].amended(amendment)
     return folded, rest
 
 
