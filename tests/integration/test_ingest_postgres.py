@@ -248,3 +248,14 @@ async def test_a_receipt_being_handed_to_the_notifier_keeps_its_lease_when_its_l
     data, attempts, wait = await outbox_row(db)
     assert attempts == 1 and wait > timedelta(minutes=4)  # no second claim while the first is in flight
     assert "receipt_url" in data  # should the hand-over fail, the email sent later has it
+
+
+async def test_a_receipt_the_notifier_refused_takes_its_link_for_when_it_is_queued_again(ingest, db):
+    s = StripeScenario(tenant_id="acme")
+    await ingest.execute([incoming("stripe", s.event("payment_intent.succeeded"))])
+    # As the dispatcher records a refusal: dead, out of the queue until an operator queues it again.
+    await db.execute("UPDATE billing.email_outbox SET status = 'dead', attempts = 1, next_attempt_at = now()")
+    await ingest.execute([incoming("stripe", s.event("charge.succeeded"))])
+    data, attempts, _ = await outbox_row(db)
+    assert data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
+    assert (await db.fetchval("SELECT status FROM billing.email_outbox"), attempts) == ("dead", 1)

@@ -93,10 +93,11 @@ outbox AS (
 ),
 -- Data for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
 -- the outbox is small joins by scanning it). One not yet tried is sent at once; one being handed to the
--- notifier keeps its lease (if that fails, the amended one is sent); one sent already stays as it was.
+-- notifier keeps its lease (if that fails, the amended one is sent); one the notifier refused takes the data
+-- for when an operator queues it again; one sent already stays as it was.
 amended AS (
     UPDATE billing.email_outbox o
-    SET request = CASE WHEN o.status = 'pending'
+    SET request = CASE WHEN o.status IN ('pending', 'dead')
                        THEN jsonb_set(o.request, '{{data}}', (o.request -> 'data') || ($9::jsonb -> o.idempotency_key))
                        ELSE o.request END,
         next_attempt_at = CASE WHEN o.status = 'pending' AND o.attempts = 0 THEN least(o.next_attempt_at, now())
