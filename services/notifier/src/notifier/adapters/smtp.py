@@ -23,8 +23,15 @@ class SmtpSettings:
     password: str | None
     from_email: str
     tls: str  # starttls | tls | none
-    timeout_seconds: float
+    timeout_seconds: float  # of each step: the connection and its greeting, each command
     ca_file: str | None = None
+
+    @property
+    def send_limit_seconds(self) -> float:
+        """The most one send may take, from taking a connection to the server's acceptance of the message:
+        four steps' worth (connecting, MAIL, RCPT, DATA). Past it the send is given up and retried later,
+        so that a relay answering every step just in time cannot hold an email past its lease."""
+        return 4 * self.timeout_seconds
 
 
 _CRLF = "\r\n"
@@ -108,11 +115,12 @@ class SmtpSender:
     async def send(self, message: OutgoingMessage) -> None:
         client = await self._idle.get()
         try:
-            if client is None or not client.is_connected:
-                client = self._client()
-                await client.connect()
-            await _transact(client, self._settings.from_email, message.to_email,
-                             build_message(message, self._settings.from_email), self._settings.timeout_seconds)
+            async with asyncio.timeout(self._settings.send_limit_seconds):
+                if client is None or not client.is_connected:
+                    client = self._client()
+                    await client.connect()
+                await _transact(client, self._settings.from_email, message.to_email,
+                                build_message(message, self._settings.from_email), self._settings.timeout_seconds)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             client = await _discard(client) if not isinstance(exc, aiosmtplib.SMTPResponseException) else client
             raise _classify(exc) from exc
