@@ -21,8 +21,11 @@ from notifier.domain.emails import (
     EmailFactory,
     IdempotencyConflict,
     InlineEmails,
+    OutgoingMessage,
+    Outcome,
     RequeueFailedEmails,
     RetryPolicy,
+    TransientSendError,
 )
 from notifier.domain.model import EmailKind, EmailStatus
 from notifier.domain.render import Renderer
@@ -220,3 +223,56 @@ async def test_retry_delays_grow_with_jitter_and_stay_bounded():
     assert all(0.2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
     assert len({round(d, 3) for d in delays}) == len(delays)  # jittered, not lock-step
     assert timedelta(seconds=max(delays)) <= timedelta(minutes=10)
+
+
+async def test_an_email_given_back_unsent_is_due_at_once_with_its_claim_not_counted(pool):
+    email_log = PostgresEmailLog(pool)
+    record, _ = await AcceptEmail(email_log, INLINE).execute("k-back", sample(EmailKind.TICKET_UPDATED))
+    [claimed] = await email_log.claim_due(10, timedelta(minutes=3))
+    assert claimed.id == record.id and claimed.attempts == 1
+    await email_log.record_outcomes([Outcome(record.id, EmailStatus.QUEUED, None, datetime.now(UTC),
+                                             attempted=False)])
+    back = await email_log.get("tenant_demo", record.id)
+    assert (back.status, back.attempts) == (EmailStatus.QUEUED, 0)
+    assert [r.id for r in await email_log.claim_due(10, timedelta(minutes=3))] == [record.id]
+
+
+async def test_a_relay_answering_each_step_just_in_time_is_given_up_at_the_send_limit():
+    # Every reply comes just inside the step timeout, so no step times out, but the whole send would
+    # take longer than four steps' worth: it is given up, and the message never completes.
+    completed: list[bytes] = []
+
+    async def slow_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def reply(line: str) -> None:
+            await asyncio.sleep(0.4)
+            writer.write(line.encode() + b"\r\n")
+            await writer.drain()
+
+        await reply("220 slow.example ESMTP")
+        while line := await reader.readline():
+            command = line.strip().upper()
+            if command.startswith((b"EHLO", b"HELO")):
+                await reply("250 slow.example")
+            elif command == b"DATA":
+                await reply("354 go ahead")
+                await reader.readuntil(b"\r\n.\r\n")
+                await reply("250 2.0.0 queued")
+                completed.append(command)
+            else:
+                await reply("250 2.1.0 ok")
+        writer.close()
+
+    server = await asyncio.start_server(slow_relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpSettings(host="127.0.0.1", port=port, username=None, password=None,
+                            from_email="noreply@boxcostpro.com", tls="none", timeout_seconds=0.5)
+    sender = SmtpSender(settings, connections=1)
+    message = OutgoingMessage("<slow@boxcostpro.com>", "c@example.com", "", "BoxCostPro", "s", "<p>h</p>", "h")
+    try:
+        with pytest.raises(TransientSendError, match="TimeoutError"):
+            await sender.send(message)
+        assert completed == []
+    finally:
+        await sender.close()
+        server.close()
+        await server.wait_closed()

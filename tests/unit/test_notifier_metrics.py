@@ -34,6 +34,15 @@ async def test_outcomes_are_recorded_then_counted_by_kind_and_status():
     assert sample("notifier_emails_total", email_type="payment_failed", status="retrying") == before + 1
 
 
+async def test_an_email_given_back_unsent_is_recorded_but_not_counted_as_a_delivery():
+    inner = RecordingLog()
+    before = sample("notifier_emails_total", email_type="payment_failed", status="queued")
+    await CountingLog(inner).record_outcomes([Outcome("id-2", EmailStatus.QUEUED, email_type="payment_failed",
+                                                      attempted=False)])
+    assert len(inner.recorded) == 1
+    assert sample("notifier_emails_total", email_type="payment_failed", status="queued") == before
+
+
 async def test_smtp_sends_are_timed_by_result():
     before = sample("notifier_smtp_send_seconds_count", result="permanent_error")
     with pytest.raises(PermanentSendError):

@@ -49,15 +49,13 @@ async def serve(settings: Settings) -> None:
     # stay a sequential scan as it grows.
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
                              application_name="notifier", settings={"enable_seqscan": "off"})
-    sender = SmtpSender(
-        SmtpSettings(
-            host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_user,
-            password=settings.smtp_password.value if settings.smtp_password else None,
-            from_email=settings.from_email, tls=settings.smtp_tls,
-            timeout_seconds=settings.smtp_timeout_seconds, ca_file=settings.smtp_ca_file,
-        ),
-        connections=settings.smtp_connections,
+    smtp = SmtpSettings(
+        host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_user,
+        password=settings.smtp_password.value if settings.smtp_password else None,
+        from_email=settings.from_email, tls=settings.smtp_tls,
+        timeout_seconds=settings.smtp_timeout_seconds, ca_file=settings.smtp_ca_file,
     )
+    sender = SmtpSender(smtp, connections=settings.smtp_connections)
     domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
     workers = WorkerEmails(settings.render_workers, domain) if settings.render_workers else None
     try:
@@ -66,7 +64,8 @@ async def serve(settings: Settings) -> None:
         policy = RetryPolicy(max_attempts=settings.max_attempts,
                              give_up_after=timedelta(seconds=settings.retry_for_seconds))
         deliver = DeliverEmails(CountingLog(email_log), TimedSender(sender), policy, clock=lambda: datetime.now(UTC),
-                                concurrency=settings.smtp_connections, rng=random.Random())
+                                concurrency=settings.smtp_connections,
+                                send_limit=timedelta(seconds=smtp.send_limit_seconds), rng=random.Random())
         worker = PollingWorker(deliver.run_once, email_log.next_due_in, name="email-delivery")
         if workers is not None:
             await workers.start()

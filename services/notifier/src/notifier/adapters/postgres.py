@@ -149,15 +149,17 @@ class PostgresEmailLog:
             """
             UPDATE notifier.email_logs AS e
             SET status = o.status, error_message = o.error, next_attempt_at = o.next_attempt_at,
-                sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE e.sent_at END, updated_at = now()
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
-                 AS o(id, status, error, next_attempt_at)
+                sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE e.sent_at END, updated_at = now(),
+                attempts = CASE WHEN o.attempted THEN e.attempts ELSE e.attempts - 1 END
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[])
+                 AS o(id, status, error, next_attempt_at, attempted)
             WHERE e.id = o.id
             """,
             [uuid.UUID(o.email_id) for o in outcomes],
             [o.status.value for o in outcomes],
             [o.error[:2000] if o.error else None for o in outcomes],
             [o.next_attempt_at for o in outcomes],
+            [o.attempted for o in outcomes],
         )
 
     async def requeue(self, tenant_id: str, ids: Sequence[str]) -> list[str]:

@@ -48,4 +48,5 @@ class CountingLog:
     async def record_outcomes(self, outcomes: list[Outcome]) -> None:
         await self._inner.record_outcomes(outcomes)
         for outcome in outcomes:
-            EMAILS.labels(outcome.email_type or "unknown", outcome.status.value).inc()
+            if outcome.attempted:  # one given back unsent is no delivery outcome
+                EMAILS.labels(outcome.email_type or "unknown", outcome.status.value).inc()

@@ -84,6 +84,7 @@ class Outcome:
     error: str | None = None
     next_attempt_at: datetime | None = None
     email_type: str = ""
+    attempted: bool = True  # False: given back unsent, and its claim does not count as an attempt
 
 
 @dataclass(frozen=True)
@@ -304,33 +305,85 @@ class RequeueFailedEmails:
         raise NotRetryable("the emails changed while being queued; ask again")
 
 
+class _OutcomeWriter:
+    """Records outcomes as they come, one write at a time: each write takes all that came meanwhile. What
+    the server accepted is recorded milliseconds later, not once the whole round is done, so a crash
+    repeats few emails; and a busy round still writes many outcomes at once."""
+
+    def __init__(self, log_: EmailLog) -> None:
+        self._log = log_
+        self._waiting: list[Outcome] = []
+        self._writing: asyncio.Task[None] | None = None
+        self._error: Exception | None = None
+
+    def add(self, outcome: Outcome) -> None:
+        self._waiting.append(outcome)
+        if self._writing is None and self._error is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                outcomes, self._waiting = self._waiting, []
+                await self._log.record_outcomes(outcomes)
+        except Exception as exc:  # the database away: the round fails, and its leases run out
+            self._error = exc
+        finally:
+            self._writing = None
+
+    async def done(self) -> None:
+        """Once every outcome added is recorded; raises what a write raised."""
+        if self._writing is not None:
+            await self._writing
+        if self._error is not None:
+            raise self._error
+
+
 class DeliverEmails:
-    """Sends what is due, a few at a time, and records what became of each."""
+    """Sends what is due, a few at a time, and records what became of each.
+
+    A claimed email is leased: no other worker takes it until the lease runs out. A send starts only while
+    its lease has at least twice `send_limit` (the most a send may take) left, so the send and the record of
+    its outcome are done before another replica could take the email and send it again. One that would
+    start later (a relay so slow that the round outlasts that) is given back, due at once, unsent.
+    """
 
     def __init__(self, log_: EmailLog, sender: MailSender, policy: RetryPolicy, *,
-                 clock: Callable[[], datetime], concurrency: int = 4, lease: timedelta = timedelta(minutes=2),
+                 clock: Callable[[], datetime], concurrency: int = 4, send_limit: timedelta = timedelta(seconds=60),
                  rng: random.Random | None = None) -> None:
         self._log = log_
         self._sender = sender
         self._policy = policy
         self._clock = clock
         self._concurrency = concurrency
-        self._lease = lease
+        self._send_limit = send_limit
+        self._lease = max(timedelta(minutes=2), 3 * send_limit)
         self._rng = rng or random.Random()
 
     async def run_once(self, limit: int = 200) -> int:
+        claimed_at = self._clock()  # before the claim: the leases end no sooner than this says
         due = await self._log.claim_due(limit, self._lease)
+        last_start = claimed_at + self._lease - 2 * self._send_limit
         slots = asyncio.Semaphore(self._concurrency)
+        writer = _OutcomeWriter(self._log)
 
-        async def deliver(record: EmailRecord) -> Outcome:
+        async def deliver(record: EmailRecord) -> None:
             async with slots:
-                return await self._deliver(record)
+                if self._clock() > last_start:
+                    writer.add(self._give_back(record))
+                    return
+                outcome = await self._deliver(record)
+            writer.add(outcome)
 
-        outcomes = await asyncio.gather(*(deliver(r) for r in due))
-        if outcomes:
-            # One write for the round: what the server accepted is recorded together, right after.
-            await self._log.record_outcomes(list(outcomes))
+        await asyncio.gather(*(deliver(r) for r in due))
+        await writer.done()
         return len(due)
+
+    def _give_back(self, record: EmailRecord) -> Outcome:
+        log.info("email given back unsent: its lease would not outlast a send",
+                 extra={"fields": {"email_id": record.id, "email_type": record.email_type}})
+        return Outcome(record.id, record.status, record.error_message, self._clock(), record.email_type,
+                       attempted=False)
 
     async def _deliver(self, record: EmailRecord) -> Outcome:
         message = OutgoingMessage(record.message_id, record.to_email, record.to_name, record.tenant_name,
