@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+from collections import defaultdict
 from email.utils import parseaddr
 
 import aiohttp
+import pytest
 
 from trigger.delivery import DeliveryPlan, deliver, sign
-from trigger.events import StripeScenario
+from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
 from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
@@ -201,3 +204,43 @@ async def test_an_email_the_notifier_refused_is_sent_once_queued_again_from_bill
     await wait_for(both_sent, what="the email queued again to be sent")
     assert [m["Subject"] for m in mail_sink.messages] == ["Payment received: $49.99"] * 2
     assert await db.fetchval("SELECT count(*) FROM billing.email_outbox WHERE status = 'delivered'") == 2
+
+
+@pytest.fixture
+def quick_leases(monkeypatch):
+    """SMTP steps of at most 2 s: a send is given up after 8 s, and a lease runs out after 24 s, so the
+    emails a crash left leased are sent again within a test's time."""
+    monkeypatch.setenv("SMTP_TIMEOUT_SECONDS", "2")
+
+
+async def test_a_notifier_killed_mid_burst_sends_every_receipt_repeating_few_and_as_the_same_message(
+    quick_leases, stack, db, mail_sink
+):
+    payments = 300
+    deliveries = [sign("razorpay", RazorpayScenario(tenant_id="acme").event("payment.captured"), RAZORPAY_SECRET)
+                  for _ in range(payments)]
+    assert {r.status for r in await deliver(stack.gateway_url, deliveries, DeliveryPlan(concurrent=True))} == {200}
+
+    async def sending():
+        return mail_sink.count >= 60
+
+    await wait_for(sending, what="the receipts to be sent")
+    notifier = stack.service("notifier")
+    notifier.signal(signal.SIGKILL)
+    assert notifier.wait(20) == -signal.SIGKILL
+    assert mail_sink.count < payments, "the crash came after the last receipt: it proves nothing"
+    notifier.start()
+
+    async def all_sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == payments
+
+    await wait_for(all_sent, timeout=90, what="every receipt to be sent")
+    bodies = defaultdict(set)
+    messages = mail_sink.messages
+    for message in messages:
+        bodies[message["Message-ID"]].add(message.get_body(("plain",)).get_content())
+    assert len(bodies) == payments  # every receipt arrived
+    assert all(len(b) == 1 for b in bodies.values())  # a repeat is the same message, by its Message-ID
+    # Only what the relay accepted in the moment before the crash, before its record was written, is
+    # repeated: at most the sends in flight (SMTP_CONNECTIONS, 16) and one write's worth.
+    assert len(messages) - payments <= 32

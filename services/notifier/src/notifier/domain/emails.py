@@ -357,7 +357,7 @@ class DeliverEmails:
         self._clock = clock
         self._concurrency = concurrency
         self._send_limit = send_limit
-        self._lease = max(timedelta(minutes=2), 3 * send_limit)
+        self._lease = 3 * send_limit
         self._rng = rng or random.Random()
 
     async def run_once(self, limit: int = 200) -> int:
