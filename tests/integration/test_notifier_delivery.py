@@ -241,26 +241,33 @@ async def test_a_relay_answering_each_step_just_in_time_is_given_up_at_the_send_
     # Every reply comes just inside the step timeout, so no step times out, but the whole send would
     # take longer than four steps' worth: it is given up, and the message never completes.
     completed: list[bytes] = []
+    sessions: list[asyncio.Task] = []
 
     async def slow_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sessions.append(asyncio.current_task())
+
         async def reply(line: str) -> None:
             await asyncio.sleep(0.4)
             writer.write(line.encode() + b"\r\n")
             await writer.drain()
 
-        await reply("220 slow.example ESMTP")
-        while line := await reader.readline():
-            command = line.strip().upper()
-            if command.startswith((b"EHLO", b"HELO")):
-                await reply("250 slow.example")
-            elif command == b"DATA":
-                await reply("354 go ahead")
-                await reader.readuntil(b"\r\n.\r\n")
-                await reply("250 2.0.0 queued")
-                completed.append(command)
-            else:
-                await reply("250 2.1.0 ok")
-        writer.close()
+        try:
+            await reply("220 slow.example ESMTP")
+            while line := await reader.readline():
+                command = line.strip().upper()
+                if command.startswith((b"EHLO", b"HELO")):
+                    await reply("250 slow.example")
+                elif command == b"DATA":
+                    await reply("354 go ahead")
+                    await reader.readuntil(b"\r\n.\r\n")
+                    await reply("250 2.0.0 queued")
+                    completed.append(command)
+                else:
+                    await reply("250 2.1.0 ok")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the sender gave up and hung up
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(slow_relay, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -275,4 +282,7 @@ async def test_a_relay_answering_each_step_just_in_time_is_given_up_at_the_send_
     finally:
         await sender.close()
         server.close()
+        for session in sessions:
+            session.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
         await server.wait_closed()
