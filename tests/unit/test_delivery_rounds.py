@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from notifier.domain.emails import DeliverEmails, RetryPolicy
 from notifier.domain.model import EmailRecord, EmailStatus
 
@@ -22,10 +24,11 @@ def record(n: int) -> EmailRecord:
 class Log:
     """Claims hand out `due` once; outcomes are kept in the order written, one list per write."""
 
-    def __init__(self, due: list[EmailRecord]) -> None:
+    def __init__(self, due: list[EmailRecord], write_gate: asyncio.Event | None = None) -> None:
         self.due = due
         self.writes: list[list] = []
         self.lease: timedelta | None = None
+        self.write_gate = write_gate
 
     async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]:
         self.lease = lease
@@ -33,6 +36,8 @@ class Log:
         return due
 
     async def record_outcomes(self, outcomes) -> None:
+        if self.write_gate is not None:
+            await self.write_gate.wait()
         self.writes.append(list(outcomes))
 
     def recorded(self) -> dict:
@@ -77,6 +82,26 @@ async def test_an_accepted_email_is_recorded_sent_while_the_round_still_sends():
     assert await round_ == 2
     assert {i: o.status for i, o in log.recorded().items()} == {"email-1": EmailStatus.SENT,
                                                                 "email-2": EmailStatus.SENT}
+
+
+async def test_a_round_stopped_midway_ends_once_what_the_relay_accepted_is_recorded():
+    send_gate, write_gate = asyncio.Event(), asyncio.Event()
+    log = Log([record(1), record(2)], write_gate=write_gate)
+    sender = SlowSender(Clock(), gate=send_gate)
+    round_ = asyncio.create_task(DeliverEmails(log, sender, RetryPolicy(), clock=Clock(), concurrency=1).run_once())
+
+    async def first_sent():
+        return len(sender.sent) == 1
+
+    await wait_for(first_sent, what="the first send")
+    round_.cancel()  # as the worker does when the grace period runs out
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not round_.done()  # still writing the first email's outcome
+    write_gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await round_
+    assert [(o.email_id, o.status) for o in log.recorded().values()] == [("email-1", EmailStatus.SENT)]
 
 
 async def test_a_round_slower_than_its_lease_allows_gives_the_rest_back_unsent_and_uncounted():

@@ -9,6 +9,7 @@ server's acceptance and our update) is recognisable as the same message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -375,7 +376,13 @@ class DeliverEmails:
                 outcome = await self._deliver(record)
             writer.add(outcome)
 
-        await asyncio.gather(*(deliver(r) for r in due))
+        try:
+            await asyncio.gather(*(deliver(r) for r in due))
+        except asyncio.CancelledError:
+            # Stopped past the grace period: what the relay accepted is still recorded, not sent again.
+            with contextlib.suppress(Exception):
+                await writer.done()
+            raise
         await writer.done()
         return len(due)
 
