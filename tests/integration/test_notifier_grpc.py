@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -18,6 +19,7 @@ from notifier.domain.emails import AcceptEmail, ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 import asyncpg
 from billing.adapters import outbox as billing_outbox
+from billing.domain.dispatch import OutboxItem
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +267,30 @@ async def test_the_command_line_queues_a_time_window_again_share_by_share(notifi
     out = capsys.readouterr().out.splitlines()
     assert sorted(out[:-1]) == sorted(ids) and out[-1] == "3 queued again"
     assert await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE status = 'queued'") == 3
+
+
+async def test_billing_handing_over_an_amended_email_the_notifier_has_already_takes_it_as_delivered(
+    notifier_addr, database_url
+):
+    # A receipt handed over, its answer lost; then its link came, and billing hands over the amended one.
+    receipt = {"kind": "payment_received", "tenant_id": "t1", "user_id": "u1", "tenant_name": "BoxCostPro",
+               "to": {"email": "asha@example.com", "name": "Asha"},
+               "data": {"transaction_id": "txn-9", "amount": {"amount_minor": 4999, "currency": "USD"},
+                        "payment_date": "2026-11-28T09:00:00+00:00"}}
+    amended = {**receipt, "data": {**receipt["data"], "receipt_url": "https://pay.stripe.com/receipts/payment/x"}}
+    invalid = {**receipt, "to": {"email": "nope", "name": ""}}
+    async with grpc.aio.insecure_channel(notifier_addr) as channel:
+        notifier = billing_outbox.GrpcNotifier(channel)
+        item = OutboxItem(id="o1", idempotency_key="txn:9:payment_received", kind="payment_received",
+                          request=receipt, attempts=1)
+        assert await notifier.send_emails([item]) == [None]
+        again = [replace(item, request=amended, attempts=2), replace(item, id="o2", idempotency_key="k-bad",
+                                                                      request=invalid)]
+        assert [r and r.split(":")[0] for r in await notifier.send_emails(again)] == [None, "INVALID_ARGUMENT"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        [text] = await conn.fetch("SELECT body_text FROM notifier.email_logs WHERE idempotency_key = $1",
+                                  item.idempotency_key)
+    finally:
+        await conn.close()
+    assert "Receipt:" not in text["body_text"]  # the customer gets the version first handed over

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -14,6 +15,8 @@ from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from servicekit.timestamps import to_timestamp
 
 from billing.domain.dispatch import NotifierUnavailable, Outcome, OutboxItem
+
+log = logging.getLogger(__name__)
 
 
 class PostgresOutbox:
@@ -96,8 +99,24 @@ class GrpcNotifier:
             raise NotifierUnavailable(f"{exc.code().name}: {exc.details()}") from exc
         if len(reply.results) != len(items):
             raise NotifierUnavailable("the notifier answered a different number of results")
-        return [None if r.HasField("accepted") else f"{_code_name(r.refused.code)}: {r.refused.message}"
-                for r in reply.results]
+        return [_refusal(item, r) for item, r in zip(items, reply.results, strict=True)]
+
+
+_ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS.value[0]
+
+
+def _refusal(item: OutboxItem, result: notifier_pb2.SendEmailResult) -> str | None:
+    """None when the notifier has the item's email, else why it refused it. Billing asks for one email per
+    key and changes it only to add what came later (a receipt's link); the notifier holding another version
+    of the key's email means it took an earlier hand-over whose answer was lost. The customer gets that
+    version, and nothing is left to send."""
+    if result.HasField("accepted"):
+        return None
+    if result.refused.code == _ALREADY_EXISTS:
+        log.info("the notifier has this email as first handed over; what was added since is not sent",
+                 extra={"fields": {"key": item.idempotency_key, "kind": item.kind}})
+        return None
+    return f"{_code_name(result.refused.code)}: {result.refused.message}"
 
 
 def _code_name(code: int) -> str:

@@ -2,7 +2,8 @@
 
 One round claims a batch of due items and hands them over in one call. Each request carries its outbox
 idempotency key, so a request that reached the notifier but whose answer was lost is harmless to repeat:
-the notifier answers with the email it already has.
+the notifier answers with the email it already has. The same holds when the item was amended meanwhile (a
+receipt's link came): the notifier keeps the version it took, and the item counts as delivered.
 """
 
 from __future__ import annotations
