@@ -166,16 +166,17 @@ class BatchingBillingClient:
             if len(batch) == self._max_batch or (batch and size + waiting.size > self._max_batch_bytes):
                 break
             taken += 1
-            if not waiting.abandoned and waiting.deadline < too_late:
+            if waiting.abandoned:  # its bytes left the queue when its webhook was answered
+                continue
+            self._queued_bytes -= waiting.size
+            if waiting.deadline < too_late:
                 waiting.abandoned = True
-                self._queued_bytes -= waiting.size
                 if not waiting.future.done():
                     waiting.future.set_exception(BillingUnavailable(_late(self._timeout)))
-            if not waiting.abandoned:
-                waiting.sent = True
-                self._queued_bytes -= waiting.size
-                batch.append(waiting)
-                size += waiting.size
+                continue
+            waiting.sent = True
+            batch.append(waiting)
+            size += waiting.size
         del self._waiting[:taken]
         return batch
 
