@@ -24,6 +24,11 @@ def render(overlay: str) -> str:
                           check=True, capture_output=True, text=True).stdout
 
 
+def documents(overlay: str) -> list[dict]:
+    """The rendered overlay's resources, parsed."""
+    return [d for d in yaml.safe_load_all(render(overlay)) if d]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS + JOBS)
 def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay, tmp_path):
     rendered = tmp_path / "rendered.yaml"
@@ -36,7 +41,7 @@ def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay, tmp_p
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployments_are_hardened_probed_and_drain_before_the_kill(overlay):
-    docs = [d for d in yaml.safe_load_all(render(overlay)) if d]
+    docs = documents(overlay)
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     assert set(deployments) == {"webhook-gateway", "billing", "notifier"}
     grace = int(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["SHUTDOWN_GRACE_SECONDS"])
@@ -75,9 +80,9 @@ def _containers(doc: dict) -> list[dict]:
 def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay):
     # A service reads its settings whole at start-up and refuses to start when a TLS file they name is
     # missing: a migration init container without them would keep its pods from ever starting.
-    docs = [d for d in yaml.safe_load_all(render(overlay)) if d]
+    docs = documents(overlay)
     for job in JOBS:
-        docs += [d for d in yaml.safe_load_all(render(job)) if d]
+        docs += documents(job)
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
     folders = {str(Path(config["data"][name]).parent)
                for name in ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CA_FILE")}
@@ -95,7 +100,7 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
 
 @pytest.mark.parametrize("job", JOBS)
 def test_opt_in_jobs_are_hardened_confined_and_run_again_only_when_it_can_help(job):
-    docs = [d for d in yaml.safe_load_all(render(job)) if d]
+    docs = documents(job)
     [job_doc] = [d for d in docs if d["kind"] in ("Job", "CronJob")]
     pod = _pod(job_doc)
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -107,7 +112,7 @@ def test_opt_in_jobs_are_hardened_confined_and_run_again_only_when_it_can_help(j
                                                   "values": [2]}} in _workload(job_doc)["podFailurePolicy"]["rules"]
     if job_doc["kind"] == "CronJob":
         assert job_doc["spec"]["concurrencyPolicy"] == "Forbid"  # two runs would only do the work twice
-    prod = [d for d in yaml.safe_load_all(render("prod")) if d]
+    prod = documents("prod")
     label = pod["metadata"]["labels"]["app.kubernetes.io/name"]
     assert any(d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": label} for d in prod)
