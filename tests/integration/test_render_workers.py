@@ -3,17 +3,22 @@ does not take the notifier's accepting down with it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import multiprocessing
 import os
 import signal
+import sys
 
+import psutil
 import pytest
 from notifier.adapters.workers import WorkerEmails
 from notifier.domain.emails import EmailFactory, NewEmail, Submission
 from notifier.domain.model import EmailKind, InvalidEmailRequest
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
+
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -57,3 +62,49 @@ async def test_a_killed_worker_is_replaced_and_the_batch_still_made(workers):
     made = await workers.make_all(submissions())
     assert [m.idempotency_key for m in made if isinstance(m, NewEmail)] == [
         f"k{i}" for i in range(20) if i not in (7, 12)]
+
+
+# A process that starts two render workers, writes their pids to the file it is given, and waits to be killed.
+_WORKERS_HOST = """
+import asyncio, multiprocessing, pathlib, sys
+from notifier.adapters.workers import WorkerEmails
+
+async def main():
+    workers = WorkerEmails(2, "boxcostpro.com")
+    await workers.start()
+    pids = " ".join(str(p.pid) for p in multiprocessing.active_children())
+    pathlib.Path(sys.argv[1]).write_text(pids + "\\n")
+    await asyncio.Event().wait()  # holding `workers`: a pool let go would be shut down
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie that whoever adopted it has not reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_workers_leave_when_the_notifier_is_killed_outright(tmp_path):
+    # SIGKILL, or the OOM killer, gives the notifier no chance to stop its workers; outside a container that
+    # dies whole, they would stay forever, each holding its memory.
+    pid_file = tmp_path / "workers"
+    host = await asyncio.create_subprocess_exec(sys.executable, "-c", _WORKERS_HOST, str(pid_file))
+    try:
+        async def started() -> bool:
+            return pid_file.exists() and pid_file.read_text().endswith("\n")
+
+        await wait_for(started, timeout=60, what="the workers to start")
+        pids = [int(pid) for pid in pid_file.read_text().split()]
+        assert len(pids) == 2
+    finally:
+        host.kill()
+        await host.wait()
+
+    async def workers_gone() -> bool:
+        return all(_gone(pid) for pid in pids)
+
+    await wait_for(workers_gone, timeout=10, what="the orphaned workers to exit")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,8 +31,18 @@ def _start_worker(message_domain: str) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the service decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_leave_with_service, name="leave-with-service", daemon=True).start()
     _factory = EmailFactory(Renderer(), message_domain)
     settle_after_startup()
+
+
+def _leave_with_service() -> None:
+    """Exit once the notifier has. Stopped as usual, it stops its workers; killed outright (SIGKILL, the OOM
+    killer) it cannot, and outside a container that dies whole they would stay, each holding its memory."""
+    service = multiprocessing.parent_process()
+    if service is not None:
+        service.join()  # returns once the notifier has exited, however it ended
+        os._exit(0)
 
 
 def _make_all(submissions: Sequence[Submission]) -> list[NewEmail | InvalidEmailRequest]:
