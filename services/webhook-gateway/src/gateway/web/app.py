@@ -211,17 +211,18 @@ async def request_context(request: web.Request, handler):
     try:
         response = await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
-        response = error_response(413, _http_error_code(exc), f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
+        response = error_response(413, _http_error_code(exc),
+                                  f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
     except web.HTTPMethodNotAllowed as exc:
         response = error_response(405, "method_not_allowed", f"use {', '.join(sorted(exc.allowed_methods))}",
-                          headers={"Allow": ",".join(sorted(exc.allowed_methods))})
+                                  headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         response = error_response(404, "not_found", "no such endpoint")
     except web.HTTPUnsupportedMediaType as exc:
         response = error_response(415, _http_error_code(exc), "send the body uncompressed, as providers do")
     except web.HTTPRequestTimeout as exc:
         response = error_response(408, _http_error_code(exc),
-                          f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
+                                  f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
         response.force_close()  # the rest of that body may still come: the connection can't be reused
     except web.HTTPException as exc:
         response = error_response(exc.status, _http_error_code(exc), exc.reason)
