@@ -70,6 +70,23 @@ async def test_a_call_that_fails_before_billing_answers_fails_its_webhooks_and_n
     assert leaked_errors == []
 
 
+async def test_a_call_grpc_refuses_to_make_fails_its_webhooks_at_once_and_later_ones_still_get_an_answer(
+        billing, leaked_errors):
+    _, addr = billing
+    channel = open_channel(addr, PLAINTEXT)
+    client = BatchingBillingClient(channel, timeout_seconds=30)
+    await channel.close()  # a closed channel refuses a call as it is made, not once it runs
+    try:
+        for event_id in ("evt_1", "evt_2"):
+            # Well within the timeout: the batch is answered as refused, and the client goes on batching.
+            with pytest.raises(BillingUnavailable, match="UsageError"):
+                await asyncio.wait_for(client.ingest(event(event_id)), timeout=5)
+    finally:
+        await client.close()
+    gc.collect()
+    assert leaked_errors == []
+
+
 async def test_a_burst_of_large_events_goes_in_calls_within_the_byte_budget(billing):
     servicer, addr = billing
     client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=5, max_batch_bytes=3000,
