@@ -8,13 +8,14 @@ import copy
 import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from billing.domain.ingest import EventRecord
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from billing.domain.model import Provider, SubRef, Subscription, Transaction, TxnRef, WorkingSet
 from billing.domain.recovery import FeedUnavailable, ListedEvent
+from gateway.domain import receive as gateway
 
 
 class InMemoryEventStore:
@@ -109,6 +110,12 @@ class RecordingBilling(billing_pb2_grpc.BillingServiceServicer):
             billing_pb2.IngestResult(event_id=e.event_id, status=billing_pb2.INGEST_STATUS_PROCESSED,
                                      transaction_ids=[f"txn-of-{e.event_id}"])
             for e in request.events])
+
+
+def gateway_event(event_id: str, request_id: str = "req-1", payload: bytes = b"{}") -> gateway.AuthenticatedEvent:
+    """An event as the gateway hands it to its billing client, once its webhook is authenticated."""
+    return gateway.AuthenticatedEvent(gateway.Provider.STRIPE, event_id, "payment_intent.succeeded", payload,
+                                      datetime.now(UTC), request_id)
 
 
 async def serving_billing(servicer: RecordingBilling) -> AsyncIterator[tuple[RecordingBilling, str]]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from datetime import UTC, datetime
 
 import pytest
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
-from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, Provider
+from gateway.domain.receive import BillingUnavailable
 from servicekit.tls import PLAINTEXT
 
-from tests.fakes import RecordingBilling, serving_billing
+from tests.fakes import RecordingBilling, gateway_event, serving_billing
 
 
 @pytest.fixture
@@ -37,16 +36,11 @@ async def leaked_errors():
     loop.set_exception_handler(None)
 
 
-def event(event_id: str, request_id: str = "req-1", payload: bytes = b"{}") -> AuthenticatedEvent:
-    return AuthenticatedEvent(Provider.STRIPE, event_id, "payment_intent.succeeded", payload,
-                              datetime.now(UTC), request_id)
-
-
 async def test_concurrent_webhooks_each_get_their_own_events_answer(billing):
     servicer, addr = billing
     client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=5)
     try:
-        results = await asyncio.gather(*(client.ingest(event(f"evt_{i}")) for i in range(50)))
+        results = await asyncio.gather(*(client.ingest(gateway_event(f"evt_{i}")) for i in range(50)))
     finally:
         await client.close()
     assert [r.transaction_ids for r in results] == [(f"txn-of-evt_{i}",) for i in range(50)]
@@ -60,8 +54,8 @@ async def test_a_call_that_fails_before_billing_answers_fails_its_webhooks_and_n
     try:
         # gRPC refuses this metadata before sending (the gateway's edge never passes such an id on).
         with pytest.raises(BillingUnavailable):
-            await client.ingest(event("evt_refused", request_id="caf\u00e9"))
-        after = await client.ingest(event("evt_next"))
+            await client.ingest(gateway_event("evt_refused", request_id="caf\u00e9"))
+        after = await client.ingest(gateway_event("evt_next"))
     finally:
         await client.close()
     gc.collect()
@@ -80,7 +74,7 @@ async def test_a_call_grpc_refuses_to_make_fails_its_webhooks_at_once_and_later_
         for event_id in ("evt_1", "evt_2"):
             # Well within the timeout: the batch is answered as refused, and the client goes on batching.
             with pytest.raises(BillingUnavailable, match="UsageError"):
-                await asyncio.wait_for(client.ingest(event(event_id)), timeout=5)
+                await asyncio.wait_for(client.ingest(gateway_event(event_id)), timeout=5)
     finally:
         await client.close()
     gc.collect()
@@ -93,7 +87,7 @@ async def test_a_burst_of_large_events_goes_in_calls_within_the_byte_budget(bill
                                    max_in_flight=1)
     try:
         sizes = [1000] * 9 + [5000]  # the last is over the budget on its own
-        results = await asyncio.gather(*(client.ingest(event(f"evt_{i}", payload=b"x" * size))
+        results = await asyncio.gather(*(client.ingest(gateway_event(f"evt_{i}", payload=b"x" * size))
                                          for i, size in enumerate(sizes)))
     finally:
         await client.close()
@@ -113,17 +107,17 @@ async def test_a_webhook_queued_behind_a_stalled_call_waits_no_longer_than_the_t
                                    min_send_seconds=0.5)
     loop = asyncio.get_running_loop()
     try:
-        in_flight = asyncio.ensure_future(client.ingest(event("evt_in_flight")))
+        in_flight = asyncio.ensure_future(client.ingest(gateway_event("evt_in_flight")))
         while not servicer.calls:  # the one call slot is taken, and billing does not answer
             await asyncio.sleep(0.005)
         started = loop.time()
         with pytest.raises(BillingUnavailable, match="did not answer within 1 s"):
-            await client.ingest(event("evt_queued"))
+            await client.ingest(gateway_event("evt_queued"))
         waited = loop.time() - started
         with pytest.raises(BillingUnavailable):
             await in_flight
         servicer.release.set()
-        after = await client.ingest(event("evt_after"))
+        after = await client.ingest(gateway_event("evt_after"))
     finally:
         await client.close()
     gc.collect()
@@ -140,17 +134,17 @@ async def test_events_waiting_past_the_byte_bound_are_refused_at_once(stalled):
     client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=30, max_in_flight=1,
                                    max_queued_bytes=2500)
     try:
-        first = asyncio.ensure_future(client.ingest(event("evt_0", payload=b"x" * 1000)))
+        first = asyncio.ensure_future(client.ingest(gateway_event("evt_0", payload=b"x" * 1000)))
         while not servicer.calls:
             await asyncio.sleep(0.01)
-        queued = [asyncio.ensure_future(client.ingest(event(f"evt_{i}", payload=b"x" * 1000))) for i in (1, 2)]
+        queued = [asyncio.ensure_future(client.ingest(gateway_event(f"evt_{i}", payload=b"x" * 1000))) for i in (1, 2)]
         await asyncio.sleep(0)  # let both join the queue
         with pytest.raises(BillingUnavailable, match="too many events are waiting"):
-            await client.ingest(event("evt_3", payload=b"x" * 1000))
+            await client.ingest(gateway_event("evt_3", payload=b"x" * 1000))
         servicer.release.set()
         results = await asyncio.gather(first, *queued)
         # Once the queue drained, events are let in again.
-        after = await client.ingest(event("evt_4", payload=b"x" * 1000))
+        after = await client.ingest(gateway_event("evt_4", payload=b"x" * 1000))
     finally:
         await client.close()
     assert [r.status for r in results] == ["processed"] * 3 and after.status == "processed"
