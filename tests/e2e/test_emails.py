@@ -215,7 +215,7 @@ def quick_leases(monkeypatch):
     monkeypatch.setenv("SMTP_TIMEOUT_SECONDS", "2")
 
 
-async def test_a_notifier_killed_mid_burst_sends_every_receipt_repeating_few_and_as_the_same_message(
+async def test_a_notifier_killed_mid_burst_sends_every_receipt_and_repeats_only_unrecorded_ones_unchanged(
     quick_leases, stack, db, mail_sink
 ):
     payments = 300
@@ -231,18 +231,25 @@ async def test_a_notifier_killed_mid_burst_sends_every_receipt_repeating_few_and
     notifier.signal(signal.SIGKILL)
     assert notifier.wait(20) == -signal.SIGKILL
     assert mail_sink.count < payments, "the crash came after the last receipt: it proves nothing"
+    # The log as the crash left it (no notifier writes to it now): the emails recorded sent, and those claimed
+    # for a send whose outcome was not recorded.
+    rows = await db.fetch("SELECT message_id, sent, attempts FROM notifier.email_logs")
+    recorded = {r["message_id"] for r in rows if r["sent"]}
+    unrecorded = {r["message_id"] for r in rows if not r["sent"] and r["attempts"] > 0}
     notifier.start()
 
     async def all_sent():
         return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == payments
 
     await wait_for(all_sent, timeout=90, what="every receipt to be sent")
-    bodies = defaultdict(set)
-    messages = mail_sink.messages
-    for message in messages:
-        bodies[message["Message-ID"]].add(message.get_body(("plain",)).get_content())
+    bodies = defaultdict(list)
+    for message in mail_sink.messages:
+        bodies[message["Message-ID"]].append(message.get_body(("plain",)).get_content())
     assert len(bodies) == payments  # every receipt arrived
-    assert all(len(b) == 1 for b in bodies.values())  # a repeat is the same message, by its Message-ID
-    # Only what the relay accepted in the moment before the crash, before its record was written, is
-    # repeated: at most the sends in flight (SMTP_CONNECTIONS, 16) and one write's worth.
-    assert len(messages) - payments <= 32
+    assert all(len(set(b)) == 1 for b in bodies.values())  # a repeat is the same message, by its Message-ID
+    repeated = {message_id for message_id, copies in bodies.items() if len(copies) > 1}
+    # Only a send the relay accepted in the moment before the crash, before its outcome was recorded, is
+    # repeated; an email recorded sent never is. (How soon outcomes are recorded, which keeps such repeats
+    # few, is timing: tests/unit/test_delivery_rounds.py holds it.)
+    assert not repeated & recorded
+    assert repeated <= unrecorded
