@@ -3,13 +3,16 @@ genuinely signed and well-formed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 
 import pytest
 from gateway.web.app import create_app
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from trigger.delivery import razorpay_header, stripe_header
+from trigger.delivery import razorpay_header, sign, stripe_header
+from trigger.events import RazorpayScenario, StripeScenario
 
 from tests.integration.test_gateway_http import RAZORPAY_SECRET, STRIPE_SECRET, FakeBilling, served
 from tests.integration.test_gateway_http import settings as gateway_settings
@@ -62,3 +65,79 @@ async def test_random_signed_bodies_never_cause_a_5xx(client_and_billing, provid
     response = await client.post(f"/webhooks/{provider}", data=body, headers=headers)
     assert response.status in (200, 400)
     assert len(billing.received) == before + (response.status == 200)
+
+
+# Every header the gateway reads, with values across the whole byte range, sent on a raw socket as an
+# attacker would (an HTTP client library refuses most of these bytes before they leave).
+READ_HEADERS = [b"Stripe-Signature", b"X-Razorpay-Signature", b"X-Razorpay-Event-Id", b"X-Forwarded-For",
+                b"Content-Type", b"Content-Length", b"Host", b"X-Request-Id", b"Content-Encoding"]
+any_bytes = st.binary(max_size=80)
+
+
+async def raw_post(port: int, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
+    """One request on a new connection; the status and body of the first answer."""
+    names = {name.lower() for name, _ in headers}
+    head = [b"POST " + path.encode() + b" HTTP/1.1"]
+    if b"host" not in names:
+        head.append(b"Host: 127.0.0.1")
+    if b"content-length" not in names:
+        head.append(b"Content-Length: " + str(len(body)).encode())
+    head += [name + b": " + value for name, value in headers]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+            answer_head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", answer_head)[1])
+            answer = await reader.readexactly(length)
+    finally:
+        writer.close()
+    return int(status_line.split()[1]), answer
+
+
+def _with(delivery_headers: dict[str, str], name: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
+    kept = [(k.encode(), v.encode()) for k, v in delivery_headers.items() if k.lower() != name.decode().lower()]
+    return [*kept, (name, value)]
+
+
+@FUZZ
+@given(provider=st.sampled_from(["stripe", "razorpay"]), name=st.sampled_from(READ_HEADERS), value=any_bytes)
+@example(provider="stripe", name=b"Stripe-Signature", value="t=²,v1=ab".encode())
+@example(provider="stripe", name=b"Stripe-Signature", value="t=1700000000,v1=é".encode())
+@example(provider="razorpay", name=b"X-Razorpay-Signature", value="ñ".encode())
+@example(provider="razorpay", name=b"X-Razorpay-Event-Id", value=b"\xff\xfe")
+@example(provider="stripe", name=b"Host", value=b"\x00\x80[")
+async def test_any_bytes_in_a_header_the_gateway_reads_get_a_4xx_or_2xx_and_nothing_unauthenticated_stored(
+        client_and_billing, provider, name, value):
+    client, billing = client_and_billing
+    delivery = sign(provider, (StripeScenario() if provider == "stripe" else RazorpayScenario()).event(
+        "payment_intent.succeeded" if provider == "stripe" else "payment.captured"),
+        STRIPE_SECRET if provider == "stripe" else RAZORPAY_SECRET)
+    before = len(billing.received)
+    status, answer = await raw_post(client.port, f"/webhooks/{provider}", _with(delivery.headers, name, value),
+                                    delivery.body)
+    assert 200 <= status < 300 or 400 <= status < 500, (status, answer)
+    if status >= 400:
+        assert "error" in json.loads(answer)
+        assert len(billing.received) == before
+    else:  # only a genuinely signed delivery, with what it was signed over intact
+        assert len(billing.received) == before + 1
+        assert billing.received[-1].payload == delivery.body
+
+
+@pytest.mark.parametrize("header", [("Stripe-Signature", "t=²,v1=00".encode()),
+                                    ("Stripe-Signature", "t=1,v1=é".encode())])
+async def test_an_unreadable_signature_header_counts_as_a_failed_authentication(header):
+    billing = FakeBilling()
+    client = served(create_app(gateway_settings(auth_failures_per_minute=2), billing=billing))
+    await client.start_server()
+    try:
+        delivery = sign("stripe", StripeScenario().event("payment_intent.succeeded"), STRIPE_SECRET)
+        name, value = header
+        statuses = [(await raw_post(client.port, "/webhooks/stripe", _with(delivery.headers, name.encode(), value),
+                                    delivery.body))[0] for _ in range(3)]
+        assert statuses == [400, 400, 429]
+        assert billing.received == []
+    finally:
+        await client.close()

@@ -15,17 +15,25 @@ from gateway.domain.edge import (
 )
 
 
+PROXIES = parse_networks("10.0.0.0/8")
+
+
 @pytest.mark.parametrize(
-    ("peer", "xff", "hops", "expected"),
-    [("203.0.113.9", None, 0, "203.0.113.9"),
-     ("10.0.0.2", "198.51.100.7", 0, "10.0.0.2"),               # no trusted proxy: the header is ignored
-     ("10.0.0.2", "198.51.100.7", 1, "198.51.100.7"),
-     ("10.0.0.2", "6.6.6.6, 198.51.100.7", 1, "198.51.100.7"),  # the client's own claim is ignored
-     ("10.0.0.3", "198.51.100.7, 10.0.0.2", 2, "198.51.100.7"),
-     ("10.0.0.2", "", 1, "10.0.0.2"), ("10.0.0.2", "garbage", 1, None), (None, None, 0, None)],
+    ("peer", "lines", "trusted", "expected"),
+    [("203.0.113.9", [], PROXIES, "203.0.113.9"),
+     ("10.0.0.2", ["198.51.100.7"], (), "10.0.0.2"),                 # no trusted proxy: the header is ignored
+     ("203.0.113.9", ["198.51.100.7"], PROXIES, "203.0.113.9"),      # the peer is no proxy of ours
+     ("10.0.0.2", ["198.51.100.7"], PROXIES, "198.51.100.7"),
+     ("10.0.0.2", ["6.6.6.6, 198.51.100.7"], PROXIES, "198.51.100.7"),  # the client's own claim is ignored
+     ("10.0.0.3", ["198.51.100.7, 10.0.0.2"], PROXIES, "198.51.100.7"),  # through two proxies
+     ("10.0.0.3", ["6.6.6.6", "198.51.100.7", "10.0.0.2"], PROXIES, "198.51.100.7"),  # several header lines
+     ("10.0.0.2", [""], PROXIES, "10.0.0.2"), ("10.0.0.2", ["garbage"], PROXIES, "10.0.0.2"),
+     ("10.0.0.2", ["garbage, 10.0.0.9"], PROXIES, "10.0.0.9"),
+     ("10.0.0.2", ["\u00b2\u00b3, 198.51.100.7"], PROXIES, "198.51.100.7"),
+     ("10.0.0.2", ["\udcff"], PROXIES, "10.0.0.2"), (None, [], PROXIES, None)],
 )
-def test_client_address_trusts_only_the_configured_proxy_hops(peer, xff, hops, expected):
-    got = client_address(peer, xff, hops)
+def test_client_address_reads_forwarded_for_only_from_trusted_proxies(peer, lines, trusted, expected):
+    got = client_address(peer, lines, trusted)
     assert got == (ipaddress.ip_address(expected) if expected else None)
 
 

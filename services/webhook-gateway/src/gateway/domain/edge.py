@@ -25,21 +25,33 @@ class TooManyFailures(Exception):
         self.retry_after = retry_after
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted_hops: int) -> IPAddress | None:
-    """The client's address. With N trusted proxies in front, the client is the Nth address from the
-    right of X-Forwarded-For (each proxy appends the address it saw); anything further left is whatever
-    the client claimed, and is ignored."""
-    candidate = peer
-    if trusted_hops > 0 and forwarded_for:
-        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-        if len(hops) >= trusted_hops:
-            candidate = hops[-trusted_hops]
-    return _parse_address(candidate) if candidate else None
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> IPAddress | None:
+    """The client's address. X-Forwarded-For counts only when the peer is a trusted proxy: its entries
+    are read right to left (each proxy appends what it saw, across all header lines), and the first
+    address outside the trusted networks is the client. Entries further left are the client's claims."""
+    client = _parse_address(peer) if peer else None
+    if not trusted or client is None or not _trusted(client, trusted):
+        return client
+    hops = [hop.strip() for line in forwarded_for for hop in line.split(",")]
+    for hop in reversed(hops):
+        address = _parse_address(hop)
+        if address is None:
+            return client  # not an address, so no proxy of ours wrote it: keep the last one that did
+        client = address
+        if not _trusted(address, trusted):
+            break
+    return client
+
+
+def _trusted(address: IPAddress, trusted: Sequence[Network]) -> bool:
+    return any(address in network for network in trusted)
 
 
 @lru_cache(maxsize=4096)
 def _parse_address(text: str) -> IPAddress | None:
     # Cached: providers deliver from a few addresses, and parsing costs more than the rest of the check.
+    if len(text) > 45 or not text.isascii():  # the longest IPv6 text form
+        return None
     try:
         return ipaddress.ip_address(text)
     except ValueError:

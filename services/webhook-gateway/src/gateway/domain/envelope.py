@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import orjson
+import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 MAX_ID_LENGTH = 255
+_EVENT_ID = re.compile(r"[!-~]+")
 
 
 class InvalidEvent(ValueError):
@@ -60,6 +63,8 @@ def parse_razorpay(body: bytes, event_id_header: str | None) -> Envelope:
     if not event_id_header:
         raise InvalidEvent("missing X-Razorpay-Event-Id header")
     event_id = _field(event_id_header.strip(), "X-Razorpay-Event-Id")
+    if not _EVENT_ID.fullmatch(event_id):  # it is stored, logged and sent on: visible ASCII only
+        raise InvalidEvent("X-Razorpay-Event-Id must be visible ASCII characters")
     event = _load(body)
     event_type = _field(event.get("event"), "event")
     _int_field(event.get("created_at"), "created_at")
