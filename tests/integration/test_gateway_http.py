@@ -12,11 +12,13 @@ from unittest import mock
 import pytest
 from aiohttp.streams import StreamReader
 from prometheus_client import REGISTRY
-from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient, make_mocked_request
+from yarl import URL
 from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
-from gateway.web.app import _read_body, _ServerLog, create_app
-from gateway.web.server import GatewayRunner
+from gateway.web.app import _read_body, _ServerLog, connection_options, create_app
+from gateway.web.server import ConnectionLimits, GuardedSite
 from servicekit.env import Secret
 from servicekit.tls import PLAINTEXT
 from trigger.delivery import sign
@@ -33,6 +35,7 @@ class FakeBilling:
     def __init__(self) -> None:
         self.received: list[AuthenticatedEvent] = []
         self.down = False
+        self.health_checks = 0
 
     async def ingest(self, event: AuthenticatedEvent) -> ProcessingResult:
         if self.down:
@@ -41,6 +44,8 @@ class FakeBilling:
         return ProcessingResult("processed", transaction_ids=("11111111-1111-1111-1111-111111111111",))
 
     async def is_serving(self) -> bool:
+        self.health_checks += 1
+        await asyncio.sleep(0.05)  # a round trip to billing, so that concurrent probes overlap it
         return not self.down
 
 
@@ -49,7 +54,7 @@ def settings(**overrides) -> Settings:
                 stripe_webhook_secrets=(Secret("whsec_old"), Secret(STRIPE_SECRET)),
                 razorpay_webhook_secrets=(Secret(RAZORPAY_SECRET),), tolerance_seconds=300,
                 max_body_bytes=64 * 1024, billing_timeout_seconds=1.0, shutdown_grace_seconds=1.0,
-                log_level="INFO")
+                log_level="INFO", health_cache_seconds=0.0)
     return Settings(**{**base, **overrides})
 
 
@@ -58,15 +63,36 @@ def billing() -> FakeBilling:
     return FakeBilling()
 
 
-class GatewayTestServer(TestServer):
-    """The app served as the gateway serves it (GatewayRunner), on a free port."""
+class GatewayTestServer(BaseTestServer):
+    """The app served as the gateway serves it (its own site and connection limits), on a free port."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits) -> None:
+        super().__init__(host="127.0.0.1")
+        self.app = app
+        self._limits = limits
+        self._base: URL | None = None
+
+    async def start_server(self, loop=None, **kwargs) -> None:
+        if self.runner:
+            return
+        self.runner = web.AppRunner(self.app, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = GuardedSite(self.runner, self.host, 0, self._limits, connection_options())
+        await site.start()
+        self.port = site.port
+        self.scheme = "http"
+        self._base = URL(f"http://{self.host}:{self.port}")
+
+    def make_url(self, path) -> URL:
+        assert self._base is not None
+        return self._base.join(URL(path))
 
     async def _make_runner(self, **kwargs):
-        return GatewayRunner(self.app, **kwargs)
+        raise NotImplementedError("start_server makes the runner")
 
 
-def served(app) -> TestClient:
-    return TestClient(GatewayTestServer(app))
+def served(app, limits: ConnectionLimits = ConnectionLimits()) -> TestClient:
+    return TestClient(GatewayTestServer(app, limits))
 
 
 @pytest.fixture
@@ -322,6 +348,16 @@ async def test_a_stalled_billing_gets_each_webhook_a_503_within_the_timeout_and_
     assert waited < 4, waited  # each within its own timeout; none hangs on the stalled calls
 
 
+async def test_a_flood_of_health_probes_is_one_call_to_billing_per_cache_period(billing):
+    client = await _client_for(billing, health_cache_seconds=60.0)
+    try:
+        answers = await asyncio.gather(*(client.get(path) for path in ["/readyz", "/webhooks/health"] * 100))
+        assert [a.status for a in answers] == [200] * 200
+        assert billing.health_checks == 1
+    finally:
+        await client.close()
+
+
 async def test_health_and_probes_follow_billing(client, billing):
     assert (await (await client.get("/webhooks/health")).json())["status"] == "healthy"
     assert (await client.get("/livez")).status == 200
@@ -384,19 +420,37 @@ async def test_failed_authentications_are_rate_limited_but_genuine_traffic_never
         await client.close()
 
 
-async def test_allow_list_refuses_other_sources_and_trusts_only_configured_proxy_hops(billing):
+async def test_allow_list_refuses_other_sources_and_reads_forwarded_for_only_from_trusted_proxies(billing):
     from gateway.domain.edge import parse_networks
 
-    client = await _client_for(billing, stripe_allowed_cidrs=parse_networks("54.187.0.0/16"), trusted_proxy_hops=1)
+    # The test client connects from 127.0.0.1: here it plays the trusted proxy.
+    client = await _client_for(billing, stripe_allowed_cidrs=parse_networks("54.187.0.0/16"),
+                               trusted_proxies=parse_networks("127.0.0.0/8, 10.0.0.0/8"))
     try:
         d = stripe_delivery()
         direct = await post(client, d)
         assert direct.status == 403 and (await direct.json())["error"]["code"] == "forbidden_source"
         spoofed = await post(client, d, headers={**d.headers, "X-Forwarded-For": "54.187.1.1, 198.51.100.7"})
         assert spoofed.status == 403
-        via_proxy = await post(client, d, headers={**d.headers, "X-Forwarded-For": "54.187.1.1"})
-        assert via_proxy.status == 200
+        # Every header line counts, read as one list: the last line's address is what the proxy saw.
+        two_lines = [*d.headers.items(), ("X-Forwarded-For", "54.187.1.1"), ("X-Forwarded-For", "198.51.100.7")]
+        assert (await client.post("/webhooks/stripe", data=d.body, headers=two_lines)).status == 403
+        via_proxies = await post(client, d, headers={**d.headers, "X-Forwarded-For": "54.187.1.1, 10.1.2.3"})
+        assert via_proxies.status == 200
         assert [e.event_id for e in billing.received] == [d.event_id]
+    finally:
+        await client.close()
+
+
+async def test_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy_is_ignored(billing):
+    from gateway.domain.edge import parse_networks
+
+    client = await _client_for(billing, stripe_allowed_cidrs=parse_networks("54.187.0.0/16"),
+                               trusted_proxies=parse_networks("10.0.0.0/8"))
+    try:
+        d = stripe_delivery()
+        claimed = await post(client, d, headers={**d.headers, "X-Forwarded-For": "54.187.1.1"})
+        assert claimed.status == 403 and billing.received == []
     finally:
         await client.close()
 
@@ -416,3 +470,21 @@ async def test_metrics_count_webhooks_by_provider_and_result_off_the_public_port
     assert REGISTRY.get_sample_value("webhook_request_seconds_count", {"provider": "stripe"}) == answered + 4
     public = await client.get("/metrics")
     assert public.status == 404  # the webhook port faces the internet; METRICS_PORT serves these
+
+
+async def test_a_failed_events_error_text_is_logged_but_never_sent_to_the_provider(caplog):
+    class FailingBilling(FakeBilling):
+        async def ingest(self, event):
+            return ProcessingResult("failed", error="KeyError: 'amount' in stripe_events.py line 212")
+
+    client = await _client_for(FailingBilling())
+    try:
+        with caplog.at_level(logging.INFO, logger="gateway.web.app"):
+            r = await post(client, stripe_delivery())
+        assert r.status == 200
+        body = await r.json()
+        assert body["processing_result"]["status"] == "failed"
+        assert "KeyError" not in json.dumps(body) and "error" not in body["processing_result"]
+        assert any("KeyError" in str(getattr(rec, "fields", {}).get("error")) for rec in caplog.records)
+    finally:
+        await client.close()

@@ -14,8 +14,8 @@ from servicekit.logs import configure_logging, run_logged
 from servicekit.metrics import serve_metrics
 
 from gateway.config import Settings
-from gateway.web.app import create_app
-from gateway.web.server import serve
+from gateway.web.app import connection_options, create_app
+from gateway.web.server import ConnectionLimits, serve
 
 log = logging.getLogger("gateway")
 
@@ -42,7 +42,10 @@ def _serve(settings: Settings) -> None:
     serve_metrics(settings.metrics_port)
     # On SIGTERM it stops accepting, lets in-flight webhooks finish for the grace period, then runs the
     # cleanup contexts (closing the billing channel) in reverse order.
-    uvloop.run(serve(app, settings.host, settings.port, settings.shutdown_grace_seconds))
+    limits = ConnectionLimits(settings.header_timeout_seconds, settings.keepalive_timeout_seconds,
+                              settings.max_connections)
+    uvloop.run(serve(app, settings.host, settings.port, settings.shutdown_grace_seconds, limits,
+                     connection_options()))
 
 
 if __name__ == "__main__":

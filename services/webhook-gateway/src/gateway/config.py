@@ -34,13 +34,17 @@ class Settings:
     billing_timeout_seconds: float
     shutdown_grace_seconds: float
     log_level: str
-    trusted_proxy_hops: int = 0
+    trusted_proxies: tuple[Network, ...] = ()
     auth_failures_per_minute: int = 30
     stripe_allowed_cidrs: tuple[Network, ...] = ()
     razorpay_allowed_cidrs: tuple[Network, ...] = ()
     body_timeout_seconds: float = 10.0
     metrics_port: int = 0
     billing_queue_max_bytes: int = 64 * 1024 * 1024
+    header_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 60.0
+    max_connections: int = 1024
+    health_cache_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -62,13 +66,23 @@ class Settings:
             body_timeout_seconds=env_float(environ, "WEBHOOK_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),
-            trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0),
+            trusted_proxies=_networks(environ, "TRUSTED_PROXIES"),
+            # A request head takes one packet from a provider; a client that trickles one only holds a slot.
+            header_timeout_seconds=env_float(environ, "WEBHOOK_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            keepalive_timeout_seconds=env_float(environ, "WEBHOOK_KEEPALIVE_TIMEOUT_SECONDS", 60.0, minimum=0.1),
+            # Past this many open connections, new ones get 503 and are closed at once.
+            max_connections=env_int(environ, "WEBHOOK_MAX_CONNECTIONS", 1024, minimum=1),
+            # Health on the public port reuses billing's answer this long, so a flood of probes is not a flood of RPCs.
+            health_cache_seconds=env_float(environ, "HEALTH_CACHE_SECONDS", 1.0, minimum=0.0),
             auth_failures_per_minute=env_int(environ, "AUTH_FAILURES_PER_MINUTE", 30, minimum=1),
             stripe_allowed_cidrs=_networks(environ, "STRIPE_ALLOWED_CIDRS"),
             razorpay_allowed_cidrs=_networks(environ, "RAZORPAY_ALLOWED_CIDRS"),
             # Off the webhook port, which faces the internet: operational figures are not for the public.
             metrics_port=env_int(environ, "METRICS_PORT", 0),
         )
+        if "TRUSTED_PROXY_HOPS" in environ:
+            raise ConfigError("TRUSTED_PROXY_HOPS is replaced by TRUSTED_PROXIES: the proxies' networks, "
+                              "so that X-Forwarded-For counts only when a trusted proxy sent it")
         if settings.max_body_bytes > MAX_BODY_BYTES_LIMIT:  # one event must fit in a gRPC message to billing
             raise ConfigError(f"WEBHOOK_MAX_BODY_BYTES must be at most {MAX_BODY_BYTES_LIMIT}")
         if not settings.stripe_webhook_secrets and not settings.razorpay_webhook_secrets:

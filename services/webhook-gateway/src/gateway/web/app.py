@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter, Histogram
@@ -19,7 +18,7 @@ from servicekit.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
 from gateway.config import Settings
-from gateway.domain.edge import AuthFailureLimiter, client_address
+from gateway.domain.edge import AuthFailureLimiter, Network, client_address
 from gateway.domain.receive import (
     BillingPort,
     EdgePolicy,
@@ -34,19 +33,41 @@ from gateway.domain.receive import (
     TooManyFailures,
     WebhookSecrets,
 )
+from gateway.web.errors import error_response, json_response
+from gateway.web.server import mark_request
 
 log = logging.getLogger(__name__)
 
 
 class ReadinessProbe:
-    """Whether the gateway should receive traffic: billing reachable and not shutting down."""
+    """Whether the gateway should receive traffic: billing reachable and not shutting down. Billing's answer
+    is reused for `cache_seconds`, and callers meanwhile share one check: probes on the public port never
+    multiply into calls to billing."""
 
-    def __init__(self, billing_serving: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(self, billing_serving: Callable[[], Awaitable[bool]], cache_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._billing_serving = billing_serving
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._checked_at = float("-inf")
+        self._reachable = False
+        self._check: asyncio.Future[bool] | None = None
         self.shutting_down = False
 
     async def billing_reachable(self) -> bool:
-        return await self._billing_serving()
+        if self._clock() - self._checked_at < self._cache_seconds:
+            return self._reachable
+        if self._check is None:
+            self._check = asyncio.ensure_future(self._ask())
+        return await asyncio.shield(self._check)
+
+    async def _ask(self) -> bool:
+        try:
+            self._reachable = await self._billing_serving()
+            self._checked_at = self._clock()
+            return self._reachable
+        finally:
+            self._check = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +75,7 @@ class Limits:
     max_body_bytes: int
     body_timeout_seconds: float = 10.0
     retry_after_seconds: int = 5
-    trusted_proxy_hops: int = 0
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 WEBHOOKS = Counter("webhook_requests_total", "Webhook requests by provider and result (processed, duplicate, "
@@ -77,15 +98,6 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-def _json(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """Every refusal of the gateway: {"error": {"code", "message"}}."""
-    return _json({"error": {"code": code, "message": message}}, status=status, headers=headers)
-
-
 def _receipt_body(receipt: Receipt) -> dict:
     result = receipt.result
     processing = {
@@ -93,8 +105,6 @@ def _receipt_body(receipt: Receipt) -> dict:
         "transaction_ids": list(result.transaction_ids),
         "subscription_ids": list(result.subscription_ids),
     }
-    if result.error:
-        processing["error"] = result.error
     return {
         "received": True,
         "event_id": receipt.envelope.event_id,
@@ -158,7 +168,7 @@ def _observe(provider: Provider, started: float, result: str) -> None:
 
 async def _receive(request: web.Request, provider: Provider) -> tuple[web.Response, str]:
     limits = request.app[LIMITS]
-    client = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.trusted_proxy_hops)
+    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), limits.trusted_proxies)
     try:
         body = await _read_body(request)
         receipt = await request.app[RECEIVE].execute(provider, request.headers, body, request_id_var.get(), client)
@@ -177,9 +187,10 @@ async def _receive(request: web.Request, provider: Provider) -> tuple[web.Respon
     log.info(
         "webhook accepted",
         extra={"fields": {"provider": provider.value, "event_id": receipt.envelope.event_id,
-                          "event_type": receipt.envelope.event_type, "status": result.status}},
+                          "event_type": receipt.envelope.event_type, "status": result.status,
+                          "error": result.error}},
     )
-    return _json(_receipt_body(receipt)), result.status
+    return json_response(_receipt_body(receipt)), result.status
 
 
 async def health(request: web.Request) -> web.Response:
@@ -187,25 +198,26 @@ async def health(request: web.Request) -> web.Response:
     reachable = await request.app[READINESS].billing_reachable()
     body = {"status": "healthy" if reachable else "unhealthy", "service": "webhook-gateway",
             "billing": "reachable" if reachable else "unreachable"}
-    return _json(body, status=200 if reachable else 503)
+    return json_response(body, status=200 if reachable else 503)
 
 
 async def livez(_request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     readiness = request.app[READINESS]
     if readiness.shutting_down:
-        return _json({"status": "shutting_down"}, status=503)
+        return json_response({"status": "shutting_down"}, status=503)
     if not await readiness.billing_reachable():
-        return _json({"status": "billing_unreachable"}, status=503)
-    return _json({"status": "ready"})
+        return json_response({"status": "billing_unreachable"}, status=503)
+    return json_response({"status": "ready"})
 
 
 @web.middleware
 async def request_context(request: web.Request, handler):
     """Request id (the caller's, or a new one) for logs and billing; JSON for every HTTP error."""
+    mark_request(request, started=True)
     request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
     token = request_id_var.set(request_id)
     try:
@@ -231,6 +243,7 @@ async def request_context(request: web.Request, handler):
         response = error_response(500, "internal", "internal error")
     finally:
         request_id_var.reset(token)
+        mark_request(request, started=False)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
@@ -256,19 +269,24 @@ class _ServerLog(logging.LoggerAdapter):
             "reason": reason[:120], "client": str(args[0]) if args else None}})
 
 
+def connection_options() -> dict[str, Any]:
+    """aiohttp's options for each connection. auto_decompress off: the signature is checked on the bytes as
+    sent, and no compressed body is ever expanded."""
+    return {"auto_decompress": False, "access_log": None,
+            "logger": _ServerLog(logging.getLogger("aiohttp.server"))}
+
+
 def create_app(
     settings: Settings,
     billing: BillingPort | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
     """The gateway application; tests pass a fake `billing`, production gets the gRPC client."""
-    # client_max_size also guards chunked bodies that send no Content-Length. auto_decompress off: the
-    # signature is checked on the bytes as sent, and no compressed body is ever expanded.
+    # client_max_size also guards chunked bodies that send no Content-Length.
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes,
-                          handler_args={"auto_decompress": False,
-                                        "logger": _ServerLog(logging.getLogger("aiohttp.server"))})
+                          handler_args=connection_options())
     app[LIMITS] = Limits(max_body_bytes=settings.max_body_bytes, body_timeout_seconds=settings.body_timeout_seconds,
-                         trusted_proxy_hops=settings.trusted_proxy_hops)
+                         trusted_proxies=settings.trusted_proxies)
     edge = EdgePolicy(
         AuthFailureLimiter(per_minute=settings.auth_failures_per_minute, burst=settings.auth_failures_per_minute),
         {Provider.STRIPE: settings.stripe_allowed_cidrs, Provider.RAZORPAY: settings.razorpay_allowed_cidrs},
@@ -285,7 +303,7 @@ def create_app(
         )
         app[RECEIVE] = ReceiveWebhook(client, secrets, tolerance_seconds=settings.tolerance_seconds, clock=clock,
                                       edge=edge)
-        app[READINESS] = ReadinessProbe(client.is_serving)
+        app[READINESS] = ReadinessProbe(client.is_serving, settings.health_cache_seconds)
         yield
         if billing is None:
             await client.close()

@@ -1,20 +1,39 @@
-"""Serving the gateway's app as aiohttp's run_app does, except for what aiohttp answers itself.
+"""Serving the gateway's app on the public port, with limits on what one connection may hold.
 
-A request aiohttp cannot parse (not HTTP, a malformed header, a line over the limit) never reaches the
-app or its middleware: aiohttp answers it with a text/plain 400 that quotes the bytes received. Here it
-gets the status aiohttp chose and a short JSON error, as every other refusal of the gateway does, and
-nothing the sender wrote is echoed back.
+- A request head must be complete within the header timeout of its first byte (of the accept, on a new
+  connection): else 408 and the connection is closed.
+- An idle keep-alive connection is closed after the keep-alive timeout.
+- Past the connection cap, a new connection gets 503 and is closed at once; admitted ones are untouched.
+- What aiohttp refuses itself (not HTTP, a malformed header) gets the usual short JSON error, and nothing
+  the sender wrote is echoed back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import socket
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import Counter
 
-from gateway.web.app import error_response
+from gateway.web.errors import error_response, raw_error
+
+log = logging.getLogger(__name__)
+
+REFUSED_CONNECTIONS = Counter("webhook_connections_refused_total",
+                              "Connections closed by the gateway's limits, by reason.", ["reason"])
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 60.0
+    max_connections: int = 1024
 
 
 def _refusal(status: int, exc: BaseException | None) -> web.Response:
@@ -28,30 +47,140 @@ def _refusal(status: int, exc: BaseException | None) -> web.Response:
     return response
 
 
-class _JsonRefusals(web.RequestHandler):
+class _OpenConnections:
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class GuardedHandler(web.RequestHandler):
+    """aiohttp's connection handler, timing each request head and counting the connection against the cap.
+    The app's middleware marks where each request starts and ends (`request_started`, `request_finished`)."""
+
+    def __init__(self, manager: web.Server, *, limits: ConnectionLimits, open_connections: _OpenConnections,
+                 **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._open = open_connections
+        self._refused = False
+        self._in_request = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._open.count >= self._limits.max_connections:
+            self._refused = True
+            REFUSED_CONNECTIONS.labels("over_capacity").inc()
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(raw_error(503, "Service Unavailable", "over_capacity",
+                                        "too many open connections; retry later", "Retry-After: 5\r\n"))
+            transport.close()
+            return
+        self._open.count += 1
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if not self._in_request and self._head_timer is None:
+            self._arm_head_timer()  # the first bytes of the next request on a kept-alive connection
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refused:
+            return
+        self._open.count -= 1
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def request_started(self) -> None:
+        self._in_request = True
+        self._cancel_head_timer()
+
+    def request_finished(self) -> None:
+        self._in_request = False
+
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         # aiohttp's own handling first: it logs, and gives up when part of a response was sent already.
         super().handle_error(request, status, exc, message)
         return _refusal(status, exc)
 
+    def _arm_head_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self._limits.header_timeout_seconds, self._head_timed_out)
 
-class _Server(web.Server):
-    def __call__(self) -> web.RequestHandler:
-        return _JsonRefusals(self, loop=self._loop, **self._kwargs)
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        if self._in_request or transport is None or transport.is_closing():
+            return
+        REFUSED_CONNECTIONS.labels("header_timeout").inc()
+        transport.write(raw_error(408, "Request Timeout", "header_timeout",
+                                    f"request head not received within {self._limits.header_timeout_seconds:g} s"))
+        transport.close()
 
 
-class GatewayRunner(web.AppRunner):
-    """aiohttp's AppRunner, whose connections answer what aiohttp refuses in JSON."""
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections are GuardedHandlers of the runner's server."""
 
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        # The application builds its server itself; ours differs only in the connection handler it makes.
-        server.__class__ = _Server
-        return server
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limits: ConnectionLimits,
+                 handler_args: dict[str, Any], *, reuse_port: bool = False) -> None:
+        super().__init__(runner)
+        self._app_runner = runner
+        self._host, self._port = host, port
+        self._limits = limits
+        self._handler_args = handler_args
+        self._reuse_port = reuse_port
+        self._listener: asyncio.AbstractServer | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        if self._listener is not None and self._listener.sockets:
+            return self._listener.sockets[0].getsockname()[1]
+        return self._port
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._app_runner.server
+        assert server is not None, "the runner is set up first"
+        loop = asyncio.get_running_loop()
+        open_connections = _OpenConnections()
+
+        def connection() -> GuardedHandler:
+            return GuardedHandler(server, loop=loop, limits=self._limits, open_connections=open_connections,
+                                  keepalive_timeout=self._limits.keepalive_timeout_seconds, **self._handler_args)
+
+        self._listener = await loop.create_server(connection, self._host, self._port, reuse_address=True,
+                                                  reuse_port=self._reuse_port or None, backlog=1024,
+                                                  family=socket.AF_UNSPEC)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        await super().stop()
 
 
-async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
+def mark_request(request: web.BaseRequest, started: bool) -> None:
+    """Tell the connection's guard a request head was complete (started) or its answer is made."""
+    protocol = request.protocol
+    if isinstance(protocol, GuardedHandler):
+        if started:
+            protocol.request_started()
+        else:
+            protocol.request_finished()
+
+
+async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits,
+                handler_args: dict[str, Any], *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then as run_app: stop accepting, let the requests in flight finish
     within `shutdown_timeout`, run the app's shutdown and cleanup. Everything else keeps running meanwhile
     (the calls to billing the requests wait on), so nothing is cancelled before it is drained."""
@@ -59,10 +188,10 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = GatewayRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await GuardedSite(runner, host, port, limits, handler_args, reuse_port=reuse_port).start()
         await stop.wait()
     finally:
         await runner.cleanup()
