@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,7 +15,7 @@ from trigger.flows import FLOWS
 
 from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
 from tests.fakes import InMemoryEventStore
-from tests.support import incoming, operator_env, run_module, state
+from tests.support import incoming, operator_env, run_module, state, wait_for
 
 SECRETS = {"stripe": STRIPE_SECRET, "razorpay": RAZORPAY_SECRET}
 
@@ -125,27 +126,46 @@ async def test_operator_cli_lists_shows_and_replays_events(stack, db):
     assert code == 1 and "NOT_FOUND" in out
 
 
-async def test_services_talk_mutual_tls_when_certificates_are_configured(database_url, tmp_path, mail_sink,
-                                                                         tls_ca, monkeypatch):
+async def test_services_talk_mutual_tls_each_as_itself_and_only_what_the_policy_grants(
+        database_url, tmp_path, mail_sink, monkeypatch):
+    import trustme
     from devstack.stack import Stack
 
-    ca, _, ca_file = tls_ca
-    identity = ca.issue_cert("127.0.0.1", "localhost")  # one platform identity for all three, for brevity
-    cert, key = tmp_path / "svc.pem", tmp_path / "svc.key"
-    cert.write_bytes(b"".join(p.bytes() for p in identity.cert_chain_pems))
-    key.write_bytes(identity.private_key_pem.bytes())
+    from tests.certs import spiffe, write_identity
+
+    ca = trustme.CA()
+    policies = Path(__file__).resolve().parents[2] / "deploy" / "overlays" / "prod" / "policies"
+
+    def identity(service_account: str) -> dict[str, str]:
+        tls = write_identity(tmp_path / service_account, service_account, ca, spiffe(service_account),
+                             "127.0.0.1", "localhost")
+        return {"GRPC_TLS_CERT_FILE": tls.cert_file, "GRPC_TLS_KEY_FILE": tls.key_file,
+                "GRPC_TLS_CA_FILE": tls.ca_file}
+
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
-    stack = Stack({"DATABASE_URL": database_url, "GRPC_TLS_CERT_FILE": str(cert), "GRPC_TLS_KEY_FILE": str(key),
-                   "GRPC_TLS_CA_FILE": str(ca_file), "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_sink.port),
-                   "SMTP_TLS": "none"}, log_dir=tmp_path)
+    stack = Stack({"DATABASE_URL": database_url, **identity("payments-operator"), "SMTP_HOST": "127.0.0.1",
+                   "SMTP_PORT": str(mail_sink.port), "SMTP_TLS": "none"}, log_dir=tmp_path,
+                  service_env={"webhook-gateway": identity("webhook-gateway"),
+                               "billing": {**identity("billing"), "GRPC_POLICY_FILE": str(policies / "billing.yaml")},
+                               "notifier": {**identity("notifier"),
+                                            "GRPC_POLICY_FILE": str(policies / "notifier.yaml")}})
     stack.start()
     try:
         await stack.wait_ready()
-        [response] = await deliver(stack.gateway_url, [sign("stripe", StripeScenario().event(
-            "payment_intent.succeeded"), STRIPE_SECRET)])
-        assert response.status == 200 and response.body["processing_result"]["status"] == "processed"
-        # The operator's command line, run where billing's certificates are, gets in too.
+        payment = StripeScenario()
+        answers = await deliver(stack.gateway_url, [sign("stripe", payment.event(t), STRIPE_SECRET)
+                                                    for t in ("payment_intent.succeeded", "charge.succeeded")])
+        assert [(r.status, r.body["processing_result"]["status"]) for r in answers] == [(200, "processed")] * 2
+        # Billing mails the receipt as itself, which the notifier's policy allows.
+        async def receipt_sent() -> bool:
+            return mail_sink.count == 1
+
+        await wait_for(receipt_sent, timeout=20, what="the receipt at the mail server")
+        # The operator's command line, with the operator's certificate, gets in.
         code, out = await run_module("billing.cli", "events", env=operator_env(stack))
         assert code == 0 and "payment_intent.succeeded" in out, out
+        # The same command with the internet-facing gateway's certificate is refused.
+        code, out = await run_module("billing.cli", "events", env={**operator_env(stack), **identity("webhook-gateway")})
+        assert code == 1 and "PERMISSION_DENIED" in out, out
     finally:
         assert set(stack.stop().values()) == {0}

@@ -34,7 +34,7 @@ async def billing_server(database_url):
     """Billing's API served on a local port: its address, and its ingest use case."""
     pool = await create_pool(database_url, min_size=1, max_size=5)
     ingest = IngestEvents(PostgresEventStore(pool), on_applied=record_ingest)  # as billing's main wires it
-    server = new_server()  # with the interceptors of production
+    server = new_server(None)  # with the interceptors of production (plaintext: no policy)
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -44,7 +44,8 @@ def test_deployments_are_hardened_probed_and_drain_before_the_kill(overlay):
     docs = documents(overlay)
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     assert set(deployments) == {"webhook-gateway", "billing", "notifier"}
-    grace = int(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["SHUTDOWN_GRACE_SECONDS"])
+    grace = int(next(d for d in docs if d["kind"] == "ConfigMap"
+                     and d["metadata"]["name"] == "payments-config")["data"]["SHUTDOWN_GRACE_SECONDS"])
     for name, deployment in deployments.items():
         spec = deployment["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -118,3 +119,44 @@ def test_opt_in_jobs_are_hardened_confined_and_run_again_only_when_it_can_help(j
         "app.kubernetes.io/name": label} for d in prod)
     images = {c["image"] for c in _containers(job_doc)}
     assert images <= {c["image"] for d in prod if d["kind"] == "Deployment" for c in _containers(d)}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_grpc_server_gets_a_policy_that_loads_and_keeps_the_gateway_to_ingest(overlay, tmp_path):
+    from boxcost.billing.v1 import billing_pb2
+    from boxcost.notifier.v1 import notifier_pb2
+    from servicekit.authz import server_policy
+
+    docs = documents(overlay)
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
+    mount = str(Path(config["data"]["GRPC_POLICY_FILE"]).parent)
+    maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for server, contract in (("billing", billing_pb2.DESCRIPTOR), ("notifier", notifier_pb2.DESCRIPTOR)):
+        pod = deployments[server]["spec"]["template"]["spec"]
+        [volume] = [v for v in pod["volumes"] if v.get("configMap", {}).get("name", "").startswith(f"{server}-policy")]
+        assert any(m["name"] == volume["name"] and m["mountPath"] == mount for m in pod["containers"][0]["volumeMounts"])
+        policy_file = tmp_path / f"{server}.yaml"
+        policy_file.write_text(maps[volume["configMap"]["name"]]["data"]["policy.yaml"])
+        policy = server_policy(False, str(policy_file), [contract])
+        gateway = [c for c in policy.callers if c.name == "webhook-gateway"]
+        if server == "billing":
+            assert [sorted(c.methods) for c in gateway] == [["boxcost.billing.v1.BillingService/IngestEvents"]]
+        else:
+            assert gateway == []
+        # Replays, retries, dead letters and tenant assignment are granted to the operator alone.
+        for name in ("ReplayWebhookEvents", "RetryRefusedEmails", "AssignTransactionTenant", "RetryEmails"):
+            granted = {c.name for c in policy.callers
+                       if any(c.may_call(f"{s.full_name}/{name}") for s in contract.services_by_name.values()
+                              if name in s.methods_by_name)}
+            assert granted <= {"payments-operator"}, (server, name, granted)
+
+
+def test_an_overlay_without_its_policy_files_does_not_render(tmp_path):
+    copy = tmp_path / "deploy"
+    shutil.copytree(ROOT / "deploy", copy)
+    (copy / "overlays" / "prod" / "policies" / "billing.yaml").unlink()
+    kubectl = shutil.which("kubectl")
+    assert kubectl
+    result = subprocess.run([kubectl, "kustomize", str(copy / "overlays" / "prod")], capture_output=True, text=True)
+    assert result.returncode != 0 and "policies/billing.yaml" in result.stderr

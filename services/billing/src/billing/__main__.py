@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvloop
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from servicekit.authz import Policy, server_policy
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging, run_logged
@@ -37,14 +38,14 @@ log = logging.getLogger("billing")
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, authz: Policy | None) -> None:
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
     notifier_channel = settings.grpc_tls.channel(settings.notifier_addr)
     try:
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
                                   clock=lambda: datetime.now(UTC))
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
-        server = new_server()
+        server = new_server(authz)
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake,
                               on_applied=record_ingest)
         reader = PostgresBillingReader(pool)
@@ -154,6 +155,8 @@ def main(argv: list[str]) -> int:
         settings = Settings.from_env(os.environ)
         if args.command == "recover-stripe-events" and settings.stripe_api_key is None:
             raise ConfigError("STRIPE_API_KEY is required to read Stripe's list of events")
+        authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [billing_pb2.DESCRIPTOR])
+                  if args.command in (None, "serve") else None)
     except ConfigError as exc:
         print(f"billing: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -163,7 +166,7 @@ def main(argv: list[str]) -> int:
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
     if args.command == "recover-stripe-events":
         return run_logged(log, lambda: asyncio.run(recover_stripe_events(settings, args.since, args.until, args.all)))
-    return run_logged(log, lambda: uvloop.run(serve(settings)))
+    return run_logged(log, lambda: uvloop.run(serve(settings, authz)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ class Settings:
     listen_addr: str
     notifier_addr: str
     grpc_tls: GrpcTls
+    policy_file: str | None
     health_port: int
     migrations_dir: str | None
     metrics_port: int
@@ -33,6 +34,8 @@ class Settings:
             listen_addr=env_str(environ, "BILLING_LISTEN_ADDR", billing_addr),
             notifier_addr=env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052"),
             grpc_tls=GrpcTls.from_env(environ),
+            # Who may call which RPC; required with mTLS (servicekit.authz has the format).
+            policy_file=environ.get("GRPC_POLICY_FILE", "").strip() or None,
             # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
             health_port=env_int(environ, "GRPC_HEALTH_PORT", 0),
             migrations_dir=environ.get("MIGRATIONS_DIR") or None,

@@ -14,6 +14,7 @@ from pathlib import Path
 import uvloop
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from pgkit.pool import create_pool
+from servicekit.authz import Policy, server_policy
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
 from servicekit.logs import configure_logging, run_logged
@@ -44,7 +45,7 @@ log = logging.getLogger("notifier")
 SERVICE_NAME = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, authz: Policy | None) -> None:
     # Every notifier statement is an index lookup; a plan made while email_logs was small must not
     # stay a sequential scan as it grows.
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
@@ -71,7 +72,7 @@ async def serve(settings: Settings) -> None:
             await workers.start()
         accept = AcceptEmail(email_log, workers or InlineEmails(EmailFactory(renderer, domain)),
                              on_accepted=worker.wake)
-        server = new_server()
+        server = new_server(authz)
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
             NotifierServicer(accept, ReadEmails(email_log), renderer,
                              RequeueFailedEmails(email_log, on_queued=worker.wake)),
@@ -119,6 +120,8 @@ def main(argv: list[str]) -> int:
         return render(args.kind or "", args.out)
     try:
         settings = Settings.from_env(os.environ)
+        authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [notifier_pb2.DESCRIPTOR])
+                  if args.command == "serve" else None)
     except ConfigError as exc:
         print(f"notifier: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -126,7 +129,7 @@ def main(argv: list[str]) -> int:
     if args.command == "migrate":
         directory = Path(settings.migrations_dir) if settings.migrations_dir else MIGRATIONS
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
-    return run_logged(log, lambda: uvloop.run(serve(settings)))
+    return run_logged(log, lambda: uvloop.run(serve(settings, authz)))
 
 
 if __name__ == "__main__":

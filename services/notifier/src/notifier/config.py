@@ -14,6 +14,7 @@ class Settings:
     database_url: Secret
     listen_addr: str
     grpc_tls: GrpcTls
+    policy_file: str | None
     health_port: int
     migrations_dir: str | None
     metrics_port: int
@@ -44,6 +45,8 @@ class Settings:
             database_url=Secret(env_str(environ, "DATABASE_URL")),
             listen_addr=env_str(environ, "NOTIFIER_LISTEN_ADDR", notifier_addr),
             grpc_tls=GrpcTls.from_env(environ),
+            # Who may call which RPC; required with mTLS (servicekit.authz has the format).
+            policy_file=environ.get("GRPC_POLICY_FILE", "").strip() or None,
             # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
             health_port=env_int(environ, "GRPC_HEALTH_PORT", 0),
             migrations_dir=environ.get("MIGRATIONS_DIR") or None,

@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from servicekit.authz import AuthorizationInterceptor, Policy
 from servicekit.gctune import settle_after_startup
 from servicekit.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from servicekit.metrics import MetricsInterceptor
@@ -138,10 +139,15 @@ def maps_errors(table: Mapping[type[Exception], grpc.StatusCode], *, refuse_nul:
     return decorate
 
 
-def new_server(max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
+def new_server(policy: Policy | None, max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
+    """A server whose calls are authorized by `policy`; None allows every call (plaintext, local use)."""
+    if policy is None:
+        log.warning("no authorization policy: every caller may call every method (local development only)")
+    authorize = [AuthorizationInterceptor(policy)] if policy is not None else []
     return grpc.aio.server(
-        # The innermost last: the request is decoded by DecodeInterceptor's rule.
-        interceptors=[RequestIdInterceptor(), MetricsInterceptor(), DecodeInterceptor()],
+        # The innermost last: callers are authorized before anything else is done for them, and the
+        # request is decoded by DecodeInterceptor's rule.
+        interceptors=[RequestIdInterceptor(), MetricsInterceptor(), *authorize, DecodeInterceptor()],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),

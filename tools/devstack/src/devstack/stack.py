@@ -95,10 +95,12 @@ class Service:
 
 @dataclass
 class Stack:
-    """Billing and the gateway, started with `env` (which must hold DATABASE_URL)."""
+    """Billing and the gateway, started with `env` (which must hold DATABASE_URL), and each service with
+    its own `service_env` on top (its certificate, its policy)."""
 
     env: Mapping[str, str]
     log_dir: Path | None = None
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     gateway_port: int = field(default_factory=free_port)
     billing_port: int = field(default_factory=free_port)
     notifier_port: int = field(default_factory=free_port)
@@ -144,7 +146,8 @@ class Stack:
         env = self._env()
         for name, module in (("notifier", "notifier"), ("billing", "billing"), ("webhook-gateway", "gateway")):
             log_path = self.log_dir / f"{name}.log" if self.log_dir else None
-            service = Service(name, [sys.executable, "-m", module], env, log_path)
+            service = Service(name, [sys.executable, "-m", module], {**env, **self.service_env.get(name, {})},
+                              log_path)
             service.start()
             self.services.append(service)
 
