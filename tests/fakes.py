@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from billing.domain.ingest import EventRecord
+from billing.domain.ingest import EventRecord, KnownEvents
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from billing.domain.model import Provider, SubRef, Subscription, Transaction, TxnRef, WorkingSet
 from billing.domain.recovery import FeedUnavailable, ListedEvent
@@ -47,8 +47,10 @@ class InMemoryUnit:
         self.attempts = attempts
         self.locked: list[str] = []
 
-    async def read(self, keys, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]):
-        known = {k: self.events[k].status.value for k in keys if k in self.events}
+    async def read(self, keys, txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef], bodies=()):
+        known = KnownEvents({k: self.events[k].status.value for k in keys if k in self.events},
+                            {r.event.body_sha256: r.event.event_id for r in self.events.values()
+                             if r.event.body_identifies and r.event.body_sha256 in bodies})
         ws = WorkingSet()
         ws.transactions = [t for t in self.transactions.values()
                            if any(t.matches(r) or t.adoptable_by(r) for r in txn_refs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -65,6 +66,20 @@ async def test_bad_requests_are_refused_and_store_nothing(stack, db):
             assert r.status == 405
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
+
+
+async def test_a_captured_razorpay_delivery_resent_under_new_event_ids_is_answered_duplicate(stack, db):
+    from trigger.events import RazorpayScenario
+
+    captured = sign("razorpay", RazorpayScenario().event("payment.captured"), RAZORPAY_SECRET, event_id="evt_genuine")
+    replayed = [dataclasses.replace(captured, event_id=f"evt_forged_{i}",
+                                    headers={**captured.headers, "X-Razorpay-Event-Id": f"evt_forged_{i}"})
+                for i in range(3)]
+    answers = await deliver(stack.gateway_url, [captured, *replayed])
+    assert [(r.status, r.body["processing_result"]["status"]) for r in answers] == (
+        [(200, "processed")] + [(200, "duplicate")] * 3)
+    assert [r["event_id"] for r in await db.fetch("SELECT event_id FROM billing.webhook_events")] == ["evt_genuine"]
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 1
 
 
 async def test_billing_down_gets_503_and_the_retry_after_restart_lands(stack, db):

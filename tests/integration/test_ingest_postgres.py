@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import random
 from datetime import timedelta
@@ -259,3 +261,34 @@ async def test_a_receipt_the_notifier_refused_takes_its_link_for_when_it_is_queu
     data, attempts, _ = await outbox_row(db)
     assert data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
     assert (await db.fetchval("SELECT status FROM billing.email_outbox"), attempts) == ("dead", 1)
+
+
+async def test_a_razorpay_body_resent_under_new_event_ids_is_stored_and_applied_once(ingest, db):
+    from trigger.events import RazorpayScenario
+
+    captured = RazorpayScenario().event("payment.captured")
+    first = incoming("razorpay", captured, "evt_original")
+    [result] = await ingest.execute([first])
+    assert result.outcome is Outcome.PROCESSED
+    # The same signed bytes under other ids: one at a time, several in one batch, and several batches at once.
+    replays = [dataclasses.replace(first, event_id=f"evt_replay_{i}") for i in range(9)]
+    answers = [await ingest.execute([replays[0]]), await ingest.execute(replays[1:4])]
+    answers += await asyncio.gather(*(ingest.execute([r]) for r in replays[4:]))
+    assert {r.outcome for batch in answers for r in batch} == {Outcome.DUPLICATE}
+    stored = await db.fetch("SELECT event_id, encode(payload_sha256, 'hex') AS sha FROM billing.webhook_events")
+    assert [(r["event_id"], r["sha"]) for r in stored] == [("evt_original", hashlib.sha256(first.payload).hexdigest())]
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 1
+    assert await db.fetchval("SELECT count(*) FROM billing.email_outbox") == 1
+    # Razorpay's own retry, same id and body, is the duplicate it always was; another event is new.
+    assert [r.outcome for r in await ingest.execute([first])] == [Outcome.DUPLICATE]
+    other = incoming("razorpay", RazorpayScenario().event("payment.captured"), "evt_other")
+    assert [r.outcome for r in await ingest.execute([other])] == [Outcome.PROCESSED]
+
+
+async def test_stripe_events_with_identical_bodies_keep_their_own_ids(ingest, db):
+    # Stripe signs the event id inside the body: the body does not identify a delivery beyond its id.
+    event = StripeScenario().event("payment_intent.succeeded")
+    one = incoming("stripe", event)
+    twin = dataclasses.replace(one, event_id="evt_same_body_other_id")
+    assert [r.outcome for r in await ingest.execute([one, twin])] == [Outcome.PROCESSED, Outcome.PROCESSED]
+    assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 2

@@ -13,7 +13,7 @@ import orjson
 from pgkit import pool as pgkit_pool
 from pgkit.migrations import lock_id
 
-from billing.domain.ingest import BatchUnit, EventRecord, TransientStoreError
+from billing.domain.ingest import BatchUnit, EventRecord, KnownEvents, TransientStoreError
 from billing.domain.model import (
     Provider,
     Refund,
@@ -107,13 +107,14 @@ amended AS (
 events AS (
     INSERT INTO billing.webhook_events
         (id, provider, event_id, event_type, payload, request_id, received_at, processed_at, status, error,
-         transaction_ids, subscription_ids, next_retry_at)
+         transaction_ids, subscription_ids, next_retry_at, payload_sha256)
     SELECT gen_random_uuid(), provider, event_id, event_type, payload, nullif(request_id, ''), received_at,
            processed_at, status, error, transaction_ids, subscription_ids,
-           {_next_retry_at("status", "1", "processed_at", ("$5", "$6", "$7"))}
+           {_next_retry_at("status", "1", "processed_at", ("$5", "$6", "$7"))}, decode(payload_sha256, 'hex')
     FROM json_to_recordset($4::json) AS e(
         provider text, event_id text, event_type text, payload jsonb, request_id text, received_at timestamptz,
-        processed_at timestamptz, status text, error text, transaction_ids uuid[], subscription_ids uuid[])
+        processed_at timestamptz, status text, error text, transaction_ids uuid[], subscription_ids uuid[],
+        payload_sha256 text)
 )
 SELECT 1
 """
@@ -135,6 +136,9 @@ SELECT
      FROM billing.webhook_events e
      JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
        ON e.provider = k.provider AND e.event_id = k.event_id) AS known,
+    (SELECT coalesce(json_agg(json_build_array(encode(e.payload_sha256, 'hex'), e.event_id)), '[]')
+     FROM billing.webhook_events e
+     WHERE e.provider = 'razorpay' AND e.payload_sha256 = ANY($10::bytea[])) AS bodies,
     (SELECT coalesce(json_agg(t), '[]') FROM (
         SELECT * FROM billing.transactions WHERE stripe_payment_intent_id = ANY($3::text[])
            OR stripe_invoice_id = ANY($4::text[])
@@ -173,7 +177,7 @@ def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
         "event_type": record.event.event_type, "payload": orjson.Fragment(record.payload_text),
         "request_id": record.event.request_id, "received_at": record.event.received_at, "processed_at": now,
         "status": record.status, "error": record.error, "transaction_ids": record.transaction_ids,
-        "subscription_ids": record.subscription_ids,
+        "subscription_ids": record.subscription_ids, "payload_sha256": record.event.body_sha256,
     }
 
 
@@ -231,8 +235,9 @@ class PostgresUnit(BatchUnit):
         self._retry = retry
 
     async def read(
-        self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]
-    ) -> tuple[dict[tuple[str, str], str], WorkingSet]:
+        self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef],
+        bodies: Sequence[str] = (),
+    ) -> tuple[KnownEvents, WorkingSet]:
         # One round trip for the three reads, each an index lookup of its own.
         row = await self._conn.fetchrow(
             _READ_BATCH,
@@ -245,11 +250,14 @@ class PostgresUnit(BatchUnit):
             [r.razorpay_payment_id for r in txn_refs if r.razorpay_payment_id],
             [r.subscription_id for r in sub_refs if r.provider is Provider.STRIPE],
             [r.subscription_id for r in sub_refs if r.provider is Provider.RAZORPAY],
+            [bytes.fromhex(b) for b in bodies],
         )
         ws = WorkingSet()
         ws.transactions = [_transaction(r) for r in orjson.loads(row["transactions"])]
         ws.subscriptions = [_subscription(r) for r in orjson.loads(row["subscriptions"])]
-        return {(p, e): status for p, e, status in orjson.loads(row["known"])}, ws
+        known = KnownEvents({(p, e): status for p, e, status in orjson.loads(row["known"])},
+                            {body: event_id for body, event_id in orjson.loads(row["bodies"])})
+        return known, ws
 
     async def write(self, working_set: WorkingSet, records: Sequence[EventRecord]) -> None:
         now = datetime.now(UTC)

@@ -11,10 +11,12 @@ one payment, therefore never interleave, and batches never deadlock each other.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime
 from enum import Enum
 from typing import Protocol, TypeVar
@@ -72,6 +74,17 @@ class IncomingEvent:
     def key(self) -> tuple[str, str]:
         return (self.provider.value, self.event_id)
 
+    @cached_property
+    def body_sha256(self) -> str:
+        """The signed body's SHA-256, in hex: kept as evidence, and a Razorpay delivery's identity."""
+        return hashlib.sha256(self.payload).hexdigest()
+
+    @property
+    def body_identifies(self) -> bool:
+        """Razorpay's event id header is outside its signature: a signed body resent under a new id is
+        the same delivery. (Razorpay retries with the same body; two events never share one.)"""
+        return self.provider is Provider.RAZORPAY
+
 
 class Attention(str, Enum):
     """What an event made that someone in finance has to act on."""
@@ -111,6 +124,15 @@ class _Interpreted:
     error: str | None = None
 
 
+@dataclass
+class KnownEvents:
+    """What the store already holds of a batch's events: the status of each event id, and for Razorpay
+    bodies (by SHA-256) the event id they were stored under."""
+
+    statuses: dict[tuple[str, str], str] = field(default_factory=dict)
+    bodies: dict[str, str] = field(default_factory=dict)
+
+
 class TransientStoreError(Exception):
     """The database could not finish the batch for a passing reason (deadlock, lost connection)."""
 
@@ -119,9 +141,10 @@ class BatchUnit(Protocol):
     """One database transaction, as the ingest use case needs it."""
 
     async def read(
-        self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef]
-    ) -> tuple[dict[tuple[str, str], str], WorkingSet]:
-        """The stored status of each of these events that is known, and the rows the refs name, with the
+        self, event_keys: Sequence[tuple[str, str]], txn_refs: Sequence[TxnRef], sub_refs: Sequence[SubRef],
+        bodies: Sequence[str] = (),
+    ) -> tuple[KnownEvents, WorkingSet]:
+        """What is stored of these events (and of these Razorpay bodies), and the rows the refs name, with the
         payments without an owner of the subscriptions the sub_refs name, locked for this unit."""
 
     async def write(self, working_set: WorkingSet, records: Sequence[EventRecord]) -> None:
@@ -200,8 +223,13 @@ class _Plan:
     def event_keys(self) -> list[tuple[str, str]]:
         return [item.event.key for item in self.items]
 
+    @property
+    def bodies(self) -> list[str]:
+        return [item.event.body_sha256 for item in self.items if item.event.body_identifies]
+
     def lock_keys(self) -> list[str]:
         keys = {f"event:{p}:{e}" for p, e in self.event_keys}
+        keys.update(f"event:razorpay:body:{body}" for body in self.bodies)
         for ref in self.txn_refs:
             keys.update(_txn_lock_keys(ref))
         keys.update(_sub_lock_key(ref) for ref in self.sub_refs)
@@ -247,7 +275,7 @@ class IngestEvents:
         plan = _Plan.of(items)
 
         async def apply(unit: BatchUnit) -> tuple[list[IngestResult], bool]:
-            known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs)
+            known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs, plan.bodies)
             results, records = _apply(working_set, items, known)
             await unit.write(working_set, records)
             return results, bool(working_set.emails or working_set.amendments)
@@ -327,10 +355,11 @@ class IngestEvents:
     async def _record_unappliable(self, item: _Interpreted) -> IngestResult:
         """Keep an event whose effects the database refused, as failed, without its effects."""
         error = "the database refused the event's changes"
-        async with self._store.unit([f"event:{item.event.provider.value}:{item.event.event_id}"]) as unit:
-            known, _ = await unit.read([item.event.key], [], [])
-            status = known.get(item.event.key)
-            if status is not None and status != Outcome.FAILED.value:
+        plan = _Plan([item])
+        async with self._store.unit(plan.lock_keys()) as unit:
+            known, _ = await unit.read(plan.event_keys, [], [], plan.bodies)
+            status = known.statuses.get(item.event.key)
+            if _stored_under_another_id(item.event, known) or (status is not None and status != Outcome.FAILED.value):
                 return IngestResult(item.event.event_id, Outcome.DUPLICATE)
             await unit.write(
                 WorkingSet(),
@@ -340,7 +369,7 @@ class IngestEvents:
 
 
 def _apply(
-    ws: WorkingSet, items: list[_Interpreted], known: dict[tuple[str, str], str]
+    ws: WorkingSet, items: list[_Interpreted], known: KnownEvents
 ) -> tuple[list[IngestResult], list[EventRecord]]:
     """Apply each event's facts to the working set (pure). Returns results and the event rows to keep."""
     results: list[IngestResult] = []
@@ -348,11 +377,14 @@ def _apply(
     seen: set[tuple[str, str]] = set()
     for item in items:
         event = item.event
-        previous = known.get(event.key)
-        if event.key in seen or (previous is not None and previous != Outcome.FAILED.value):
+        previous = known.statuses.get(event.key)
+        if (event.key in seen or _stored_under_another_id(event, known)
+                or (previous is not None and previous != Outcome.FAILED.value)):
             results.append(IngestResult(event.event_id, Outcome.DUPLICATE))
             continue
         seen.add(event.key)
+        if event.body_identifies:  # a second id for this body later in the batch is a duplicate of this one
+            known.bodies.setdefault(event.body_sha256, event.event_id)
         retry = previous is not None
         if item.facts is None and item.error is None:
             outcome, error, txn_ids, sub_ids, attention = Outcome.IGNORED, None, (), (), ()
@@ -369,6 +401,10 @@ def _apply(
         records = [replace(r, transaction_ids=_kept_ids(r.transaction_ids, kept)) for r in records]
         results = [replace(r, transaction_ids=_kept_ids(r.transaction_ids, kept)) for r in results]
     return results, records
+
+
+def _stored_under_another_id(event: IncomingEvent, known: KnownEvents) -> bool:
+    return event.body_identifies and known.bodies.get(event.body_sha256, event.event_id) != event.event_id
 
 
 def _kept_ids(ids: tuple[str, ...], kept: dict[str, str]) -> tuple[str, ...]:
