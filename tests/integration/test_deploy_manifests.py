@@ -160,3 +160,9 @@ def test_an_overlay_without_its_policy_files_does_not_render(tmp_path):
     assert kubectl
     result = subprocess.run([kubectl, "kustomize", str(copy / "overlays" / "prod")], capture_output=True, text=True)
     assert result.returncode != 0 and "policies/billing.yaml" in result.stderr
+
+
+@pytest.mark.parametrize(("overlay", "livemode"), [("prod", "true"), ("dev", "false")])
+def test_each_overlay_applies_stripe_events_of_its_own_mode_only(overlay, livemode):
+    config = next(d for d in documents(overlay) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
+    assert config["data"]["STRIPE_LIVEMODE"] == livemode

@@ -292,3 +292,15 @@ async def test_stripe_events_with_identical_bodies_keep_their_own_ids(ingest, db
     twin = dataclasses.replace(one, event_id="evt_same_body_other_id")
     assert [r.outcome for r in await ingest.execute([one, twin])] == [Outcome.PROCESSED, Outcome.PROCESSED]
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 2
+
+
+async def test_an_event_of_the_other_mode_is_stored_ignored_with_its_reason(pool, db):
+    from billing.domain.scope import StripeScope
+
+    event = StripeScenario().event("payment_intent.succeeded")  # a test-mode event
+    ingest = IngestEvents(PostgresEventStore(pool), stripe_scope=StripeScope(livemode=True))
+    [result] = await ingest.execute([incoming("stripe", event)])
+    assert result.outcome is Outcome.IGNORED
+    row = await db.fetchrow("SELECT status, error FROM billing.webhook_events")
+    assert dict(row) == {"status": "ignored", "error": "a test-mode event, and billing takes live-mode events only"}
+    assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0

@@ -47,7 +47,7 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server(authz)
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake,
-                              on_applied=record_ingest)
+                              on_applied=record_ingest, stripe_scope=settings.stripe_scope)
         reader = PostgresBillingReader(pool)
         api = BillingApi(reader, ingest, on_emails_queued=outbox_worker.wake)
         retry_worker = PollingWorker(api.retry_due, api.next_retry_in, name="event-retries")
@@ -85,7 +85,8 @@ async def recover_stripe_events(settings: Settings, since: datetime, until: date
     feed = StripeEventFeed(settings.stripe_api_key.value, api_base=settings.stripe_api_base)
     try:
         # The serving billing's outbox worker sends the emails these events ask for, on its next look.
-        recovery = RecoverEvents(feed, IngestEvents(PostgresEventStore(pool)), clock=lambda: datetime.now(UTC))
+        recovery = RecoverEvents(feed, IngestEvents(PostgresEventStore(pool), stripe_scope=settings.stripe_scope),
+                                 clock=lambda: datetime.now(UTC))
         report = await recovery.execute(since, until, undelivered_only=not every, request_id=request_id)
     except InvalidRange as exc:
         log.error("nothing to recover", extra={"fields": {"error": str(exc)}})

@@ -5,8 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from servicekit.env import Secret, env_float, env_int, env_str
+from servicekit.env import ConfigError, Secret, env_float, env_int, env_str
 from servicekit.tls import GrpcTls
+
+from billing.domain.scope import StripeScope
+
+
+def _stripe_scope(environ: Mapping[str, str]) -> StripeScope:
+    mode = environ.get("STRIPE_LIVEMODE", "").strip().lower()
+    if mode not in ("", "true", "false"):
+        raise ConfigError(f"STRIPE_LIVEMODE must be true, false or unset, not {mode!r}")
+    accounts = environ.get("STRIPE_CONNECT_ACCOUNTS", "").strip()
+    return StripeScope(
+        livemode=None if not mode else mode == "true",
+        connected_accounts=None if accounts == "*" else frozenset(a.strip() for a in accounts.split(",") if a.strip()),
+    )
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,7 @@ class Settings:
     log_level: str
     stripe_api_key: Secret | None  # for recovering events from Stripe's list; serving does not use it
     stripe_api_base: str
+    stripe_scope: StripeScope
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -45,4 +59,6 @@ class Settings:
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),
             stripe_api_key=Secret(key) if (key := env_str(environ, "STRIPE_API_KEY", "")) else None,
             stripe_api_base=env_str(environ, "STRIPE_API_BASE", "https://api.stripe.com"),
+            # Events of the other mode, or of connected accounts not listed ("*": all), are kept and ignored.
+            stripe_scope=_stripe_scope(environ),
         )

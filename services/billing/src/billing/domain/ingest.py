@@ -25,6 +25,7 @@ import orjson
 
 from billing.domain import razorpay_events, stripe_events
 from billing.domain.fields import InvalidEvent
+from billing.domain.scope import StripeScope
 from billing.domain.notifications import (
     fold_amendments,
     payment_emails,
@@ -122,6 +123,7 @@ class _Interpreted:
     payload_text: str | None
     facts: list[PaymentFact | SubscriptionFact] | None = None
     error: str | None = None
+    ignored_because: str | None = None  # kept, never applied: why (facts and error are None)
 
 
 @dataclass
@@ -164,7 +166,7 @@ _INTERPRETERS = {
 MAX_TRANSIENT_RETRIES = 3
 
 
-def _interpret(event: IncomingEvent) -> _Interpreted:
+def _interpret(event: IncomingEvent, stripe_scope: StripeScope) -> _Interpreted:
     try:
         body = orjson.loads(event.payload)
         text = event.payload.decode("utf-8")
@@ -172,6 +174,8 @@ def _interpret(event: IncomingEvent) -> _Interpreted:
         return _Interpreted(event, None, error="payload is not JSON")
     if not isinstance(body, dict) or "\\u0000" in text:
         return _Interpreted(event, None, error="payload is not a storable JSON object")
+    if event.provider is Provider.STRIPE and (reason := stripe_scope.reason_to_ignore(body)):
+        return _Interpreted(event, text, ignored_because=reason)
     try:
         return _Interpreted(event, text, facts=_INTERPRETERS[event.provider](event.event_type, body))
     except InvalidEvent as exc:
@@ -243,13 +247,14 @@ class IngestEvents:
 
     def __init__(self, store: EventStore, on_emails_committed: Callable[[], None] = lambda: None,
                  on_applied: Callable[[Sequence[IncomingEvent], list[IngestResult]], None] = lambda e, r: None,
-                 ) -> None:
+                 stripe_scope: StripeScope = StripeScope()) -> None:
         self._store = store
+        self._stripe_scope = stripe_scope
         self._on_emails = on_emails_committed
         self._on_applied = on_applied
 
     async def execute(self, events: Sequence[IncomingEvent]) -> list[IngestResult]:
-        items = [_interpret(e) for e in events]
+        items = [_interpret(e, self._stripe_scope) for e in events]
         storable = [i for i in items if i.payload_text is not None]
         results = {id(i): r for i, r in zip(storable, await self._run(storable), strict=True)} if storable else {}
         answered = [
@@ -387,7 +392,7 @@ def _apply(
             known.bodies.setdefault(event.body_sha256, event.event_id)
         retry = previous is not None
         if item.facts is None and item.error is None:
-            outcome, error, txn_ids, sub_ids, attention = Outcome.IGNORED, None, (), (), ()
+            outcome, error, txn_ids, sub_ids, attention = Outcome.IGNORED, item.ignored_because, (), (), ()
         elif item.error is not None:
             outcome, error, txn_ids, sub_ids, attention = Outcome.FAILED, item.error, (), (), ()
         else:
