@@ -11,21 +11,30 @@ PROTOS := $(shell find protos -name '*.proto')
 GENERATED := $(PROTO_OUT)/boxcost/.generated
 PACKAGES := services/contracts services/service-kit services/pg-kit services/billing services/notifier services/webhook-gateway tools/devstack tools/webhook-trigger
 
-.PHONY: help install protos run test test-unit bench trigger render-email db db-stop clean
+.PHONY: help install protos run test test-unit bench trigger render-email db db-stop clean lock
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 install: $(INSTALLED) $(GENERATED) ## Create .venv with every service and tool installed
 
-$(VENV)/.deps: requirements.txt
+# Every package comes from a lock: exact versions, with hashes checked (requirements/*.in say why each).
+LOCKED := --quiet --require-hashes --no-deps --disable-pip-version-check -r
+
+$(VENV)/.deps: requirements/dev.lock requirements/pgserver.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install $(LOCKED) requirements/dev.lock
 	@# PostgreSQL server binaries for the local database: the machine's, else the pgserver wheel's.
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
-		|| $(PY) -m pip install --quiet pgserver
+		|| $(PY) -m pip install $(LOCKED) requirements/pgserver.lock
 	touch $@
+
+COMPILE := $(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+
+lock: $(VENV)/.deps ## Pin every dependency, with hashes, after editing requirements/*.in
+	cd requirements && $(COMPILE) -o services.lock services.in && $(COMPILE) -o dev.lock dev.in \
+		&& $(COMPILE) -o pgserver.lock pgserver.in
 
 protos: $(GENERATED) ## Generate Python code (with .pyi stubs) from protos/
 

@@ -135,7 +135,8 @@ def test_each_grpc_server_gets_a_policy_that_loads_and_keeps_the_gateway_to_inge
     for server, contract in (("billing", billing_pb2.DESCRIPTOR), ("notifier", notifier_pb2.DESCRIPTOR)):
         pod = deployments[server]["spec"]["template"]["spec"]
         [volume] = [v for v in pod["volumes"] if v.get("configMap", {}).get("name", "").startswith(f"{server}-policy")]
-        assert any(m["name"] == volume["name"] and m["mountPath"] == mount for m in pod["containers"][0]["volumeMounts"])
+        mounts = pod["containers"][0]["volumeMounts"]
+        assert any(m["name"] == volume["name"] and m["mountPath"] == mount for m in mounts)
         policy_file = tmp_path / f"{server}.yaml"
         policy_file.write_text(maps[volume["configMap"]["name"]]["data"]["policy.yaml"])
         policy = server_policy(False, str(policy_file), [contract])
@@ -164,5 +165,6 @@ def test_an_overlay_without_its_policy_files_does_not_render(tmp_path):
 
 @pytest.mark.parametrize(("overlay", "livemode"), [("prod", "true"), ("dev", "false")])
 def test_each_overlay_applies_stripe_events_of_its_own_mode_only(overlay, livemode):
-    config = next(d for d in documents(overlay) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
+    config = next(d for d in documents(overlay)
+                  if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
     assert config["data"]["STRIPE_LIVEMODE"] == livemode

@@ -101,3 +101,17 @@ def test_runtime_stage_runs_the_service_as_non_root_with_an_exec_form_entrypoint
     if service in OWNS_TABLES:
         assert f"services/{service}/migrations/ /app/migrations/" in copies
         assert any("MIGRATIONS_DIR=/app/migrations" in env for env in by_kind["ENV"])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_image_installs_packages_only_from_the_lock_with_hashes_checked(service):
+    build, _runtime = stages(service)
+    installs = [s["value"] for s in build if s["instruction"] == "RUN" and "pip install" in s["value"]]
+    assert installs, "the build stage installs its packages"
+    for command in installs:
+        if "services/" in command:  # the project's own packages: their dependencies come from the lock
+            assert "--no-deps" in command, command
+        else:
+            assert "--require-hashes" in command and "-r services.lock" in command, command
+    copied = [s["value"] for s in build if s["instruction"] == "COPY"]
+    assert "requirements/services.lock ./" in copied

@@ -44,8 +44,8 @@ async def _read_answer(reader: asyncio.StreamReader) -> bytes:
 async def _genuine_webhook(port: int) -> float:
     delivery = stripe_delivery()
     started = time.monotonic()
-    status, _ = await raw_post(port, "/webhooks/stripe", [(k.encode(), v.encode()) for k, v in delivery.headers.items()],
-                               delivery.body)
+    headers = [(k.encode(), v.encode()) for k, v in delivery.headers.items()]
+    status, _ = await raw_post(port, "/webhooks/stripe", headers, delivery.body)
     assert status == 200
     return time.monotonic() - started
 
@@ -115,7 +115,8 @@ async def test_past_the_connection_cap_new_connections_are_refused_and_admitted_
         refused = [await asyncio.open_connection("127.0.0.1", client.port) for _ in range(20)]
         answers = await asyncio.gather(*(_closed_by_server(r, 5) for r, _ in refused))
         assert all(a.startswith(b"HTTP/1.1 503 ") and b'"over_capacity"' in a for a in answers)
-        request = [b"POST /webhooks/stripe HTTP/1.1", b"Host: x", b"Content-Length: " + str(len(delivery.body)).encode(),
+        request = [b"POST /webhooks/stripe HTTP/1.1", b"Host: x",
+                   b"Content-Length: " + str(len(delivery.body)).encode(),
                    *(k.encode() + b": " + v.encode() for k, v in delivery.headers.items())]
         writer.write(b"\r\n".join(request) + b"\r\n\r\n" + delivery.body)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)

@@ -114,8 +114,8 @@ async def notifier_at(database_url, identities):
         log = PostgresEmailLog(pool)
         server = new_server(server_policy(False, str(policy_file), [notifier_pb2.DESCRIPTOR]))
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
-            NotifierServicer(AcceptEmail(log, InlineEmails(EmailFactory(Renderer(), "boxcostpro.com"))), ReadEmails(log), Renderer(),
-                             RequeueFailedEmails(log)), server)
+            NotifierServicer(AcceptEmail(log, InlineEmails(EmailFactory(Renderer(), "boxcostpro.com"))),
+                             ReadEmails(log), Renderer(), RequeueFailedEmails(log)), server)
         servers.append(server)
         pools.append(pool)
         return await _serve(server, identities["server"])
@@ -187,7 +187,8 @@ async def test_a_refused_write_changes_nothing_and_is_logged_and_counted(billing
     assert code is grpc.StatusCode.PERMISSION_DENIED
     assert details == f"webhook-gateway may not call {BILLING.full_name}/CreatePendingTransaction"
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
-    assert REGISTRY.get_sample_value("grpc_calls_denied_total", {"method": method, "caller": "webhook-gateway"}) == before + 1
+    labels = {"method": method, "caller": "webhook-gateway"}
+    assert REGISTRY.get_sample_value("grpc_calls_denied_total", labels) == before + 1
     [record] = [r for r in caplog.records if r.getMessage() == "call refused"]
     assert record.fields["identities"] == [ACCOUNTS["webhook-gateway"]] and record.fields["method"] == method
 
@@ -231,7 +232,8 @@ async def test_a_tenant_bound_caller_reads_and_writes_only_its_tenants_rows(bill
         assert [code for code, _ in refused] == [grpc.StatusCode.PERMISSION_DENIED] * 4
         assert "'globex'" in refused[0][1] and "named none" in refused[3][1]
 
-        code, listed = await call(portal, BILLING, "ListTransactions", billing_pb2.ListTransactionsRequest(tenant_id="acme"))
+        code, listed = await call(portal, BILLING, "ListTransactions",
+                                  billing_pb2.ListTransactionsRequest(tenant_id="acme"))
         assert code is grpc.StatusCode.OK and [t.id for t in listed.transactions] == [mine.transaction.id]
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 2
 
@@ -240,7 +242,8 @@ async def test_another_tenants_idempotency_key_never_returns_or_changes_its_row(
     (tmp_path / "policy.yaml").write_text(TENANT_POLICY)
     addr = await billing_at(tmp_path / "policy.yaml")
     async with identities["portal-acme"].channel(addr) as portal, identities["boxcost-app"].channel(addr) as app:
-        code, mine = await call(portal, BILLING, "CreatePendingTransaction", pending("acme", "shared-key", 4900, "pi_a"))
+        code, mine = await call(portal, BILLING, "CreatePendingTransaction",
+                                pending("acme", "shared-key", 4900, "pi_a"))
         assert code is grpc.StatusCode.OK and mine.created
         # Another tenant, the same key: refused, and nothing of acme's payment in the answer.
         for request in (pending("globex", "shared-key", 4900, "pi_a"), pending("globex", "shared-key", 7700, "pi_g")):
@@ -283,15 +286,18 @@ async def test_notifier_keeps_tenants_apart_by_identity_and_by_idempotency_key(n
     async with identities["portal-acme"].channel(addr) as portal, identities["boxcost-app"].channel(addr) as app:
         code, mine = await call(portal, NOTIFIER, "SendEmail", send(idempotency_key="mail-1", content=content("acme")))
         assert code is grpc.StatusCode.OK
-        code, details = await call(portal, NOTIFIER, "SendEmail", send(idempotency_key="mail-2", content=content("globex")))
+        code, details = await call(portal, NOTIFIER, "SendEmail",
+                                   send(idempotency_key="mail-2", content=content("globex")))
         assert code is grpc.StatusCode.PERMISSION_DENIED and "'globex'" in details
         # A batch naming another tenant in any one email is refused whole.
         batch = notifier_pb2.SendEmailsRequest(emails=[send(idempotency_key="mail-3", content=content("acme")),
                                                        send(idempotency_key="mail-4", content=content("globex"))])
         assert (await call(portal, NOTIFIER, "SendEmails", batch))[0] is grpc.StatusCode.PERMISSION_DENIED
-        code, details = await call(app, NOTIFIER, "SendEmail", send(idempotency_key="mail-1", content=content("globex")))
+        code, details = await call(app, NOTIFIER, "SendEmail",
+                                   send(idempotency_key="mail-1", content=content("globex")))
         assert code is grpc.StatusCode.ALREADY_EXISTS and mine.email.id not in details
-        code, _ = await call(portal, NOTIFIER, "GetEmail", notifier_pb2.GetEmailRequest(tenant_id="globex", id=mine.email.id))
+        code, _ = await call(portal, NOTIFIER, "GetEmail",
+                             notifier_pb2.GetEmailRequest(tenant_id="globex", id=mine.email.id))
         assert code is grpc.StatusCode.PERMISSION_DENIED
     rows = await db.fetch("SELECT idempotency_key, tenant_id FROM notifier.email_logs")
     assert [dict(r) for r in rows] == [{"idempotency_key": "mail-1", "tenant_id": "acme"}]
@@ -302,7 +308,7 @@ def test_a_policy_naming_a_method_the_server_lacks_or_missing_with_mtls_is_a_con
         server_policy(False, None, [billing_pb2.DESCRIPTOR])
     (tmp_path / "typo.yaml").write_text("callers:\n  - name: x\n    identities: [a]\n"
                                         "    methods: [boxcost.billing.v1.BillingService/IngestEvent]\n")
-    with pytest.raises(ConfigError, match="no such method on this server: boxcost.billing.v1.BillingService/IngestEvent"):
+    with pytest.raises(ConfigError, match="no such method on this server: .*BillingService/IngestEvent$"):
         server_policy(False, str(tmp_path / "typo.yaml"), [billing_pb2.DESCRIPTOR])
     assert server_policy(True, None, [billing_pb2.DESCRIPTOR]) is None  # plaintext: local development
 

@@ -1,5 +1,5 @@
 """Each service package declares every library its code imports. An image installs a service from its
-pyproject alone (its Dockerfile), not from requirements.txt as the test environment does, so an import
+pyproject and the lock (its Dockerfile), not from the test environment's wider one, so an import
 declared nowhere passes every other test and stops the service at its first start in a container."""
 
 from __future__ import annotations
