@@ -29,7 +29,7 @@ $(VENV)/.deps: requirements/dev.lock requirements/pgserver.lock
 		|| $(PY) -m pip install $(LOCKED) requirements/pgserver.lock
 	touch $@
 
-COMPILE := $(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+COMPILE := $(CURDIR)/$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links
 
 lock: $(VENV)/.deps ## Pin every dependency, with hashes, after editing requirements/*.in

@@ -17,10 +17,12 @@ JOBS = sorted(f"../jobs/{p.name}" for p in (ROOT / "deploy" / "jobs").iterdir())
 KUBERNETES_VERSION = "1.30.0"
 
 
+# kubectl with its built-in kustomize, from the virtualenv (requirements/dev.lock), not the machine.
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+
+
 def render(overlay: str) -> str:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with its built-in kustomize) is needed to render deploy/overlays"
-    return subprocess.run([kubectl, "kustomize", str(ROOT / "deploy" / "overlays" / overlay)],
+    return subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy" / "overlays" / overlay)],
                           check=True, capture_output=True, text=True).stdout
 
 
@@ -157,9 +159,7 @@ def test_an_overlay_without_its_policy_files_does_not_render(tmp_path):
     copy = tmp_path / "deploy"
     shutil.copytree(ROOT / "deploy", copy)
     (copy / "overlays" / "prod" / "policies" / "billing.yaml").unlink()
-    kubectl = shutil.which("kubectl")
-    assert kubectl
-    result = subprocess.run([kubectl, "kustomize", str(copy / "overlays" / "prod")], capture_output=True, text=True)
+    result = subprocess.run([KUBECTL, "kustomize", str(copy / "overlays" / "prod")], capture_output=True, text=True)
     assert result.returncode != 0 and "policies/billing.yaml" in result.stderr
 
 
