@@ -31,7 +31,6 @@ from billing.domain.notifications import (
     payment_emails,
     receipt_amendments,
     subscription_emails,
-    trial_ending_emails,
 )
 from billing.domain.model import (
     Owner,
@@ -445,9 +444,7 @@ def _apply_facts(
                 _warn_if_owner_differs("subscription_id", old_sub, fact.owner, request_id)
                 sub = merge_subscription(old_sub, fact)
                 ws.put_subscription(sub)
-                ws.emails.extend(subscription_emails(old_sub, sub, fact.at, request_id))
-                if fact.trial_ends:
-                    ws.emails.extend(trial_ending_emails(sub, fact.trial_ends, event.received_at, request_id))
+                ws.emails.extend(subscription_emails(old_sub, sub, fact.at, request_id, event.received_at))
                 sub_ids.append(sub.id)
                 txn_ids.extend(_give_owner(ws, sub, fact.at, request_id))
             else:

@@ -367,6 +367,8 @@ class Subscription:
     # As the newest snapshot states it (SubscriptionFact.price_amount): None when no one figure does.
     price_amount: int | None = None
     price_currency: str | None = None
+    # When the trial ends, once a provider has sent its notice: the notice goes out when the address is known.
+    trial_ends: datetime | None = None
 
     @property
     def provider_id(self) -> str:
@@ -378,6 +380,12 @@ class Subscription:
 
 def _first(current, new):
     return current if current is not None else new
+
+
+def _latest(current: datetime | None, new: datetime | None) -> datetime | None:
+    if current is None or new is None:
+        return current or new
+    return max(current, new)
 
 
 def _earliest(current: datetime | None, new: datetime | None) -> datetime | None:
@@ -616,6 +624,7 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
         customer_email=_first(row.customer_email, fact.customer_email),
         customer_name=_first(row.customer_name, fact.customer_name),
         plan=_first(row.plan, fact.plan),
+        trial_ends=_latest(row.trial_ends, fact.trial_ends),  # a trial is extended, never shortened
     )
     if fact.status is None:
         if row.provider_status is None:  # still no status: dated by the earliest event that named it

@@ -295,8 +295,11 @@ def _cancelled(row: Subscription) -> bool:
 
 
 def subscription_emails(before: Subscription | None, after: Subscription, at: datetime,
-                        request_id: str = "") -> list[EmailIntent]:
+                        request_id: str = "", received_at: datetime | None = None) -> list[EmailIntent]:
     intents: list[EmailIntent | None] = []
+    # The trial notice goes when it comes, or when the address or tenant comes after it.
+    if after.trial_ends and (before is None or before.trial_ends != after.trial_ends or not _reachable(before)):
+        intents.extend(trial_ending_emails(after, after.trial_ends, received_at or at, request_id))
     # status_at is the newest snapshot's time: a renewal months later makes an activation stale news.
     if _newly(before, after, _live, at, since=lambda row: row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
