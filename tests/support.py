@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,3 +105,47 @@ def _razorpay_event_sets(draw):
 def provider_event_sets() -> st.SearchStrategy[list[IncomingEvent]]:
     """Random sets of one customer's events, Stripe's or Razorpay's, for properties of any delivery."""
     return st.one_of(_stripe_event_sets(), _razorpay_event_sets())
+
+
+def emails(outbox) -> Counter:
+    """The emails an outbox asks for: kind, tenant, recipient and the amounts it states (a date or a link
+    may rightly come from whichever event told it first). Takes the in-memory outbox's intents or the rows
+    of billing.email_outbox."""
+    def seen(kind: str, request: dict[str, Any]) -> tuple:
+        amounts = {k: v for k, v in request["data"].items() if isinstance(v, dict) and "amount_minor" in v}
+        return (kind, request["tenant_id"], request["to"]["email"], json.dumps(amounts, sort_keys=True))
+
+    told: Counter = Counter()
+    for item in outbox:
+        if isinstance(item, Mapping):  # a database row
+            request = item["request"]
+            told[seen(item["kind"], json.loads(request) if isinstance(request, str) else request)] += 1
+        else:
+            told[seen(item.kind, item.as_json())] += 1
+    return told
+
+
+# News that is no longer true when billing learns of it is not told: a payment's failure once it is paid,
+# a refund once it failed, an activation once the subscription ended. In the providers' own orders (the
+# trigger tool's flows) that is the only difference order makes: of these, only what in-order delivery
+# tells may be told. Every other email is asked for exactly as in-order delivery asks for it.
+NEWS_WHILE_TRUE = frozenset({"payment_failed", "payment_refunded", "subscription_activated"})
+
+
+def assert_same_emails(got: Counter, expected: Counter, context: object = None, *,
+                       news_as_learned: bool = False) -> None:
+    """Exactly the emails in-order delivery asks for: none missing, none twice, none more; of the news that
+    may be outdated by the time it arrives, only what in-order delivery also tells. With `news_as_learned`
+    (events in orders no provider makes, such as a refund before its payment), the news is not compared:
+    a failure arriving before an earlier success is told, and refunds learned before their payment's amount
+    are told as one total."""
+    def split(told: Counter) -> tuple[Counter, Counter]:
+        news = Counter({k: n for k, n in told.items() if k[0] in NEWS_WHILE_TRUE})
+        return told - news, news
+
+    got_rest, got_news = split(got)
+    expected_rest, expected_news = split(expected)
+    diff = f"{context}: extra {dict(got - expected)}, missing {dict(expected - got)}"
+    assert got_rest == expected_rest, diff
+    if not news_as_learned:
+        assert got_news <= expected_news, diff

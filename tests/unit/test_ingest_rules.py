@@ -17,7 +17,7 @@ from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
 from tests.fakes import InMemoryEventStore
-from tests.support import incoming, provider_event_sets, state
+from tests.support import assert_same_emails, emails, incoming, provider_event_sets, state
 
 
 def flow_events(name: str, tenant: str = "t1", user: str = "u1"):
@@ -877,7 +877,8 @@ async def test_the_release_of_an_expired_authorisation_is_no_refund():
 @given(events=provider_event_sets(), data=st.data())
 def test_any_set_of_events_ends_in_the_same_rows_whatever_the_order_batches_and_repeats(events, data):
     # Beyond the flows above: whatever a provider sends of one customer's payments, delivered shuffled,
-    # some twice, in two batches, ends as the same rows as delivered once each in the order made.
+    # some twice, in two batches, ends as the same rows and the same emails as delivered once each in the
+    # order made.
     repeats = data.draw(st.lists(st.sampled_from(events), max_size=3))
     arrival = data.draw(st.permutations(events + repeats))
     cut = data.draw(st.integers(0, len(arrival)))
@@ -892,6 +893,7 @@ def test_any_set_of_events_ends_in_the_same_rows_whatever_the_order_batches_and_
     expected, got = asyncio.run(deliver())
     assert state(got.transactions.values()) == state(expected.transactions.values())
     assert state(got.subscriptions.values()) == state(expected.subscriptions.values())
+    assert_same_emails(emails(got.outbox.values()), emails(expected.outbox.values()), news_as_learned=True)
 
 
 async def test_a_dispute_opened_and_a_refund_that_failed_are_marked_for_finance_once_each():
