@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,11 +116,11 @@ def emails(outbox) -> Counter:
 
     told: Counter = Counter()
     for item in outbox:
-        if isinstance(item, Mapping):  # a database row
+        if hasattr(item, "as_json"):  # the in-memory outbox's intent
+            told[seen(item.kind, item.as_json())] += 1
+        else:  # a row of billing.email_outbox
             request = item["request"]
             told[seen(item["kind"], json.loads(request) if isinstance(request, str) else request)] += 1
-        else:
-            told[seen(item.kind, item.as_json())] += 1
     return told
 
 

@@ -12,6 +12,7 @@ from gateway.domain.receive import BillingUnavailable
 from servicekit.tls import PLAINTEXT
 
 from tests.fakes import RecordingBilling, gateway_event, serving_billing
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -138,7 +139,11 @@ async def test_events_waiting_past_the_byte_bound_are_refused_at_once(stalled):
         while not servicer.calls:
             await asyncio.sleep(0.01)
         queued = [asyncio.ensure_future(client.ingest(gateway_event(f"evt_{i}", payload=b"x" * 1000))) for i in (1, 2)]
-        await asyncio.sleep(0)  # let both join the queue
+
+        async def both_queued() -> bool:
+            return client.queued_events == 2
+
+        await wait_for(both_queued, timeout=5, what="both events to join the queue")
         with pytest.raises(BillingUnavailable, match="too many events are waiting"):
             await client.ingest(gateway_event("evt_3", payload=b"x" * 1000))
         servicer.release.set()

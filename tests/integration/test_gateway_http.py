@@ -273,8 +273,8 @@ async def test_a_body_still_arriving_when_reading_starts_is_read_whole():
                                   app=app)
     stream.feed_data(b"01234")
     reading = asyncio.ensure_future(_read_body(request))
-    await asyncio.sleep(0)  # one turn: the read starts and waits for the rest
-    assert not reading.done()
+    done, _ = await asyncio.wait({reading}, timeout=0.1)
+    assert not done  # the read waits for the rest
     stream.feed_data(b"56789")
     stream.feed_eof()
     assert await reading == b"0123456789"

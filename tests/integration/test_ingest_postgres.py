@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from billing.adapters.migrations import migrate
 from billing.adapters.postgres import PostgresEventStore
 from billing.domain.ingest import IngestEvents, Outcome
@@ -19,7 +21,7 @@ from trigger.events import StripeScenario
 from trigger.flows import FLOWS
 
 from tests.fakes import InMemoryEventStore
-from tests.support import incoming, state
+from tests.support import assert_same_emails, emails, incoming, state
 
 
 @pytest.fixture
@@ -304,3 +306,33 @@ async def test_an_event_of_the_other_mode_is_stored_ignored_with_its_reason(pool
     row = await db.fetchrow("SELECT status, error FROM billing.webhook_events")
     assert dict(row) == {"status": "ignored", "error": "a test-mode event, and billing takes live-mode events only"}
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
+
+
+BILLING_TABLES = ("webhook_events", "transactions", "user_subscriptions", "email_outbox", "transaction_merges")
+ON_POSTGRES = settings(max_examples=24, deadline=None, derandomize=True,
+                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+@ON_POSTGRES
+@given(data=st.data())
+async def test_any_arrival_order_on_postgres_ends_in_the_rules_rows_and_exactly_their_emails(name, ingest, db, data):
+    # The property of the rules' own tests, through the real SQL: each example a random order of the flow
+    # (drawn, never all built), some events twice, in two batches.
+    flow = FLOWS[name]
+    events = [incoming(flow.provider, e) for e in flow.build("t1", "u1")]
+    expected = InMemoryEventStore()
+    for event in events:
+        await IngestEvents(expected).execute([event])
+    arrival = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events), max_size=3))))
+    cut = data.draw(st.integers(0, len(arrival)))
+    await db.execute(f"TRUNCATE {', '.join(f'billing.{t}' for t in BILLING_TABLES)}")
+    for batch in (arrival[:cut], arrival[cut:]):
+        if batch:
+            await ingest.execute(batch)
+    assert state(await rows(db, "transactions")) == state(expected.transactions.values())
+    assert state(await rows(db, "user_subscriptions")) == state(expected.subscriptions.values())
+    assert_same_emails(emails(await rows(db, "email_outbox")), emails(expected.outbox.values()),
+                       [e.event_type for e in arrival])
+    stored = await db.fetch("SELECT event_id FROM billing.webhook_events")
+    assert sorted(r["event_id"] for r in stored) == sorted(e.event_id for e in events)

@@ -238,8 +238,8 @@ async def test_an_email_given_back_unsent_is_due_at_once_with_its_claim_not_coun
 
 
 async def test_a_relay_answering_each_step_just_in_time_is_given_up_at_the_send_limit():
-    # Every reply comes just inside the step timeout, so no step times out, but the whole send would
-    # take longer than four steps' worth: it is given up, and the message never completes.
+    # Every reply comes inside the step timeout (0.75 s of 1 s), so no step times out, but the six replies
+    # of a send take longer than four steps' worth: it is given up at the send limit, and never completes.
     completed: list[bytes] = []
     sessions: list[asyncio.Task] = []
 
@@ -247,7 +247,7 @@ async def test_a_relay_answering_each_step_just_in_time_is_given_up_at_the_send_
         sessions.append(asyncio.current_task())
 
         async def reply(line: str) -> None:
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(0.75)
             writer.write(line.encode() + b"\r\n")
             await writer.drain()
 
@@ -272,11 +272,11 @@ async def test_a_relay_answering_each_step_just_in_time_is_given_up_at_the_send_
     server = await asyncio.start_server(slow_relay, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     settings = SmtpSettings(host="127.0.0.1", port=port, username=None, password=None,
-                            from_email="noreply@boxcostpro.com", tls="none", timeout_seconds=0.5)
+                            from_email="noreply@boxcostpro.com", tls="none", timeout_seconds=1.0)
     sender = SmtpSender(settings, connections=1)
     message = OutgoingMessage("<slow@boxcostpro.com>", "c@example.com", "", "BoxCostPro", "s", "<p>h</p>", "h")
     try:
-        with pytest.raises(TransientSendError, match="TimeoutError"):
+        with pytest.raises(TransientSendError, match="^send limit: not sent within 4 s"):
             await sender.send(message)
         assert completed == []
     finally:

@@ -53,7 +53,11 @@ async def test_the_next_batch_goes_to_billing_before_the_last_batchs_webhooks_ar
         webhooks = [asyncio.ensure_future(webhook("evt_1"))]
         await wait_for(first_call_in_flight, timeout=5, what="the first call")
         webhooks += [asyncio.ensure_future(webhook(event_id)) for event_id in ("evt_2", "evt_3")]
-        await asyncio.sleep(0)  # let both join the queue behind the call in flight
+
+        async def both_queued() -> bool:  # behind the call in flight
+            return client.queued_events == 2
+
+        await wait_for(both_queued, timeout=5, what="both events to join the queue")
         billing.release.set()
         statuses = await asyncio.gather(*webhooks)
     finally:

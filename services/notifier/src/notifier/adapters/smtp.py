@@ -114,8 +114,9 @@ class SmtpSender:
 
     async def send(self, message: OutgoingMessage) -> None:
         client = await self._idle.get()
+        limit = asyncio.timeout(self._settings.send_limit_seconds)
         try:
-            async with asyncio.timeout(self._settings.send_limit_seconds):
+            async with limit:
                 if client is None or not client.is_connected:
                     client = self._client()
                     await client.connect()
@@ -123,6 +124,9 @@ class SmtpSender:
                                 build_message(message, self._settings.from_email), self._settings.timeout_seconds)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             client = await _discard(client) if not isinstance(exc, aiosmtplib.SMTPResponseException) else client
+            if limit.expired():
+                raise TransientSendError(f"send limit: not sent within {self._settings.send_limit_seconds:g} s, "
+                                         "though each step was answered in time") from exc
             raise _classify(exc) from exc
         finally:
             self._idle.put_nowait(client)

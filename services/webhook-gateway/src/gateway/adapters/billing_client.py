@@ -118,6 +118,11 @@ class BatchingBillingClient:
         self._sends: set[asyncio.Task[None]] = set()
         self._pump = asyncio.get_running_loop().create_task(self._run())
 
+    @property
+    def queued_events(self) -> int:
+        """Events waiting for a call to billing (not yet sent)."""
+        return sum(1 for w in self._waiting if not (w.sent or w.abandoned))
+
     async def ingest(self, event: AuthenticatedEvent) -> ProcessingResult:
         size = len(event.payload)
         if self._waiting and self._queued_bytes + size > self._max_queued_bytes:
