@@ -253,3 +253,34 @@ async def test_a_notifier_killed_mid_burst_sends_every_receipt_and_repeats_only_
     # few, is timing: tests/unit/test_delivery_rounds.py holds it.)
     assert not repeated & recorded
     assert repeated <= unrecorded
+
+
+async def test_a_notifier_stopped_mid_burst_records_what_it_sent_and_a_restart_sends_every_receipt_once(
+    stack, db, mail_sink
+):
+    payments = 300
+    deliveries = [sign("razorpay", RazorpayScenario(tenant_id="acme").event("payment.captured"), RAZORPAY_SECRET)
+                  for _ in range(payments)]
+    assert {r.status for r in await deliver(stack.gateway_url, deliveries, DeliveryPlan(concurrent=True))} == {200}
+
+    async def sending():
+        return mail_sink.count >= 60
+
+    await wait_for(sending, what="the receipts to be sent")
+    notifier = stack.service("notifier")
+    notifier.signal(signal.SIGTERM)
+    assert notifier.wait(30) == 0  # drained within the grace period
+    accepted = mail_sink.count
+    assert accepted < payments, "the stop came after the last receipt: it proves nothing"
+    # A drained notifier recorded the outcome of every send it made: what the relay accepted is logged sent.
+    assert await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == accepted
+    notifier.start()
+
+    async def all_sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == payments
+
+    await wait_for(all_sent, timeout=90, what="every receipt to be sent")
+    copies = defaultdict(int)
+    for message in mail_sink.messages:
+        copies[message["Message-ID"]] += 1
+    assert len(copies) == payments and set(copies.values()) == {1}  # every receipt, each exactly once

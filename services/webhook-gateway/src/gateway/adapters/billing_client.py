@@ -230,15 +230,22 @@ class BatchingBillingClient:
             _fail(batch, "cancelled")
             raise
 
-    async def close(self) -> None:
-        """Finish the calls in flight, then close the channel."""
-        while self._waiting or self._sends:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Let the calls in flight finish within `timeout`, then cancel what is left and close the channel.
+        An event cancelled here was never acknowledged: its provider delivers it again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._waiting or self._sends) and loop.time() < deadline:
             if self._sends:
-                await asyncio.gather(*self._sends, return_exceptions=True)
+                await asyncio.wait(set(self._sends), timeout=deadline - loop.time())
             else:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.01)  # the pump takes the events waiting for a free call
         self._pump.cancel()
-        await asyncio.gather(self._pump, return_exceptions=True)
+        for task in self._sends:
+            task.cancel()
+        await asyncio.gather(self._pump, *self._sends, return_exceptions=True)
+        _fail(self._waiting, "the gateway is stopping")
+        self._waiting.clear()
         await self._channel.close()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from servicekit.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
 from gateway.adapters.billing_client import BatchingBillingClient, open_channel
@@ -34,7 +34,7 @@ from gateway.domain.receive import (
     WebhookSecrets,
 )
 from gateway.web.errors import error_response, json_response
-from gateway.web.server import mark_request
+from gateway.web.server import closing_after, mark_request
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ WEBHOOKS = Counter("webhook_requests_total", "Webhook requests by provider and r
                    "ignored, failed, or the refusal code).", ["provider", "result"])
 WEBHOOK_SECONDS = Histogram("webhook_request_seconds", "Time from request to answer, by provider.", ["provider"],
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+IN_FLIGHT = Gauge("webhook_requests_in_flight", "Webhooks received and not yet answered (most wait for billing).")
 
 RECEIVE = web.AppKey("receive", ReceiveWebhook)
 READINESS = web.AppKey("readiness", ReadinessProbe)
@@ -153,7 +155,8 @@ async def receive_webhook(request: web.Request) -> web.Response:
     provider = Provider(request.match_info["provider"])
     started = time.perf_counter()
     try:
-        response, result = await _receive(request, provider)
+        with IN_FLIGHT.track_inprogress():
+            response, result = await _receive(request, provider)
     except web.HTTPException as exc:  # counted like every other answer; the middleware answers it
         _observe(provider, started, _http_error_code(exc))
         raise
@@ -244,6 +247,8 @@ async def request_context(request: web.Request, handler):
     finally:
         request_id_var.reset(token)
         mark_request(request, started=False)
+    if closing_after(request):
+        response.force_close()
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
@@ -306,7 +311,9 @@ def create_app(
         app[READINESS] = ReadinessProbe(client.is_serving, settings.health_cache_seconds)
         yield
         if billing is None:
-            await client.close()
+            # After the grace period the server gave the webhooks in flight: what is still with billing
+            # has no one waiting for its answer, so it gets a short while more, not another grace period.
+            await client.close(timeout=min(5.0, settings.shutdown_grace_seconds))
 
     app.cleanup_ctx.append(billing_context)
     app.router.add_post(r"/webhooks/{provider:stripe|razorpay}", receive_webhook)

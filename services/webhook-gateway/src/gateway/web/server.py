@@ -6,6 +6,9 @@
 - Past the connection cap, a new connection gets 503 and is closed at once; admitted ones are untouched.
 - What aiohttp refuses itself (not HTTP, a malformed header) gets the usual short JSON error, and nothing
   the sender wrote is echoed back.
+- On SIGTERM it stops accepting, then for a moment answers what still arrives on open connections (with
+  Connection: close) before it shuts down: a request already sent on a kept-alive connection is served,
+  not cut off.
 """
 
 from __future__ import annotations
@@ -47,9 +50,14 @@ def _refusal(status: int, exc: BaseException | None) -> web.Response:
     return response
 
 
+# How long a stopping gateway still reads requests from connections it has open.
+DRAIN_WINDOW_SECONDS = 1.0
+
+
 class _OpenConnections:
     def __init__(self) -> None:
-        self.count = 0
+        self.handlers: set[GuardedHandler] = set()
+        self.draining = False
 
 
 class GuardedHandler(web.RequestHandler):
@@ -63,10 +71,11 @@ class GuardedHandler(web.RequestHandler):
         self._open = open_connections
         self._refused = False
         self._in_request = False
+        self.draining = False
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._open.count >= self._limits.max_connections:
+        if self._open.draining or len(self._open.handlers) >= self._limits.max_connections:
             self._refused = True
             REFUSED_CONNECTIONS.labels("over_capacity").inc()
             assert isinstance(transport, asyncio.Transport)
@@ -74,7 +83,7 @@ class GuardedHandler(web.RequestHandler):
                                         "too many open connections; retry later", "Retry-After: 5\r\n"))
             transport.close()
             return
-        self._open.count += 1
+        self._open.handlers.add(self)
         super().connection_made(transport)
         self._arm_head_timer()
 
@@ -88,7 +97,7 @@ class GuardedHandler(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused:
             return
-        self._open.count -= 1
+        self._open.handlers.discard(self)
         self._cancel_head_timer()
         super().connection_lost(exc)
 
@@ -98,6 +107,10 @@ class GuardedHandler(web.RequestHandler):
 
     def request_finished(self) -> None:
         self._in_request = False
+
+    @property
+    def closing_after_this_request(self) -> bool:
+        return self._open.draining
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -137,6 +150,7 @@ class GuardedSite(web.BaseSite):
         self._handler_args = handler_args
         self._reuse_port = reuse_port
         self._listener: asyncio.AbstractServer | None = None
+        self._open = _OpenConnections()
 
     @property
     def name(self) -> str:
@@ -153,15 +167,24 @@ class GuardedSite(web.BaseSite):
         server = self._app_runner.server
         assert server is not None, "the runner is set up first"
         loop = asyncio.get_running_loop()
-        open_connections = _OpenConnections()
 
         def connection() -> GuardedHandler:
-            return GuardedHandler(server, loop=loop, limits=self._limits, open_connections=open_connections,
+            return GuardedHandler(server, loop=loop, limits=self._limits, open_connections=self._open,
                                   keepalive_timeout=self._limits.keepalive_timeout_seconds, **self._handler_args)
 
         self._listener = await loop.create_server(connection, self._host, self._port, reuse_address=True,
                                                   reuse_port=self._reuse_port or None, backlog=1024,
                                                   family=socket.AF_UNSPEC)
+
+    async def drain(self, seconds: float) -> None:
+        """Stop accepting; for `seconds`, still answer requests on the open connections, each then closed."""
+        self._open.draining = True
+        if self._listener is not None:
+            self._listener.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._open.handlers and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # a window of time, not a wait for an event: requests may still come
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -179,6 +202,12 @@ def mark_request(request: web.BaseRequest, started: bool) -> None:
             protocol.request_finished()
 
 
+def closing_after(request: web.BaseRequest) -> bool:
+    """Whether the connection closes after this request's answer (the gateway is stopping)."""
+    protocol = request.protocol
+    return isinstance(protocol, GuardedHandler) and protocol.closing_after_this_request
+
+
 async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float, limits: ConnectionLimits,
                 handler_args: dict[str, Any], *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then as run_app: stop accepting, let the requests in flight finish
@@ -190,8 +219,10 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    site = GuardedSite(runner, host, port, limits, handler_args, reuse_port=reuse_port)
     try:
-        await GuardedSite(runner, host, port, limits, handler_args, reuse_port=reuse_port).start()
+        await site.start()
         await stop.wait()
+        await site.drain(min(DRAIN_WINDOW_SECONDS, shutdown_timeout))
     finally:
         await runner.cleanup()
