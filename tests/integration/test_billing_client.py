@@ -104,15 +104,15 @@ async def test_a_webhook_queued_behind_a_stalled_call_waits_no_longer_than_the_t
     servicer, addr = stalled
     # A call slot frees only when the stalled call runs out of time; an event with under half its time left
     # by then is refused rather than sent.
-    client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=1.0, max_in_flight=1,
-                                   min_send_seconds=0.5)
+    client = BatchingBillingClient(open_channel(addr, PLAINTEXT), timeout_seconds=2.0, max_in_flight=1,
+                                   min_send_seconds=1.0)
     loop = asyncio.get_running_loop()
     try:
         in_flight = asyncio.ensure_future(client.ingest(gateway_event("evt_in_flight")))
         while not servicer.calls:  # the one call slot is taken, and billing does not answer
             await asyncio.sleep(0.005)
         started = loop.time()
-        with pytest.raises(BillingUnavailable, match="did not answer within 1 s"):
+        with pytest.raises(BillingUnavailable, match="did not answer within 2 s"):
             await client.ingest(gateway_event("evt_queued"))
         waited = loop.time() - started
         with pytest.raises(BillingUnavailable):
@@ -122,8 +122,8 @@ async def test_a_webhook_queued_behind_a_stalled_call_waits_no_longer_than_the_t
     finally:
         await client.close()
     gc.collect()
-    # Answered within its own timeout, not after the stalled call's timeout and then a call of its own.
-    assert waited < 1.5, waited
+    # Answered within its own timeout (2 s), not after the stalled call's timeout and a call of its own (4 s).
+    assert waited < 3, waited
     assert after.status == "processed"
     # The refused event was never sent: its provider will deliver it again.
     assert [e for call in servicer.calls for e in call] == ["evt_in_flight", "evt_after"]

@@ -294,3 +294,10 @@ async def test_billing_handing_over_an_amended_email_the_notifier_has_already_ta
     finally:
         await conn.close()
     assert "Receipt:" not in text["body_text"]  # the customer gets the version first handed over
+
+
+async def test_concurrent_requests_with_one_key_store_one_email(stub, db):
+    request = notifier_pb2.SendEmailRequest(idempotency_key="once", content=content())
+    replies = await asyncio.gather(*(stub.SendEmail(request, timeout=10) for _ in range(12)))
+    assert len({r.email.id for r in replies}) == 1
+    assert await db.fetchval("SELECT count(*) FROM notifier.email_logs") == 1
