@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -104,6 +105,17 @@ def _razorpay_event_sets(draw):
 def provider_event_sets() -> st.SearchStrategy[list[IncomingEvent]]:
     """Random sets of one customer's events, Stripe's or Razorpay's, for properties of any delivery."""
     return st.one_of(_stripe_event_sets(), _razorpay_event_sets())
+
+
+def sampled_orders(events: list, count: int, seed: int) -> list[list]:
+    """Up to `count` distinct random arrival orders of `events`, drawn one at a time (never all built)."""
+    rng, orders = random.Random(seed), {}
+    for _ in range(count * 4):
+        order = rng.sample(events, len(events))
+        orders.setdefault(tuple(id(e) for e in order), order)
+        if len(orders) == count:
+            break
+    return list(orders.values())
 
 
 def emails(outbox) -> Counter:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
 from tests.fakes import InMemoryEventStore
-from tests.support import assert_same_emails, emails, incoming, provider_event_sets
+from tests.support import assert_same_emails, emails, incoming, provider_event_sets, sampled_orders
 
 
 async def outbox_after(events):
@@ -109,17 +108,6 @@ async def test_renewals_do_not_repeat_the_activation_email():
               s.event("customer.subscription.updated"), s.event("customer.subscription.updated")]
     outbox = await outbox_after([incoming("stripe", e) for e in events])
     assert kinds(outbox)["subscription_activated"] == 1
-
-
-def sampled_orders(events: list, count: int, seed: int) -> list[list]:
-    """Distinct random arrival orders of `events`, drawn one at a time (never all of them built)."""
-    rng, orders = random.Random(seed), {}
-    for _ in range(count * 4):
-        order = rng.sample(events, len(events))
-        orders.setdefault(tuple(e.event_id for e in order), order)
-        if len(orders) == count:
-            break
-    return list(orders.values())
 
 
 @pytest.mark.parametrize("name", sorted(FLOWS))
