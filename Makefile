@@ -6,10 +6,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-PROTO_OUT := services/contracts/src
+PROTO_OUT := libs/contracts/src
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := $(PROTO_OUT)/boxcost/.generated
-PACKAGES := services/contracts services/service-kit services/pg-kit services/billing services/notifier services/webhook-gateway tools/devstack tools/webhook-trigger
+PACKAGES := libs/contracts libs/service-kit libs/pg-kit services/billing services/notifier services/webhook-gateway tools/devstack tools/webhook-trigger
 
 .PHONY: help install protos run test test-unit bench trigger render-email db db-stop clean lock
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-SERVICES = Path(__file__).resolve().parents[2] / "services"
-PACKAGES = sorted(p.name for p in SERVICES.iterdir() if (p / "pyproject.toml").is_file())
+ROOT = Path(__file__).resolve().parents[2]
+# The services and their shared libraries, as "services/billing", "libs/pg-kit", ...
+PACKAGES = sorted(f"{top}/{p.name}" for top in ("services", "libs") for p in (ROOT / top).iterdir()
+                  if (p / "pyproject.toml").is_file())
 
 
 def _normal(name: str) -> str:
@@ -22,7 +24,7 @@ def _normal(name: str) -> str:
 
 
 def _project(folder: str) -> dict:
-    return tomllib.loads((SERVICES / folder / "pyproject.toml").read_text())["project"]
+    return tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]
 
 
 _LOCAL = {_normal(_project(folder)["name"]): folder for folder in PACKAGES}
@@ -41,14 +43,14 @@ def _declared(folder: str) -> set[str]:
 
 # The project's own top-level modules (billing, servicekit, the generated boxcost, ...): declared through
 # the local packages, which the check follows.
-_OWN = {child.name.removesuffix(".py") for folder in PACKAGES for child in (SERVICES / folder / "src").iterdir()
+_OWN = {child.name.removesuffix(".py") for folder in PACKAGES for child in (ROOT / folder / "src").iterdir()
         if not child.name.endswith(".egg-info")}
 
 
 def _imported(folder: str) -> set[str]:
     """The top-level modules the package's code imports, the project's and the standard library's left out."""
     modules: set[str] = set()
-    for path in (SERVICES / folder / "src").rglob("*.py"):
+    for path in (ROOT / folder / "src").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 modules.update(alias.name.split(".")[0] for alias in node.names)
@@ -65,4 +67,4 @@ def test_every_library_a_service_imports_is_declared_in_its_pyproject(folder):
         module for module in _imported(folder)
         if not declared & {_normal(d) for d in distributions.get(module, [module])}
     }
-    assert not undeclared, f"services/{folder} imports {sorted(undeclared)} without declaring them"
+    assert not undeclared, f"{folder} imports {sorted(undeclared)} without declaring them"

@@ -47,7 +47,7 @@ def test_the_dev_lock_pins_every_service_package_at_the_same_version():
 def test_every_dependency_a_service_package_declares_is_in_the_images_lock():
     local = set()
     declared = set()
-    for pyproject in (ROOT / "services").glob("*/pyproject.toml"):
+    for pyproject in [*(ROOT / "services").glob("*/pyproject.toml"), *(ROOT / "libs").glob("*/pyproject.toml")]:
         project = tomllib.loads(pyproject.read_text())["project"]
         local.add(_normal(project["name"]))
         declared.update(_normal(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in project.get("dependencies", []))

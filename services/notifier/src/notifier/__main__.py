@@ -132,5 +132,10 @@ def main(argv: list[str]) -> int:
     return run_logged(log, lambda: uvloop.run(serve(settings, authz)))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The image's entrypoint (the `boxcost-service` command)."""
     sys.exit(main(sys.argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -48,5 +48,10 @@ def _serve(settings: Settings) -> None:
                      connection_options()))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The image's entrypoint (the `boxcost-service` command)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
