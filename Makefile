@@ -52,7 +52,8 @@ $(INSTALLED): $(VENV)/.deps $(GENERATED) $(addsuffix /pyproject.toml,$(PACKAGES)
 run: install ## Start the whole system (local PostgreSQL when DATABASE_URL is unset)
 	$(PY) -m devstack run
 
-test: install ## Run the whole test suite (starts its own PostgreSQL and mail server)
+test: install ## Check the import rules (.importlinter), then run the whole suite (its own PostgreSQL, mail server)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 test-unit: install ## Run the unit tests only (no sockets)

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, make_mocked_request
 from yarl import URL
+from gateway.adapters.billing_client import BatchingBillingClient, open_channel
 from gateway.config import Settings
 from gateway.domain.receive import AuthenticatedEvent, BillingUnavailable, ProcessingResult
 from gateway.web.app import _read_body, _ServerLog, connection_options, create_app
@@ -320,8 +321,8 @@ async def test_a_stalled_billing_gets_each_webhook_a_503_within_the_timeout_and_
     # The gateway's own gRPC client, to a billing that takes calls and answers none; room in the queue for
     # one waiting event.
     async for recording, addr in serving_billing(RecordingBilling(stalled=True)):
-        gateway = served(create_app(settings(billing_addr=addr, billing_timeout_seconds=2.0,
-                                             billing_queue_max_bytes=1)))
+        gateway = served(create_app(settings(), connect_billing=lambda: BatchingBillingClient(
+            open_channel(addr, PLAINTEXT), timeout_seconds=2.0, max_queued_bytes=1)))
         await gateway.start_server()
         try:
             loop = asyncio.get_running_loop()

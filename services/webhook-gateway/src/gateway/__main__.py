@@ -13,6 +13,7 @@ from servicekit.gctune import settle_after_startup
 from servicekit.logs import configure_logging, run_logged
 from servicekit.metrics import serve_metrics
 
+from gateway.adapters.billing_client import BatchingBillingClient, open_channel
 from gateway.config import Settings
 from gateway.web.app import connection_options, create_app
 from gateway.web.server import ConnectionLimits, serve
@@ -33,7 +34,12 @@ def main() -> int:
 def _serve(settings: Settings) -> None:
     log.info("webhook gateway listening", extra={"fields": {"host": settings.host, "port": settings.port,
                                                             "billing_addr": settings.billing_addr}})
-    app = create_app(settings)
+    def connect_billing() -> BatchingBillingClient:
+        return BatchingBillingClient(open_channel(settings.billing_addr, settings.grpc_tls),
+                                     timeout_seconds=settings.billing_timeout_seconds,
+                                     max_queued_bytes=settings.billing_queue_max_bytes)
+
+    app = create_app(settings, connect_billing=connect_billing)
 
     async def settle(_app: web.Application) -> None:
         settle_after_startup()

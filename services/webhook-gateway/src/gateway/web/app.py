@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter, Gauge, Histogram
 from servicekit.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
-from gateway.adapters.billing_client import BatchingBillingClient, open_channel
 from gateway.config import Settings
 from gateway.domain.edge import AuthFailureLimiter, Network, client_address
 from gateway.domain.receive import (
@@ -281,12 +280,23 @@ def connection_options() -> dict[str, Any]:
             "logger": _ServerLog(logging.getLogger("aiohttp.server"))}
 
 
+class ConnectedBilling(BillingPort, Protocol):
+    """Billing over a connection the app closes when it stops."""
+
+    async def close(self, timeout: float) -> None: ...
+
+
 def create_app(
     settings: Settings,
     billing: BillingPort | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    connect_billing: Callable[[], ConnectedBilling] | None = None,
 ) -> web.Application:
-    """The gateway application; tests pass a fake `billing`, production gets the gRPC client."""
+    """The gateway application, with `billing` (tests pass a fake), or with the billing that
+    `connect_billing` makes at start-up and the app closes when it stops (the gRPC client)."""
+    if (billing is None) == (connect_billing is None):
+        raise TypeError("give create_app either billing or connect_billing")
     # client_max_size also guards chunked bodies that send no Content-Length.
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes,
                           handler_args=connection_options())
@@ -298,10 +308,9 @@ def create_app(
     )
 
     async def billing_context(app: web.Application) -> AsyncIterator[None]:
-        client = billing or BatchingBillingClient(
-            open_channel(settings.billing_addr, settings.grpc_tls), timeout_seconds=settings.billing_timeout_seconds,
-            max_queued_bytes=settings.billing_queue_max_bytes,
-        )
+        connected = connect_billing() if connect_billing is not None else None
+        client = connected or billing
+        assert client is not None
         secrets = WebhookSecrets(
             stripe=tuple(s.value for s in settings.stripe_webhook_secrets),
             razorpay=tuple(s.value for s in settings.razorpay_webhook_secrets),
@@ -310,10 +319,10 @@ def create_app(
                                       edge=edge)
         app[READINESS] = ReadinessProbe(client.is_serving, settings.health_cache_seconds)
         yield
-        if billing is None:
+        if connected is not None:
             # After the grace period the server gave the webhooks in flight: what is still with billing
             # has no one waiting for its answer, so it gets a short while more, not another grace period.
-            await client.close(timeout=min(5.0, settings.shutdown_grace_seconds))
+            await connected.close(timeout=min(5.0, settings.shutdown_grace_seconds))
 
     app.cleanup_ctx.append(billing_context)
     app.router.add_post(r"/webhooks/{provider:stripe|razorpay}", receive_webhook)
