@@ -13,6 +13,7 @@ from billing.api import metrics as billing_metrics
 from billing.domain.ingest import Attention, Outcome
 from gateway.domain.receive import Provider
 from gateway.web import app as gateway_app
+from gateway.web import errors as gateway_errors
 from notifier.api import metrics as notifier_metrics
 from notifier.domain.model import EmailStatus
 from servicekit import metrics as grpc_metrics
@@ -48,7 +49,7 @@ EXPORTED = _exported()
 _PROVIDERS = {p.value for p in Provider}
 KNOWN_VALUES = {
     ("webhook_requests_total", "provider"): _PROVIDERS,
-    ("webhook_requests_total", "result"): {o.value for o in Outcome} | {code for _, _, code in gateway_app._ERRORS},
+    ("webhook_requests_total", "result"): {o.value for o in Outcome} | {r.code for _, r in gateway_errors.REFUSALS},
     ("webhook_request_seconds_bucket", "provider"): _PROVIDERS,
     ("billing_webhook_events_total", "provider"): _PROVIDERS,
     ("billing_webhook_events_total", "outcome"): {o.value for o in Outcome},

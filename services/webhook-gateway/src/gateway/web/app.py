@@ -18,21 +18,15 @@ from servicekit.logs import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
 from gateway.config import Settings
 from gateway.domain.edge import AuthFailureLimiter, Network, client_address
-from gateway.domain.receive import (
-    BillingPort,
-    EdgePolicy,
-    BillingUnavailable,
-    InvalidEvent,
-    Provider,
-    ProviderNotConfigured,
-    Receipt,
-    ReceiveWebhook,
-    SignatureError,
-    SourceNotAllowed,
-    TooManyFailures,
-    WebhookSecrets,
+from gateway.domain.receive import BillingPort, EdgePolicy, Provider, Receipt, ReceiveWebhook, WebhookSecrets
+from gateway.web.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    CompressedBody,
+    error_response,
+    json_response,
+    refusal_for,
 )
-from gateway.web.errors import error_response, json_response
 from gateway.web.server import closing_after, mark_request
 
 log = logging.getLogger(__name__)
@@ -73,7 +67,6 @@ class ReadinessProbe:
 class Limits:
     max_body_bytes: int
     body_timeout_seconds: float = 10.0
-    retry_after_seconds: int = 5
     trusted_proxies: tuple[Network, ...] = ()
 
 
@@ -88,15 +81,6 @@ RECEIVE = web.AppKey("receive", ReceiveWebhook)
 READINESS = web.AppKey("readiness", ReadinessProbe)
 LIMITS = web.AppKey("limits", Limits)
 
-# Error -> (HTTP status, error code). Unknown exceptions are defects: 500, logged, generic body.
-_ERRORS: list[tuple[type[Exception], int, str]] = [
-    (SignatureError, 400, "invalid_signature"),
-    (InvalidEvent, 400, "invalid_event"),
-    (ProviderNotConfigured, 404, "provider_not_configured"),
-    (SourceNotAllowed, 403, "forbidden_source"),
-    (TooManyFailures, 429, "too_many_failures"),
-    (BillingUnavailable, 503, "billing_unavailable"),
-]
 
 
 def _receipt_body(receipt: Receipt) -> dict:
@@ -117,16 +101,16 @@ def _receipt_body(receipt: Receipt) -> dict:
 async def _read_body(request: web.Request) -> bytes:
     limits = request.app[LIMITS]
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
-        raise web.HTTPUnsupportedMediaType()  # providers send webhooks uncompressed
+        raise CompressedBody()  # providers send webhooks uncompressed
     if request.content_length is not None and request.content_length > limits.max_body_bytes:
-        raise web.HTTPRequestEntityTooLarge(max_size=limits.max_body_bytes, actual_size=request.content_length)
+        raise BodyTooLarge(limits.max_body_bytes)
     if request.content.is_eof():  # the whole body came with the headers, as providers send it
         return await request.read()
     try:
         async with asyncio.timeout(limits.body_timeout_seconds):
             return await request.read()
     except TimeoutError:
-        raise web.HTTPRequestTimeout() from None
+        raise BodyTimeout(limits.body_timeout_seconds) from None
 
 
 @lru_cache(maxsize=64)  # bounded label sets: providers x results; labels() costs a lock and checks per call
@@ -137,28 +121,11 @@ def _webhook_counter(provider: Provider, result: str) -> Counter:
 _WEBHOOK_SECONDS = {provider: WEBHOOK_SECONDS.labels(provider.value) for provider in Provider}
 
 
-# Refusals raised while reading the body, before the use case; the middleware answers them, these name them.
-_BODY_REFUSALS: dict[type[web.HTTPException], str] = {
-    web.HTTPRequestEntityTooLarge: "body_too_large",
-    web.HTTPUnsupportedMediaType: "content_encoding_unsupported",
-    web.HTTPRequestTimeout: "body_timeout",
-}
-
-
-def _http_error_code(exc: web.HTTPException) -> str:
-    """The code an HTTP error is answered and counted with: ours where we name it, else its reason."""
-    return _BODY_REFUSALS.get(type(exc)) or exc.reason.lower().replace(" ", "_")
-
-
 async def receive_webhook(request: web.Request) -> web.Response:
     provider = Provider(request.match_info["provider"])
     started = time.perf_counter()
-    try:
-        with IN_FLIGHT.track_inprogress():
-            response, result = await _receive(request, provider)
-    except web.HTTPException as exc:  # counted like every other answer; the middleware answers it
-        _observe(provider, started, _http_error_code(exc))
-        raise
+    with IN_FLIGHT.track_inprogress():
+        response, result = await _receive(request, provider)
     _observe(provider, started, result)
     return response
 
@@ -174,17 +141,14 @@ async def _receive(request: web.Request, provider: Provider) -> tuple[web.Respon
     try:
         body = await _read_body(request)
         receipt = await request.app[RECEIVE].execute(provider, request.headers, body, request_id_var.get(), client)
-    except tuple(t for t, _, _ in _ERRORS) as exc:
-        status, code = next((s, c) for t, s, c in _ERRORS if isinstance(exc, t))
+    except Exception as exc:
+        refused = refusal_for(exc)
+        if refused is None:
+            raise
+        code, response = refused
         log.info("webhook refused", extra={"fields": {"provider": provider.value, "code": code, "reason": str(exc),
                                                       "client": str(client)}})
-        headers = None
-        if status == 503:
-            headers = {"Retry-After": str(limits.retry_after_seconds)}
-        elif isinstance(exc, TooManyFailures):
-            headers = {"Retry-After": str(exc.retry_after)}
-        message = "billing is unavailable; retry later" if status == 503 else str(exc)
-        return error_response(status, code, message, headers), code
+        return response, code
     result = receipt.result
     log.info(
         "webhook accepted",
@@ -224,25 +188,15 @@ async def request_context(request: web.Request, handler):
     token = request_id_var.set(request_id)
     try:
         response = await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        response = error_response(413, _http_error_code(exc),
-                                  f"body exceeds {request.app[LIMITS].max_body_bytes} bytes")
-    except web.HTTPMethodNotAllowed as exc:
-        response = error_response(405, "method_not_allowed", f"use {', '.join(sorted(exc.allowed_methods))}",
-                                  headers={"Allow": ",".join(sorted(exc.allowed_methods))})
-    except web.HTTPNotFound:
-        response = error_response(404, "not_found", "no such endpoint")
-    except web.HTTPUnsupportedMediaType as exc:
-        response = error_response(415, _http_error_code(exc), "send the body uncompressed, as providers do")
-    except web.HTTPRequestTimeout as exc:
-        response = error_response(408, _http_error_code(exc),
-                                  f"body not received within {request.app[LIMITS].body_timeout_seconds:g} s")
-        response.force_close()  # the rest of that body may still come: the connection can't be reused
-    except web.HTTPException as exc:
-        response = error_response(exc.status, _http_error_code(exc), exc.reason)
-    except Exception:
-        log.exception("unhandled error")
-        response = error_response(500, "internal", "internal error")
+    except Exception as exc:
+        refused = refusal_for(exc)
+        if refused is not None:
+            response = refused[1]
+        elif isinstance(exc, web.HTTPException):  # one aiohttp raises that the table does not name
+            response = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        else:
+            log.exception("unhandled error")
+            response = error_response(500, "internal", "internal error")
     finally:
         request_id_var.reset(token)
         mark_request(request, started=False)

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter
 
-from gateway.web.errors import error_response, raw_error
+from gateway.web.errors import error_response, raw_error, refusal_for
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,9 @@ class ConnectionLimits:
 
 
 def _refusal(status: int, exc: BaseException | None) -> web.Response:
-    if status >= 500 or not isinstance(exc, HttpProcessingError):
-        code, message = "internal", "internal error"
-    else:
-        # aiohttp's message goes on to quote the bytes received, after a colon: the reason is before it.
-        code, message = "malformed_http", exc.message.split(":", 1)[0].strip()[:120] or "malformed request"
-    response = error_response(status, code, message)
+    """The answer to what aiohttp refused before the app saw it: from the gateway's table of refusals."""
+    refused = refusal_for(exc) if exc is not None and status < 500 else None
+    response = refused[1] if refused is not None else error_response(500, "internal", "internal error")
     response.force_close()  # as aiohttp does: what follows on the connection cannot be trusted
     return response
 
