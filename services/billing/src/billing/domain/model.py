@@ -382,12 +382,6 @@ def _first(current, new):
     return current if current is not None else new
 
 
-def _latest(current: datetime | None, new: datetime | None) -> datetime | None:
-    if current is None or new is None:
-        return current or new
-    return max(current, new)
-
-
 def _earliest(current: datetime | None, new: datetime | None) -> datetime | None:
     if current is None or new is None:
         return current or new
