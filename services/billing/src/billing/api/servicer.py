@@ -171,13 +171,15 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self._api = api
 
     @errors
-    async def IngestEvents(self, request, context: grpc.aio.ServicerContext):
+    async def IngestEvents(self, request: billing_pb2.IngestEventsRequest,
+                           context: grpc.aio.ServicerContext) -> billing_pb2.IngestEventsResponse:
         events = _decode(request)
         results = await self._ingest.execute(events)
         return billing_pb2.IngestEventsResponse(results=[_encode(r) for r in results])
 
     @errors
-    async def CreatePendingTransaction(self, request, context):
+    async def CreatePendingTransaction(self, request: billing_pb2.CreatePendingTransactionRequest,
+                                       context: grpc.aio.ServicerContext) -> billing_pb2.CreatePendingTransactionResponse:
         pending = PendingPayment(
             idempotency_key=request.idempotency_key, tenant_id=request.tenant_id, user_id=request.user_id,
             provider=_PROVIDERS.get(request.provider), amount=request.amount.amount_minor,
@@ -187,12 +189,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.CreatePendingTransactionResponse(transaction=_transaction_pb(stamped), created=created)
 
     @errors
-    async def GetTransaction(self, request, context):
+    async def GetTransaction(self, request: billing_pb2.GetTransactionRequest,
+                             context: grpc.aio.ServicerContext) -> billing_pb2.GetTransactionResponse:
         stamped = await self._api.get_transaction(request.tenant_id, request.id)
         return billing_pb2.GetTransactionResponse(transaction=_transaction_pb(stamped))
 
     @errors
-    async def ListTransactions(self, request, context):
+    async def ListTransactions(self, request: billing_pb2.ListTransactionsRequest,
+                               context: grpc.aio.ServicerContext) -> billing_pb2.ListTransactionsResponse:
         where = TxnFilter(request.tenant_id, request.user_id or None, request.status or None,
                           _provider_filter(request.provider), _time(request, "created_after"),
                           _time(request, "created_before"))
@@ -201,12 +205,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                                     next_page_token=page.next_token or "")
 
     @errors
-    async def GetSubscription(self, request, context):
+    async def GetSubscription(self, request: billing_pb2.GetSubscriptionRequest,
+                              context: grpc.aio.ServicerContext) -> billing_pb2.GetSubscriptionResponse:
         stamped = await self._api.get_subscription(request.tenant_id, request.id)
         return billing_pb2.GetSubscriptionResponse(subscription=_subscription_pb(stamped))
 
     @errors
-    async def ListSubscriptions(self, request, context):
+    async def ListSubscriptions(self, request: billing_pb2.ListSubscriptionsRequest,
+                                context: grpc.aio.ServicerContext) -> billing_pb2.ListSubscriptionsResponse:
         where = SubFilter(request.tenant_id, request.user_id or None, request.status or None,
                           _provider_filter(request.provider))
         page = await self._api.list_subscriptions(where, request.page_size, request.page_token)
@@ -214,7 +220,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                                      next_page_token=page.next_token or "")
 
     @errors
-    async def ListWebhookEvents(self, request, context):
+    async def ListWebhookEvents(self, request: billing_pb2.ListWebhookEventsRequest,
+                                context: grpc.aio.ServicerContext) -> billing_pb2.ListWebhookEventsResponse:
         where = EventFilter(_provider_filter(request.provider), request.status or None, request.event_type or None,
                             _time(request, "received_after"),
                             _time(request, "received_before"))
@@ -223,41 +230,48 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                                      next_page_token=page.next_token or "")
 
     @errors
-    async def GetWebhookEvent(self, request, context):
+    async def GetWebhookEvent(self, request: billing_pb2.GetWebhookEventRequest,
+                              context: grpc.aio.ServicerContext) -> billing_pb2.GetWebhookEventResponse:
         event = await self._api.get_event(_PROVIDERS.get(request.provider), request.event_id)
         return billing_pb2.GetWebhookEventResponse(event=_event_pb(event))
 
     @errors
-    async def ReplayWebhookEvents(self, request, context):
+    async def ReplayWebhookEvents(self, request: billing_pb2.ReplayWebhookEventsRequest,
+                                  context: grpc.aio.ServicerContext) -> billing_pb2.ReplayWebhookEventsResponse:
         results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
         return billing_pb2.ReplayWebhookEventsResponse(results=[_encode(r) for r in results])
 
     @errors
-    async def RetryRefusedEmails(self, request, context):
+    async def RetryRefusedEmails(self, request: billing_pb2.RetryRefusedEmailsRequest,
+                                 context: grpc.aio.ServicerContext) -> billing_pb2.RetryRefusedEmailsResponse:
         emails = await self._api.refused_emails(request.limit, requeue=not request.dry_run)
         return billing_pb2.RetryRefusedEmailsResponse(emails=[
             billing_pb2.RefusedEmail(id=e.id, idempotency_key=e.idempotency_key, kind=e.kind, refusal=e.refusal,
                                      created_at=to_timestamp(e.created_at)) for e in emails])
 
     @errors
-    async def ListUnattributedTransactions(self, request, context):
+    async def ListUnattributedTransactions(self, request: billing_pb2.ListUnattributedTransactionsRequest,
+                                           context: grpc.aio.ServicerContext) -> billing_pb2.ListUnattributedTransactionsResponse:
         payments = await self._api.unattributed_payments(request.limit)
         return billing_pb2.ListUnattributedTransactionsResponse(transactions=[_transaction_pb(t) for t in payments])
 
     @errors
-    async def ListUnattributedSubscriptions(self, request, context):
+    async def ListUnattributedSubscriptions(self, request: billing_pb2.ListUnattributedSubscriptionsRequest,
+                                            context: grpc.aio.ServicerContext) -> billing_pb2.ListUnattributedSubscriptionsResponse:
         subscriptions = await self._api.unattributed_subscriptions(request.limit)
         return billing_pb2.ListUnattributedSubscriptionsResponse(
             subscriptions=[_subscription_pb(s) for s in subscriptions])
 
     @errors
-    async def AssignTransactionTenant(self, request, context):
+    async def AssignTransactionTenant(self, request: billing_pb2.AssignTransactionTenantRequest,
+                                      context: grpc.aio.ServicerContext) -> billing_pb2.AssignTransactionTenantResponse:
         payment = await self._api.assign_tenant(request.transaction_id, request.tenant_id, request.user_id,
                                                 request_id_var.get())
         return billing_pb2.AssignTransactionTenantResponse(transaction=_transaction_pb(payment))
 
     @errors
-    async def AssignSubscriptionTenant(self, request, context):
+    async def AssignSubscriptionTenant(self, request: billing_pb2.AssignSubscriptionTenantRequest,
+                                       context: grpc.aio.ServicerContext) -> billing_pb2.AssignSubscriptionTenantResponse:
         subscription = await self._api.assign_subscription_tenant(
             _PROVIDERS.get(request.provider), request.subscription_id, request.tenant_id, request.user_id,
             request_id_var.get())

@@ -127,23 +127,27 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self._retry = retry
 
     @errors
-    async def SendEmail(self, request, context):
+    async def SendEmail(self, request: notifier_pb2.SendEmailRequest,
+                        context: grpc.aio.ServicerContext) -> notifier_pb2.SendEmailResponse:
         record, created = await self._accept.execute(request.idempotency_key, decode_content(request.content),
                                                      request.request_id)
         return notifier_pb2.SendEmailResponse(email=encode_email(record), created=created)
 
     @per_email_errors
-    async def SendEmails(self, request, context):
+    async def SendEmails(self, request: notifier_pb2.SendEmailsRequest,
+                         context: grpc.aio.ServicerContext) -> notifier_pb2.SendEmailsResponse:
         results = await self._accept.execute_many([_submission(r) for r in request.emails])
         return notifier_pb2.SendEmailsResponse(results=[_result(r) for r in results])
 
     @errors
-    async def GetEmail(self, request, context):
+    async def GetEmail(self, request: notifier_pb2.GetEmailRequest,
+                       context: grpc.aio.ServicerContext) -> notifier_pb2.GetEmailResponse:
         record = await self._read.get(request.tenant_id, request.id)
         return notifier_pb2.GetEmailResponse(email=encode_email(record))
 
     @errors
-    async def ListEmails(self, request, context):
+    async def ListEmails(self, request: notifier_pb2.ListEmailsRequest,
+                         context: grpc.aio.ServicerContext) -> notifier_pb2.ListEmailsResponse:
         where = ListFilter(tenant_id=request.tenant_id, user_id=request.user_id or None,
                            email_type=request.email_type or None, status=_status_filter(request.status))
         records, token = await self._read.list(where, request.page_size, request.page_token)
@@ -151,11 +155,13 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                                                next_page_token=token or "")
 
     @errors
-    async def PreviewEmail(self, request, context):
+    async def PreviewEmail(self, request: notifier_pb2.PreviewEmailRequest,
+                           context: grpc.aio.ServicerContext) -> notifier_pb2.PreviewEmailResponse:
         rendered = self._renderer.render(validate(decode_content(request.content)))
         return notifier_pb2.PreviewEmailResponse(subject=rendered.subject, html=rendered.html, text=rendered.text)
 
     @errors
-    async def RetryEmails(self, request, context):
+    async def RetryEmails(self, request: notifier_pb2.RetryEmailsRequest,
+                          context: grpc.aio.ServicerContext) -> notifier_pb2.RetryEmailsResponse:
         ids = await self._retry.execute(request.tenant_id, list(request.ids), _timestamp(request, "failed_since"))
         return notifier_pb2.RetryEmailsResponse(ids=ids)
