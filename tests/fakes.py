@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from billing.domain.ingest import EventRecord, KnownEvents
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
-from billing.domain.model import Provider, SubRef, Subscription, Transaction, TxnRef, WorkingSet
+from billing.domain.model import Provider, SubRef, Subscription, Transaction, TxnRef
+from billing.domain.working_set import WorkingSet
 from billing.domain.recovery import FeedUnavailable, ListedEvent
 from gateway.domain import receive as gateway
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from billing.domain.model import Provider, SubRef, Transaction, TxnRef, TxnStatus, WorkingSet
+from billing.domain.model import Provider, SubRef, Transaction, TxnRef, TxnStatus
+from billing.domain.working_set import WorkingSet
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 

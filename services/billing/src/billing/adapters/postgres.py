@@ -19,13 +19,13 @@ from billing.domain.model import (
     Refund,
     RefundState,
     SubRef,
-    Subscription,
     SubStatus,
+    Subscription,
     Transaction,
     TxnRef,
     TxnStatus,
-    WorkingSet,
 )
+from billing.domain.working_set import WorkingSet
 from billing.domain.notifications import EmailIntent
 
 _TRANSIENT = (

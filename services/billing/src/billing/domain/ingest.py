@@ -32,6 +32,7 @@ from billing.domain.notifications import (
     receipt_amendments,
     subscription_emails,
 )
+from billing.domain.merge import absorb, merge_payment, merge_subscription, twin_to_keep
 from billing.domain.model import (
     Owner,
     PaymentFact,
@@ -42,12 +43,8 @@ from billing.domain.model import (
     SubscriptionFact,
     Transaction,
     TxnRef,
-    WorkingSet,
-    absorb,
-    merge_payment,
-    merge_subscription,
-    twin_to_keep,
 )
+from billing.domain.working_set import WorkingSet
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult
-from billing.domain.model import Owner, Provider, SubRef, Subscription, SubStatus, Transaction, TxnStatus
+from billing.domain.model import Owner, Provider, SubRef, SubStatus, Subscription, Transaction, TxnStatus
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from billing.domain.model import (
     Refund,
     RefundState,
     SubRef,
-    SubscriptionFact,
     SubStatus,
+    SubscriptionFact,
     TxnRef,
     TxnStatus,
 )

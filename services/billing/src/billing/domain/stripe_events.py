@@ -26,8 +26,8 @@ from billing.domain.model import (
     Refund,
     RefundState,
     SubRef,
-    SubscriptionFact,
     SubStatus,
+    SubscriptionFact,
     TxnRef,
     TxnStatus,
 )
