@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from billing.domain.ingest import EventRecord, KnownEvents
+from billing.domain.events import EventRecord, KnownEvents
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from billing.domain.model import Provider, SubRef, Subscription, Transaction, TxnRef
 from billing.domain.working_set import WorkingSet

@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from billing.domain.ingest import IncomingEvent
+from billing.domain.events import IncomingEvent
 from billing.domain.model import Provider
 from hypothesis import strategies as st
 from trigger.events import RazorpayScenario, StripeScenario, new_event_id

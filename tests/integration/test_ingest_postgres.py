@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from billing.adapters.migrations import migrate
 from billing.adapters.postgres import PostgresEventStore
-from billing.domain.ingest import IngestEvents, Outcome
+from billing.domain.events import Outcome
+from billing.domain.ingest import IngestEvents
 from billing.domain.notifications import RECEIPT_LINK_WAIT
 from trigger.events import StripeScenario
 from trigger.flows import FLOWS

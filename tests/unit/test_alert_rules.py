@@ -10,7 +10,7 @@ import promql_parser as promql
 import pytest
 import yaml
 from billing.api import metrics as billing_metrics
-from billing.domain.ingest import Attention, Outcome
+from billing.domain.events import Attention, Outcome
 from gateway.domain.receive import Provider
 from gateway.web import app as gateway_app
 from gateway.web import errors as gateway_errors

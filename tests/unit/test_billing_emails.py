@@ -473,12 +473,12 @@ async def test_a_payment_given_its_tenant_by_an_operator_gets_the_receipt_it_wai
     [stray] = store.transactions.values()
     assert stray.tenant_id is None and store.outbox == {}
     at = stray.paid_at + timedelta(days=days_later)
-    given = await use_case.give_tenant(stray, Owner("acme", "u9"), at)
+    given = await use_case.assign_tenant(stray, Owner("acme", "u9"), at)
     assert (given.id, given.tenant_id, given.user_id) == (stray.id, "acme", "u9")
     assert store.transactions[stray.id] == given
     assert kinds(store.outbox) == Counter({"payment_received": receipts} if receipts else {})
     # Given again, or to another tenant: the payment keeps the tenant it has, and no email is asked twice.
-    assert (await use_case.give_tenant(stray, Owner("other"), at)).tenant_id == "acme"
+    assert (await use_case.assign_tenant(stray, Owner("other"), at)).tenant_id == "acme"
     assert len(store.outbox) == receipts
 
 
@@ -495,12 +495,12 @@ async def test_a_subscription_given_its_tenant_by_an_operator_brings_its_payment
         await use_case.execute([incoming("stripe", event)])
     assert {r.tenant_id for r in [*store.transactions.values(), *store.subscriptions.values()]} == {None}
     [sub] = store.subscriptions.values()
-    given = await use_case.give_subscription_tenant(SubRef(sub.provider, s.sub), Owner("acme", "u9"), sub.status_at)
+    given = await use_case.assign_subscription_tenant(SubRef(sub.provider, s.sub), Owner("acme", "u9"), sub.status_at)
     assert (given.id, given.tenant_id) == (sub.id, "acme")
     [payment] = store.transactions.values()
     assert (payment.tenant_id, payment.user_id) == ("acme", "u9")
     assert kinds(store.outbox) == Counter({"payment_received": 1})  # the invoice's address; none for the sub
-    assert await use_case.give_subscription_tenant(SubRef(sub.provider, "sub_unknown"), Owner("acme"),
+    assert await use_case.assign_subscription_tenant(SubRef(sub.provider, "sub_unknown"), Owner("acme"),
                                                    sub.status_at) is None
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from billing.domain.ingest import IngestEvents, Outcome, TransientStoreError
+from billing.domain.events import Outcome, TransientStoreError
+from billing.domain.ingest import IngestEvents
 from billing.domain.recovery import InvalidRange, RecoverEvents
 from trigger.flows import FLOWS
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from billing.domain.ingest import IngestEvents, Outcome
+from billing.domain.events import Outcome
+from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider, SubStatus, Transaction, TxnStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from billing.config import Settings
-from billing.domain.ingest import IngestEvents, Outcome
+from billing.domain.events import Outcome
+from billing.domain.ingest import IngestEvents
 from billing.domain.scope import StripeScope
 from servicekit.env import ConfigError
 from trigger.events import StripeScenario

@@ -13,7 +13,7 @@ import orjson
 from pgkit import pool as pgkit_pool
 from pgkit.migrations import lock_id
 
-from billing.domain.ingest import BatchUnit, EventRecord, KnownEvents, TransientStoreError
+from billing.domain.events import BatchUnit, EventRecord, KnownEvents, TransientStoreError
 from billing.domain.model import (
     Provider,
     Refund,

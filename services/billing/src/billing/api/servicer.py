@@ -12,7 +12,7 @@ from servicekit.logs import request_id_var
 from servicekit.timestamps import field_datetime, to_timestamp
 
 from billing.domain import ingest
-from billing.domain.ingest import IncomingEvent, IngestResult, Outcome, TransientStoreError
+from billing.domain.events import IncomingEvent, IngestResult, Outcome, TransientStoreError
 from billing.domain.model import Provider, Subscription, Transaction
 from billing.domain.queries import (
     AlreadyExists,

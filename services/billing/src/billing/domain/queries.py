@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from billing.domain.ingest import IncomingEvent, IngestEvents, IngestResult
+from billing.domain.events import IncomingEvent, IngestResult
+from billing.domain.ingest import IngestEvents
 from billing.domain.model import Owner, Provider, SubRef, SubStatus, Subscription, Transaction, TxnStatus
 
 log = logging.getLogger(__name__)
@@ -310,7 +311,7 @@ class BillingApi:
             raise NotFound(f"no transaction {txn_id}")
         row = found.row
         if not row.tenant_id:
-            row = await self._ingest.give_tenant(row, owner, self._clock(), request_id) or row
+            row = await self._ingest.assign_tenant(row, owner, self._clock(), request_id) or row
         if row.tenant_id != tenant_id:
             raise NotAssignable(f"transaction {row.id} belongs to another tenant" if row.tenant_id
                                 else f"transaction {row.id} was merged into another since; look it up again")
@@ -324,7 +325,7 @@ class BillingApi:
             raise InvalidRequest("provider", "is required")
         ref = SubRef(provider, _text("subscription_id", sub_id))
         owner = Owner(_tenant(tenant_id), _text("user_id", user_id, required=False) or None)
-        row = await self._ingest.give_subscription_tenant(ref, owner, self._clock(), request_id)
+        row = await self._ingest.assign_subscription_tenant(ref, owner, self._clock(), request_id)
         if row is None:
             raise NotFound(f"no {provider.value} subscription {sub_id}")
         if row.tenant_id != tenant_id:

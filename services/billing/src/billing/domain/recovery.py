@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from billing.domain import razorpay_events, stripe_events
-from billing.domain.ingest import IncomingEvent, IngestEvents, Outcome, TransientStoreError
+from billing.domain.events import IncomingEvent, Outcome, TransientStoreError
+from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider
 
 log = logging.getLogger(__name__)
