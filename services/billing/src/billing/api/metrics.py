@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from billing.domain import razorpay_events, stripe_events
+from billing.domain.providers import razorpay_events, stripe_events
 from billing.domain.events import Attention, IncomingEvent, IngestResult, Outcome
 from billing.domain.model import Provider
 

@@ -9,9 +9,9 @@ from datetime import datetime
 
 import orjson
 
-from billing.domain import razorpay_events, stripe_events
+from billing.domain.providers import razorpay_events, stripe_events
 from billing.domain.events import Attention, EventRecord, IncomingEvent, IngestResult, KnownEvents, Outcome
-from billing.domain.fields import InvalidEvent
+from billing.domain.providers.fields import InvalidEvent
 from billing.domain.merge import absorb, merge_payment, merge_subscription, twin_to_keep
 from billing.domain.model import (
     Owner,

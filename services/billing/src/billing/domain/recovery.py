@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from billing.domain import razorpay_events, stripe_events
+from billing.domain.providers import razorpay_events, stripe_events
 from billing.domain.events import IncomingEvent, Outcome, TransientStoreError
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billing.domain import fields as f
+from billing.domain.providers import fields as f
 from billing.domain.model import (
     CONTACT_ACCOUNT,
     Failure,

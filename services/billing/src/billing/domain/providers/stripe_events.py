@@ -14,8 +14,8 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from billing.domain import fields as f
-from billing.domain.fields import InvalidEvent
+from billing.domain.providers import fields as f
+from billing.domain.providers.fields import InvalidEvent
 from billing.domain.model import (
     CONTACT_ACCOUNT,
     CONTACT_CARD,
