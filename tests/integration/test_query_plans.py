@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from billing.adapters.outbox import PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.queries import PostgresBillingReader
-from billing.domain.dispatch import Outcome
+from billing.domain.dispatch import DispatchResult
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider
 from billing.domain.queries import EventFilter, PendingPayment
@@ -74,7 +74,7 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
             await ingest.execute([incoming(flow.provider, e) for e in flow.build("t1", "u1")])
         outbox = PostgresOutbox(pool)
         items = await outbox.claim_due(10, timedelta(seconds=30))
-        await outbox.record_outcomes([Outcome(i.id, "retry", "x", datetime.now(UTC)) for i in items])
+        await outbox.record_outcomes([DispatchResult(i.id, "retry", "x", datetime.now(UTC)) for i in items])
         await outbox.next_due_in()
         reader = PostgresBillingReader(pool)  # the internal API's lookups by key
         pending, _, _ = await reader.create_pending(PendingPayment("order-1", "t1", "u1", Provider.STRIPE, 4999,

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from billing.domain.dispatch import DispatchEmails, NotifierUnavailable, Outcome, OutboxItem
+from billing.domain.dispatch import DispatchEmails, NotifierUnavailable, DispatchResult, OutboxItem
 
 
 def _item(n: int) -> OutboxItem:
@@ -14,7 +14,7 @@ def _item(n: int) -> OutboxItem:
 class FakeOutbox:
     items: list[OutboxItem]
     claimed_limits: list[int] = field(default_factory=list)
-    recorded: list[Outcome] = field(default_factory=list)
+    recorded: list[DispatchResult] = field(default_factory=list)
 
     async def claim_due(self, limit: int, lease: timedelta) -> list[OutboxItem]:
         self.claimed_limits.append(limit)
@@ -24,7 +24,7 @@ class FakeOutbox:
     async def next_due_in(self) -> float | None:
         return 0.0 if self.items else None
 
-    async def record_outcomes(self, outcomes: list[Outcome]) -> None:
+    async def record_outcomes(self, outcomes: list[DispatchResult]) -> None:
         self.recorded.extend(outcomes)
 
 

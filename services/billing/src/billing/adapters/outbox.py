@@ -14,7 +14,7 @@ import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from servicekit.timestamps import to_timestamp
 
-from billing.domain.dispatch import NotifierUnavailable, Outcome, OutboxItem
+from billing.domain.dispatch import NotifierUnavailable, DispatchResult, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class PostgresOutbox:
         return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], orjson.loads(r["request"]), r["attempts"],
                            r["request_id"] or "") for r in rows]
 
-    async def record_outcomes(self, outcomes: list[Outcome]) -> None:
+    async def record_outcomes(self, outcomes: list[DispatchResult]) -> None:
         await self._pool.execute(
             """
             UPDATE billing.email_outbox AS b

@@ -45,12 +45,12 @@ class Notifier(Protocol):
 class Outbox(Protocol):
     async def claim_due(self, limit: int, lease: timedelta) -> list[OutboxItem]: ...
     async def next_due_in(self) -> float | None: ...
-    async def record_outcomes(self, outcomes: list[Outcome]) -> None: ...
+    async def record_outcomes(self, outcomes: list[DispatchResult]) -> None: ...
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """delivered, retry (at next_attempt_at) or dead."""
+class DispatchResult:
+    """What handing one outbox email to the notifier came to: delivered, retry (at next_attempt_at) or dead."""
 
     item_id: str
     status: str
@@ -91,12 +91,12 @@ class DispatchEmails:
         outcomes = []
         for item, refusal in zip(items, refusals, strict=True):
             if refusal is None:
-                outcomes.append(Outcome(item.id, "delivered"))
+                outcomes.append(DispatchResult(item.id, "delivered"))
                 continue
             # A refusal is a defect on our side (an invalid request): kept as dead for operators.
             log.error("notifier rejected an email request", extra={"fields": {"key": item.idempotency_key,
                                                                               "error": refusal}})
-            outcomes.append(Outcome(item.id, "dead", refusal))
+            outcomes.append(DispatchResult(item.id, "dead", refusal))
         await self._outbox.record_outcomes(outcomes)
         return len(items)
 
@@ -108,6 +108,6 @@ class DispatchEmails:
                 return remaining
         return await self._outbox.next_due_in()
 
-    def _retry(self, item: OutboxItem, error: str) -> Outcome:
+    def _retry(self, item: OutboxItem, error: str) -> DispatchResult:
         delay = self._rng.uniform(0.5, min(self._max_delay, 2.0 ** min(item.attempts, 10)))
-        return Outcome(item.id, "retry", error, self._clock() + timedelta(seconds=delay))
+        return DispatchResult(item.id, "retry", error, self._clock() + timedelta(seconds=delay))

@@ -11,7 +11,7 @@ import asyncpg
 from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import migrate as _migrate
 
-from notifier.domain.emails import ListFilter, NewEmail, Outcome
+from notifier.domain.emails import ListFilter, NewEmail, DeliveryResult
 from notifier.domain.model import EmailRecord, EmailStatus, InvalidEmailRequest
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
@@ -144,7 +144,7 @@ class PostgresEmailLog:
         )
         return [_record(r) for r in rows]
 
-    async def record_outcomes(self, outcomes: list[Outcome]) -> None:
+    async def record_outcomes(self, outcomes: list[DeliveryResult]) -> None:
         await self._pool.execute(
             """
             UPDATE notifier.email_logs AS e

@@ -6,7 +6,7 @@ import time
 
 from prometheus_client import Counter, Histogram
 
-from notifier.domain.emails import EmailLog, MailSender, OutgoingMessage, Outcome, PermanentSendError
+from notifier.domain.emails import EmailLog, MailSender, OutgoingMessage, DeliveryResult, PermanentSendError
 
 EMAILS = Counter("notifier_emails_total", "Delivery attempts' results, by email kind and status "
                  "(sent, retrying, failed).", ["email_type", "status"])
@@ -45,7 +45,7 @@ class CountingLog:
     def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
-    async def record_outcomes(self, outcomes: list[Outcome]) -> None:
+    async def record_outcomes(self, outcomes: list[DeliveryResult]) -> None:
         await self._inner.record_outcomes(outcomes)
         for outcome in outcomes:
             if outcome.attempted:  # one given back unsent is no delivery outcome

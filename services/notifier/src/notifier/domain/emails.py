@@ -77,7 +77,7 @@ class NewEmail:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryResult:
     """What one delivery attempt came to: sent, retry at `next_attempt_at`, or failed for good."""
 
     email_id: str
@@ -104,7 +104,7 @@ class EmailLog(Protocol):
     async def get(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
     async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]: ...
     async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]: ...
-    async def record_outcomes(self, outcomes: list[Outcome]) -> None: ...
+    async def record_outcomes(self, outcomes: list[DeliveryResult]) -> None: ...
     async def requeue(self, tenant_id: str, ids: Sequence[str]) -> list[str]:
         """Queue the tenant's emails again if every one exists and has failed, else none; the ids queued."""
         ...
@@ -313,11 +313,11 @@ class _OutcomeWriter:
 
     def __init__(self, log_: EmailLog) -> None:
         self._log = log_
-        self._waiting: list[Outcome] = []
+        self._waiting: list[DeliveryResult] = []
         self._writing: asyncio.Task[None] | None = None
         self._error: Exception | None = None
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: DeliveryResult) -> None:
         self._waiting.append(outcome)
         if self._writing is None and self._error is None:
             self._writing = asyncio.get_running_loop().create_task(self._write())
@@ -386,13 +386,13 @@ class DeliverEmails:
         await writer.done()
         return len(due)
 
-    def _give_back(self, record: EmailRecord) -> Outcome:
+    def _give_back(self, record: EmailRecord) -> DeliveryResult:
         log.info("email given back unsent: its lease would not outlast a send",
                  extra={"fields": {"email_id": record.id, "email_type": record.email_type}})
-        return Outcome(record.id, record.status, record.error_message, self._clock(), record.email_type,
+        return DeliveryResult(record.id, record.status, record.error_message, self._clock(), record.email_type,
                        attempted=False)
 
-    async def _deliver(self, record: EmailRecord) -> Outcome:
+    async def _deliver(self, record: EmailRecord) -> DeliveryResult:
         message = OutgoingMessage(record.message_id, record.to_email, record.to_name, record.tenant_name,
                                   record.subject, record.html, record.text)
         fields = {"email_id": record.id, "email_type": record.email_type, "attempt": record.attempts}
@@ -400,17 +400,17 @@ class DeliverEmails:
             await self._sender.send(message)
         except PermanentSendError as exc:
             log.warning("email refused", extra={"fields": {**fields, "reply": str(exc)}})
-            return Outcome(record.id, EmailStatus.FAILED, str(exc), email_type=record.email_type)
+            return DeliveryResult(record.id, EmailStatus.FAILED, str(exc), email_type=record.email_type)
         except TransientSendError as exc:
             # The window counts from when the email was queued: accepted, or queued again by an operator.
             too_old = self._clock() - (record.requeued_at or record.created_at) > self._policy.give_up_after
             if record.attempts >= self._policy.max_attempts or too_old:
                 log.warning("email retries exhausted", extra={"fields": {**fields, "error": str(exc)}})
-                return Outcome(record.id, EmailStatus.FAILED, f"gave up after {record.attempts} attempts: {exc}",
+                return DeliveryResult(record.id, EmailStatus.FAILED, f"gave up after {record.attempts} attempts: {exc}",
                                email_type=record.email_type)
             delay = self._policy.next_delay(record.attempts, self._rng)
             log.info("email will be retried", extra={"fields": {**fields, "error": str(exc), "delay": delay}})
-            return Outcome(record.id, EmailStatus.RETRYING, str(exc), self._clock() + timedelta(seconds=delay),
+            return DeliveryResult(record.id, EmailStatus.RETRYING, str(exc), self._clock() + timedelta(seconds=delay),
                            record.email_type)
         log.info("email sent", extra={"fields": fields})
-        return Outcome(record.id, EmailStatus.SENT, email_type=record.email_type)
+        return DeliveryResult(record.id, EmailStatus.SENT, email_type=record.email_type)
