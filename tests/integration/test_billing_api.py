@@ -12,12 +12,12 @@ import grpc
 import pytest
 from billing import cli as billing_cli
 from billing.adapters.postgres import EventRetryPolicy, PostgresEventStore, create_pool
-from billing.adapters.queries import PostgresBillingReader
+from billing.adapters.reader import PostgresBillingReader
 from billing.api.metrics import record_ingest
 from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
-from billing.domain import queries as billing_queries
-from billing.domain.queries import BillingApi, EventFilter
+from billing.domain import internal_api
+from billing.domain.internal_api import BillingApi, EventFilter
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import REGISTRY
@@ -592,7 +592,7 @@ async def test_emails_the_notifier_refused_are_listed_oldest_first_and_queued_ag
 async def test_replaying_all_failed_events_goes_on_while_a_full_share_makes_progress(
         billing_server, db, monkeypatch, capsys):
     addr, ingest = billing_server
-    monkeypatch.setattr(billing_queries, "MAX_REPLAYED", 2)  # a share of two, for three events
+    monkeypatch.setattr(internal_api, "MAX_REPLAYED", 2)  # a share of two, for three events
     monkeypatch.setattr(billing_cli, "MAX_REPLAYED", 2)
     monkeypatch.setenv("BILLING_ADDR", addr)
     await db.execute("""

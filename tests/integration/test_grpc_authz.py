@@ -12,10 +12,10 @@ import grpc
 import pytest
 import trustme
 from billing.adapters.postgres import PostgresEventStore, create_pool
-from billing.adapters.queries import PostgresBillingReader
+from billing.adapters.reader import PostgresBillingReader
 from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
-from billing.domain.queries import BillingApi
+from billing.domain.internal_api import BillingApi
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from devstack.stack import free_port

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 from billing.adapters.outbox import PostgresOutbox
-from billing.adapters.queries import PostgresBillingReader
+from billing.adapters.reader import PostgresBillingReader
 from notifier.adapters.postgres import PostgresEmailLog
 
 

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 from billing.adapters.outbox import PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
-from billing.adapters.queries import PostgresBillingReader
+from billing.adapters.reader import PostgresBillingReader
 from billing.domain.dispatch import DispatchResult
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider
-from billing.domain.queries import EventFilter, PendingPayment
+from billing.domain.internal_api import EventFilter, PendingPayment
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.domain.emails import AcceptEmail, DeliverEmails, EmailFactory, InlineEmails, RetryPolicy
 from notifier.domain.model import EmailKind

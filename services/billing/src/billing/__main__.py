@@ -24,13 +24,13 @@ from servicekit.worker import PollingWorker
 from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
-from billing.adapters.queries import PostgresBillingReader
+from billing.adapters.reader import PostgresBillingReader
 from billing.api.metrics import record_ingest, refresh_gauges
 from billing.api.servicer import BillingServicer
 from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
 from billing.domain.ingest import IngestEvents
-from billing.domain.queries import BillingApi
+from billing.domain.internal_api import BillingApi
 from billing.domain.recovery import InvalidRange, RecoverEvents
 
 log = logging.getLogger("billing")

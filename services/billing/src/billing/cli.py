@@ -27,7 +27,7 @@ from google.protobuf.json_format import MessageToDict
 from servicekit.operator import run_command
 from servicekit.tls import GrpcTls
 
-from billing.domain.queries import MAX_REFUSED, MAX_REPLAYED, MAX_UNATTRIBUTED
+from billing.domain.internal_api import MAX_REFUSED, MAX_REPLAYED, MAX_UNATTRIBUTED
 
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,15 +16,10 @@ from pgkit.migrations import lock_id
 from billing.domain.events import BatchUnit, EventRecord, KnownEvents, TransientStoreError
 from billing.domain.model import (
     Provider,
-    Refund,
-    RefundState,
     SubRef,
-    SubStatus,
-    Subscription,
-    Transaction,
     TxnRef,
-    TxnStatus,
 )
+from billing.adapters.rows import PG_TYPES, SUB_COLUMNS, TXN_COLUMNS, subscription_from_row, transaction_from_row
 from billing.domain.working_set import WorkingSet
 from billing.domain.notifications import EmailIntent
 
@@ -41,25 +36,10 @@ _TRANSIENT = (
     TimeoutError,
 )
 
-_TXN_COLUMNS = [f.name for f in fields(Transaction)]
-_SUB_COLUMNS = [f.name for f in fields(Subscription)]
-
-
-# PostgreSQL types of the row columns (the rest are text).
-_PG_TYPES = {
-    "id": "uuid", "amount": "bigint", "amount_refunded": "bigint", "requested_amount": "bigint", "currency": "text",
-    "customer_email_rank": "smallint", "customer_name_rank": "smallint", "refunds": "jsonb",
-    "refunds_reported": "bigint", "price_amount": "bigint",
-    "status_at": "timestamptz", "failed_at": "timestamptz", "paid_at": "timestamptz",
-    "refunded_at": "timestamptz", "disputed_at": "timestamptz", "current_period_start": "timestamptz",
-    "current_period_end": "timestamptz", "cancelled_at": "timestamptz", "cancel_at": "timestamptz", "trial_ends": "timestamptz",
-}
-
-
 def _upsert_sql(table: str, columns: list[str], param: str) -> str:
     """Upsert the rows of a JSON document (one parameter, parsed by PostgreSQL) rather than an array per
     column, each value of which asyncpg would type-check and encode."""
-    record = ", ".join(f"{c} {_PG_TYPES.get(c, 'text')}" for c in columns)
+    record = ", ".join(f"{c} {PG_TYPES.get(c, 'text')}" for c in columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "id")
     return (
         f"INSERT INTO billing.{table} ({', '.join(columns)}) "
@@ -81,8 +61,8 @@ def _next_retry_at(status: str, attempts: str, at: str, policy: tuple[str, str, 
 # whether or not its document holds rows. The parts write different tables, so none needs to see another's
 # rows. Event payloads are embedded in the document as JSON values (they were parsed as objects already).
 _WRITE_BATCH = f"""
-WITH subscriptions AS ({_upsert_sql("user_subscriptions", _SUB_COLUMNS, "$1")}),
-transactions AS ({_upsert_sql("transactions", _TXN_COLUMNS, "$2")}),
+WITH subscriptions AS ({_upsert_sql("user_subscriptions", SUB_COLUMNS, "$1")}),
+transactions AS ({_upsert_sql("transactions", TXN_COLUMNS, "$2")}),
 outbox AS (
     INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, request_id, next_attempt_at)
     SELECT gen_random_uuid(), idempotency_key, kind, request, nullif(request_id, ''),
@@ -186,37 +166,6 @@ def _outbox_row(email: EmailIntent) -> dict[str, Any]:
             "request_id": email.request_id, "hold_seconds": email.hold.total_seconds()}
 
 
-_TXN_TIMES = [c for c in _TXN_COLUMNS if _PG_TYPES.get(c) == "timestamptz"]
-_SUB_TIMES = [c for c in _SUB_COLUMNS if _PG_TYPES.get(c) == "timestamptz"]
-
-
-def _times(data: dict[str, Any], columns: list[str]) -> None:
-    # Rows read as JSON carry times as RFC 3339 text; asyncpg records carry datetimes already.
-    for c in columns:
-        if isinstance(data[c], str):
-            data[c] = datetime.fromisoformat(data[c])
-
-
-def _transaction(row: Mapping[str, Any]) -> Transaction:
-    """A transaction from its row: an asyncpg record, or the row as PostgreSQL's JSON gives it."""
-    data = {c: row[c] for c in _TXN_COLUMNS}
-    _times(data, _TXN_TIMES)
-    refunds = data["refunds"]
-    if isinstance(refunds, str):  # an asyncpg record carries jsonb as its text; the JSON rows, parsed
-        refunds = orjson.loads(refunds)
-    data.update(id=str(row["id"]), provider=Provider(row["provider"]), status=TxnStatus(row["status"]),
-                refunds=tuple(Refund(r["id"], r["amount"], RefundState(r["state"]), r.get("failure_reason"))
-                              for r in refunds))
-    return Transaction(**data)
-
-
-def _subscription(row: Mapping[str, Any]) -> Subscription:
-    data = {c: row[c] for c in _SUB_COLUMNS}
-    _times(data, _SUB_TIMES)
-    data.update(id=str(row["id"]), provider=Provider(row["provider"]), status=SubStatus(row["status"]))
-    return Subscription(**data)
-
-
 @dataclass(frozen=True)
 class EventRetryPolicy:
     """Automatic retries of failed events: base * 2^(attempt-1) seconds, capped, up to max_attempts."""
@@ -253,8 +202,8 @@ class PostgresUnit(BatchUnit):
             [bytes.fromhex(b) for b in bodies],
         )
         ws = WorkingSet()
-        ws.transactions = [_transaction(r) for r in orjson.loads(row["transactions"])]
-        ws.subscriptions = [_subscription(r) for r in orjson.loads(row["subscriptions"])]
+        ws.transactions = [transaction_from_row(r) for r in orjson.loads(row["transactions"])]
+        ws.subscriptions = [subscription_from_row(r) for r in orjson.loads(row["subscriptions"])]
         known = KnownEvents({(p, e): status for p, e, status in orjson.loads(row["known"])},
                             {body: event_id for body, event_id in orjson.loads(row["bodies"])})
         return known, ws

@@ -14,14 +14,10 @@ from servicekit.timestamps import field_datetime, to_timestamp
 from billing.domain import ingest
 from billing.domain.events import IncomingEvent, IngestResult, Outcome, TransientStoreError
 from billing.domain.model import Provider, Subscription, Transaction
-from billing.domain.queries import (
-    AlreadyExists,
+from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
+from billing.domain.internal_api import (
     BillingApi,
     EventFilter,
-    InvalidRequest,
-    NotAssignable,
-    NotFound,
-    NotReplayable,
     PendingPayment,
     Stamped,
     StoredEvent,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
 from billing.domain.events import IncomingEvent, IngestResult
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Owner, Provider, SubRef, SubStatus, Subscription, Transaction, TxnStatus
@@ -22,28 +23,6 @@ MAX_REPLAYED = 1000  # failed events one "replay all" applies, the earliest rece
 MAX_REFUSED = 1000  # refused emails one call lists or queues again
 MAX_UNATTRIBUTED = 1000  # payments, or subscriptions, without a tenant one call lists
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-
-class InvalidRequest(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class NotFound(Exception):
-    pass
-
-
-class AlreadyExists(Exception):
-    pass
-
-
-class NotReplayable(Exception):
-    """Only failed events are replayed; the others already had their effect."""
-
-
-class NotAssignable(Exception):
-    """A payment that has a tenant is never given another."""
 
 
 @dataclass(frozen=True)

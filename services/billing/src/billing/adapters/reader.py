@@ -11,11 +11,11 @@ import asyncpg
 from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import lock_id
 
-from billing.adapters.postgres import _subscription, _transaction
+from billing.adapters.rows import subscription_from_row, transaction_from_row
 from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
-from billing.domain.queries import (
+from billing.domain.errors import InvalidRequest
+from billing.domain.internal_api import (
     EventFilter,
-    InvalidRequest,
     Page,
     PendingPayment,
     RefusedEmail,
@@ -48,11 +48,11 @@ def _page(rows: list, limit: int, build, stamp_key: str) -> Page:
 
 
 def _stamped_txn(row: asyncpg.Record) -> Stamped[Transaction]:
-    return Stamped(_transaction(row), row["created_at"], row["updated_at"])
+    return Stamped(transaction_from_row(row), row["created_at"], row["updated_at"])
 
 
 def _stamped_sub(row: asyncpg.Record) -> Stamped[Subscription]:
-    return Stamped(_subscription(row), row["created_at"], row["updated_at"])
+    return Stamped(subscription_from_row(row), row["created_at"], row["updated_at"])
 
 
 def _event(row: asyncpg.Record) -> StoredEvent:
