@@ -104,7 +104,8 @@ async def test_sigterm_under_load_answers_every_webhook_and_commits_every_acknow
     assert dropped == [], [(d.error, d.started - burst.signalled_at) for d in dropped[:5]]
     assert {r.status for r in burst.answered} <= {200, 503}
     acknowledged = [r.delivery for r in burst.answered if r.status == 200]
-    stored = {(r["provider"], r["event_id"]) for r in await db.fetch("SELECT provider, event_id FROM billing.webhook_events")}
+    rows = await db.fetch("SELECT provider, event_id FROM billing.webhook_events")
+    stored = {(r["provider"], r["event_id"]) for r in rows}
     assert acknowledged, "nothing was acknowledged before the shutdown"
     assert {(d.provider, d.event_id) for d in acknowledged} <= stored
 

@@ -23,7 +23,8 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.api.servicer import NotifierServicer
-from notifier.domain.emails import AcceptEmail, EmailFactory, InlineEmails, ReadEmails, RequeueFailedEmails
+from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
+from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 from prometheus_client import REGISTRY
 from servicekit import tls as tls_module

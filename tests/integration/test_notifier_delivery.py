@@ -15,18 +15,11 @@ from devstack.mailsink import MailSink
 from devstack.stack import free_port
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
-from notifier.domain.emails import (
-    AcceptEmail,
-    DeliverEmails,
-    EmailFactory,
-    IdempotencyConflict,
-    InlineEmails,
-    OutgoingMessage,
-    DeliveryResult,
-    RequeueFailedEmails,
-    RetryPolicy,
-    TransientSendError,
-)
+from notifier.domain.model import IdempotencyConflict
+from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
+from notifier.domain.deliver import DeliverEmails, RetryPolicy
+from notifier.domain.operations import RequeueFailedEmails
+from notifier.domain.ports import DeliveryResult, OutgoingMessage, TransientSendError
 from notifier.domain.model import EmailKind, EmailStatus
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample

@@ -14,8 +14,9 @@ from notifier.adapters.postgres import PostgresEmailLog
 from notifier.adapters.workers import WorkerEmails
 from notifier import cli as notifier_cli
 from notifier.api.servicer import NotifierServicer
-from notifier.domain import emails as notifier_emails
-from notifier.domain.emails import AcceptEmail, ReadEmails, RequeueFailedEmails
+from notifier.domain import operations as notifier_operations
+from notifier.domain.accept import AcceptEmail
+from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 import asyncpg
 from billing.adapters import outbox as billing_outbox
@@ -255,7 +256,7 @@ async def test_retry_sends_failed_emails_again_all_or_none(stub, db):
 
 async def test_the_command_line_queues_a_time_window_again_share_by_share(notifier_addr, stub, db, monkeypatch,
                                                                           capsys):
-    monkeypatch.setattr(notifier_emails, "MAX_REQUEUED", 2)  # shares of two, for three failed emails
+    monkeypatch.setattr(notifier_operations, "MAX_REQUEUED", 2)  # shares of two, for three failed emails
     monkeypatch.setattr(notifier_cli, "MAX_REQUEUED", 2)
     monkeypatch.setenv("NOTIFIER_ADDR", notifier_addr)
     ids = [(await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key=f"w{n}", content=content()))).email.id

@@ -18,7 +18,8 @@ from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider
 from billing.domain.internal_api import EventFilter, PendingPayment
 from notifier.adapters.postgres import PostgresEmailLog
-from notifier.domain.emails import AcceptEmail, DeliverEmails, EmailFactory, InlineEmails, RetryPolicy
+from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
+from notifier.domain.deliver import DeliverEmails, RetryPolicy
 from notifier.domain.model import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample

@@ -13,7 +13,8 @@ import sys
 import psutil
 import pytest
 from notifier.adapters.workers import WorkerEmails
-from notifier.domain.emails import EmailFactory, NewEmail, Submission
+from notifier.domain.accept import EmailFactory, Submission
+from notifier.domain.ports import NewEmail
 from notifier.domain.model import EmailKind, InvalidEmailRequest
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifier.domain.emails import DeliverEmails, RetryPolicy
+from notifier.domain.deliver import DeliverEmails, RetryPolicy
 from notifier.domain.model import EmailRecord, EmailStatus
 
 from tests.support import wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from notifier.api.metrics import CountingLog, TimedSender
-from notifier.domain.emails import OutgoingMessage, DeliveryResult, PermanentSendError
+from notifier.domain.ports import DeliveryResult, OutgoingMessage, PermanentSendError
 from notifier.domain.model import EmailStatus
 from prometheus_client import REGISTRY
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiosmtplib
 import pytest
 from notifier.adapters.smtp import _classify
-from notifier.domain.emails import PermanentSendError, TransientSendError
+from notifier.domain.ports import PermanentSendError, TransientSendError
 
 
 @pytest.mark.parametrize(

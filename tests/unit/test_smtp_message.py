@@ -5,7 +5,7 @@ from email import message_from_bytes, policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from notifier.adapters.smtp import build_message
-from notifier.domain.emails import OutgoingMessage
+from notifier.domain.ports import OutgoingMessage
 
 # What validation lets through to a header: any printable text, no line breaks or other controls.
 # (Leading and trailing blanks are not significant in a header.)

@@ -27,15 +27,9 @@ from notifier.adapters.workers import WorkerEmails
 from notifier.api.metrics import CountingLog, TimedSender
 from notifier.api.servicer import NotifierServicer
 from notifier.config import Settings
-from notifier.domain.emails import (
-    AcceptEmail,
-    DeliverEmails,
-    EmailFactory,
-    InlineEmails,
-    ReadEmails,
-    RequeueFailedEmails,
-    RetryPolicy,
-)
+from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
+from notifier.domain.deliver import DeliverEmails, RetryPolicy
+from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.model import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample

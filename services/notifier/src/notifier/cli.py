@@ -19,7 +19,7 @@ from servicekit.operator import run_command
 from servicekit.timestamps import to_timestamp
 from servicekit.tls import GrpcTls
 
-from notifier.domain.emails import MAX_REQUEUED
+from notifier.domain.operations import MAX_REQUEUED
 
 
 async def run(args: argparse.Namespace, tls: GrpcTls) -> int:

@@ -23,7 +23,8 @@ PG_TYPES = {
     "refunds_reported": "bigint", "price_amount": "bigint",
     "status_at": "timestamptz", "failed_at": "timestamptz", "paid_at": "timestamptz",
     "refunded_at": "timestamptz", "disputed_at": "timestamptz", "current_period_start": "timestamptz",
-    "current_period_end": "timestamptz", "cancelled_at": "timestamptz", "cancel_at": "timestamptz", "trial_ends": "timestamptz",
+    "current_period_end": "timestamptz", "cancelled_at": "timestamptz", "cancel_at": "timestamptz",
+    "trial_ends": "timestamptz",
 }
 
 

@@ -174,8 +174,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.IngestEventsResponse(results=[_encode(r) for r in results])
 
     @errors
-    async def CreatePendingTransaction(self, request: billing_pb2.CreatePendingTransactionRequest,
-                                       context: grpc.aio.ServicerContext) -> billing_pb2.CreatePendingTransactionResponse:
+    async def CreatePendingTransaction(
+            self, request: billing_pb2.CreatePendingTransactionRequest, context: grpc.aio.ServicerContext,
+    ) -> billing_pb2.CreatePendingTransactionResponse:
         pending = PendingPayment(
             idempotency_key=request.idempotency_key, tenant_id=request.tenant_id, user_id=request.user_id,
             provider=_PROVIDERS.get(request.provider), amount=request.amount.amount_minor,
@@ -246,14 +247,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                      created_at=to_timestamp(e.created_at)) for e in emails])
 
     @errors
-    async def ListUnattributedTransactions(self, request: billing_pb2.ListUnattributedTransactionsRequest,
-                                           context: grpc.aio.ServicerContext) -> billing_pb2.ListUnattributedTransactionsResponse:
+    async def ListUnattributedTransactions(
+            self, request: billing_pb2.ListUnattributedTransactionsRequest, context: grpc.aio.ServicerContext,
+    ) -> billing_pb2.ListUnattributedTransactionsResponse:
         payments = await self._api.unattributed_payments(request.limit)
         return billing_pb2.ListUnattributedTransactionsResponse(transactions=[_transaction_pb(t) for t in payments])
 
     @errors
-    async def ListUnattributedSubscriptions(self, request: billing_pb2.ListUnattributedSubscriptionsRequest,
-                                            context: grpc.aio.ServicerContext) -> billing_pb2.ListUnattributedSubscriptionsResponse:
+    async def ListUnattributedSubscriptions(
+            self, request: billing_pb2.ListUnattributedSubscriptionsRequest, context: grpc.aio.ServicerContext,
+    ) -> billing_pb2.ListUnattributedSubscriptionsResponse:
         subscriptions = await self._api.unattributed_subscriptions(request.limit)
         return billing_pb2.ListUnattributedSubscriptionsResponse(
             subscriptions=[_subscription_pb(s) for s in subscriptions])
@@ -266,8 +269,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.AssignTransactionTenantResponse(transaction=_transaction_pb(payment))
 
     @errors
-    async def AssignSubscriptionTenant(self, request: billing_pb2.AssignSubscriptionTenantRequest,
-                                       context: grpc.aio.ServicerContext) -> billing_pb2.AssignSubscriptionTenantResponse:
+    async def AssignSubscriptionTenant(
+            self, request: billing_pb2.AssignSubscriptionTenantRequest, context: grpc.aio.ServicerContext,
+    ) -> billing_pb2.AssignSubscriptionTenantResponse:
         subscription = await self._api.assign_subscription_tenant(
             _PROVIDERS.get(request.provider), request.subscription_id, request.tenant_id, request.user_id,
             request_id_var.get())

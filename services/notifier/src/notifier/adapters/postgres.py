@@ -11,7 +11,7 @@ import asyncpg
 from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import migrate as _migrate
 
-from notifier.domain.emails import ListFilter, NewEmail, DeliveryResult
+from notifier.domain.ports import DeliveryResult, ListFilter, NewEmail
 from notifier.domain.model import EmailRecord, EmailStatus, InvalidEmailRequest
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"

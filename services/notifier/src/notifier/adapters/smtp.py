@@ -12,7 +12,7 @@ from email.utils import formataddr, formatdate
 
 import aiosmtplib
 
-from notifier.domain.emails import OutgoingMessage, PermanentSendError, TransientSendError
+from notifier.domain.ports import OutgoingMessage, PermanentSendError, TransientSendError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from servicekit.gctune import settle_after_startup
 
-from notifier.domain.emails import EmailFactory, NewEmail, Submission
+from notifier.domain.accept import EmailFactory, Submission
+from notifier.domain.ports import NewEmail
 from notifier.domain.model import InvalidEmailRequest
 from notifier.domain.render import Renderer
 

@@ -6,7 +6,7 @@ import time
 
 from prometheus_client import Counter, Histogram
 
-from notifier.domain.emails import EmailLog, MailSender, OutgoingMessage, DeliveryResult, PermanentSendError
+from notifier.domain.ports import DeliveryResult, EmailLog, MailSender, OutgoingMessage, PermanentSendError
 
 EMAILS = Counter("notifier_emails_total", "Delivery attempts' results, by email kind and status "
                  "(sent, retrying, failed).", ["email_type", "status"])

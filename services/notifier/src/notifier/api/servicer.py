@@ -9,15 +9,9 @@ from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from servicekit.grpcserve import maps_errors, nul_field
 from servicekit.timestamps import field_datetime, to_timestamp
 
-from notifier.domain.emails import (
-    AcceptEmail,
-    ListFilter,
-    NotFound,
-    NotRetryable,
-    ReadEmails,
-    RequeueFailedEmails,
-    Submission,
-)
+from notifier.domain.accept import AcceptEmail, Submission
+from notifier.domain.operations import NotFound, NotRetryable, ReadEmails, RequeueFailedEmails
+from notifier.domain.ports import ListFilter
 from notifier.domain.model import (
     EmailKind,
     EmailRecord,
