@@ -309,7 +309,8 @@ async def test_an_event_of_the_other_mode_is_stored_ignored_with_its_reason(pool
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 0
 
 
-BILLING_TABLES = ("webhook_events", "transactions", "user_subscriptions", "email_outbox", "transaction_merges")
+BILLING_TABLES = ("webhook_events", "transactions", "user_subscriptions", "email_outbox", "transaction_merges",
+                  "razorpay_bodies")
 ON_POSTGRES = settings(max_examples=24, deadline=None, derandomize=True,
                        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -110,6 +110,11 @@ async def test_hot_path_statements_planned_on_empty_tables_look_rows_up_by_their
                for scans in unattributed), unattributed
     [subscriptions] = [scans for sql, scans in plans.items() if "user_subscriptions WHERE tenant_id IS NULL" in sql]
     assert any(index == "user_subscriptions_unattributed_idx" for _, index, _ in subscriptions), subscriptions
+    # A Razorpay body is looked up by its digest alone, never through the events of every Razorpay delivery.
+    [read] = [scans for sql, scans in plans.items() if "AS bodies" in sql]
+    bodies = [(kind, index, cond) for kind, index, cond in read if "payload_sha256" in cond or "razorpay_bodies" in index]
+    assert bodies and all(index == "razorpay_bodies_pkey" for _, index, _ in bodies), read
+    assert not any(cond == "(provider = 'razorpay'::text)" for _, _, cond in read), read
     # A batch's amendments of emails waiting in the outbox find them by key, not by reading every pending
     # email (which, with the notifier away for a while, grows with every batch).
     [write] = [scans for sql, scans in plans.items() if "amended AS" in sql]

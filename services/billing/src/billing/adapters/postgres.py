@@ -84,6 +84,12 @@ amended AS (
                                ELSE o.next_attempt_at END
     WHERE o.idempotency_key = ANY($8::text[])
 ),
+bodies AS (
+    INSERT INTO billing.razorpay_bodies (payload_sha256, event_id)
+    SELECT decode(payload_sha256, 'hex'), event_id
+    FROM json_to_recordset($4::json) AS e(provider text, event_id text, payload_sha256 text)
+    WHERE provider = 'razorpay'
+),
 events AS (
     INSERT INTO billing.webhook_events
         (id, provider, event_id, event_type, payload, request_id, received_at, processed_at, status, error,
@@ -116,9 +122,8 @@ SELECT
      FROM billing.webhook_events e
      JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
        ON e.provider = k.provider AND e.event_id = k.event_id) AS known,
-    (SELECT coalesce(json_agg(json_build_array(encode(e.payload_sha256, 'hex'), e.event_id)), '[]')
-     FROM billing.webhook_events e
-     WHERE e.provider = 'razorpay' AND e.payload_sha256 = ANY($10::bytea[])) AS bodies,
+    (SELECT coalesce(json_agg(json_build_array(encode(b.payload_sha256, 'hex'), b.event_id)), '[]')
+     FROM billing.razorpay_bodies b WHERE b.payload_sha256 = ANY($10::bytea[])) AS bodies,
     (SELECT coalesce(json_agg(t), '[]') FROM (
         SELECT * FROM billing.transactions WHERE stripe_payment_intent_id = ANY($3::text[])
            OR stripe_invoice_id = ANY($4::text[])
