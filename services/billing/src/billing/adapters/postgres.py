@@ -267,7 +267,7 @@ class PostgresEventStore:
 
 def _begin_and_lock(keys: Sequence[str]) -> str:
     """BEGIN and the unit's locks as one simple query, one round trip. The lock ids are integers made
-    here (never text from outside), so they can stand in the statement's text. Taken in the order given
+    here (never text from outside), so they can be written into the statement's text. Taken in the order given
     (sorted by key): every unit takes its locks in one global order, and units never deadlock."""
     ids = ",".join(str(int(lock_id(k))) for k in keys)
     return ("BEGIN; SELECT pg_advisory_xact_lock(k) "

@@ -156,13 +156,13 @@ def _apply_facts(
             tuple(attention))
 
 
-def _warn_if_owner_differs(kind: str, row: Transaction | Subscription | None, told: Owner | None,
+def _warn_if_owner_differs(kind: str, row: Transaction | Subscription | None, named: Owner | None,
                            request_id: str) -> None:
     """The first owner recorded stays. An event naming another tenant means the platform's metadata is
     wrong somewhere: operators hear of it, and nothing moves the row to the other tenant."""
-    if row is not None and row.tenant_id and told is not None and told.tenant_id != row.tenant_id:
+    if row is not None and row.tenant_id and named is not None and named.tenant_id != row.tenant_id:
         log.warning("an event names another tenant than the one recorded; the recorded one stays",
-                    extra={"fields": {kind: row.id, "tenant_id": row.tenant_id, "event_tenant_id": told.tenant_id,
+                    extra={"fields": {kind: row.id, "tenant_id": row.tenant_id, "event_tenant_id": named.tenant_id,
                                       "request_id": request_id}})
 
 

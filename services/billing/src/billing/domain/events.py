@@ -52,7 +52,7 @@ class Attention(str, Enum):
     """What an event made that someone in finance has to act on."""
 
     DISPUTE_OPENED = "dispute_opened"  # evidence is due at the provider by its deadline
-    REFUND_FAILED = "refund_failed"  # the customer is still owed the money, and was told so
+    REFUND_FAILED = "refund_failed"  # the customer is still owed the money, and was emailed so
 
 
 @dataclass(frozen=True)

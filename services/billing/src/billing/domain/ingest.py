@@ -166,7 +166,7 @@ class IngestEvents:
         """An operator's word on whose a payment that no tenant owns is. It is written under the locks every
         event of the payment takes, so no event's write undoes it, and it asks for the emails that waited
         for a tenant, as an event bringing one at `at` would. A payment that has a tenant keeps it: the
-        row is returned as it stands. None when the payment is no longer there (merged since into
+        row is returned unchanged. None when the payment is no longer there (merged since into
         another)."""
         ref = payment.ref
 

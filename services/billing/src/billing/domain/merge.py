@@ -9,15 +9,15 @@ changes nothing. That holds because each field merges by a rule that is commutat
   up: what the refunds leave (refunded in full or in part, or paid again once every refund failed) is
   judged from the amounts, and dated by the latest report;
 - the charge (Stripe) or payment (Razorpay) the row names is the one that decided the outcome, once any
-  event names it (none while only an invoice or checkout told it); before an outcome, the latest
+  event names it (none while only an invoice or checkout reported it); before an outcome, the latest
   attempt's. Its receipt and payment method come with it;
 - identities and owner (tenant, user): first known value is kept (all events of one payment agree);
 - amount: what the first report of the payment made states (what was taken); before one, the first
-  known, except that a row made ahead holds what was asked only until the provider states an amount;
+  known, except that a row created before the payment holds what was asked until the provider states one;
 - customer address and name: each from the most trusted source (CONTACT_*), then the first in text order;
 - refunds: each refund by its id, its state the furthest it reached (pending, succeeded, then failed or
   cancelled, which are final); the largest cumulative amount refunded any event reported; the amount
-  refunded is what those say still stands (see `_refunded`); refund time: the latest;
+  refunded is what those say is still refunded (see `_refunded`); refund time: the latest;
 - paid and disputed time: the earliest;
 - failure details: those of the latest failure.
 """
@@ -64,8 +64,8 @@ _LATEST_WINS = (0, 3)
 
 
 def _txn_candidate(status: TxnStatus, at: datetime, provider_status: str | None) -> tuple[int, float, int, float, str]:
-    """Where a status report stands in the order that decides the row's status: tier, then (attempts
-    and disputes) the latest report, then rank; reports still equal (one status told by several events)
+    """A status report's place in the order that decides the row's status: tier, then (attempts and
+    disputes) the latest report, then rank; reports still equal (one status reported by several events)
     go to the earliest, so status_at is when the payment first reached its status, then to the
     provider's word."""
     tier, rank = _TXN_PRECEDENCE[status]
@@ -90,7 +90,7 @@ _SUB_PRECEDENCE: dict[SubStatus, tuple[int, int]] = {
 
 
 def _sub_candidate(status: SubStatus, at: datetime, snapshot: tuple) -> tuple:
-    """Where a subscription snapshot stands: ended first, then the newest (the earliest report of an
+    """A subscription snapshot's place in the order: ended first, then the newest (the earliest report of an
     end), then rank. Snapshots of one second with one status (a plan change, a renewal) are settled by
     their content, the later period first, so the result never depends on arrival order."""
     terminal, rank = _SUB_PRECEDENCE[status]
@@ -105,10 +105,10 @@ def _snapshot(*values: datetime | str | int | None) -> tuple[tuple[bool, float |
                  for v in values)
 
 
-def _merge_refunds(held: tuple[Refund, ...], told: tuple[Refund, ...]) -> tuple[Refund, ...]:
+def _merge_refunds(held: tuple[Refund, ...], reported: tuple[Refund, ...]) -> tuple[Refund, ...]:
     """The refunds known from both, each the furthest it went; sorted by id, so order never shows."""
     by_id = {r.id: r for r in held}
-    for refund in told:
+    for refund in reported:
         known = by_id.get(refund.id)
         if known is None or refund._standing() > known._standing():
             by_id[refund.id] = refund
@@ -116,7 +116,7 @@ def _merge_refunds(held: tuple[Refund, ...], told: tuple[Refund, ...]) -> tuple[
 
 
 def _refunded(refunds: tuple[Refund, ...], reported: int) -> int:
-    """What stands refunded: the refunds known to stand, or the largest cumulative amount the provider
+    """What is refunded: the refunds known not to have failed, or the largest cumulative amount the provider
     reported less the refunds known to have failed, whichever is more. A cumulative report made before
     a refund failed still counts it, and one made after may not; the refunds known by id settle it when
     every refund is known, and the difference never counts a failed refund as refunded."""
@@ -161,8 +161,8 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         # The first report of the payment made states what was taken: it replaces an attempt's amount
         # (an authorisation captured in part)...
         (fact.paid_at is not None and row.paid_at is None)
-        # ...and, on a row made ahead of its payment, what the platform asked for (a coupon, a changed
-        # cart), whatever reports it first. Once the amount differs from the one asked, it stands.
+        # ...and, on a row created before its payment, what the platform asked for (a coupon, a changed
+        # cart), whatever reports it first. Once the amount differs from the one asked, it is kept.
         or (row.requested_amount is not None and (amount, currency) == (row.requested_amount, row.requested_currency))
     ):
         amount, currency = fact.amount, fact.currency
@@ -220,10 +220,10 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
     return replace(row, **changes)
 
 
-def _best_contact(held: str | None, held_rank: int, told: str | None, told_rank: int) -> tuple[str | None, int]:
-    if told is None or (held is not None and (held_rank, told) >= (told_rank, held)):
+def _best_contact(held: str | None, held_rank: int, new: str | None, new_rank: int) -> tuple[str | None, int]:
+    if new is None or (held is not None and (held_rank, new) >= (new_rank, held)):
         return held, held_rank
-    return told, told_rank
+    return new, new_rank
 
 
 def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided: bool, wins: bool) -> None:
@@ -242,7 +242,7 @@ def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided:
         charge = named
     elif named:  # an attempt: never the charge of a decided payment
         charge = named if not row_decided and (wins or current is None) else current
-    else:  # an outcome told without its charge (an invoice, a checkout) leaves no attempt's charge named
+    else:  # an outcome reported without its charge (an invoice, a checkout) names no attempt's charge
         charge = None if decided and wins and not row_decided else current
     from_charge = named is not None and named == charge
     if charge != current:
@@ -322,7 +322,7 @@ _REFUNDS_UNDONE = ("refund_failed", "refund_cancelled")
 
 def _refund_outcome(amount: int | None, refunded: int, refunds: tuple[Refund, ...]) -> tuple[TxnStatus, str]:
     """The status and provider status of a payment refunds were reported for: refunded in full or in
-    part, or, when none of them stands, paid again (the money came back to the merchant)."""
+    part, or, when every one failed, paid again (the money came back to the merchant)."""
     if refunded == 0 and any(r.undone for r in refunds):
         failed = any(r.state is RefundState.FAILED for r in refunds)
         return TxnStatus.SUCCEEDED, "refund_failed" if failed else "refund_cancelled"
@@ -331,8 +331,8 @@ def _refund_outcome(amount: int | None, refunded: int, refunds: tuple[Refund, ..
 
 
 def _standing(row: Transaction) -> TxnStatus:
-    """Where a row stands in the order of statuses: a payment whose refunds all failed shows as paid, but
-    stands among the refunded, so that no late report of the payment undoes what its refunds left."""
+    """A row's place in the order of statuses: a payment whose refunds all failed shows as paid, but ranks
+    among the refunded, so that no late report of the payment undoes what its refunds left."""
     if row.status is TxnStatus.SUCCEEDED and row.provider_status in _REFUNDS_UNDONE:
         return TxnStatus.REFUNDED
     return row.status

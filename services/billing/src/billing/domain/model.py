@@ -198,13 +198,13 @@ class Transaction:
     invoice_url: str | None = None
     customer_email_rank: int = 0  # the CONTACT_* rank of the source each came from
     customer_name_rank: int = 0
-    # What the platform asked for, on a row it made ahead of the payment (CreatePendingTransaction);
+    # What the platform asked for, on a row it created before the payment (CreatePendingTransaction);
     # `amount` is what the provider reports was charged.
     requested_amount: int | None = None
     requested_currency: str | None = None
-    idempotency_key: str | None = None  # the platform's key for a row it made ahead
+    idempotency_key: str | None = None  # the platform's key for a row it created before the payment
     # Each refund known by its id, and the largest cumulative amount refunded the provider reported;
-    # `amount_refunded` is what of it stands (a refund that failed is no longer counted).
+    # `amount_refunded` is how much of it is still refunded (a refund that failed no longer counts).
     refunds: tuple[Refund, ...] = ()
     refunds_reported: int = 0
 

@@ -8,7 +8,7 @@ notifier sends one email per key.
   after a success sends nothing), and a failure over RETRY_GAP after the one recorded (a retry); it
   links the invoice's page when the payment is a Stripe invoice's;
 - payment refunded: each new cumulative refunded amount (a refund that failed lowers it, and a later
-  refund that raises it again is told);
+  refund that raises it again is emailed);
 - refund failed: once per refund that failed (the customer has to be refunded another way);
 - subscription activated: the first activation only, not renewals; with the price of each period where
   one fixed price states it;
@@ -223,7 +223,7 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
             "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
             "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}, request_id))
     for refund in after.refunds:
-        # A refund's failure has no time of its own here, and is news whenever the customer can be told.
+        # A refund's failure has no time of its own here, and is news whenever the customer can be emailed.
         if _told_of_failure(refund) and _newly(before, after, lambda row, r=refund.id: _failed_refund(row, r),
                                                          at, since=lambda row: None):
             intents.append(_intent(after, f"txn:{after.id}:refund_failed:{refund.id}", "payment_refund_failed", {

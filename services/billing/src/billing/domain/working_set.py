@@ -20,8 +20,8 @@ class WorkingSet:
     """The rows one batch of events reads and writes, with what changed.
 
     Rows are found through indexes of the ids events name them by, so a batch costs time in proportion
-    to its events (a burst makes batches of hundreds). Where several rows qualify, the one put last
-    longest ago wins, as a scan of the rows in the order they were put would find it.
+    to its events (a burst makes batches of hundreds). Where several rows match, the one whose last put
+    is the earliest wins.
     """
 
     def __init__(self) -> None:

@@ -49,8 +49,8 @@ _SUB_STATUS = {
 
 _REFUND_STATE = {"pending": RefundState.PENDING, "processed": RefundState.SUCCEEDED, "failed": RefundState.FAILED}
 
-# Beyond the list: Razorpay also sends paused, resumed and updated (a plan change). Without them a
-# paused subscription stayed active here, and a customer kept access without paying.
+# Paused, resumed and updated (a plan change) are handled too: without them a paused subscription shows
+# active, and its customer keeps access without paying.
 SUBSCRIPTION_EVENTS = frozenset(
     f"subscription.{s}"
     for s in ("authenticated", "activated", "charged", "pending", "halted", "cancelled", "completed",
@@ -196,9 +196,9 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
     return facts
 
 
-# Beyond the list: refund.failed (a refund that failed left the payment counted as refunded), and
-# refund.created (a normal-speed refund is processed days later; until then the payment showed paid here
-# while Razorpay counted it refunded). Each tells one refund's state, and the furthest state stands.
+# Each refund event reports one refund's state; the furthest state reached wins. refund.created counts a
+# normal-speed refund from when it is made (Razorpay processes it days later), and refund.failed stops
+# counting one that failed.
 REFUND_EVENTS = frozenset({"refund.created", "refund.processed", "refund.failed"})
 
 HANDLED_TYPES = frozenset(_PAYMENT_STATUS) | REFUND_EVENTS | SUBSCRIPTION_EVENTS | DISPUTE_EVENTS

@@ -43,8 +43,8 @@ _PI_STATUS = {
     "payment_intent.canceled": TxnStatus.CANCELLED,
     "payment_intent.processing": TxnStatus.PROCESSING,
     "payment_intent.requires_action": TxnStatus.REQUIRES_ACTION,
-    # Beyond the list: with manual capture, the intent's own word that the card is authorised
-    # (requires_capture). An endpoint subscribed to intent events alone heard of it only at the capture.
+    # With manual capture: the card is authorised (requires_capture). An endpoint subscribed to intent
+    # events alone would otherwise hear of the payment only at its capture.
     "payment_intent.amount_capturable_updated": TxnStatus.AUTHORIZED,
 }
 
@@ -164,7 +164,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         listed.pop()
     refunded = max(0, refunded - released)
     items = tuple(item for r in listed if (item := _refund_item(r)) is not None)
-    if refunded == 0 and not items:  # only that release: the payment stands captured
+    if refunded == 0 and not items:  # only that release: the payment is still captured
         return [PaymentFact(**common, status=TxnStatus.SUCCEEDED, provider_status="succeeded", paid_at=at)]
     return [
         PaymentFact(
@@ -346,7 +346,7 @@ def _recurring_price(sub: dict[str, Any]) -> tuple[int | None, str | None]:
             unit = f.amount(price, "unit_amount" if "unit_amount" in price else "amount")
             quantity = 1 if item.get("quantity") is None else item["quantity"]
             recurring = price.get("recurring", {})
-            if not isinstance(recurring, dict):  # whether it is metered cannot be told
+            if not isinstance(recurring, dict):  # no way to know whether it is metered
                 return None, None
             metered = recurring.get("usage_type", price.get("usage_type")) == "metered"
             if (unit is None or metered or price.get("billing_scheme") == "tiered"
@@ -435,26 +435,27 @@ def _handlers() -> dict[str, Callable[[str, dict[str, Any], datetime], Facts]]:
     table: dict[str, Callable[[str, dict[str, Any], datetime], Facts]] = {}
     for name in _PI_STATUS:
         table[name] = _payment_intent
-    # charge.captured and charge.expired are beyond the list: with manual capture they are the
-    # capture, or the end, of an authorisation (the only word of it for charges made without an intent).
+    # With manual capture, charge.captured and charge.expired are the capture, or the end, of an
+    # authorisation (the only report of it for a charge made without a payment intent).
     for name in ("charge.succeeded", "charge.captured", "charge.expired", "charge.failed", "charge.refunded"):
         table[name] = _charge
     for name in ("charge.refund.updated", "refund.updated", "refund.failed"):
         table[name] = lambda _t, obj, at: _refund(obj, at)
-    # Each tells the dispute's status then (needs_response, under_review, then won, lost or warning_closed),
-    # and the latest wins: updated and the funds events are beyond the list.
+    # Each reports the dispute's status at that time (needs_response, under_review, then won, lost or
+    # warning_closed); the latest wins.
     for name in ("charge.dispute.created", "charge.dispute.updated", "charge.dispute.funds_withdrawn",
                  "charge.dispute.funds_reinstated", "charge.dispute.closed"):
         table[name] = lambda _t, obj, at: _dispute(obj, at)
-    # payment_action_required and voided are beyond the list: without them a renewal waiting on the
-    # customer's authentication, or no longer owed, shows only what its (basil: unlinked) intent says.
+    # payment_action_required and voided: without them a renewal waiting for the customer's authentication,
+    # or no longer owed, shows only what its payment intent says (from API version 2025-03-31, an intent
+    # that names no invoice).
     for name in ("invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed",
                  "invoice.payment_action_required", "invoice.voided"):
         table[name] = _invoice
     table["invoice_payment.paid"] = lambda _t, obj, at: _invoice_payment(obj, at)
     for suffix in ("created", "updated", "deleted", "paused", "resumed", "trial_will_end"):
         table[f"customer.subscription.{suffix}"] = _subscription
-    # The async outcomes and expiry are beyond the list (see _CHECKOUT_ENDS).
+    # A checkout's bank-debit outcome and its expiry end its payment (see _CHECKOUT_ENDS).
     for suffix in ("completed", "async_payment_succeeded", "async_payment_failed", "expired"):
         table[f"checkout.session.{suffix}"] = _checkout_session
     return table
