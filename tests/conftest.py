@@ -10,12 +10,18 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings
 from billing.adapters.migrations import migrate as migrate_billing
 from devstack.localpg import LocalPostgres, recreate_database, with_database
 from devstack.stack import free_port
 from notifier.adapters.postgres import migrate as migrate_notifier
 
 TEMPLATE_DB = "billing_template"
+
+# Every property test runs the same examples each time, so the suite's verdict never depends on luck;
+# a test that sets its own settings keeps this unless it says otherwise.
+settings.register_profile("same-examples-each-run", derandomize=True)
+settings.load_profile("same-examples-each-run")
 
 
 @pytest.fixture(scope="session")
