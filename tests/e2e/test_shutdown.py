@@ -27,18 +27,17 @@ def deliveries(count: int):
             yield sign("stripe", StripeScenario().event("payment_intent.succeeded"), STRIPE_SECRET)
 
 
-async def gateway_metric(port: int, name: str) -> float | None:
-    """A sample of the gateway's metrics endpoint, None when absent or unreachable."""
+async def gateway_metric(port: int, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The sum of a service's metric samples named `name` (with these labels), None when there are none
+    or the endpoint is unreachable."""
     try:
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as r:
             text = await r.text()
     except aiohttp.ClientError:
         return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    return None
+    values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == name and (labels is None or labels.items() <= sample.labels.items())]
+    return sum(values) if values else None
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,9 @@ def maps_errors(table: Mapping[type[Exception], grpc.StatusCode], *, refuse_nul:
     return decorate
 
 
+MAX_CONNECTION_AGE_SECONDS = 300
+
+
 def new_server(policy: Policy | None, max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
     """A server whose calls are authorized by `policy`; None allows every call (plaintext, local use)."""
     if policy is None:
@@ -152,6 +155,10 @@ def new_server(policy: Policy | None, max_concurrent_rpcs: int | None = None) ->
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            # A connection lives at most this long, then its client reconnects and resolves the target
+            # again: replicas added by a scale-up get their share of calls within minutes.
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_SECONDS * 1000),
+            ("grpc.max_connection_age_grace_ms", 30_000),
         ],
     )
 

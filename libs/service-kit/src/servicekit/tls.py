@@ -113,8 +113,12 @@ class GrpcTls:
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
     def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
+        """A channel to `address`: host:port, or any gRPC target (dns:///name:port for a headless Service,
+        ipv4:a:port,b:port). Calls go round robin over every address it resolves to: one long-lived
+        connection would otherwise send everything to one replica."""
+        options = [("grpc.lb_policy_name", "round_robin"), *options]
         if self.plaintext:
-            return grpc.aio.insecure_channel(address, options=list(options))
+            return grpc.aio.insecure_channel(address, options=options)
         return ReloadingChannel(self, address, options)
 
 

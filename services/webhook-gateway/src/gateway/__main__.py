@@ -51,7 +51,7 @@ def _serve(settings: Settings) -> None:
     limits = ConnectionLimits(settings.header_timeout_seconds, settings.keepalive_timeout_seconds,
                               settings.max_connections)
     uvloop.run(serve(app, settings.host, settings.port, settings.shutdown_grace_seconds, limits,
-                     connection_options()))
+                     connection_options(), reuse_port=settings.reuse_port))
 
 
 def run() -> None:

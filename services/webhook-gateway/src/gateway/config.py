@@ -45,6 +45,7 @@ class Settings:
     keepalive_timeout_seconds: float = 60.0
     max_connections: int = 1024
     health_cache_seconds: float = 1.0
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -74,6 +75,9 @@ class Settings:
             max_connections=env_int(environ, "WEBHOOK_MAX_CONNECTIONS", 1024, minimum=1),
             # Health on the public port reuses billing's answer this long, so a flood of probes is not a flood of RPCs.
             health_cache_seconds=env_float(environ, "HEALTH_CACHE_SECONDS", 1.0, minimum=0.0),
+            # Several gateway processes on one host share the public port (SO_REUSEPORT): the kernel
+            # spreads new connections over them.
+            reuse_port=environ.get("GATEWAY_REUSE_PORT", "").strip().lower() in ("1", "true", "yes"),
             auth_failures_per_minute=env_int(environ, "AUTH_FAILURES_PER_MINUTE", 30, minimum=1),
             stripe_allowed_cidrs=_networks(environ, "STRIPE_ALLOWED_CIDRS"),
             razorpay_allowed_cidrs=_networks(environ, "RAZORPAY_ALLOWED_CIDRS"),

@@ -95,8 +95,11 @@ class Service:
 
 @dataclass
 class Stack:
-    """Billing and the gateway, started with `env` (which must hold DATABASE_URL), and each service with
-    its own `service_env` on top (its certificate, its policy)."""
+    """The three services, started with `env` (which must hold DATABASE_URL), and each service with its own
+    `service_env` on top (its certificate, its policy). With `replicas`, that many processes of each: the
+    gateways share the public port, billing and notifier replicas listen on ports of their own, and their
+    clients spread calls over them. The first replica of each keeps the service's name; the others are
+    `billing-2`, `billing-3`, ... With `metrics`, every process serves /metrics on a port of its own."""
 
     env: Mapping[str, str]
     log_dir: Path | None = None
@@ -105,6 +108,13 @@ class Stack:
     billing_port: int = field(default_factory=free_port)
     notifier_port: int = field(default_factory=free_port)
     services: list[Service] = field(default_factory=list)
+    replicas: int = 1
+    metrics: bool = False
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._ports = {"billing": [self.billing_port, *(free_port() for _ in range(self.replicas - 1))],
+                       "notifier": [self.notifier_port, *(free_port() for _ in range(self.replicas - 1))]}
 
     @property
     def gateway_url(self) -> str:
@@ -118,6 +128,15 @@ class Stack:
     def notifier_addr(self) -> str:
         return f"127.0.0.1:{self.notifier_port}"
 
+    def addrs(self, service: str) -> list[str]:
+        """The address of each replica of billing or the notifier."""
+        return [f"127.0.0.1:{port}" for port in self._ports[service]]
+
+    def _target(self, service: str) -> str:
+        """What clients dial: the one address, or all of them as a gRPC target to balance over."""
+        addrs = self.addrs(service)
+        return addrs[0] if len(addrs) == 1 else "ipv4:" + ",".join(addrs)
+
     def _env(self) -> dict[str, str]:
         env = {**os.environ, **self.env}
         env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_STRIPE_SECRET)
@@ -125,8 +144,8 @@ class Stack:
         if not env.get("GRPC_TLS_CERT_FILE"):
             env.setdefault("GRPC_PLAINTEXT", "true")  # local development: explicit plaintext between services
         env.update(
-            BILLING_ADDR=self.billing_addr,
-            NOTIFIER_ADDR=self.notifier_addr,
+            BILLING_ADDR=self._target("billing"),
+            NOTIFIER_ADDR=self._target("notifier"),
             GATEWAY_PORT=str(self.gateway_port),
             GATEWAY_HOST="127.0.0.1",
             PYTHONUNBUFFERED="1",
@@ -145,11 +164,20 @@ class Stack:
     def start(self) -> None:
         env = self._env()
         for name, module in (("notifier", "notifier"), ("billing", "billing"), ("webhook-gateway", "gateway")):
-            log_path = self.log_dir / f"{name}.log" if self.log_dir else None
-            service = Service(name, [sys.executable, "-m", module], {**env, **self.service_env.get(name, {})},
-                              log_path)
-            service.start()
-            self.services.append(service)
+            for replica in range(self.replicas):
+                replica_name = name if replica == 0 else f"{name}-{replica + 1}"
+                own: dict[str, str] = {}
+                if name in self._ports:
+                    own[f"{module.upper()}_LISTEN_ADDR"] = self.addrs(name)[replica]
+                if name == "webhook-gateway" and self.replicas > 1:
+                    own["GATEWAY_REUSE_PORT"] = "true"
+                if self.metrics:
+                    own["METRICS_PORT"] = str(self.metrics_ports.setdefault(replica_name, free_port()))
+                log_path = self.log_dir / f"{replica_name}.log" if self.log_dir else None
+                service = Service(replica_name, [sys.executable, "-m", module],
+                                  {**env, **own, **self.service_env.get(name, {})}, log_path)
+                service.start()
+                self.services.append(service)
 
     async def _serving(self, addr: str) -> bool:
         async with GrpcTls.from_env(self._env()).channel(addr) as channel:
@@ -179,8 +207,8 @@ class Stack:
                     if service.process and service.process.poll() is not None:
                         raise RuntimeError(f"{service.name} exited with {service.process.returncode}")
                 if backends_up is None:
-                    if (await self._serving(self.billing_addr)
-                            and ("notifier" not in names or await self._serving(self.notifier_addr))):
+                    backends = self.addrs("billing") + (self.addrs("notifier") if "notifier" in names else [])
+                    if all([await self._serving(addr) for addr in backends]):
                         backends_up = time.monotonic()
                 elif time.monotonic() - backends_up > reuse and await self._gateway_ready(session):
                     return
