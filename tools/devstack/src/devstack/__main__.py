@@ -49,6 +49,7 @@ def run() -> int:
         gateway_port=int(os.environ.get("GATEWAY_PORT", "8000")),
         billing_port=_addr_port("BILLING_ADDR", "127.0.0.1:50051"),
         notifier_port=_addr_port("NOTIFIER_ADDR", "127.0.0.1:50052"),
+        replicas=int(os.environ.get("REPLICAS", "1")),  # processes of each service
     )
     try:
         stack.migrate()
@@ -64,8 +65,10 @@ def run() -> int:
     print(
         "\nBoxCostPro payments is running:\n"
         f"  webhook gateway  {stack.gateway_url}  (POST /webhooks/stripe, /webhooks/razorpay; GET /readyz)\n"
-        f"  billing gRPC     {stack.billing_addr}\n"
-        f"  notifier gRPC    {stack.notifier_addr}\n"
+        f"  billing gRPC     {', '.join(stack.addrs('billing'))}\n"
+        f"  notifier gRPC    {', '.join(stack.addrs('notifier'))}\n"
+        + (f"  replicas         {stack.replicas} processes of each service; the gateways share the port\n"
+           if stack.replicas > 1 else "")
         + (f"  mail sink        127.0.0.1:{sink.port}: every email is saved under .local/mail/ as an .eml file\n"
            if sink else f"  SMTP             {os.environ['SMTP_HOST']}\n")
         + f"  database         {_redact(env['DATABASE_URL'])}\n"

@@ -80,6 +80,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args(argv)
+    replicas = int(os.environ.get("REPLICAS", "1"))  # processes of each service
 
     pg = local_postgres()
     pg.start()
@@ -91,7 +92,8 @@ def main(argv: list[str]) -> int:
     sink = MailSink(free_port()).start()
     stack = Stack({"DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": DEV_STRIPE_SECRET,
                    "RAZORPAY_WEBHOOK_SECRET": DEV_RAZORPAY_SECRET, "LOG_LEVEL": "WARNING",
-                   "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_TLS": "none"}, log_dir=log_dir)
+                   "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_TLS": "none"}, log_dir=log_dir,
+                  replicas=replicas)
     stack.migrate()
     stack.start()
     try:
@@ -99,14 +101,17 @@ def main(argv: list[str]) -> int:
         # Phase 1 measures ingestion alone: the notifier is stopped, so the receipts each event asks
         # for wait in billing's outbox. Phase 2 starts it and measures how fast the outbox drains
         # to the SMTP sink.
-        notifier = stack.service("notifier")
-        notifier.signal()
-        notifier.wait(30)
+        notifiers = [s for s in stack.services if s.name.startswith("notifier")]
+        for notifier in notifiers:
+            notifier.signal()
+        for notifier in notifiers:
+            notifier.wait(30)
         print(f"driving {stack.gateway_url} with {args.events} distinct signed events, "
               f"{args.concurrency} concurrent connections ...", flush=True)
         postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-        measured_cpu = {"gateway": stack.service("webhook-gateway").process.pid,
-                        "billing": stack.service("billing").process.pid, "PostgreSQL": postmaster}
+        measured_cpu = {s.name.replace("webhook-", ""): s.process.pid for s in stack.services
+                        if not s.name.startswith("notifier")}
+        measured_cpu["PostgreSQL"] = postmaster
         out = subprocess.run(
             [sys.executable, "-m", "devstack.loadgen", "--url", stack.gateway_url, "--events", str(args.events),
              "--concurrency", str(args.concurrency), "--stripe-secret", DEV_STRIPE_SECRET,
@@ -117,9 +122,11 @@ def main(argv: list[str]) -> int:
         result = json.loads(out.stdout)
         missing = asyncio.run(_missing(database_url, result["acknowledged"]))
         print("draining the email outbox through the notifier to the SMTP sink ...", flush=True)
-        notifier.start()
+        for notifier in notifiers:
+            notifier.start()
         asyncio.run(stack.wait_ready())
-        meter = CpuMeter({"notifier": notifier.process.pid, "billing": measured_cpu["billing"],
+        meter = CpuMeter({**{n.name: n.process.pid for n in notifiers},
+                          **{name: pid for name, pid in measured_cpu.items() if name.startswith("billing")},
                           "PostgreSQL": postmaster})
         meter.start()
         own = time.process_time()
@@ -133,7 +140,8 @@ def main(argv: list[str]) -> int:
         sink.stop()
     measured = result["sent"]
     accepted = len(result["acknowledged"]) - (args.events - measured)
-    print(f"webhook ingestion (gateway -> billing -> PostgreSQL, fsync on), {measured} measured events:")
+    print(f"webhook ingestion (gateway -> billing -> PostgreSQL, fsync on), {replicas} process(es) of each service, "
+          f"{measured} measured events:")
     print(f"  accepted events/s   {accepted / result['elapsed']:.0f}")
     print(f"  latency p50         {result['p50_ms']:.1f} ms")
     print(f"  latency p99         {result['p99_ms']:.1f} ms")
