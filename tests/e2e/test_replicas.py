@@ -118,3 +118,40 @@ async def _check_nothing_lost_and_no_receipt_repeated(replicated, db, mail_sink,
     for message in mail_sink.messages:
         bodies.setdefault(message["Message-ID"], set()).add(message.get_body(("plain",)).get_content())
     assert all(len(b) == 1 for b in bodies.values())
+
+
+async def test_a_rolling_restart_under_load_answers_every_webhook_200_or_503_and_loses_nothing(replicated, db):
+    from tests.e2e.test_shutdown import load
+
+    queue = deliveries(200_000)  # made as they are sent: more than the restarts take
+    answered, dropped = [], []
+    stop = asyncio.Event()
+    workers = [asyncio.create_task(load(replicated.gateway_url, queue, answered, dropped, stop)) for _ in range(8)]
+    try:
+        for name in ("billing", "billing-2", "notifier", "notifier-2", "webhook-gateway", "webhook-gateway-2"):
+            await wait_for(lambda: _answered_more(answered, 100), timeout=60, what="load between restarts")
+            service = replicated.service(name)
+            service.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(service.wait, 30) == 0
+            service.start()
+            await replicated.wait_ready()
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    assert dropped == [], [(d.error, d.delivery.event_id) for d in dropped[:5]]
+    assert {r.status for r in answered} <= {200, 503}
+    acknowledged = {(r.delivery.provider, r.delivery.event_id) for r in answered if r.status == 200}
+    rows = await db.fetch("SELECT provider, event_id FROM billing.webhook_events")
+    assert acknowledged <= {(r["provider"], r["event_id"]) for r in rows}
+
+
+_marks: dict[int, int] = {}
+
+
+async def _answered_more(answered: list, more: int) -> bool:
+    """True once `more` answers came since the last time this returned True."""
+    mark = _marks.setdefault(id(answered), 0)
+    if len(answered) >= mark + more:
+        _marks[id(answered)] = len(answered)
+        return True
+    return False
