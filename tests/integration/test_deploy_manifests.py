@@ -168,3 +168,19 @@ def test_each_overlay_applies_stripe_events_of_its_own_mode_only(overlay, livemo
     config = next(d for d in documents(overlay)
                   if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
     assert config["data"]["STRIPE_LIVEMODE"] == livemode
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_services_are_headless_dialled_by_dns_and_replicas_spread_over_nodes(overlay):
+    docs = documents(overlay)
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert services["billing"]["spec"]["clusterIP"] == "None" and services["notifier"]["spec"]["clusterIP"] == "None"
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
+    assert config["data"]["BILLING_ADDR"] == "dns:///billing:50051"
+    assert config["data"]["NOTIFIER_ADDR"] == "dns:///notifier:50052"
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        [term] = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
