@@ -711,3 +711,25 @@ async def test_a_subscription_no_tenant_owns_is_given_its_tenant_with_its_paymen
                               code)
     finally:
         await channel.close()
+
+
+async def test_two_replicas_retry_workers_take_each_due_event_once(database_url):
+    admin = await asyncpg.connect(database_url)
+    pools = [await create_pool(database_url, min_size=1, max_size=4) for _ in range(2)]
+    try:
+        policy = EventRetryPolicy(max_attempts=8, base_seconds=3600)  # one retry per round, then an hour's wait
+        replicas = [BillingApi(PostgresBillingReader(pool), IngestEvents(PostgresEventStore(pool, policy)))
+                    for pool in pools]
+        await _blocking_trigger(admin, "pi_stuck")
+        failing = [incoming("stripe", StripeScenario(pi="pi_stuck").event("payment_intent.succeeded"))
+                   for _ in range(20)]
+        await replicas[0]._ingest.execute(failing)
+        await admin.execute("UPDATE billing.webhook_events SET next_retry_at = now()")  # every one due now
+        taken = await asyncio.gather(*(replica.retry_due() for replica in replicas))
+        assert sum(taken) == len(failing)
+        attempts = await admin.fetch("SELECT attempts FROM billing.webhook_events")
+        assert [r["attempts"] for r in attempts] == [2] * len(failing)  # the first try, and one retry each
+    finally:
+        for pool in pools:
+            await pool.close()
+        await admin.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -196,12 +196,21 @@ class PostgresBillingReader:
             "WHERE provider = $1 AND event_id = $2", provider.value, event_id)
         return (_event(row), row["payload"].encode()) if row else None
 
-    async def failed_events(self, limit: int, *, due_only: bool = False) -> Sequence[tuple[StoredEvent, bytes]]:
-        due = "AND next_retry_at <= now()" if due_only else ""
+    async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
         rows = await self._pool.fetch(
             f"SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events "
-            f"WHERE status = 'failed' {due} ORDER BY received_at LIMIT $1", limit)
+            f"WHERE status = 'failed' ORDER BY received_at LIMIT $1", limit)
         return [(_event(r), r["payload"].encode()) for r in rows]
+
+    async def claim_due_retries(self, limit: int, lease: timedelta) -> Sequence[tuple[StoredEvent, bytes]]:
+        # Rows another replica holds are skipped; the ones taken are not due again until the lease ends,
+        # by when the retry has set their next time (or, if this replica died, they are due again).
+        rows = await self._pool.fetch(
+            f"UPDATE billing.webhook_events SET next_retry_at = now() + $2 "
+            f"WHERE id IN (SELECT id FROM billing.webhook_events WHERE status = 'failed' AND next_retry_at <= now() "
+            f"ORDER BY next_retry_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {_EVENT_COLUMNS}, payload::text AS payload", limit, lease)
+        return sorted(((_event(r), r["payload"].encode()) for r in rows), key=lambda e: e[0].received_at)
 
     async def next_retry_in(self) -> float | None:
         # NULL when nothing waits (the worker then idles); never negative when something is overdue.

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
@@ -21,7 +21,8 @@ MAX_PAGE = 100
 MAX_TEXT = 255  # ids, keys and names: the providers' ids are far shorter
 MAX_REPLAYED = 1000  # failed events one "replay all" applies, the earliest received first
 MAX_REFUSED = 1000  # refused emails one call lists or queues again
-MAX_UNATTRIBUTED = 1000  # payments, or subscriptions, without a tenant one call lists
+MAX_UNATTRIBUTED = 1000
+RETRY_LEASE = timedelta(minutes=2)  # far longer than a round of retries takes  # payments, or subscriptions, without a tenant one call lists
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -137,7 +138,10 @@ class BillingReader(Protocol):
     async def list_subscriptions(self, f: SubFilter, limit: int, after: str | None) -> Page[Stamped[Subscription]]: ...
     async def list_events(self, f: EventFilter, limit: int, after: str | None) -> Page[StoredEvent]: ...
     async def get_event(self, provider: Provider, event_id: str) -> tuple[StoredEvent, bytes] | None: ...
-    async def failed_events(self, limit: int, *, due_only: bool = False) -> Sequence[tuple[StoredEvent, bytes]]: ...
+    async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]: ...
+
+    async def claim_due_retries(self, limit: int, lease: timedelta) -> Sequence[tuple[StoredEvent, bytes]]:
+        """Failed events whose retry is due, taken for `lease`: no other replica takes them meanwhile."""
     async def next_retry_in(self) -> float | None: ...
     async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
         """The oldest emails the notifier refused; with `requeue`, each queued for it again."""
@@ -240,7 +244,7 @@ class BillingApi:
 
     async def retry_due(self, limit: int = 100) -> int:
         """Automatic retries: apply failed events whose backoff has passed (the worker's round)."""
-        due = await self._reader.failed_events(limit, due_only=True)
+        due = await self._reader.claim_due_retries(limit, RETRY_LEASE)
         events = [IncomingEvent(e.provider, e.event_id, e.event_type, payload, e.received_at, e.request_id or "")
                   for e, payload in due]
         if events:
