@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from devstack.mailsink import MailSink
 from devstack.stack import Stack, free_port
@@ -24,12 +26,18 @@ async def stack(database_url, tmp_path, monkeypatch, mail_sink):
     monkeypatch.setenv("RAZORPAY_WEBHOOK_SECRET", RAZORPAY_SECRET)
     env = {"DATABASE_URL": database_url, "BILLING_TIMEOUT_SECONDS": "3", "SMTP_HOST": "127.0.0.1",
            "SMTP_PORT": str(mail_sink.port), "SMTP_TLS": "none"}
-    stack = Stack(env, log_dir=tmp_path)
+    async with running(Stack(env, log_dir=tmp_path)) as stack:
+        yield stack
+
+
+@contextlib.asynccontextmanager
+async def running(stack: Stack):
+    """The stack started and ready; stopped at the end, every process having exited 0 (else its logs say why)."""
     stack.start()
     try:
         await stack.wait_ready()
         yield stack
     finally:
         codes = stack.stop()
-        logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
+        logs = "\n".join(p.read_text()[-3000:] for p in stack.log_dir.glob("*.log")) if stack.log_dir else ""
         assert all(code == 0 for code in codes.values()), f"unclean exit {codes}\n{logs}"

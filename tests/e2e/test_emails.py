@@ -215,10 +215,8 @@ def quick_leases(monkeypatch):
     monkeypatch.setenv("SMTP_TIMEOUT_SECONDS", "2")
 
 
-async def test_a_notifier_killed_mid_burst_sends_every_receipt_and_repeats_only_unrecorded_ones_unchanged(
-    quick_leases, stack, db, mail_sink
-):
-    payments = 300
+async def _receipts_being_sent(stack, mail_sink, payments: int) -> None:
+    """`payments` Razorpay payments taken in, each asking for a receipt; returns once 60 are sent."""
     deliveries = [sign("razorpay", RazorpayScenario(tenant_id="acme").event("payment.captured"), RAZORPAY_SECRET)
                   for _ in range(payments)]
     assert {r.status for r in await deliver(stack.gateway_url, deliveries, DeliveryPlan(concurrent=True))} == {200}
@@ -227,6 +225,13 @@ async def test_a_notifier_killed_mid_burst_sends_every_receipt_and_repeats_only_
         return mail_sink.count >= 60
 
     await wait_for(sending, what="the receipts to be sent")
+
+
+async def test_a_notifier_killed_mid_burst_sends_every_receipt_and_repeats_only_unrecorded_ones_unchanged(
+    quick_leases, stack, db, mail_sink
+):
+    payments = 300
+    await _receipts_being_sent(stack, mail_sink, payments)
     notifier = stack.service("notifier")
     notifier.signal(signal.SIGKILL)
     assert notifier.wait(20) == -signal.SIGKILL
@@ -259,14 +264,7 @@ async def test_a_notifier_stopped_mid_burst_records_what_it_sent_and_a_restart_s
     stack, db, mail_sink
 ):
     payments = 300
-    deliveries = [sign("razorpay", RazorpayScenario(tenant_id="acme").event("payment.captured"), RAZORPAY_SECRET)
-                  for _ in range(payments)]
-    assert {r.status for r in await deliver(stack.gateway_url, deliveries, DeliveryPlan(concurrent=True))} == {200}
-
-    async def sending():
-        return mail_sink.count >= 60
-
-    await wait_for(sending, what="the receipts to be sent")
+    await _receipts_being_sent(stack, mail_sink, payments)
     notifier = stack.service("notifier")
     notifier.signal(signal.SIGTERM)
     assert notifier.wait(30) == 0  # drained within the grace period

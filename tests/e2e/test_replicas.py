@@ -11,7 +11,7 @@ import pytest
 from devstack.stack import Stack
 from trigger.delivery import DeliveryPlan, deliver
 
-from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET
+from tests.e2e.conftest import RAZORPAY_SECRET, STRIPE_SECRET, running
 from tests.e2e.test_shutdown import deliveries, gateway_metric
 from tests.support import wait_for
 
@@ -23,15 +23,10 @@ async def replicated(database_url, tmp_path, monkeypatch, mail_sink):
     # SMTP steps of at most 2 s: a lease runs out after 24 s, so the emails a killed notifier held are
     # sent by the other one within a test's time.
     monkeypatch.setenv("SMTP_TIMEOUT_SECONDS", "2")
-    stack = Stack({"DATABASE_URL": database_url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_sink.port),
-                   "SMTP_TLS": "none"}, log_dir=tmp_path, replicas=2, metrics=True)
-    stack.start()
-    try:
-        await stack.wait_ready()
+    async with running(Stack({"DATABASE_URL": database_url, "SMTP_HOST": "127.0.0.1",
+                              "SMTP_PORT": str(mail_sink.port), "SMTP_TLS": "none"},
+                             log_dir=tmp_path, replicas=2, metrics=True)) as stack:
         yield stack
-    finally:
-        codes = stack.stop()
-        assert set(codes.values()) == {0}, codes
 
 
 async def events_applied(stack: Stack, replica: str) -> float:

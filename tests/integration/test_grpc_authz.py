@@ -21,6 +21,7 @@ from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from devstack.stack import free_port
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.api.servicer import NotifierServicer
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
@@ -84,20 +85,14 @@ async def _serve(server: grpc.aio.Server, tls: GrpcTls) -> str:
 
 
 @pytest.fixture
-async def billing_at(database_url, identities):
-    """A billing server with its production wiring and interceptors, enforcing `policy_file`."""
+async def started():
+    """The servers and pools a test starts, and a way to start one: stopped and closed at its end."""
     servers, pools = [], []
 
-    async def start(policy_file: Path) -> str:
-        pool = await create_pool(database_url, min_size=1, max_size=4)
-        ingest = IngestEvents(PostgresEventStore(pool))
-        server = new_server(server_policy(False, str(policy_file), [billing_pb2.DESCRIPTOR]))
-        billing_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
-        health_pb2_grpc.add_HealthServicer_to_server(_Healthy(), server)
+    async def start(server: grpc.aio.Server, pool, tls: GrpcTls) -> str:
         servers.append(server)
         pools.append(pool)
-        return await _serve(server, identities["server"])
+        return await _serve(server, tls)
 
     yield start
     for server in servers:
@@ -107,9 +102,24 @@ async def billing_at(database_url, identities):
 
 
 @pytest.fixture
-async def notifier_at(database_url, identities):
-    servers, pools = [], []
+def billing_at(database_url, identities, started):
+    """A billing server with its production wiring and interceptors, enforcing `policy_file`."""
 
+    async def start(policy_file: Path) -> str:
+        pool = await create_pool(database_url, min_size=1, max_size=4)
+        ingest = IngestEvents(PostgresEventStore(pool))
+        server = new_server(server_policy(False, str(policy_file), [billing_pb2.DESCRIPTOR]))
+        billing_pb2_grpc.add_BillingServiceServicer_to_server(
+            BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
+        health_pb2_grpc.add_HealthServicer_to_server(_Healthy(), server)
+        reflection.enable_server_reflection((BILLING.full_name, reflection.SERVICE_NAME), server)
+        return await started(server, pool, identities["server"])
+
+    return start
+
+
+@pytest.fixture
+def notifier_at(database_url, identities, started):
     async def start(policy_file: Path) -> str:
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
         log = PostgresEmailLog(pool)
@@ -117,15 +127,9 @@ async def notifier_at(database_url, identities):
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
             NotifierServicer(AcceptEmail(log, InlineEmails(EmailFactory(Renderer(), "boxcostpro.com"))),
                              ReadEmails(log), Renderer(), RequeueFailedEmails(log)), server)
-        servers.append(server)
-        pools.append(pool)
-        return await _serve(server, identities["server"])
+        return await started(server, pool, identities["server"])
 
-    yield start
-    for server in servers:
-        await server.stop(0)
-    for pool in pools:
-        await pool.close()
+    return start
 
 
 class _Healthy(health_pb2_grpc.HealthServicer):
@@ -364,3 +368,21 @@ async def test_renewed_certificates_are_used_for_new_connections_without_a_resta
             assert (await call(channel, health, "Check"))[0] is grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
+
+
+async def test_server_reflection_a_stream_is_the_operators_only(billing_at, identities):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    addr = await billing_at(POLICIES / "billing.yaml")
+    ask = reflection_pb2.ServerReflectionRequest(list_services="")
+    outcomes = {}
+    for caller in ("payments-operator", "webhook-gateway"):
+        async with identities[caller].channel(addr) as channel:
+            try:
+                replies = [r async for r in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                    iter([ask]), timeout=10)]
+                outcomes[caller] = sorted(s.name for r in replies for s in r.list_services_response.service)
+            except grpc.aio.AioRpcError as exc:
+                outcomes[caller] = exc.code()
+    assert "boxcost.billing.v1.BillingService" in outcomes["payments-operator"]
+    assert outcomes["webhook-gateway"] is grpc.StatusCode.PERMISSION_DENIED

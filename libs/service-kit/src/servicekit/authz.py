@@ -218,33 +218,24 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
                                                        response_serializer=handler.response_serializer)
         # Streams (health watches, reflection) carry no tenant: the method alone decides.
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def unary_stream(request, context):
+        def streaming(inner):
+            async def behaviour(request, context):
                 identities = peer_identities(context)
                 decision = policy.decide(identities, method)
                 if not decision.allowed:
                     await refuse(context, decision, identities)
-                async for reply in inner_stream(request, context):
+                async for reply in inner(request, context):
                     yield reply
 
+            return behaviour
+
+        if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, request_deserializer=handler.request_deserializer,
+                streaming(handler.unary_stream), request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.stream_stream is not None:
-            inner_streams = handler.stream_stream
-
-            async def stream_stream(requests, context):
-                identities = peer_identities(context)
-                decision = policy.decide(identities, method)
-                if not decision.allowed:
-                    await refuse(context, decision, identities)
-                async for reply in inner_streams(requests, context):
-                    yield reply
-
             return grpc.stream_stream_rpc_method_handler(
-                stream_stream, request_deserializer=handler.request_deserializer,
+                streaming(handler.stream_stream), request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return handler  # no client-streaming RPCs are served
 
