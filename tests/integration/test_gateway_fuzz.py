@@ -142,3 +142,76 @@ async def test_an_unreadable_signature_header_counts_as_a_failed_authentication(
         assert billing.received == []
     finally:
         await client.close()
+
+
+HOSTILE = {
+    "content-length and chunked at once": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                                          b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /livez HTTP/1.1\r\n\r\n",
+    "two content-lengths": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    "negative content-length": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "bad chunk size": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "chunked body over the limit": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   + (b"10000\r\n" + b"a" * 65536 + b"\r\n") * 2 + b"0\r\n\r\n",
+    "200 header lines": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n"
+                        + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"Content-Length: 0\r\n\r\n",
+    "a 20 KB header": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+    "a 20 KB path": b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a TLS hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 50 + b"\r\n\r\n",
+    "NUL in the path": b"GET /live\x00z HTTP/1.1\r\nHost: x\r\n\r\n",
+    "an absolute URI": b"POST http://evil.example/webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    "CONNECT": b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+    "a bad method token": b"P@ST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n\r\n",
+    "an unknown expectation": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nExpect: bananas\r\nContent-Length: 2\r\n\r\n{}",
+    "the HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "a folded header": b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nStripe-Signature: t=1,\r\n v1=00\r\n"
+                      b"Content-Length: 2\r\n\r\n{}",
+    "bare line feeds": b"POST /webhooks/stripe HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}",
+}
+
+
+async def raw_exchange(port: int, raw: bytes) -> bytes:
+    """Send `raw` on a new connection; what came back until the server closed it or fell silent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    received = b""
+    try:
+        async with asyncio.timeout(1):
+            while chunk := await reader.read(65536):
+                received += chunk
+    except TimeoutError:
+        pass  # kept open for more: what came is the answer
+    finally:
+        writer.close()
+    return received
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+async def test_hostile_requests_get_a_short_json_4xx_and_reach_nothing(client_and_billing, name):
+    client, billing = client_and_billing
+    answer = await raw_exchange(client.port, HOSTILE[name])
+    status_line, _, rest = answer.partition(b"\r\n")
+    status = int(status_line.split()[1])
+    assert 400 <= status < 500, answer[:200]
+    body = rest.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.")[0]
+    assert "error" in json.loads(body)
+    assert billing.received == []
+
+
+async def test_expect_continue_invites_only_a_body_the_gateway_would_take(client_and_billing):
+    client, billing = client_and_billing
+    too_big = await raw_exchange(client.port, b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n"
+                                              b"Expect: 100-continue\r\nContent-Length: 99999999\r\n\r\n")
+    assert too_big.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in too_big
+    delivery = sign("stripe", StripeScenario().event("payment_intent.succeeded"), STRIPE_SECRET)
+    head = b"\r\n".join([b"POST /webhooks/stripe HTTP/1.1", b"Host: x", b"Expect: 100-continue",
+                         b"Content-Length: " + str(len(delivery.body)).encode(),
+                         *(k.encode() + b": " + v.encode() for k, v in delivery.headers.items())]) + b"\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(head)
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(delivery.body)
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)).startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()
+    assert [e.event_id for e in billing.received] == [delivery.event_id]

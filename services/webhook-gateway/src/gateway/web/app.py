@@ -206,6 +206,20 @@ async def request_context(request: web.Request, handler):
     return response
 
 
+async def _expect_continue(request: web.Request) -> web.Response | None:
+    """Expect: 100-continue is answered only for a body the gateway would take; any other expectation is
+    refused, in JSON like every refusal."""
+    if request.headers.get("Expect", "").strip().lower() != "100-continue":
+        return error_response(417, "expectation_failed", "only Expect: 100-continue is understood")
+    limit = request.app[LIMITS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        response = error_response(413, "body_too_large", f"body exceeds {limit} bytes")
+        response.force_close()  # the client was not invited to send it: nothing of it may follow
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
 async def _mark_shutting_down(app: web.Application) -> None:
     app[READINESS].shutting_down = True
 
@@ -279,9 +293,9 @@ def create_app(
             await connected.close(timeout=min(5.0, settings.shutdown_grace_seconds))
 
     app.cleanup_ctx.append(billing_context)
-    app.router.add_post(r"/webhooks/{provider:stripe|razorpay}", receive_webhook)
-    app.router.add_get("/webhooks/health", health)
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_post(r"/webhooks/{provider:stripe|razorpay}", receive_webhook, expect_handler=_expect_continue)
+    app.router.add_get("/webhooks/health", health, expect_handler=_expect_continue)
+    app.router.add_get("/livez", livez, expect_handler=_expect_continue)
+    app.router.add_get("/readyz", readyz, expect_handler=_expect_continue)
     app.on_shutdown.append(_mark_shutting_down)
     return app
