@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Owner, Provider, SubRef, SubStatus, Transaction, TxnStatus
-from billing.domain.notifications import RECEIPT_LINK_WAIT, EmailAmendment, receipt_amendments
+from billing.domain.notifications import RECEIPT_LINK_WAIT, EmailAmendment, link_amendments
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
@@ -193,12 +193,12 @@ def _paid_stripe(**columns) -> Transaction:
 def test_the_link_amends_only_a_receipt_asked_for_without_it():
     txn = _paid_stripe
     link = "https://pay.stripe.com/receipts/payment/x"
-    [amendment] = receipt_amendments(txn(), txn(receipt_url=link))
+    [amendment] = link_amendments(txn(), txn(receipt_url=link))
     assert amendment == EmailAmendment("txn:t1:payment_received", {"receipt_url": link})
-    assert receipt_amendments(txn(receipt_url=link), txn(receipt_url=link)) == []  # the receipt had it
-    assert receipt_amendments(None, txn(receipt_url=link)) == []  # the receipt is asked for with it
+    assert link_amendments(txn(receipt_url=link), txn(receipt_url=link)) == []  # the receipt had it
+    assert link_amendments(None, txn(receipt_url=link)) == []  # the receipt is asked for with it
     unreachable = replace(txn(), customer_email=None)
-    assert receipt_amendments(unreachable, txn(receipt_url=link)) == []  # no receipt was asked for
+    assert link_amendments(unreachable, txn(receipt_url=link)) == []  # no receipt was asked for
 
 
 @pytest.mark.parametrize("reverse", [False, True])

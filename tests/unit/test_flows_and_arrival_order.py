@@ -43,9 +43,12 @@ async def test_razorpay_subscription_lifecycle_ends_cancelled_with_its_charge_re
     store = await ingest_one_by_one(flow_events("razorpay-subscription"))
     [sub] = store.subscriptions.values()
     assert (sub.status, sub.provider_status, sub.plan) == (SubStatus.CANCELLED, "cancelled", "plan_pro_monthly")
-    [txn] = store.transactions.values()
-    assert (txn.status, txn.tenant_id, txn.razorpay_subscription_id) == (
+    # The renewal charged, and the next one, which failed and halted the subscription: both recorded.
+    charged, failed = sorted(store.transactions.values(), key=lambda t: t.status.value, reverse=True)
+    assert (charged.status, charged.tenant_id, charged.razorpay_subscription_id) == (
         TxnStatus.SUCCEEDED, "t1", sub.razorpay_subscription_id)
+    assert (failed.status, failed.tenant_id, failed.razorpay_subscription_id) == (
+        TxnStatus.FAILED, "t1", sub.razorpay_subscription_id)
 
 
 async def test_events_of_one_batch_name_the_row_kept_when_a_later_one_merges_theirs():

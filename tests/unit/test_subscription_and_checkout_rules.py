@@ -6,10 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 from billing.domain.events import Outcome
+from billing.domain.ingest import IngestEvents
 from billing.domain.model import SubStatus, TxnStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
+from billing.domain.ingest import IngestEvents
+
+from tests.fakes import InMemoryEventStore
 from tests.support import incoming
 from tests.unit.rules_support import flow_events, ingest_one_by_one, same_rows_in_every_order
 
@@ -182,3 +186,23 @@ async def test_a_paused_razorpay_subscription_shows_paused_until_it_resumes():
     store = await same_rows_in_every_order([incoming("razorpay", e) for e in (activated, paused, resumed)])
     [sub] = store.subscriptions.values()
     assert sub.status is SubStatus.ACTIVE
+
+
+async def test_a_failed_razorpay_renewal_is_recorded_once_and_its_email_links_the_subscription_page_in_any_order():
+    # subscription.pending and .halted carry the renewal charge that failed; payment.failed reports it too.
+    r = RazorpayScenario(tenant_id="acme", user_id="u1")
+    raw = [r.event(t) for t in ("subscription.activated", "subscription.charged", "subscription.pending",
+                                "subscription.halted")]
+    failed = r.event("payment.failed")
+    failed["payload"]["payment"]["entity"].update(id=r.renewal_payment, order_id=None)
+    events = [incoming("razorpay", e) for e in [*raw, failed]]
+    for order in (events, events[::-1], events[2:] + events[:2]):
+        store = InMemoryEventStore()
+        for event in [*order, *order]:  # each delivered twice
+            await IngestEvents(store).execute([event])
+        renewal = next(t for t in store.transactions.values() if t.razorpay_payment_id == r.renewal_payment)
+        assert renewal.status is TxnStatus.FAILED and renewal.amount == r.amount
+        assert renewal.invoice_url == f"https://rzp.io/i/{r.sub[4:12]}"
+        told = [i for i in store.outbox.values() if i.kind == "payment_failed"]
+        assert len(told) == 1 and told[0].data["retry_url"] == renewal.invoice_url
+        assert told[0].to_email == r.email

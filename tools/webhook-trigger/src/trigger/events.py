@@ -274,6 +274,7 @@ class RazorpayScenario:
     failed_payment: str = field(default_factory=lambda: _id("pay_", 14))
     sub: str = field(default_factory=lambda: _id("sub_", 14))
     sub_payment: str = field(default_factory=lambda: _id("pay_", 14))
+    renewal_payment: str = field(default_factory=lambda: _id("pay_", 14))  # a renewal charge that fails
     dispute: str = field(default_factory=lambda: _id("disp_", 14))
     dispute_created: int | None = None
     refunded: int = 0
@@ -317,7 +318,7 @@ class RazorpayScenario:
             "customer_id": "cust_BoxCostPro01", "status": status, "current_start": start,
             "current_end": start + 30 * 86400, "ended_at": start if status in ("cancelled", "completed") else None,
             "quantity": 1, "notes": self.notes, "charge_at": start + 30 * 86400, "total_count": 12,
-            "paid_count": 1, "created_at": start,
+            "paid_count": 1, "created_at": start, "short_url": f"https://rzp.io/i/{self.sub[4:12]}",
         }}
 
     def event(self, event_type: str) -> dict[str, Any]:
@@ -373,6 +374,11 @@ class RazorpayScenario:
             if event_type == "subscription.charged":
                 entity = self.payment_entity(self.sub_payment, "captured", order_id=None)
                 payload["payment"] = entity
+            elif event_type in ("subscription.pending", "subscription.halted"):
+                # The renewal charge that failed: Razorpay sends it with the subscription it left unpaid.
+                payload["payment"] = self.payment_entity(
+                    self.renewal_payment, "failed", order_id=None, error_code="BAD_REQUEST_ERROR",
+                    error_description="The UPI mandate was revoked by the customer.")
             return self.envelope(event_type, payload)
         raise ValueError(f"unknown Razorpay event type {event_type!r}")
 

@@ -24,7 +24,7 @@ from billing.domain.model import (
     Transaction,
     TxnRef,
 )
-from billing.domain.notifications import fold_amendments, payment_emails, receipt_amendments, subscription_emails
+from billing.domain.notifications import fold_amendments, payment_emails, link_amendments, subscription_emails
 from billing.domain.scope import StripeScope
 from billing.domain.working_set import WorkingSet
 
@@ -146,7 +146,7 @@ def _apply_facts(
                 attention.extend(_needs_attention(base, txn, request_id))
                 ws.put_transaction(txn)
                 ws.emails.extend(payment_emails(old_txn, txn, fact.at, request_id))
-                ws.amendments.extend(receipt_amendments(old_txn, txn))
+                ws.amendments.extend(link_amendments(old_txn, txn))
                 txn_ids.append(txn.id)
     except Exception as exc:  # a defect in a rule must not lose the event nor fail its neighbours
         log.exception("event could not be applied")

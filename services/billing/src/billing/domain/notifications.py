@@ -157,11 +157,22 @@ def _receipt_key(row: Transaction) -> str:
     return f"txn:{row.id}:payment_received"
 
 
-def receipt_amendments(before: Transaction | None, after: Transaction) -> list[EmailAmendment]:
-    """The receipt link, for a receipt asked for before the link was known."""
-    if before is None or not (_paid(before) and _reachable(before)) or before.receipt_url or not after.receipt_url:
+def link_amendments(before: Transaction | None, after: Transaction) -> list[EmailAmendment]:
+    """Links that came after the email that needs them was asked for: the receipt's link, and the page
+    where a failed payment is paid again (a Razorpay subscription's, known from its event)."""
+    if before is None:
         return []
-    return [EmailAmendment(_receipt_key(after), {"receipt_url": after.receipt_url})]
+    amendments = []
+    if _paid(before) and _reachable(before) and not before.receipt_url and after.receipt_url:
+        amendments.append(EmailAmendment(_receipt_key(after), {"receipt_url": after.receipt_url}))
+    if (_failed(before) and _reachable(before) and not before.invoice_url and after.invoice_url
+            and after.failed_at == before.failed_at):
+        amendments.append(EmailAmendment(_failure_key(after), {"retry_url": after.invoice_url}))
+    return amendments
+
+
+def _failure_key(row: Transaction) -> str:
+    return f"txn:{row.id}:payment_failed:{_iso(row.failed_at)}"
 
 
 def _failed(row: Transaction) -> bool:
@@ -213,7 +224,7 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
         intents.append(receipt)
     if _newly(before, after, _failed, at, since=lambda row: row.failed_at) or _failed_again(before, after):
         # A Stripe invoice's page is where its customer pays another way, or authenticates (3-D Secure).
-        intents.append(_intent(after, f"txn:{after.id}:payment_failed:{_iso(after.failed_at)}", "payment_failed", {
+        intents.append(_intent(after, _failure_key(after), "payment_failed", {
             "amount": money, "reason": after.failure_message, "retry_url": after.invoice_url}, request_id))
     refunded_before = before.amount_refunded if before is not None else 0
     late_address = (before is not None and refunded_before > 0 and not _reachable(before)

@@ -35,6 +35,15 @@ _PAYMENT_STATUS = {
     "order.paid": TxnStatus.SUCCEEDED,
 }
 
+# A payment entity's own status, as a subscription event reports it. Refunds are counted by refund events.
+_PAYMENT_ENTITY_STATUS = {
+    "created": TxnStatus.PENDING,
+    "authorized": TxnStatus.AUTHORIZED,
+    "captured": TxnStatus.SUCCEEDED,
+    "refunded": TxnStatus.SUCCEEDED,
+    "failed": TxnStatus.FAILED,
+}
+
 _SUB_STATUS = {
     "created": SubStatus.PENDING,
     "authenticated": SubStatus.PENDING,
@@ -78,6 +87,7 @@ def _payment_fact(
     *,
     owner: Owner | None = None,
     subscription: SubRef | None = None,
+    pay_again_url: str | None = None,
 ) -> PaymentFact:
     failure = None
     if status is TxnStatus.FAILED:
@@ -99,6 +109,7 @@ def _payment_fact(
         customer_email=f.text(payment, "email"),
         email_rank=CONTACT_ACCOUNT,
         subscription=subscription,
+        invoice_url=pay_again_url,  # where the customer pays again (a failed payment's email links it)
     )
 
 
@@ -191,8 +202,13 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
             customer_email=f.text(payment, "email"),
         )
     ]
-    if event_type == "subscription.charged":
-        facts.append(_payment_fact(TxnStatus.SUCCEEDED, payment, at, owner=owner, subscription=ref))
+    # A subscription event records the payment it carries with the status that payment reports: the
+    # renewal charged, or the one that failed (pending, halted), which the customer can pay again at the
+    # subscription's short_url.
+    if payment:
+        payment_status = f.known(_PAYMENT_ENTITY_STATUS, f.text(payment, "status", required=True), "payment status")
+        facts.append(_payment_fact(payment_status, payment, at, owner=owner, subscription=ref,
+                                   pay_again_url=f.text(sub, "short_url")))
     return facts
 
 
