@@ -122,6 +122,32 @@ async def test_trigger_replays_a_saved_payload_byte_for_byte_and_backdates_on_re
     assert await db.fetchval("SELECT tenant_id FROM billing.transactions") == "t-file"
 
 
+async def test_an_operator_replays_a_selection_of_stored_events_dry_run_first_and_nothing_applies_twice(stack, db):
+    flow = FLOWS["stripe-payment"]
+    answers = await deliver(stack.gateway_url, [sign("stripe", e, STRIPE_SECRET) for e in flow.build("acme", "u1")])
+    assert {r.status for r in answers} == {200}
+    before = state(await db.fetch("SELECT * FROM billing.transactions"))
+    emails = await db.fetchval("SELECT count(*) FROM billing.email_outbox")
+
+    async def cli(*args):
+        return await run_module("billing.cli", *args, env=operator_env(stack))
+
+    selection = ("--provider", "stripe", "--tenant", "acme", "--status", "processed", "--reason",
+                 "a fixed refund rule, applied to acme's past events")
+    code, out = await cli("replay-selected", "--dry-run", *selection)
+    assert code == 0 and f"{len(answers)} would be replayed" in out, out
+    assert "transactions that would change: none" in out and "emails that would be asked for: none" in out
+    code, out = await cli("replay-selected", *selection)
+    assert code == 0 and f"{len(answers)} replayed" in out, out
+    # Applied again through today's handlers: the same rows, no second email.
+    assert state(await db.fetch("SELECT * FROM billing.transactions")) == before
+    assert await db.fetchval("SELECT count(*) FROM billing.email_outbox") == emails
+    assert [r["dry_run"] for r in await db.fetch("SELECT dry_run FROM billing.event_replays ORDER BY requested_at")] \
+        == [True, False]
+    code, out = await cli("replay-selected", "--provider", "stripe")
+    assert code == 2 and "--reason" in out  # no replay without saying why
+
+
 async def test_operator_cli_lists_shows_and_replays_events(stack, db):
     event = StripeScenario().event("payment_intent.succeeded")
     event["data"]["object"]["currency"] = "dollars"  # billing keeps it, failed

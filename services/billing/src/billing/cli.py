@@ -7,6 +7,9 @@ without them, plaintext (make run).
   python -m billing.cli event stripe evt_123        # one event, with its error and payload
   python -m billing.cli replay stripe evt_123       # apply a failed event again
   python -m billing.cli replay --all-failed
+  python -m billing.cli replay-selected --reason WHY [--dry-run] [--provider P] [--type T] [--tenant ID]
+      [--status processed|ignored|failed ...] [--since ISO] [--until ISO] [--event ID ...] [--limit N]
+                                                    # apply stored events again, any status (audited)
   python -m billing.cli txn TENANT_ID TRANSACTION_ID
   python -m billing.cli refused-emails [--retry]    # emails the notifier refused; --retry sends them again
   python -m billing.cli unattributed                # payments received that no tenant owns
@@ -80,6 +83,24 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                     more = " (the earliest received failed again; there are more behind them)"
                     break
             print(f"{replayed} replayed{more}")
+        elif args.command == "replay-selected":
+            selection = billing_pb2.EventSelection(
+                provider=PROVIDERS[args.provider] if args.provider else billing_pb2.PROVIDER_UNSPECIFIED,
+                event_ids=args.event, event_type=args.type or "", tenant_id=args.tenant or "", statuses=args.status,
+                limit=args.limit)
+            for name, value in (("received_after", args.since), ("received_before", args.until)):
+                if value:
+                    getattr(selection, name).FromJsonString(value)
+            reply = await stub.ReplayWebhookEvents(billing_pb2.ReplayWebhookEventsRequest(
+                selection=selection, dry_run=args.dry_run, reason=args.reason), timeout=300)
+            for r in reply.results:
+                print(f"{r.event_id:<32} {billing_pb2.IngestStatus.Name(r.status)[14:].lower():<10} {r.error}")
+            verb = "would be replayed" if args.dry_run else "replayed"
+            print(f"{len(reply.results)} {verb} (replay {reply.replay_id})")
+            if args.dry_run:
+                print(f"transactions that would change: {', '.join(reply.changed_transaction_ids) or 'none'}")
+                print(f"subscriptions that would change: {', '.join(reply.changed_subscription_ids) or 'none'}")
+                print(f"emails that would be asked for: {', '.join(reply.email_kinds) or 'none'}")
         elif args.command == "refused-emails":
             count = 0
             while True:  # queued a share at a time: those queued are no longer refused
@@ -142,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("provider_name", nargs="?", choices=["stripe", "razorpay"])
     p.add_argument("event_id", nargs="?")
     p.add_argument("--all-failed", action="store_true")
+    p = sub.add_parser("replay-selected")
+    p.add_argument("--reason", required=True, help="why: kept with the replay, with who asked")
+    p.add_argument("--dry-run", action="store_true", help="say what would change, changing nothing")
+    p.add_argument("--provider", choices=["stripe", "razorpay"])
+    p.add_argument("--type")
+    p.add_argument("--tenant")
+    p.add_argument("--status", action="append", default=[], choices=["processed", "ignored", "failed"])
+    p.add_argument("--since", help="received at or after (RFC 3339)")
+    p.add_argument("--until", help="received before (RFC 3339)")
+    p.add_argument("--event", action="append", default=[], help="an event id (repeatable)")
+    p.add_argument("--limit", type=int, default=0, help=f"at most {MAX_REPLAYED}, the earliest received first")
     p = sub.add_parser("refused-emails")
     p.add_argument("--retry", action="store_true")
     sub.add_parser("unattributed")

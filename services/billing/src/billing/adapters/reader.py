@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import lock_id
 
 from billing.adapters.rows import subscription_from_row, transaction_from_row
 from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
 from billing.domain.errors import InvalidRequest
+from billing.domain.events import IngestResult
 from billing.domain.internal_api import (
+    EventSelection,
     EventFilter,
     Page,
     PendingPayment,
@@ -201,6 +204,42 @@ class PostgresBillingReader:
             f"SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events "
             f"WHERE status = 'failed' ORDER BY received_at LIMIT $1", limit)
         return [(_event(r), r["payload"].encode()) for r in rows]
+
+    async def select_events(self, selection: EventSelection, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
+        # A tenant's events are those that named its payments or subscriptions.
+        rows = await self._pool.fetch(
+            f"""SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events e
+            WHERE ($1::text IS NULL OR e.provider = $1)
+              AND (cardinality($2::text[]) = 0 OR e.event_id = ANY($2::text[]))
+              AND ($3::text IS NULL OR e.event_type = $3)
+              AND (cardinality($4::text[]) = 0 OR e.status = ANY($4::text[]))
+              AND ($5::timestamptz IS NULL OR e.received_at >= $5)
+              AND ($6::timestamptz IS NULL OR e.received_at < $6)
+              AND ($7::text IS NULL
+                   OR EXISTS (SELECT 1 FROM billing.transactions t
+                              WHERE t.id = ANY(e.transaction_ids) AND t.tenant_id = $7)
+                   OR EXISTS (SELECT 1 FROM billing.user_subscriptions s
+                              WHERE s.id = ANY(e.subscription_ids) AND s.tenant_id = $7))
+            ORDER BY e.received_at, e.id LIMIT $8""",
+            selection.provider.value if selection.provider else None, list(selection.event_ids),
+            selection.event_type, list(selection.statuses), selection.received_after, selection.received_before,
+            selection.tenant_id, limit)
+        return [(_event(r), r["payload"].encode()) for r in rows]
+
+    async def record_replay(self, requested_by: str, reason: str, selection: EventSelection, dry_run: bool,
+                            results: Sequence[IngestResult]) -> str:
+        replay_id = uuid.uuid4()
+        described = {"provider": selection.provider.value if selection.provider else None,
+                     "event_ids": list(selection.event_ids), "event_type": selection.event_type,
+                     "tenant_id": selection.tenant_id, "statuses": list(selection.statuses),
+                     "received_after": selection.received_after.isoformat() if selection.received_after else None,
+                     "received_before": selection.received_before.isoformat() if selection.received_before else None}
+        await self._pool.execute(
+            "INSERT INTO billing.event_replays (id, requested_by, reason, selection, dry_run, events, outcomes) "
+            "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7::jsonb)",
+            replay_id, requested_by[:255], reason[:2000], orjson.dumps(described).decode(), dry_run, len(results),
+            orjson.dumps([[r.event_id, r.outcome.value] for r in results]).decode())
+        return str(replay_id)
 
     async def claim_due_retries(self, limit: int, lease: timedelta) -> Sequence[tuple[StoredEvent, bytes]]:
         # Rows another replica holds are skipped; the ones taken are not due again until the lease ends,

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from servicekit.authz import peer_identities
 from servicekit.grpcserve import maps_errors
 from servicekit.logs import request_id_var
 from servicekit.timestamps import field_datetime, to_timestamp
@@ -18,6 +19,7 @@ from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, 
 from billing.domain.internal_api import (
     BillingApi,
     EventFilter,
+    EventSelection,
     PendingPayment,
     Stamped,
     StoredEvent,
@@ -94,6 +96,14 @@ def _encode(result: IngestResult) -> billing_pb2.IngestResult:
     )
 
 
+
+
+def _selection(message: billing_pb2.EventSelection) -> EventSelection:
+    return EventSelection(
+        provider=_provider_filter(message.provider), event_ids=tuple(message.event_ids),
+        event_type=message.event_type or None, tenant_id=message.tenant_id or None,
+        statuses=tuple(message.statuses), received_after=_time(message, "received_after", "selection.received_after"),
+        received_before=_time(message, "received_before", "selection.received_before"))
 
 
 def _provider_filter(value: int) -> Provider | None:
@@ -235,8 +245,20 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     @errors
     async def ReplayWebhookEvents(self, request: billing_pb2.ReplayWebhookEventsRequest,
                                   context: grpc.aio.ServicerContext) -> billing_pb2.ReplayWebhookEventsResponse:
-        results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
-        return billing_pb2.ReplayWebhookEventsResponse(results=[_encode(r) for r in results])
+        if not request.HasField("selection"):
+            results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
+            return billing_pb2.ReplayWebhookEventsResponse(results=[_encode(r) for r in results])
+        if request.event_id or request.all_failed:
+            raise InvalidRequest("selection", "give a selection, or event_id / all_failed, not both")
+        report = await self._api.replay_selection(
+            _selection(request.selection), request.selection.limit, dry_run=request.dry_run, reason=request.reason,
+            requested_by=", ".join(peer_identities(context)) or "a caller without a certificate (plaintext)")
+        preview = report.preview
+        return billing_pb2.ReplayWebhookEventsResponse(
+            results=[_encode(r) for r in report.results], replay_id=report.replay_id,
+            changed_transaction_ids=preview.changed_transaction_ids if preview else [],
+            changed_subscription_ids=preview.changed_subscription_ids if preview else [],
+            email_kinds=preview.email_kinds if preview else [])
 
     @errors
     async def RetryRefusedEmails(self, request: billing_pb2.RetryRefusedEmailsRequest,

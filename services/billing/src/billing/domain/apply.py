@@ -63,9 +63,11 @@ def interpret(event: IncomingEvent, stripe_scope: StripeScope) -> Interpreted:
 
 
 def apply_batch(
-    ws: WorkingSet, items: list[Interpreted], known: KnownEvents
+    ws: WorkingSet, items: list[Interpreted], known: KnownEvents, *, again: bool = False
 ) -> tuple[list[IngestResult], list[EventRecord]]:
-    """Apply each event's facts to the working set (pure). Returns results and the event rows to keep."""
+    """Apply each event's facts to the working set (pure). Returns results and the event rows to keep.
+    With `again` (an operator's replay), stored events of any status are applied again, as retries:
+    every merge is idempotent and every email keyed, so what was applied before changes nothing."""
     results: list[IngestResult] = []
     records: list[EventRecord] = []
     seen: set[tuple[str, str]] = set()
@@ -73,7 +75,7 @@ def apply_batch(
         event = item.event
         previous = known.statuses.get(event.key)
         if (event.key in seen or stored_under_another_id(event, known)
-                or (previous is not None and previous != Outcome.FAILED.value)):
+                or (previous is not None and previous != Outcome.FAILED.value and not again)):
             results.append(IngestResult(event.event_id, Outcome.DUPLICATE))
             continue
         seen.add(event.key)

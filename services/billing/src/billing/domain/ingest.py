@@ -98,6 +98,16 @@ class _Plan:
         return sorted(keys)
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A dry run of applying events again: each one's outcome, the rows it would change, the emails."""
+
+    results: list[IngestResult]
+    changed_transaction_ids: list[str]
+    changed_subscription_ids: list[str]
+    email_kinds: list[str]
+
+
 class IngestEvents:
     """Applies events, whoever hands them over: the gateway's calls, the retry worker, an operator's replay.
     `on_applied` hears of every batch once it is committed (metrics); `on_emails_committed`, of a batch
@@ -111,10 +121,12 @@ class IngestEvents:
         self._on_emails = on_emails_committed
         self._on_applied = on_applied
 
-    async def execute(self, events: Sequence[IncomingEvent]) -> list[IngestResult]:
+    async def execute(self, events: Sequence[IncomingEvent], *, again: bool = False) -> list[IngestResult]:
+        """Store and apply these events; with `again`, apply stored ones again too (see apply_batch)."""
         items = [interpret(e, self._stripe_scope) for e in events]
         storable = [i for i in items if i.payload_text is not None]
-        results = {id(i): r for i, r in zip(storable, await self._run(storable), strict=True)} if storable else {}
+        results = ({id(i): r for i, r in zip(storable, await self._run(storable, again), strict=True)}
+                   if storable else {})
         answered = [
             results.get(id(i)) or IngestResult(i.event.event_id, Outcome.FAILED, error=i.error)
             for i in items
@@ -122,9 +134,9 @@ class IngestEvents:
         self._on_applied(events, answered)
         return answered
 
-    async def _run(self, items: list[Interpreted]) -> list[IngestResult]:
+    async def _run(self, items: list[Interpreted], again: bool = False) -> list[IngestResult]:
         try:
-            return await self._commit(items)
+            return await self._commit(items, again)
         except TransientStoreError:
             raise
         except Exception:
@@ -132,14 +144,14 @@ class IngestEvents:
                 return [await self._record_unappliable(items[0])]
             # The database refused something of the batch; find which event by going one at a time.
             log.warning("batch refused by the database; applying its events one by one", exc_info=True)
-            return [(await self._run([item]))[0] for item in items]
+            return [(await self._run([item], again))[0] for item in items]
 
-    async def _commit(self, items: list[Interpreted]) -> list[IngestResult]:
+    async def _commit(self, items: list[Interpreted], again: bool = False) -> list[IngestResult]:
         plan = _Plan.of(items)
 
         async def apply(unit: BatchUnit) -> tuple[list[IngestResult], bool]:
             known, working_set = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs, plan.bodies)
-            results, records = apply_batch(working_set, items, known)
+            results, records = apply_batch(working_set, items, known, again=again)
             await unit.write(working_set, records)
             return results, bool(working_set.emails or working_set.amendments)
 
@@ -147,6 +159,21 @@ class IngestEvents:
         if emailed:
             self._on_emails()
         return results
+
+    async def preview(self, events: Sequence[IncomingEvent]) -> Preview:
+        """What applying these stored events again would do, under the same locks, writing nothing."""
+        items = [i for i in (interpret(e, self._stripe_scope) for e in events) if i.payload_text is not None]
+        plan = _Plan.of(items)
+
+        async def look(unit: BatchUnit) -> Preview:
+            known, ws = await unit.read(plan.event_keys, plan.txn_refs, plan.sub_refs, plan.bodies)
+            before = {row.id: row for row in [*ws.transactions, *ws.subscriptions]}
+            results, _ = apply_batch(ws, items, known, again=True)
+            changed_txns = [i for i, row in ws.changed_transactions.items() if before.get(i) != row]
+            changed_subs = [i for i, row in ws.changed_subscriptions.items() if before.get(i) != row]
+            return Preview(results, changed_txns, changed_subs, [email.kind for email in ws.emails])
+
+        return await self._in_unit(plan.lock_keys(), look) if items else Preview([], [], [], [])
 
     async def _in_unit(self, lock_keys: list[str], work: Callable[[BatchUnit], Awaitable[_T]]) -> _T:
         """`work` in one database transaction holding these locks, committed; done again from the start

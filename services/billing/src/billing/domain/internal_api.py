@@ -11,7 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
 from billing.domain.events import IncomingEvent, IngestResult
-from billing.domain.ingest import IngestEvents
+from billing.domain.ingest import IngestEvents, Preview
 from billing.domain.model import Owner, Provider, SubRef, SubStatus, Subscription, Transaction, TxnStatus
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,29 @@ class EventFilter:
     received_before: datetime | None = None
 
 
+@dataclass(frozen=True)
+class EventSelection:
+    """Stored events an operator replays: every condition given must hold."""
+
+    provider: Provider | None = None
+    event_ids: tuple[str, ...] = ()
+    event_type: str | None = None
+    tenant_id: str | None = None
+    statuses: tuple[str, ...] = ()  # of REPLAYABLE_STATUSES; none: every status
+    received_after: datetime | None = None
+    received_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    replay_id: str
+    results: list[IngestResult]
+    preview: Preview | None = None  # a dry run's
+
+
+REPLAYABLE_STATUSES = ("processed", "ignored", "failed")
+
+
 class BillingReader(Protocol):
     async def create_pending(self, p: PendingPayment) -> tuple[Stamped[Transaction], bool, dict[str, Any]]: ...
     async def get_transaction(self, tenant_id: str, txn_id: str) -> Stamped[Transaction] | None: ...
@@ -139,6 +162,13 @@ class BillingReader(Protocol):
     async def list_events(self, f: EventFilter, limit: int, after: str | None) -> Page[StoredEvent]: ...
     async def get_event(self, provider: Provider, event_id: str) -> tuple[StoredEvent, bytes] | None: ...
     async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]: ...
+
+    async def select_events(self, selection: EventSelection, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
+        """The stored events the selection names, the earliest received first."""
+
+    async def record_replay(self, requested_by: str, reason: str, selection: EventSelection, dry_run: bool,
+                            results: Sequence[IngestResult]) -> str:
+        """Keep the audit record of a replay; its id."""
 
     async def claim_due_retries(self, limit: int, lease: timedelta) -> Sequence[tuple[StoredEvent, bytes]]:
         """Failed events whose retry is due, taken for `lease`: no other replica takes them meanwhile."""
@@ -253,6 +283,36 @@ class BillingApi:
 
     async def next_retry_in(self) -> float | None:
         return await self._reader.next_retry_in()
+
+    async def replay_selection(self, selection: EventSelection, limit: int, *, dry_run: bool, reason: str,
+                               requested_by: str) -> ReplayReport:
+        """Apply stored events again, whatever their status, through today's handlers (after a handler was
+        added or fixed): what their fresh delivery would give, nothing applied twice. A dry run changes
+        nothing and says what would change. Each replay is recorded with who asked and why."""
+        if not reason.strip():
+            raise InvalidRequest("reason", "say why: it is kept with the replay")
+        unknown = sorted(set(selection.statuses) - set(REPLAYABLE_STATUSES))
+        if unknown:
+            raise InvalidRequest("selection.statuses", f"must be among {', '.join(REPLAYABLE_STATUSES)}")
+        for name, value in (("event_type", selection.event_type), ("tenant_id", selection.tenant_id),
+                            *(("event_ids", e) for e in selection.event_ids)):
+            if value is not None:
+                _text(f"selection.{name}", value)
+        if (selection.received_after and selection.received_before
+                and selection.received_after >= selection.received_before):
+            raise InvalidRequest("selection.received_before", "must be after received_after")
+        chosen = await self._reader.select_events(selection, _operator_limit(limit, MAX_REPLAYED) if limit
+                                                  else MAX_REPLAYED)
+        events = [IncomingEvent(e.provider, e.event_id, e.event_type, payload, e.received_at, e.request_id or "")
+                  for e, payload in chosen]
+        preview = await self._ingest.preview(events) if dry_run else None
+        results = preview.results if preview is not None else (
+            await self._ingest.execute(events, again=True) if events else [])
+        replay_id = await self._reader.record_replay(requested_by, reason.strip(), selection, dry_run, results)
+        log.info("stored events replayed" if not dry_run else "replay previewed", extra={"fields": {
+            "replay_id": replay_id, "requested_by": requested_by, "reason": reason.strip(), "events": len(events),
+            "outcomes": {o: sum(1 for r in results if r.outcome.value == o) for o in {r.outcome.value for r in results}}}})
+        return ReplayReport(replay_id, results, preview)
 
     async def replay(self, provider: Provider | None, event_id: str, all_failed: bool) -> list[IngestResult]:
         """Apply failed events again, as if the provider had redelivered them."""
