@@ -110,6 +110,51 @@ async def recover_stripe_events(settings: Settings, since: datetime, until: date
     return 0
 
 
+async def check_setup(settings: Settings, url: str, fix: bool) -> int:
+    """Report whether Stripe's webhook endpoint for `url` sends billing what it needs, and print Razorpay's
+    checklist: 0 when Stripe's is complete (or was made so with `fix`), 1 when it is not, 2 when Stripe
+    could not be asked."""
+    from billing.adapters.stripe_api import StripeRefused, StripeWebhookEndpoints
+    from billing.domain.setup_check import RAZORPAY_CHECKLIST, STRIPE_NEEDED, check_stripe_endpoint
+
+    assert settings.stripe_api_key is not None
+    endpoints = StripeWebhookEndpoints(settings.stripe_api_key.value, api_base=settings.stripe_api_base)
+    try:
+        report = check_stripe_endpoint(await endpoints.list(), url)
+        print(f"Stripe webhook endpoint for {url}:")
+        if report.endpoint_id is None:
+            print("  none sends to this URL")
+        else:
+            print(f"  {report.endpoint_id}, {'enabled' if report.enabled else 'DISABLED'}, "
+                  f"API version {report.api_version or 'the account default'}")
+        for event_type, loss in report.missing:
+            print(f"  missing  {event_type}" + (f"  -- {loss}" if loss else ""))
+        for event_type in report.ignored:
+            print(f"  ignored  {event_type}  (sent, but billing does not act on it)")
+        if fix and not report.complete:
+            if report.endpoint_id is None:
+                made = await endpoints.create(url, list(STRIPE_NEEDED))
+                print(f"  created {made['id']}; its signing secret, shown this once: {made.get('secret')}")
+                print("  add it to STRIPE_WEBHOOK_SECRET (comma-separated beside the current one while rotating)")
+            else:
+                sent = sorted(set(STRIPE_NEEDED) | set(report.ignored))
+                await endpoints.update(report.endpoint_id, sent)
+                print(f"  updated {report.endpoint_id}: enabled, sending every type billing needs")
+            report = check_stripe_endpoint(await endpoints.list(), url)
+        print("  complete" if report.complete else "  INCOMPLETE: run again with --fix, or change it in Stripe's "
+              "dashboard")
+    except StripeRefused as exc:
+        print(f"billing: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await endpoints.close()
+    print("\nRazorpay has no API for most accounts' webhooks: in its dashboard (Settings > Webhooks), "
+          "tick these events for the endpoint:")
+    for event_type in RAZORPAY_CHECKLIST:
+        print(f"  [ ] {event_type}")
+    return 0 if report.complete else 1
+
+
 def _aware_time(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -147,6 +192,15 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     recover.add_argument("--all", action="store_true",
                          help="every event of the range, not only those Stripe has not delivered to every endpoint "
                               "(after restoring the database from a backup)")
+    check = commands.add_parser(
+        "check-setup", help="check that the providers' webhook set-up sends billing what it needs",
+        description="Reads Stripe's webhook endpoints with STRIPE_API_KEY and reports, for the given URL, whether "
+                    "the endpoint exists and is enabled, which event types billing needs that it does not send (and "
+                    "what each costs), which it sends that billing ignores, and its API version. Prints the "
+                    "checklist of Razorpay's events to tick. Exit 0: complete; 1: not; 2: Stripe refused.")
+    check.add_argument("--url", required=True, help="the gateway's public Stripe URL, .../webhooks/stripe")
+    check.add_argument("--fix", action="store_true",
+                       help="create the endpoint, or enable it and add the missing types (prints a new secret once)")
     return parser.parse_args(argv[1:])
 
 
@@ -156,6 +210,8 @@ def main(argv: list[str]) -> int:
         settings = Settings.from_env(os.environ)
         if args.command == "recover-stripe-events" and settings.stripe_api_key is None:
             raise ConfigError("STRIPE_API_KEY is required to read Stripe's list of events")
+        if args.command == "check-setup" and settings.stripe_api_key is None:
+            raise ConfigError("STRIPE_API_KEY is required to read Stripe's webhook endpoints")
         authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [billing_pb2.DESCRIPTOR])
                   if args.command in (None, "serve") else None)
     except ConfigError as exc:
@@ -165,6 +221,8 @@ def main(argv: list[str]) -> int:
     if args.command == "migrate":
         directory = Path(settings.migrations_dir) if settings.migrations_dir else DEFAULT_DIRECTORY
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
+    if args.command == "check-setup":
+        return run_logged(log, lambda: asyncio.run(check_setup(settings, args.url, args.fix)))
     if args.command == "recover-stripe-events":
         return run_logged(log, lambda: asyncio.run(recover_stripe_events(settings, args.since, args.until, args.all)))
     return run_logged(log, lambda: uvloop.run(serve(settings, authz)))

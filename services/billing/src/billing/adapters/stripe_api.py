@@ -59,3 +59,48 @@ class StripeEventFeed:
 
     async def close(self) -> None:
         await self._http.close_async()
+
+
+class StripeRefused(Exception):
+    """Stripe's API refused a call (a key without the right, an unknown id) or could not be reached."""
+
+
+class StripeWebhookEndpoints:
+    """Stripe's webhook endpoints (/v1/webhook_endpoints), read and written with the stripe SDK."""
+
+    def __init__(self, api_key: str, *, api_base: str = "https://api.stripe.com", timeout_seconds: float = 30.0,
+                 max_network_retries: int = 3) -> None:
+        logging.getLogger("stripe").setLevel(logging.WARNING)
+        self._http = stripe.AIOHTTPClient(timeout=timeout_seconds)
+        self._client = stripe.StripeClient(api_key, base_addresses={"api": api_base}, http_client=self._http,
+                                           max_network_retries=max_network_retries)
+
+    async def list(self) -> list[dict]:
+        endpoints: list[dict] = []
+        params: dict[str, object] = {"limit": 100}
+        while True:
+            page = await self._call("get", "/v1/webhook_endpoints", **params)
+            endpoints += page["data"]
+            if not page["data"] or not page.get("has_more"):
+                return endpoints
+            params["starting_after"] = page["data"][-1]["id"]
+
+    async def create(self, url: str, events: list[str]) -> dict:
+        """A new endpoint for `url`: Stripe answers its signing secret this once."""
+        return await self._call("post", "/v1/webhook_endpoints", url=url, enabled_events=events,
+                                description="BoxCostPro payments (billing check-setup)")
+
+    async def update(self, endpoint_id: str, events: list[str]) -> dict:
+        return await self._call("post", f"/v1/webhook_endpoints/{endpoint_id}", enabled_events=events,
+                                disabled=False)
+
+    async def _call(self, method: str, path: str, **params: object) -> dict:
+        try:
+            response = await self._client.raw_request_async(method, path, **params)
+        except stripe.StripeError as exc:
+            status = f" ({exc.http_status})" if exc.http_status else ""
+            raise StripeRefused(f"Stripe refused {method.upper()} {path}{status}: {exc.user_message or exc}") from exc
+        return orjson.loads(response.body)
+
+    async def close(self) -> None:
+        await self._http.close_async()
