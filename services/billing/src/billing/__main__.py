@@ -31,7 +31,7 @@ from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
 from billing.domain.ingest import IngestEvents
 from billing.domain.internal_api import BillingApi
-from billing.domain.recovery import InvalidRange, RecoverEvents
+from billing.domain.recovery import EventFeed, InvalidRange, RecoverEvents
 
 log = logging.getLogger("billing")
 
@@ -72,17 +72,25 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
         await pool.close()
 
 
-async def recover_stripe_events(settings: Settings, since: datetime, until: datetime | None,
-                                every: bool) -> int:
-    """Take in the Stripe events of a time range that billing never got: 0 when the whole range was read,
-    1 when it stopped early (run it again from where it says), 2 for a range with nothing to read."""
-    # Imported here: the stripe SDK takes half a second and 14 MB to import, and serving never uses it.
-    from billing.adapters.stripe_api import StripeEventFeed
+async def recover_events(settings: Settings, provider: str, since: datetime, until: datetime | None,
+                         every: bool) -> int:
+    """Take in what a provider reported in a time range that billing never got: 0 when the whole range was
+    read, 1 when it stopped early (run it again from where it says), 2 for a range with nothing to read."""
+    # Imported here: the SDKs take time and memory to import, and serving never uses them.
+    feed: EventFeed
+    if provider == "stripe":
+        from billing.adapters.stripe_api import StripeEventFeed
 
-    assert settings.stripe_api_key is not None
+        assert settings.stripe_api_key is not None
+        feed = StripeEventFeed(settings.stripe_api_key.value, api_base=settings.stripe_api_base)
+    else:
+        from billing.adapters.razorpay_api import RazorpayEntityFeed
+
+        assert settings.razorpay_key_id and settings.razorpay_key_secret is not None
+        feed = RazorpayEntityFeed(settings.razorpay_key_id, settings.razorpay_key_secret.value,
+                                  api_base=settings.razorpay_api_base)
     request_id = f"recovery-{uuid.uuid4().hex[:16]}"
     pool = await create_pool(settings.database_url.value, min_size=1, max_size=2)
-    feed = StripeEventFeed(settings.stripe_api_key.value, api_base=settings.stripe_api_base)
     try:
         # The serving billing's outbox worker sends the emails these events ask for, on its next look.
         recovery = RecoverEvents(feed, IngestEvents(PostgresEventStore(pool), stripe_scope=settings.stripe_scope),
@@ -94,19 +102,22 @@ async def recover_stripe_events(settings: Settings, since: datetime, until: date
     finally:
         await feed.close()
         await pool.close()
-    fields = {"request_id": request_id, "from": report.start.isoformat(), "until": report.end.isoformat(),
+    fields = {"provider": provider, "request_id": request_id, "from": report.start.isoformat(),
+              "until": report.end.isoformat(),
               "only_undelivered": not every, "listed": report.listed, "skipped_types_not_handled": report.skipped,
               **{outcome.value: count for outcome, count in sorted(report.outcomes.items())},
               "failed_event_ids": report.failed_event_ids[:100]}
     if not report.complete:
         assert report.resume_from is not None
-        log.error("stripe event recovery stopped early; run it again with --since set to resume_from",
+        log.error(f"{provider} event recovery stopped early; run it again with --since set to resume_from",
                   extra={"fields": {**fields, "error": report.error, "resume_from": report.resume_from.isoformat()}})
         return 1
-    if report.taken_in:  # webhooks had not brought them: worth a look at why, even when all is well now
+    if provider == "stripe" and report.taken_in:  # webhooks had not brought them: worth a look at why
         log.warning("stripe events recovered, some that no webhook had delivered", extra={"fields": fields})
-    else:
+    elif provider == "stripe":
         log.info("stripe events recovered, none missing", extra={"fields": fields})
+    else:  # Razorpay's entities are given under ids of recovery's own: new to billing, changing nothing known
+        log.info("razorpay entities recovered", extra={"fields": fields})
     return 0
 
 
@@ -192,6 +203,15 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     recover.add_argument("--all", action="store_true",
                          help="every event of the range, not only those Stripe has not delivered to every endpoint "
                               "(after restoring the database from a backup)")
+    razorpay = commands.add_parser(
+        "recover-razorpay-events", help="take in the Razorpay payments, orders, refunds and subscriptions of a "
+                                        "time range that billing never got",
+        description="Lists, with RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET, the payments, orders, refunds and "
+                    "subscriptions created in the range, and applies each as the event reporting its state. "
+                    "Running it again, or after the webhooks came, changes nothing.")
+    razorpay.add_argument("--since", required=True, type=_time_or_ago,
+                          help="start of the range: ISO 8601 with a zone, or a span before now such as 48h")
+    razorpay.add_argument("--until", type=_aware_time, help="end of the range (default: now)")
     check = commands.add_parser(
         "check-setup", help="check that the providers' webhook set-up sends billing what it needs",
         description="Reads Stripe's webhook endpoints with STRIPE_API_KEY and reports, for the given URL, whether "
@@ -210,6 +230,8 @@ def main(argv: list[str]) -> int:
         settings = Settings.from_env(os.environ)
         if args.command == "recover-stripe-events" and settings.stripe_api_key is None:
             raise ConfigError("STRIPE_API_KEY is required to read Stripe's list of events")
+        if args.command == "recover-razorpay-events" and not (settings.razorpay_key_id and settings.razorpay_key_secret):
+            raise ConfigError("RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET are required to read Razorpay's payments")
         if args.command == "check-setup" and settings.stripe_api_key is None:
             raise ConfigError("STRIPE_API_KEY is required to read Stripe's webhook endpoints")
         authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [billing_pb2.DESCRIPTOR])
@@ -223,8 +245,10 @@ def main(argv: list[str]) -> int:
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
     if args.command == "check-setup":
         return run_logged(log, lambda: asyncio.run(check_setup(settings, args.url, args.fix)))
-    if args.command == "recover-stripe-events":
-        return run_logged(log, lambda: asyncio.run(recover_stripe_events(settings, args.since, args.until, args.all)))
+    if args.command in ("recover-stripe-events", "recover-razorpay-events"):
+        provider = args.command.split("-")[1]
+        return run_logged(log, lambda: asyncio.run(recover_events(settings, provider, args.since, args.until,
+                                                                  getattr(args, "all", False))))
     return run_logged(log, lambda: uvloop.run(serve(settings, authz)))
 
 

@@ -38,6 +38,9 @@ class Settings:
     stripe_api_key: Secret | None  # for recovering events from Stripe's list; serving does not use it
     stripe_api_base: str
     stripe_scope: StripeScope
+    razorpay_key_id: str | None = None  # for recovering Razorpay's entities; serving does not use them
+    razorpay_key_secret: Secret | None = None
+    razorpay_api_base: str = "https://api.razorpay.com"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -61,4 +64,7 @@ class Settings:
             stripe_api_base=env_str(environ, "STRIPE_API_BASE", "https://api.stripe.com"),
             # Events of the other mode, or of connected accounts not listed ("*": all), are kept and ignored.
             stripe_scope=_stripe_scope(environ),
+            razorpay_key_id=env_str(environ, "RAZORPAY_KEY_ID", "") or None,
+            razorpay_key_secret=Secret(k) if (k := env_str(environ, "RAZORPAY_KEY_SECRET", "")) else None,
+            razorpay_api_base=env_str(environ, "RAZORPAY_API_BASE", "https://api.razorpay.com"),
         )
