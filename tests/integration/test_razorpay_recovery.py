@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
@@ -172,3 +171,21 @@ async def test_recovery_reads_every_page_and_a_refused_key_says_where_to_resume(
 
     code, out = await recover(database_url, base, secret="revoked")
     assert code == 1 and "resume_from" in out and "invalid" in out, out
+
+
+async def test_each_recovery_run_pushes_what_it_found_and_applied(razorpay_at, pushgateway, database_url):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    pushed, gateway = pushgateway
+    _, base = await razorpay_at(entities_of(flow("razorpay-payment")))
+    code, out = await run_module("billing", "recover-razorpay-events", "--since", "2h", env={
+        "DATABASE_URL": database_url, "GRPC_PLAINTEXT": "true", "RAZORPAY_KEY_ID": KEY_ID,
+        "RAZORPAY_KEY_SECRET": KEY_SECRET, "RAZORPAY_API_BASE": base, "METRICS_PUSHGATEWAY": gateway})
+    assert code == 0, out
+    [(path, text)] = pushed.items()
+    assert path == "/metrics/job/billing-recovery/provider/razorpay"
+    samples = {(s.name, s.labels.get("outcome")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("billing_recovery_events", "processed")] > 0
+    assert samples[("billing_recovery_events", "listed")] == samples[("billing_recovery_events", "processed")]
+    assert samples[("billing_recovery_complete", None)] == 1

@@ -175,3 +175,19 @@ async def test_recover_command_refused_by_stripe_stores_nothing_and_says_where_t
 async def test_recover_command_refuses_what_it_cannot_run_with_and_says_why(args, key, says, database_url):
     code, out = await recover(database_url, "http://127.0.0.1:9", *args, key=key)
     assert code == 2 and says in out, out
+
+
+async def test_a_stripe_recovery_run_pushes_the_same_figures(stripe_api, database_url, pushgateway):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    pushed, gateway = pushgateway
+    _, address = await stripe_api(flow_events())
+    code, out = await run_module("billing", "recover-stripe-events", "--since", "2h", env={
+        "DATABASE_URL": database_url, "GRPC_PLAINTEXT": "true", "STRIPE_API_KEY": KEY, "STRIPE_API_BASE": address,
+        "METRICS_PUSHGATEWAY": gateway})
+    assert code == 0, out
+    [(path, text)] = pushed.items()
+    assert path == "/metrics/job/billing-recovery/provider/stripe"
+    names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    assert {"billing_recovery_events", "billing_recovery_complete",
+            "billing_recovery_last_run_timestamp_seconds"} <= names

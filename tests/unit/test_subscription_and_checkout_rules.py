@@ -11,8 +11,6 @@ from billing.domain.model import SubStatus, TxnStatus
 from trigger.events import RazorpayScenario, StripeScenario
 from trigger.flows import FLOWS
 
-from billing.domain.ingest import IngestEvents
-
 from tests.fakes import InMemoryEventStore
 from tests.support import incoming
 from tests.unit.rules_support import flow_events, ingest_one_by_one, same_rows_in_every_order

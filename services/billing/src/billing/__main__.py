@@ -25,7 +25,7 @@ from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.reader import PostgresBillingReader
-from billing.api.metrics import record_ingest, refresh_gauges
+from billing.api.metrics import push_recovery, record_ingest, refresh_gauges
 from billing.api.servicer import BillingServicer
 from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
@@ -107,6 +107,11 @@ async def recover_events(settings: Settings, provider: str, since: datetime, unt
               "only_undelivered": not every, "listed": report.listed, "skipped_types_not_handled": report.skipped,
               **{outcome.value: count for outcome, count in sorted(report.outcomes.items())},
               "failed_event_ids": report.failed_event_ids[:100]}
+    if settings.metrics_pushgateway:
+        try:
+            push_recovery(settings.metrics_pushgateway, provider, report)
+        except OSError as exc:  # the run's work is done and logged: a missing figure is not a failed run
+            log.warning("recovery figures not pushed", extra={"fields": {"error": str(exc)}})
     if not report.complete:
         assert report.resume_from is not None
         log.error(f"{provider} event recovery stopped early; run it again with --since set to resume_from",

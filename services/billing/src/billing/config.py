@@ -41,6 +41,7 @@ class Settings:
     razorpay_key_id: str | None = None  # for recovering Razorpay's entities; serving does not use them
     razorpay_key_secret: Secret | None = None
     razorpay_api_base: str = "https://api.razorpay.com"
+    metrics_pushgateway: str | None = None  # where recovery runs push what they did (host:port or URL)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -67,4 +68,5 @@ class Settings:
             razorpay_key_id=env_str(environ, "RAZORPAY_KEY_ID", "") or None,
             razorpay_key_secret=Secret(k) if (k := env_str(environ, "RAZORPAY_KEY_SECRET", "")) else None,
             razorpay_api_base=env_str(environ, "RAZORPAY_API_BASE", "https://api.razorpay.com"),
+            metrics_pushgateway=env_str(environ, "METRICS_PUSHGATEWAY", "") or None,
         )

@@ -8,11 +8,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
 
 from billing.domain.providers import razorpay_events, stripe_events
 from billing.domain.events import Attention, IncomingEvent, IngestResult, Outcome
 from billing.domain.model import Provider
+from billing.domain.recovery import RecoveryReport
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +70,21 @@ async def refresh_gauges(read: Callable[[], Awaitable[dict[str, float]]], every_
         except Exception:  # metrics must never take the service down
             log.warning("could not refresh gauges", exc_info=True)
         await asyncio.sleep(every_seconds)
+
+
+def push_recovery(gateway: str, provider: str, report: RecoveryReport) -> None:
+    """What a recovery run found and applied, pushed to a Prometheus Pushgateway: a CronJob's run ends
+    before any scrape could read it. Replaces the last run's figures for the provider."""
+    registry = CollectorRegistry()
+    events = Gauge("billing_recovery_events", "Events the last recovery run listed, took and applied, by outcome.",
+                   ["provider", "outcome"], registry=registry)
+    events.labels(provider, "listed").set(report.listed)
+    events.labels(provider, "skipped").set(report.skipped)
+    for outcome in Outcome:
+        events.labels(provider, outcome.value).set(report.outcomes[outcome])
+    Gauge("billing_recovery_complete", "1 when the last recovery run read its whole range.", ["provider"],
+          registry=registry).labels(provider).set(1 if report.complete else 0)
+    Gauge("billing_recovery_last_run_timestamp_seconds", "When the last recovery run ended.", ["provider"],
+          registry=registry).labels(provider).set_to_current_time()
+    push_to_gateway(gateway, job="billing-recovery", registry=registry, grouping_key={"provider": provider},
+                    timeout=10)
