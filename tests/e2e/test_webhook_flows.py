@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -165,6 +166,43 @@ async def test_operator_cli_lists_shows_and_replays_events(stack, db):
     assert code == 0 and "failed" in out and "1 replayed" in out  # the cause is in the event itself
     code, out = await cli("event", "stripe", "evt_missing")
     assert code == 1 and "NOT_FOUND" in out
+
+
+@pytest.mark.parametrize("provider, secret", [("stripe", STRIPE_SECRET), ("razorpay", RAZORPAY_SECRET)])
+async def test_each_event_keeps_the_signed_bytes_and_headers_so_its_signature_can_be_checked_again(
+        stack, db, provider, secret):
+    from trigger.events import RazorpayScenario
+
+    event = (StripeScenario() if provider == "stripe" else RazorpayScenario()).event(
+        "payment_intent.succeeded" if provider == "stripe" else "payment.captured")
+    body = json.dumps(event, indent=3, sort_keys=True).encode()  # spacing and key order the parsed copy loses
+    delivery = sign(provider, body, secret)
+    [answer] = await deliver(stack.gateway_url, [delivery])
+    assert answer.status == 200 and answer.body["processing_result"]["status"] == "processed"
+
+    async def cli(*args, **env):
+        return await run_module("billing.cli", "event", provider, delivery.event_id, *args,
+                                env={**operator_env(stack), **env})
+
+    code, out = await cli("--body")
+    assert code == 0 and out.encode() == body
+    secret_env = f"{provider.upper()}_WEBHOOK_SECRET"
+    code, out = await cli("--verify", **{secret_env: f"rotated_out,{secret}"})
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["signature_valid"] is True
+    kept = shown["event"]
+    signature = "stripe-signature" if provider == "stripe" else "x-razorpay-signature"
+    assert kept["headers"][signature] == delivery.headers[signature.title()]
+    assert kept["headers"]["user-agent"] == delivery.headers["User-Agent"]
+    assert kept["client_address"] == "127.0.0.1"
+    assert kept["body_sha256"] == hashlib.sha256(body).hexdigest()
+    [txn_id] = kept["transaction_ids"]
+    assert str(await db.fetchval("SELECT id FROM billing.transactions")) == txn_id
+    assert secret not in out
+
+    code, out = await cli("--verify", **{secret_env: "not_the_signing_secret"})
+    assert code == 1 and json.loads(out)["signature_valid"] is False
 
 
 async def test_services_talk_mutual_tls_each_as_itself_and_only_what_the_policy_grants(

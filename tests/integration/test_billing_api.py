@@ -263,7 +263,13 @@ async def test_reads_never_cross_tenants(billing):
      (lambda s: s.GetTransaction(billing_pb2.GetTransactionRequest(tenant_id="t1", id="i" * 10_000)), "id"),
      (lambda s: s.GetSubscription(billing_pb2.GetSubscriptionRequest(tenant_id="t" * 10_000, id="i")), "tenant_id"),
      (lambda s: s.IngestEvents(billing_pb2.IngestEventsRequest(events=[incoming_pb("evt_1", request_id="r" * 300)])),
-      "events[0].request_id")],
+      "events[0].request_id"),
+     (lambda s: s.IngestEvents(billing_pb2.IngestEventsRequest(events=[
+         evidenced(headers={"user-agent": "u" * 2_000})])), "events[0].headers"),
+     (lambda s: s.IngestEvents(billing_pb2.IngestEventsRequest(events=[
+         evidenced(headers={f"x-{i}": "v" for i in range(50)})])), "events[0].headers"),
+     (lambda s: s.IngestEvents(billing_pb2.IngestEventsRequest(events=[
+         evidenced(client_address="1" * 300)])), "events[0].client_address")],
 )
 async def test_overlong_ids_are_invalid_argument_with_a_short_message(billing, db, call, field):
     # Quoting a 10,000-character id back would not even fit in gRPC's trailers (RESOURCE_EXHAUSTED).
@@ -346,6 +352,12 @@ def incoming_pb(event_id: str, request_id: str) -> billing_pb2.WebhookEvent:
     return billing_pb2.WebhookEvent(provider=STRIPE, event_id=event_id, event_type="payment_intent.succeeded",
                                     payload=b"{}", received_at=Timestamp(seconds=1_773_480_600),
                                     request_id=request_id)
+
+
+def evidenced(**evidence) -> billing_pb2.WebhookEvent:
+    event = incoming_pb("evt_1", request_id="r")
+    event.MergeFrom(billing_pb2.WebhookEvent(**evidence))
+    return event
 
 
 async def test_pagination_is_stable_while_rows_are_inserted(billing):

@@ -438,9 +438,25 @@ async def test_allow_list_refuses_other_sources_and_reads_forwarded_for_only_fro
         assert (await client.post("/webhooks/stripe", data=d.body, headers=two_lines)).status == 403
         via_proxies = await post(client, d, headers={**d.headers, "X-Forwarded-For": "54.187.1.1, 10.1.2.3"})
         assert via_proxies.status == 200
-        assert [e.event_id for e in billing.received] == [d.event_id]
+        assert [(e.event_id, e.client_address) for e in billing.received] == [(d.event_id, "54.187.1.1")]
     finally:
         await client.close()
+
+
+async def test_billing_is_handed_the_delivery_evidence_and_never_a_credential(client, billing):
+    d = stripe_delivery()
+    sent = {**d.headers, "Authorization": "Bearer sk_live_x", "Cookie": "session=1", "X-Other": "y"}
+    assert (await post(client, d, headers=sent)).status == 200
+    r = sign("razorpay", RazorpayScenario().event("payment.captured"), RAZORPAY_SECRET)
+    assert (await post(client, r)).status == 200
+    stripe_kept, razorpay_kept = billing.received
+    assert dict(stripe_kept.headers) == {"stripe-signature": d.headers["Stripe-Signature"],
+                                         "user-agent": d.headers["User-Agent"], "content-type": "application/json"}
+    assert dict(razorpay_kept.headers) == {
+        "x-razorpay-signature": r.headers["X-Razorpay-Signature"], "x-razorpay-event-id": r.event_id,
+        "user-agent": r.headers["User-Agent"], "content-type": "application/json"}
+    assert stripe_kept.client_address == razorpay_kept.client_address == "127.0.0.1"
+    assert stripe_kept.payload == d.body and razorpay_kept.payload == r.body
 
 
 async def test_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy_is_ignored(billing):

@@ -20,3 +20,12 @@ def test_nul_is_found_in_top_level_nested_and_repeated_strings():
     assert nul_field(billing_pb2.IngestEventsRequest(events=events)) == "events[1].event_type"
     assert nul_field(billing_pb2.IngestEventsResponse(results=[
         billing_pb2.IngestResult(transaction_ids=["a", "b\x00"])])) == "results[0].transaction_ids[1]"
+
+
+def test_nul_is_found_in_a_map_key_or_value():
+    clean = billing_pb2.WebhookEvent(event_id="e", headers={"stripe-signature": "t=1,v1=ab"})
+    assert nul_field(billing_pb2.IngestEventsRequest(events=[clean])) is None
+    valued = billing_pb2.WebhookEvent(event_id="e", headers={"user-agent": "x\x00"})
+    assert nul_field(billing_pb2.IngestEventsRequest(events=[valued])) == "events[0].headers['user-agent']"
+    keyed = billing_pb2.WebhookEvent(event_id="e", headers={"a\x00": "x"})
+    assert nul_field(billing_pb2.IngestEventsRequest(events=[clean, keyed])) == "events[1].headers['a\\x00']"

@@ -86,10 +86,12 @@ _NO_TEXT = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration"})
 
 
 @functools.cache
-def _text_fields(descriptor) -> tuple[tuple[str, bool, bool], ...]:
-    """(name, is a string, repeated) of the fields of a message type that are strings or may hold some."""
+def _text_fields(descriptor) -> tuple[tuple[str, bool, bool, bool], ...]:
+    """(name, is a string, repeated, is a map) of the fields of a message type that are strings or may
+    hold some."""
     return tuple(
-        (field.name, field.type == field.TYPE_STRING, field.is_repeated)
+        (field.name, field.type == field.TYPE_STRING, field.is_repeated,
+         field.type == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry)
         for field in descriptor.fields
         if field.type == field.TYPE_STRING
         or (field.type == field.TYPE_MESSAGE and field.message_type.full_name not in _NO_TEXT)
@@ -97,9 +99,17 @@ def _text_fields(descriptor) -> tuple[tuple[str, bool, bool], ...]:
 
 
 def nul_field(message, prefix: str = "") -> str | None:
-    """The path of the first string in `message` (nested messages included) that holds a NUL character,
-    which no PostgreSQL text column can store; None when there is none."""
-    for name, is_text, repeated in _text_fields(message.DESCRIPTOR):
+    """The path of the first string in `message` (nested messages and maps included) that holds a NUL
+    character, which no PostgreSQL text column can store; None when there is none."""
+    for name, is_text, repeated, is_map in _text_fields(message.DESCRIPTOR):
+        if is_map:
+            for key, item in getattr(message, name).items():
+                path = f"{prefix}{name}[{key!r}]"
+                if isinstance(key, str) and "\x00" in key or isinstance(item, str) and "\x00" in item:
+                    return path
+                if not isinstance(item, (str, bytes, int, float, bool)) and (found := nul_field(item, path + ".")):
+                    return found
+            continue
         if not repeated and not is_text and not message.HasField(name):
             continue
         value = getattr(message, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -93,14 +95,15 @@ bodies AS (
 events AS (
     INSERT INTO billing.webhook_events
         (id, provider, event_id, event_type, payload, request_id, received_at, processed_at, status, error,
-         transaction_ids, subscription_ids, next_retry_at, payload_sha256)
+         transaction_ids, subscription_ids, next_retry_at, payload_sha256, body, headers, client_address)
     SELECT gen_random_uuid(), provider, event_id, event_type, payload, nullif(request_id, ''), received_at,
            processed_at, status, error, transaction_ids, subscription_ids,
-           {_next_retry_at("status", "1", "processed_at", ("$5", "$6", "$7"))}, decode(payload_sha256, 'hex')
+           {_next_retry_at("status", "1", "processed_at", ("$5", "$6", "$7"))}, decode(payload_sha256, 'hex'),
+           decode(body, 'base64'), headers, nullif(client_address, '')
     FROM json_to_recordset($4::json) AS e(
         provider text, event_id text, event_type text, payload jsonb, request_id text, received_at timestamptz,
         processed_at timestamptz, status text, error text, transaction_ids uuid[], subscription_ids uuid[],
-        payload_sha256 text)
+        payload_sha256 text, body text, headers jsonb, client_address text)
 )
 SELECT 1
 """
@@ -163,6 +166,8 @@ def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
         "request_id": record.event.request_id, "received_at": record.event.received_at, "processed_at": now,
         "status": record.status, "error": record.error, "transaction_ids": record.transaction_ids,
         "subscription_ids": record.subscription_ids, "payload_sha256": record.event.body_sha256,
+        "body": base64.b64encode(record.event.payload).decode(), "headers": dict(record.event.headers),
+        "client_address": record.event.client_address,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from billing.domain.errors import InvalidRequest
 from billing.domain.events import IngestResult
 from billing.domain.internal_api import (
     EventSelection,
+    Evidence,
     EventFilter,
     Page,
     PendingPayment,
@@ -63,6 +65,10 @@ def _event(row: asyncpg.Record) -> StoredEvent:
                        row["error"], row["attempts"], row["received_at"], row["processed_at"], row["request_id"],
                        row["next_retry_at"])
 
+
+# What a replay or retry applies: the body exactly as it was signed, or for events stored before bodies
+# were kept, the parsed document.
+_REPLAYED = "coalesce(body, convert_to(payload::text, 'UTF8'))"
 
 _EVENT_COLUMNS = ("id, provider, event_id, event_type, status, error, attempts, received_at, processed_at, "
                   "request_id, next_retry_at")
@@ -195,20 +201,26 @@ class PostgresBillingReader:
 
     async def get_event(self, provider: Provider, event_id: str) -> tuple[StoredEvent, bytes] | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events "
-            "WHERE provider = $1 AND event_id = $2", provider.value, event_id)
-        return (_event(row), row["payload"].encode()) if row else None
+            f"SELECT {_EVENT_COLUMNS}, {_REPLAYED} AS payload, body, encode(payload_sha256, 'hex') AS sha256, "
+            "headers::text AS headers, client_address, transaction_ids, subscription_ids "
+            "FROM billing.webhook_events WHERE provider = $1 AND event_id = $2", provider.value, event_id)
+        if row is None:
+            return None
+        evidence = Evidence(row["body"] or b"", row["sha256"] or "", orjson.loads(row["headers"]),
+                            row["client_address"] or "", tuple(map(str, row["transaction_ids"])),
+                            tuple(map(str, row["subscription_ids"])))
+        return replace(_event(row), evidence=evidence), row["payload"]
 
     async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
         rows = await self._pool.fetch(
-            f"SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events "
+            f"SELECT {_EVENT_COLUMNS}, {_REPLAYED} AS payload FROM billing.webhook_events "
             f"WHERE status = 'failed' ORDER BY received_at LIMIT $1", limit)
-        return [(_event(r), r["payload"].encode()) for r in rows]
+        return [(_event(r), r["payload"]) for r in rows]
 
     async def select_events(self, selection: EventSelection, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
         # A tenant's events are those that named its payments or subscriptions.
         rows = await self._pool.fetch(
-            f"""SELECT {_EVENT_COLUMNS}, payload::text AS payload FROM billing.webhook_events e
+            f"""SELECT {_EVENT_COLUMNS}, {_REPLAYED} AS payload FROM billing.webhook_events e
             WHERE ($1::text IS NULL OR e.provider = $1)
               AND (cardinality($2::text[]) = 0 OR e.event_id = ANY($2::text[]))
               AND ($3::text IS NULL OR e.event_type = $3)
@@ -224,7 +236,7 @@ class PostgresBillingReader:
             selection.provider.value if selection.provider else None, list(selection.event_ids),
             selection.event_type, list(selection.statuses), selection.received_after, selection.received_before,
             selection.tenant_id, limit)
-        return [(_event(r), r["payload"].encode()) for r in rows]
+        return [(_event(r), r["payload"]) for r in rows]
 
     async def record_replay(self, requested_by: str, reason: str, selection: EventSelection, dry_run: bool,
                             results: Sequence[IngestResult]) -> str:
@@ -248,8 +260,8 @@ class PostgresBillingReader:
             f"UPDATE billing.webhook_events SET next_retry_at = now() + $2 "
             f"WHERE id IN (SELECT id FROM billing.webhook_events WHERE status = 'failed' AND next_retry_at <= now() "
             f"ORDER BY next_retry_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_EVENT_COLUMNS}, payload::text AS payload", limit, lease)
-        return sorted(((_event(r), r["payload"].encode()) for r in rows), key=lambda e: e[0].received_at)
+            f"RETURNING {_EVENT_COLUMNS}, {_REPLAYED} AS payload", limit, lease)
+        return sorted(((_event(r), r["payload"]) for r in rows), key=lambda e: e[0].received_at)
 
     async def next_retry_in(self) -> float | None:
         # NULL when nothing waits (the worker then idles); never negative when something is overdue.

@@ -30,6 +30,7 @@ from billing.domain.internal_api import (
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+MAX_HEADERS = 16
 
 _PROVIDERS = {
     billing_pb2.PROVIDER_STRIPE: Provider.STRIPE,
@@ -73,6 +74,10 @@ def _decode(request: billing_pb2.IngestEventsRequest) -> list[IncomingEvent]:
             raise InvalidRequest(f"events[{i}].received_at", "required")
         if len(e.request_id) > 255:
             raise InvalidRequest(f"events[{i}].request_id", "at most 255 characters")
+        if len(e.headers) > MAX_HEADERS or any(len(k) > 64 or len(v) > 1024 for k, v in e.headers.items()):
+            raise InvalidRequest(f"events[{i}].headers", f"at most {MAX_HEADERS}, each at most 1,024 characters")
+        if len(e.client_address) > 64:
+            raise InvalidRequest(f"events[{i}].client_address", "at most 64 characters")
         events.append(
             IncomingEvent(
                 provider=provider,
@@ -81,6 +86,8 @@ def _decode(request: billing_pb2.IngestEventsRequest) -> list[IncomingEvent]:
                 payload=e.payload,
                 received_at=_time(e, "received_at", f"events[{i}].received_at"),
                 request_id=e.request_id,
+                headers=tuple(sorted((k.lower(), v) for k, v in e.headers.items())),
+                client_address=e.client_address,
             )
         )
     return events
@@ -163,11 +170,15 @@ def _subscription_pb(stamped: Stamped[Subscription]) -> billing_pb2.Subscription
 
 
 def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
+    kept = e.evidence
     return billing_pb2.StoredEvent(
         id=e.id, provider=_PROVIDER_TO_PB[e.provider], event_id=e.event_id, event_type=e.event_type,
         status=e.status, error=e.error or "", attempts=e.attempts, received_at=to_timestamp(e.received_at),
         processed_at=to_timestamp(e.processed_at), request_id=e.request_id or "", payload=e.payload,
         dead_letter=e.dead_letter, next_retry_at=to_timestamp(e.next_retry_at),
+        **({"body": kept.body, "body_sha256": kept.body_sha256, "headers": kept.headers,
+            "client_address": kept.client_address, "transaction_ids": kept.transaction_ids,
+            "subscription_ids": kept.subscription_ids} if kept else {}),
     )
 
 

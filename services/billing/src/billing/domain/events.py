@@ -31,6 +31,8 @@ class IncomingEvent:
     payload: bytes
     received_at: datetime
     request_id: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # the delivery's evidence headers, by lower-case name
+    client_address: str = ""
 
     @property
     def key(self) -> tuple[str, str]:

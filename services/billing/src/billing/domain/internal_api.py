@@ -21,8 +21,8 @@ MAX_PAGE = 100
 MAX_TEXT = 255  # ids, keys and names: the providers' ids are far shorter
 MAX_REPLAYED = 1000  # failed events one "replay all" applies, the earliest received first
 MAX_REFUSED = 1000  # refused emails one call lists or queues again
-MAX_UNATTRIBUTED = 1000
-RETRY_LEASE = timedelta(minutes=2)  # far longer than a round of retries takes  # payments, or subscriptions, without a tenant one call lists
+MAX_UNATTRIBUTED = 1000  # payments, or subscriptions, without a tenant one call lists
+RETRY_LEASE = timedelta(minutes=2)  # far longer than a round of retries takes
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -33,6 +33,18 @@ class Stamped(Generic[T]):
     row: T
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What was kept of an event's delivery, and what it changed."""
+
+    body: bytes  # exactly as signed; empty for events stored before bodies were kept
+    body_sha256: str
+    headers: dict[str, str]  # the delivery's signature and ids; empty for recovered events
+    client_address: str
+    transaction_ids: tuple[str, ...]
+    subscription_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class StoredEvent:
     request_id: str | None
     next_retry_at: datetime | None = None
     payload: str = ""
+    evidence: Evidence | None = None  # one event's read only
 
     @property
     def dead_letter(self) -> bool:
@@ -270,7 +283,7 @@ class BillingApi:
         if found is None:
             raise NotFound(f"no {provider.value} event {event_id}")
         event, payload = found
-        return replace(event, payload=payload.decode())
+        return replace(event, payload=payload.decode(errors="replace"))
 
     async def retry_due(self, limit: int = 100) -> int:
         """Automatic retries: apply failed events whose backoff has passed (the worker's round)."""

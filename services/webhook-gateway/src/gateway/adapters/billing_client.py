@@ -43,6 +43,8 @@ def _to_pb(event: AuthenticatedEvent) -> billing_pb2.WebhookEvent:
         payload=event.payload,
         received_at=to_timestamp(event.received_at),
         request_id=event.request_id,
+        headers=dict(event.headers),
+        client_address=event.client_address,
     )
 
 

@@ -20,6 +20,20 @@ class Provider(str, Enum):
     RAZORPAY = "razorpay"
 
 
+# The headers kept with each event as evidence: with the body, the signature can be checked again. A
+# signature is a MAC of the body, not the secret; no header that carries a secret is ever kept.
+_EVIDENCE_HEADERS = {
+    Provider.STRIPE: ("Stripe-Signature", "User-Agent", "Content-Type"),
+    Provider.RAZORPAY: ("X-Razorpay-Signature", "X-Razorpay-Event-Id", "User-Agent", "Content-Type"),
+}
+_MAX_HEADER_KEPT = 1024
+
+
+def evidence_headers(provider: Provider, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name.lower(), value[:_MAX_HEADER_KEPT]) for name in _EVIDENCE_HEADERS[provider]
+                 if (value := headers.get(name)) is not None)
+
+
 @dataclass(frozen=True)
 class AuthenticatedEvent:
     provider: Provider
@@ -28,6 +42,8 @@ class AuthenticatedEvent:
     payload: bytes
     received_at: datetime
     request_id: str
+    headers: tuple[tuple[str, str], ...] = ()  # evidence_headers(): lower-case names, never a secret
+    client_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,8 @@ class ReceiveWebhook:
             self._edge.limiter.record_failure(str(client), now.timestamp())
             raise
         result = await self._billing.ingest(
-            AuthenticatedEvent(provider, envelope.event_id, envelope.event_type, body, now, request_id)
+            AuthenticatedEvent(provider, envelope.event_id, envelope.event_type, body, now, request_id,
+                               evidence_headers(provider, headers), str(client) if client else "")
         )
         return Receipt(envelope, result)
 
