@@ -5,7 +5,25 @@ from aiohttp import web
 
 
 @pytest.fixture
-async def pushgateway():
+async def serve():
+    """Serves an aiohttp app on a free local port for the test (a stand-in for a provider's API);
+    `await serve(app)` gives its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def pushgateway(serve):
     """A stand-in Prometheus Pushgateway: the text each push sent, by its path."""
     pushed: dict[str, str] = {}
 
@@ -15,9 +33,5 @@ async def pushgateway():
 
     app = web.Application()
     app.router.add_route("*", "/metrics/{tail:.*}", push)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield pushed, f"127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    base = await serve(app)
+    return pushed, base.removeprefix("http://")

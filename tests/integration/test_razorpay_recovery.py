@@ -56,23 +56,14 @@ class FakeRazorpayApi:
 
 
 @pytest.fixture
-async def razorpay_at():
-    runners = []
-
+def razorpay_at(serve):
     async def start(entities: dict[str, list[dict]]) -> tuple[FakeRazorpayApi, str]:
         api = FakeRazorpayApi(entities)
         app = web.Application()
         app.router.add_get("/v1/{resource}", api.list)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return api, f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return api, await serve(app)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 def money(rows) -> list[tuple]:

@@ -50,25 +50,16 @@ class FakeWebhookEndpoints:
 
 
 @pytest.fixture
-async def stripe_at():
-    runners = []
-
+def stripe_at(serve):
     async def start(endpoints: list[dict]) -> tuple[FakeWebhookEndpoints, str]:
         api = FakeWebhookEndpoints(endpoints)
         app = web.Application()
         app.router.add_get("/v1/webhook_endpoints", api.list)
         app.router.add_post("/v1/webhook_endpoints", api.create)
         app.router.add_post("/v1/webhook_endpoints/{id}", api.update)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return api, f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return api, await serve(app)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 def env(base: str, key: str = KEY) -> dict[str, str]:

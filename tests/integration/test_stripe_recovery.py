@@ -46,24 +46,16 @@ class FakeStripeApi:
 
 
 @pytest.fixture
-async def stripe_api():
-    """Start a FakeStripeApi for given events; yields (api, base address)."""
-    runners = []
+def stripe_api(serve):
+    """Starts a FakeStripeApi for given events; gives (api, base address)."""
 
     async def start(events: list[dict], undelivered: set[str] | None = None) -> tuple[FakeStripeApi, str]:
         api = FakeStripeApi(events, undelivered)
         app = web.Application()
         app.router.add_get("/v1/events", api.list_events)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return api, f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return api, await serve(app)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 def at(timestamp: int) -> datetime:
