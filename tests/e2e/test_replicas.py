@@ -76,9 +76,9 @@ async def test_killing_a_billing_and_a_notifier_replica_mid_burst_loses_nothing_
     killed = [replicated.service(name) for name in ("billing-2", "notifier-2")]
     for service in killed:
         service.signal(signal.SIGKILL)
-    stored_at_kill = await db.fetchval("SELECT count(*) FROM billing.webhook_events")
-    assert stored_at_kill < len(sent) and mail_sink.count < len(sent), "the kill came after the burst"
     try:
+        # Mid-burst: receipts are still being handed over and sent (the webhooks may all be in by now).
+        assert mail_sink.count < len(sent), "the kill came after the burst"
         await _check_nothing_lost_and_no_receipt_repeated(replicated, db, mail_sink, sent, await burst)
     finally:
         for service in killed:  # back, so that the stack stops cleanly

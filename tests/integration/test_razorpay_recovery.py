@@ -25,26 +25,52 @@ def entities_of(events: list[dict]) -> dict[str, list[dict]]:
         for name, wrapper in event["payload"].items():
             entity = {"created_at": event["created_at"], **wrapper["entity"]}  # as Razorpay's entities all have
             latest[(name, entity["id"])] = entity
-    by_resource: dict[str, list[dict]] = {"payments": [], "orders": [], "refunds": [], "subscriptions": []}
+    by_resource: dict[str, list[dict]] = {"payments": [], "orders": [], "refunds": [], "subscriptions": [],
+                                          "invoices": []}
     for (name, _), entity in latest.items():
         by_resource[{"payment": "payments", "order": "orders", "refund": "refunds",
                      "subscription": "subscriptions"}[name]].append(entity)
+    # A subscription's charge is made against an invoice, which names the subscription.
+    for event in events:
+        if "subscription" in event["payload"] and (payment := event["payload"].get("payment")):
+            by_resource["invoices"].append({
+                "id": payment["entity"]["invoice_id"], "entity": "invoice", "created_at": event["created_at"],
+                "subscription_id": event["payload"]["subscription"]["entity"]["id"],
+                "payment_id": payment["entity"]["id"]})
     return by_resource
 
 
 class FakeRazorpayApi:
-    """GET /v1/{payments,orders,refunds,subscriptions} as Razorpay answers: basic auth with the key id and
-    secret, `from`/`to` on created_at, newest first, pages of `count` continued by `skip`."""
+    """GET /v1/{payments,orders,refunds,subscriptions,invoices} as Razorpay answers: basic auth with the key
+    id and secret, `from`/`to` on created_at, newest first, pages of `count` continued by `skip`; and
+    GET /v1/{resource}/{id}, one entity."""
 
     def __init__(self, entities: dict[str, list[dict]]) -> None:
         self.entities = entities
         self.pages = 0
+        self.fetched: list[str] = []
 
-    async def list(self, request: web.Request) -> web.Response:
+    @staticmethod
+    def _refused(request: web.Request) -> web.Response | None:
         expected = "Basic " + base64.b64encode(f"{KEY_ID}:{KEY_SECRET}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return web.json_response({"error": {"code": "BAD_REQUEST_ERROR",
                                                 "description": "The api key provided is invalid"}}, status=401)
+        return None
+
+    async def fetch(self, request: web.Request) -> web.Response:
+        if refused := self._refused(request):
+            return refused
+        self.fetched.append(request.match_info["id"])
+        found = [e for e in self.entities[request.match_info["resource"]] if e["id"] == request.match_info["id"]]
+        if not found:
+            return web.json_response({"error": {"code": "BAD_REQUEST_ERROR",
+                                                "description": "The id provided does not exist"}}, status=400)
+        return web.json_response(found[0])
+
+    async def list(self, request: web.Request) -> web.Response:
+        if refused := self._refused(request):
+            return refused
         self.pages += 1
         q = request.query
         items = [e for e in self.entities[request.match_info["resource"]]
@@ -61,14 +87,15 @@ def razorpay_at(serve):
         api = FakeRazorpayApi(entities)
         app = web.Application()
         app.router.add_get("/v1/{resource}", api.list)
+        app.router.add_get("/v1/{resource}/{id}", api.fetch)
         return api, await serve(app)
 
     return start
 
 
 def money(rows) -> list[tuple]:
-    return sorted((r["razorpay_payment_id"], r["razorpay_order_id"], r["tenant_id"], r["amount"], r["currency"],
-                   r["status"], r["amount_refunded"]) for r in rows)
+    return sorted((r["razorpay_payment_id"], r["razorpay_order_id"], r["razorpay_subscription_id"], r["tenant_id"],
+                   r["amount"], r["currency"], r["status"], r["amount_refunded"]) for r in rows)
 
 
 def standing(rows) -> list[tuple]:
@@ -122,9 +149,8 @@ async def test_recovery_of_entities_no_webhook_brought_ends_as_their_webhooks_wo
             subscriptions_by_webhooks = await conn.fetch("SELECT * FROM billing.user_subscriptions")
         finally:
             await conn.close()
-        # The money as the webhooks left it. Times differ (recovery dates a state by its entity, a webhook
-        # by its event), and Razorpay's lists do not say which subscription a renewal's payment belongs to
-        # (its invoice does, which recovery does not read).
+        # The money as the webhooks left it, each subscription's charges its own. Times differ (recovery
+        # dates a state by its entity, a webhook by its event).
         assert money(await db.fetch("SELECT * FROM billing.transactions")) == money(by_webhooks)
         assert standing(await db.fetch("SELECT * FROM billing.user_subscriptions")) == standing(
             subscriptions_by_webhooks)
@@ -180,3 +206,18 @@ async def test_each_recovery_run_pushes_what_it_found_and_applied(razorpay_at, p
     assert samples[("billing_recovery_events", "processed")] > 0
     assert samples[("billing_recovery_events", "listed")] == samples[("billing_recovery_events", "processed")]
     assert samples[("billing_recovery_complete", None)] == 1
+
+
+async def test_a_renewal_whose_subscription_and_invoice_are_older_than_the_range_is_still_that_subscriptions(
+        razorpay_at, database_url, db):
+    entities = entities_of(flow("razorpay-subscription"))
+    for made_earlier in entities["subscriptions"] + entities["invoices"]:
+        made_earlier["created_at"] -= 30 * 86400  # outside --since 2h: listed by no page, so fetched
+    api, base = await razorpay_at(entities)
+    code, out = await recover(database_url, base)
+    assert code == 0, out
+    [sub] = entities["subscriptions"]
+    charges = await db.fetch("SELECT razorpay_payment_id, razorpay_subscription_id, status FROM billing.transactions")
+    assert sorted((r["razorpay_subscription_id"], r["status"]) for r in charges) == [
+        (sub["id"], "failed"), (sub["id"], "succeeded")]
+    assert sorted(api.fetched) == sorted([*(i["id"] for i in entities["invoices"]), sub["id"]])

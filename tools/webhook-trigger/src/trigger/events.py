@@ -275,6 +275,8 @@ class RazorpayScenario:
     sub: str = field(default_factory=lambda: _id("sub_", 14))
     sub_payment: str = field(default_factory=lambda: _id("pay_", 14))
     renewal_payment: str = field(default_factory=lambda: _id("pay_", 14))  # a renewal charge that fails
+    sub_invoice: str = field(default_factory=lambda: _id("inv_", 14))  # each subscription charge's invoice
+    renewal_invoice: str = field(default_factory=lambda: _id("inv_", 14))
     dispute: str = field(default_factory=lambda: _id("disp_", 14))
     dispute_created: int | None = None
     refunded: int = 0
@@ -372,12 +374,14 @@ class RazorpayScenario:
                       "updated": "active"}[event_type.split(".")[1]]
             payload: dict[str, Any] = {"subscription": self.subscription_entity(status)}
             if event_type == "subscription.charged":
-                entity = self.payment_entity(self.sub_payment, "captured", order_id=None)
+                entity = self.payment_entity(self.sub_payment, "captured", order_id=None,
+                                             invoice_id=self.sub_invoice)
                 payload["payment"] = entity
             elif event_type in ("subscription.pending", "subscription.halted"):
                 # The renewal charge that failed: Razorpay sends it with the subscription it left unpaid.
                 payload["payment"] = self.payment_entity(
-                    self.renewal_payment, "failed", order_id=None, error_code="BAD_REQUEST_ERROR",
+                    self.renewal_payment, "failed", order_id=None, invoice_id=self.renewal_invoice,
+                    error_code="BAD_REQUEST_ERROR",
                     error_description="The UPI mandate was revoked by the customer.")
             return self.envelope(event_type, payload)
         raise ValueError(f"unknown Razorpay event type {event_type!r}")
