@@ -25,6 +25,8 @@ from billing.domain.model import Provider
 from billing.domain.recovery import FeedUnavailable, ListedEvent
 
 PAGE_SIZE = 100  # Razorpay's largest
+# What the SDK raises when Razorpay, or the way to it, refuses a call.
+_REFUSALS = (BadRequestError, ServerError, GatewayError, requests.RequestException, ValueError)
 
 _PAYMENT_EVENTS = {"authorized": "payment.authorized", "captured": "payment.captured",
                    "refunded": "payment.captured", "failed": "payment.failed"}
@@ -98,7 +100,7 @@ class RazorpayEntityFeed:
     async def _fetch(self, fetch: Callable[..., dict], entity_id: str) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(fetch, entity_id)
-        except (BadRequestError, ServerError, GatewayError, requests.RequestException, ValueError) as exc:
+        except _REFUSALS as exc:
             raise FeedUnavailable(f"Razorpay refused {entity_id} ({type(exc).__name__}): {exc}") from exc
 
     async def _all(self, listing: Callable[..., dict], window: dict[str, int]) -> list[dict[str, Any]]:
@@ -106,7 +108,7 @@ class RazorpayEntityFeed:
         while True:
             try:
                 page = await asyncio.to_thread(listing, {**window, "count": PAGE_SIZE, "skip": len(found)})
-            except (BadRequestError, ServerError, GatewayError, requests.RequestException, ValueError) as exc:
+            except _REFUSALS as exc:
                 raise FeedUnavailable(f"Razorpay refused a list ({type(exc).__name__}): {exc}") from exc
             items = page.get("items") or []
             found += items
