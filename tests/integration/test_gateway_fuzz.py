@@ -8,9 +8,11 @@ import json
 import re
 
 import pytest
+from gateway.adapters.billing_client import _to_pb
 from gateway.web.app import create_app
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from servicekit.grpcserve import nul_field
 from trigger.delivery import razorpay_header, sign, stripe_header
 from trigger.events import RazorpayScenario, StripeScenario
 
@@ -71,7 +73,7 @@ async def test_random_signed_bodies_never_cause_a_5xx(client_and_billing, provid
 # Every header the gateway reads, with values across the whole byte range, sent on a raw socket as an
 # attacker would (an HTTP client library refuses most of these bytes before they leave).
 READ_HEADERS = [b"Stripe-Signature", b"X-Razorpay-Signature", b"X-Razorpay-Event-Id", b"X-Forwarded-For",
-                b"Content-Type", b"Content-Length", b"Host", b"X-Request-Id", b"Content-Encoding"]
+                b"Content-Type", b"Content-Length", b"Host", b"X-Request-Id", b"Content-Encoding", b"User-Agent"]
 any_bytes = st.binary(max_size=80)
 
 
@@ -109,6 +111,8 @@ def _with(delivery_headers: dict[str, str], name: bytes, value: bytes) -> list[t
 @example(provider="razorpay", name=b"X-Razorpay-Signature", value="ñ".encode())
 @example(provider="razorpay", name=b"X-Razorpay-Event-Id", value=b"\xff\xfe")
 @example(provider="stripe", name=b"Host", value=b"\x00\x80[")
+@example(provider="razorpay", name=b"User-Agent", value=b"Razorpay-Webhook/v1 \xff\xfe")
+@example(provider="stripe", name=b"Content-Type", value=b"application/json; x=\x80")
 async def test_any_bytes_in_a_header_the_gateway_reads_get_a_4xx_or_2xx_and_nothing_unauthenticated_stored(
         client_and_billing, provider, name, value):
     client, billing = client_and_billing
@@ -125,6 +129,9 @@ async def test_any_bytes_in_a_header_the_gateway_reads_get_a_4xx_or_2xx_and_noth
     else:  # only a genuinely signed delivery, with what it was signed over intact
         assert len(billing.received) == before + 1
         assert billing.received[-1].payload == delivery.body
+        # and billing can take it: it crosses gRPC and has nothing PostgreSQL cannot store
+        wire = _to_pb(billing.received[-1])
+        assert wire.SerializeToString() and nul_field(wire) is None
 
 
 @pytest.mark.parametrize("header", [("Stripe-Signature", "t=²,v1=00".encode()),

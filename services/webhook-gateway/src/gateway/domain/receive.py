@@ -30,8 +30,14 @@ _MAX_HEADER_KEPT = 1024
 
 
 def evidence_headers(provider: Provider, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple((name.lower(), value[:_MAX_HEADER_KEPT]) for name in _EVIDENCE_HEADERS[provider]
+    return tuple((name.lower(), _storable(value[:_MAX_HEADER_KEPT])) for name in _EVIDENCE_HEADERS[provider]
                  if (value := headers.get(name)) is not None)
+
+
+def _storable(value: str) -> str:
+    """A header as text any store takes: bytes that are not UTF-8 (which the HTTP server hands over as
+    lone surrogates) and NUL become U+FFFD. The headers a signature check reads are ASCII already."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)
