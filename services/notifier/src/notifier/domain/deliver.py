@@ -42,6 +42,9 @@ class RetryPolicy:
         return max(self.base_delay / 10, rng.uniform(0, ceiling))
 
 
+ROUND_SIZE = 200  # emails one worker claims at a time
+
+
 class _ResultWriter:
     """Records outcomes as they come, one write at a time: each write takes all that came meanwhile. What
     the server accepted is recorded milliseconds later, not once the whole round is done, so a crash
@@ -97,7 +100,7 @@ class DeliverEmails:
         self._lease = 3 * send_limit
         self._rng = rng or random.Random()
 
-    async def run_once(self, limit: int = 200) -> int:
+    async def run_once(self, limit: int = ROUND_SIZE) -> int:
         claimed_at = self._clock()  # before the claim: the leases end no sooner than this says
         due = await self._log.claim_due(limit, self._lease)
         last_start = claimed_at + self._lease - 2 * self._send_limit
