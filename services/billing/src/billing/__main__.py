@@ -192,6 +192,12 @@ def _time_or_ago(text: str) -> datetime:
     return datetime.now(UTC) - timedelta(**{"hours" if ago[2] == "h" else "days": int(ago[1])})
 
 
+def _range_arguments(command: argparse.ArgumentParser, span_example: str) -> None:
+    command.add_argument("--since", required=True, type=_time_or_ago,
+                         help=f"start of the range: ISO 8601 with a zone, or a span before now such as {span_example}")
+    command.add_argument("--until", type=_aware_time, help="end of the range (default: now)")
+
+
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m billing")
     commands = parser.add_subparsers(dest="command")
@@ -202,21 +208,18 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         description="Reads Stripe's list of events (it keeps 30 days) with STRIPE_API_KEY and applies those billing "
                     "acts on, oldest first, as if their webhooks had just come. Events billing holds are duplicates "
                     "and change nothing: safe to run again, and alongside live webhooks.")
-    recover.add_argument("--since", required=True, type=_time_or_ago,
-                         help="start of the range: ISO 8601 with a zone, or a span before now such as 72h or 3d")
-    recover.add_argument("--until", type=_aware_time, help="end of the range (default: now)")
+    _range_arguments(recover, "72h or 3d")
     recover.add_argument("--all", action="store_true",
                          help="every event of the range, not only those Stripe has not delivered to every endpoint "
                               "(after restoring the database from a backup)")
     razorpay = commands.add_parser(
         "recover-razorpay-events", help="take in the Razorpay payments, orders, refunds and subscriptions of a "
                                         "time range that billing never got",
-        description="Lists, with RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET, the payments, orders, refunds and "
-                    "subscriptions created in the range, and applies each as the event reporting its state. "
-                    "Running it again, or after the webhooks came, changes nothing.")
-    razorpay.add_argument("--since", required=True, type=_time_or_ago,
-                          help="start of the range: ISO 8601 with a zone, or a span before now such as 48h")
-    razorpay.add_argument("--until", type=_aware_time, help="end of the range (default: now)")
+        description="Lists, with RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET, the payments, orders, refunds, "
+                    "subscriptions and invoices created in the range, and applies each as the event reporting its "
+                    "state (a subscription's charge with its subscription). Running it again, or after the "
+                    "webhooks came, changes nothing.")
+    _range_arguments(razorpay, "48h")
     check = commands.add_parser(
         "check-setup", help="check that the providers' webhook set-up sends billing what it needs",
         description="Reads Stripe's webhook endpoints with STRIPE_API_KEY and reports, for the given URL, whether "

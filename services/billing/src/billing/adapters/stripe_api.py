@@ -15,17 +15,23 @@ from billing.domain.recovery import FeedUnavailable, ListedEvent
 PAGE_SIZE = 100  # Stripe's largest
 
 
+def _client(api_key: str, api_base: str, timeout_seconds: float,
+            max_network_retries: int) -> tuple[stripe.AIOHTTPClient, stripe.StripeClient]:
+    """The stripe SDK's async client, and the HTTP client to close with it."""
+    # The SDK logs every request and response at info, two lines a page; the commands log what they did.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+    http = stripe.AIOHTTPClient(timeout=timeout_seconds)
+    return http, stripe.StripeClient(api_key, base_addresses={"api": api_base}, http_client=http,
+                                     max_network_retries=max_network_retries)
+
+
 class StripeEventFeed:
     provider = Provider.STRIPE
     retention = timedelta(days=30)
 
     def __init__(self, api_key: str, *, api_base: str = "https://api.stripe.com", timeout_seconds: float = 30.0,
                  max_network_retries: int = 3) -> None:
-        # The SDK logs every request and response at info, two lines a page; recovery logs what it did.
-        logging.getLogger("stripe").setLevel(logging.WARNING)
-        self._http = stripe.AIOHTTPClient(timeout=timeout_seconds)
-        self._client = stripe.StripeClient(api_key, base_addresses={"api": api_base}, http_client=self._http,
-                                           max_network_retries=max_network_retries)
+        self._http, self._client = _client(api_key, api_base, timeout_seconds, max_network_retries)
 
     async def events_between(self, start: datetime, end: datetime, *, undelivered_only: bool) -> list[ListedEvent]:
         params: dict[str, object] = {"created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},
@@ -70,10 +76,7 @@ class StripeWebhookEndpoints:
 
     def __init__(self, api_key: str, *, api_base: str = "https://api.stripe.com", timeout_seconds: float = 30.0,
                  max_network_retries: int = 3) -> None:
-        logging.getLogger("stripe").setLevel(logging.WARNING)
-        self._http = stripe.AIOHTTPClient(timeout=timeout_seconds)
-        self._client = stripe.StripeClient(api_key, base_addresses={"api": api_base}, http_client=self._http,
-                                           max_network_retries=max_network_retries)
+        self._http, self._client = _client(api_key, api_base, timeout_seconds, max_network_retries)
 
     async def list(self) -> list[dict]:
         endpoints: list[dict] = []

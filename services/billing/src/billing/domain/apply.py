@@ -14,8 +14,8 @@ from billing.domain.events import Attention, EventRecord, IncomingEvent, IngestR
 from billing.domain.providers.fields import InvalidEvent
 from billing.domain.merge import absorb, merge_payment, merge_subscription, twin_to_keep
 from billing.domain.model import (
+    Facts,
     Owner,
-    PaymentFact,
     Provider,
     RefundState,
     SubRef,
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class Interpreted:
     event: IncomingEvent
     payload_text: str | None
-    facts: list[PaymentFact | SubscriptionFact] | None = None
+    facts: Facts | None = None
     error: str | None = None
     ignored_because: str | None = None  # kept, never applied: why (facts and error are None)
 
@@ -122,7 +122,7 @@ def _payment_row(ws: WorkingSet, ref: TxnRef) -> tuple[Transaction | None, Trans
 
 
 def _apply_facts(
-    ws: WorkingSet, facts: list[PaymentFact | SubscriptionFact], event: IncomingEvent
+    ws: WorkingSet, facts: Facts, event: IncomingEvent
 ) -> tuple[Outcome, str | None, tuple[str, ...], tuple[str, ...], tuple[Attention, ...]]:
     request_id = event.request_id
     before = ws.snapshot()

@@ -166,6 +166,10 @@ class SubscriptionFact:
     trial_ends: datetime | None = None
 
 
+# What one event states: its payments and subscriptions, as each provider's handlers read them.
+Facts = list[PaymentFact | SubscriptionFact]
+
+
 @dataclass(frozen=True)
 class Transaction:
     id: str

@@ -13,6 +13,7 @@ from typing import Any
 from billing.domain.providers import fields as f
 from billing.domain.model import (
     CONTACT_ACCOUNT,
+    Facts,
     Failure,
     Owner,
     PaymentFact,
@@ -25,8 +26,6 @@ from billing.domain.model import (
     TxnRef,
     TxnStatus,
 )
-
-Facts = list[PaymentFact | SubscriptionFact]
 
 _PAYMENT_STATUS = {
     "payment.authorized": TxnStatus.AUTHORIZED,

@@ -23,6 +23,7 @@ from billing.domain.model import (
     CONTACT_ACCOUNT,
     CONTACT_CARD,
     CONTACT_RECEIPT,
+    Facts,
     Failure,
     PaymentFact,
     Provider,
@@ -34,8 +35,6 @@ from billing.domain.model import (
     TxnRef,
     TxnStatus,
 )
-
-Facts = list[PaymentFact | SubscriptionFact]
 
 _PI_STATUS = {
     "payment_intent.succeeded": TxnStatus.SUCCEEDED,
