@@ -14,6 +14,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from billing.adapters.email_messages import stored
+from billing.domain.notifications import EmailIntent
 from billing.domain.events import IncomingEvent
 from billing.domain.model import Provider
 from hypothesis import strategies as st
@@ -123,13 +125,13 @@ def emails(outbox) -> Counter:
     may rightly come from whichever event told it first). Takes the in-memory outbox's intents or the rows
     of billing.email_outbox."""
     def seen(kind: str, request: dict[str, Any]) -> tuple:
-        amounts = {k: v for k, v in request["data"].items() if isinstance(v, dict) and "amount_minor" in v}
+        amounts = {k: v for k, v in request[kind].items() if isinstance(v, dict) and "currency" in v}
         return (kind, request["tenant_id"], request["to"]["email"], json.dumps(amounts, sort_keys=True))
 
     told: Counter = Counter()
     for item in outbox:
-        if hasattr(item, "as_json"):  # the in-memory outbox's intent
-            told[seen(item.kind, item.as_json())] += 1
+        if isinstance(item, EmailIntent):  # the in-memory outbox's intent, stored as the outbox would
+            told[seen(item.kind, stored(item))] += 1
         else:  # a row of billing.email_outbox
             request = item["request"]
             told[seen(item["kind"], json.loads(request) if isinstance(request, str) else request)] += 1

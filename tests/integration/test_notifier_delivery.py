@@ -20,7 +20,8 @@ from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
 from notifier.domain.deliver import DeliverEmails, RetryPolicy
 from notifier.domain.operations import RequeueFailedEmails
 from notifier.domain.ports import DeliveryResult, OutgoingMessage, TransientSendError
-from notifier.domain.model import EmailKind, EmailStatus
+from notifier.domain.contents import EmailKind
+from notifier.domain.model import EmailStatus
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
 

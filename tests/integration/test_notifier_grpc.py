@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -20,7 +21,10 @@ from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 import asyncpg
 from billing.adapters import outbox as billing_outbox
+from billing.adapters.email_messages import email_content, stored
 from billing.domain.dispatch import OutboxItem
+from billing.domain.email_contents import Money, PaymentReceived, SubscriptionActivated
+from billing.domain.notifications import EmailAmendment, EmailIntent
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +173,10 @@ async def test_preview_renders_without_storing(stub):
 
 async def test_billings_activation_of_a_plan_it_cannot_name_is_sent_naming_none(stub):
     # Billing leaves the plan out when it knows only the provider's id of it; the notifier takes that.
-    request = billing_outbox.to_request("sub:1:activated", {
-        "kind": "subscription_activated", "tenant_id": "t1", "user_id": "u1", "tenant_name": "BoxCostPro",
-        "to": {"email": "asha@example.com", "name": ""}, "data": {"next_billing_date": "2026-12-28T00:00:00+00:00"}})
-    reply = await stub.SendEmail(request)
+    activated = EmailIntent("sub:1:activated", "t1", "u1", "asha@example.com", "", SubscriptionActivated(
+        plan=None, price=None, next_billing_date=datetime(2026, 12, 28, tzinfo=UTC)))
+    reply = await stub.SendEmail(notifier_pb2.SendEmailRequest(idempotency_key=activated.idempotency_key,
+                                                               content=email_content(activated)))
     assert reply.created and reply.email.subject == "Your subscription is active"
 
 
@@ -274,12 +278,12 @@ async def test_billing_handing_over_an_amended_email_the_notifier_has_already_ta
     notifier_addr, database_url
 ):
     # A receipt handed over, its answer lost; then its link came, and billing hands over the amended one.
-    receipt = {"kind": "payment_received", "tenant_id": "t1", "user_id": "u1", "tenant_name": "BoxCostPro",
-               "to": {"email": "asha@example.com", "name": "Asha"},
-               "data": {"transaction_id": "txn-9", "amount": {"amount_minor": 4999, "currency": "USD"},
-                        "payment_date": "2026-11-28T09:00:00+00:00"}}
-    amended = {**receipt, "data": {**receipt["data"], "receipt_url": "https://pay.stripe.com/receipts/payment/x"}}
-    invalid = {**receipt, "to": {"email": "nope", "name": ""}}
+    intent = EmailIntent("txn:9:payment_received", "t1", "u1", "asha@example.com", "Asha", PaymentReceived(
+        transaction_id="txn-9", amount=Money(4999, "USD"), payment_date=datetime(2026, 11, 28, 9, tzinfo=UTC)))
+    receipt = stored(intent)
+    amended = stored(intent.amended(EmailAmendment(intent.idempotency_key, "receipt_url",
+                                                   "https://pay.stripe.com/receipts/payment/x")))
+    invalid = stored(replace(intent, to_email="nope"))
     async with grpc.aio.insecure_channel(notifier_addr) as channel:
         notifier = billing_outbox.GrpcNotifier(channel)
         item = OutboxItem(id="o1", idempotency_key="txn:9:payment_received", kind="payment_received",

@@ -20,7 +20,7 @@ from billing.domain.internal_api import EventFilter, PendingPayment
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
 from notifier.domain.deliver import DeliverEmails, RetryPolicy
-from notifier.domain.model import EmailKind
+from notifier.domain.contents import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
 from pgkit import pool as pgkit_pool

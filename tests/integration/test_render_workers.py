@@ -15,7 +15,7 @@ import pytest
 from notifier.adapters.workers import WorkerEmails
 from notifier.domain.accept import EmailFactory, Submission
 from notifier.domain.ports import NewEmail
-from notifier.domain.model import EmailKind, InvalidEmailRequest
+from notifier.domain.contents import EmailKind, InvalidEmailRequest
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
 

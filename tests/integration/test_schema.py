@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from billing.adapters.email_messages import email_content, from_stored
 from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
 from billing.adapters.postgres import PostgresEventStore, create_pool
+from billing.domain.email_contents import Money, PaymentReceived
 from billing.domain.ingest import IngestEvents
+from billing.domain.notifications import EmailIntent
 from devstack.localpg import recreate_database
 from trigger.events import StripeScenario
 
@@ -94,6 +99,36 @@ async def test_a_refund_stored_before_refunds_were_kept_by_id_is_undone_when_it_
         finally:
             await conn.close()
     assert tuple(row) == ("succeeded", "refund_failed", 0, 1000, "failed")
+
+
+_RECEIPT_AS_STORED_BEFORE_025 = {
+    "kind": "payment_received", "tenant_id": "acme", "user_id": "u1", "tenant_name": "BoxCostPro",
+    "to": {"email": "asha@example.com", "name": "Asha"},
+    "data": {"transaction_id": "txn-9", "amount": {"amount_minor": 4999, "currency": "USD"},
+             "payment_method": "Card", "payment_date": "2026-11-28T09:00:00+00:00"}}
+_RECEIPT = EmailIntent("txn:9:payment_received", "acme", "u1", "asha@example.com", "Asha", PaymentReceived(
+    transaction_id="txn-9", amount=Money(4999, "USD"), payment_method="Card",
+    payment_date=datetime(2026, 11, 28, 9, tzinfo=UTC)))
+
+
+async def test_emails_waiting_in_the_outbox_across_the_upgrade_are_sent_as_they_were_asked_for(
+        postgres_admin_url, tmp_path):
+    # 025 moves each stored email to the notifier's message form. A waiting receipt is then sent with the
+    # same content, and its link, added after the upgrade, goes into it.
+    async with _scratch_database(postgres_admin_url) as url:
+        await migrate(url, _migrations_before(tmp_path, "025"))
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, next_attempt_at) "
+                               "VALUES (gen_random_uuid(), $1, 'payment_received', $2, now() + interval '1 minute')",
+                               _RECEIPT.idempotency_key, json.dumps(_RECEIPT_AS_STORED_BEFORE_025))
+            await migrate(url)
+            row = await conn.fetchrow("SELECT kind, request FROM billing.email_outbox")
+        finally:
+            await conn.close()
+    assert from_stored(row["kind"], json.loads(row["request"])) == email_content(_RECEIPT)
+    # A replica of the previous release writes the earlier form until it stops: it is read the same.
+    assert from_stored("payment_received", _RECEIPT_AS_STORED_BEFORE_025) == email_content(_RECEIPT)
 
 
 async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:

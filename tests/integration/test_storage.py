@@ -8,7 +8,7 @@ from billing.adapters.postgres import PostgresEventStore
 from billing.domain.ingest import IngestEvents
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
-from notifier.domain.model import EmailKind
+from notifier.domain.contents import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
 from trigger.events import StripeScenario

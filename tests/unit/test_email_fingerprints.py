@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from boxcost.notifier.v1 import notifier_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
-from notifier.api.servicer import decode_content
+from notifier.api.content_codec import decode_content
 from notifier.domain.model import validate
 
 

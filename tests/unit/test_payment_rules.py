@@ -7,6 +7,7 @@ import itertools
 from datetime import UTC, datetime
 
 import pytest
+from billing.domain.email_contents import Money
 from billing.domain.events import Outcome
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider, Transaction, TxnStatus
@@ -70,7 +71,7 @@ async def test_stripe_money_is_kept_in_iso_4217_minor_units(currency, at_stripe,
         kept, currency.upper(), kept, TxnStatus.REFUNDED)
     assert [r.amount for r in txn.refunds] == [kept]
     receipt = next(i for i in store.outbox.values() if i.kind == "payment_received")
-    assert receipt.data["amount"] == {"amount_minor": kept, "currency": currency.upper()}
+    assert receipt.content.amount == Money(kept, currency.upper())
 
 
 async def test_a_razorpay_order_paid_on_the_second_try_names_the_captured_payment_whatever_the_order():

@@ -130,7 +130,7 @@ async def test_refunds_after_a_partial_capture_count_what_went_back_not_the_rele
     assert (txn.amount, txn.amount_refunded, txn.status) == (3000, refunds[0], expected)
     assert [r.amount for r in txn.refunds] == (refunds if listed else [])
     [told] = [i for i in store.outbox.values() if i.kind == "payment_refunded"]
-    assert told.data["refunded"]["amount_minor"] == refunds[0]
+    assert told.content.refunded.amount_minor == refunds[0]
 
 
 async def test_a_refund_that_fails_no_longer_counts_and_the_payment_shows_paid_in_any_order():

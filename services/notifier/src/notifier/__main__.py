@@ -30,7 +30,7 @@ from notifier.config import Settings
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
 from notifier.domain.deliver import DeliverEmails, RetryPolicy
 from notifier.domain.operations import ReadEmails, RequeueFailedEmails
-from notifier.domain.model import EmailKind
+from notifier.domain.contents import EmailKind
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
 

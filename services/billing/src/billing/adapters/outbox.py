@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import asyncpg
 import grpc
 import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
-from servicekit.timestamps import to_timestamp
 
+from billing.adapters.email_messages import from_stored
 from billing.domain.dispatch import NotifierUnavailable, DispatchResult, OutboxItem
 
 log = logging.getLogger(__name__)
@@ -62,27 +61,6 @@ class PostgresOutbox:
         return None if seconds is None else max(0.0, seconds)
 
 
-def _fill(message: Any, data: dict[str, Any]) -> None:
-    """JSON data into a typed message: Money as {amount_minor, currency}, timestamps as ISO strings."""
-    for name, value in data.items():
-        field = message.DESCRIPTOR.fields_by_name[name]
-        if field.message_type is None:
-            setattr(message, name, value)
-        elif field.message_type.full_name == "google.protobuf.Timestamp":
-            getattr(message, name).CopyFrom(to_timestamp(datetime.fromisoformat(value)))
-        else:
-            getattr(message, name).CopyFrom(notifier_pb2.Money(**value))
-
-
-def to_request(idempotency_key: str, request: dict[str, Any], request_id: str = "") -> notifier_pb2.SendEmailRequest:
-    content = notifier_pb2.EmailContent(
-        tenant_id=request["tenant_id"], user_id=request["user_id"], tenant_name=request["tenant_name"],
-        to=notifier_pb2.Recipient(email=request["to"]["email"], name=request["to"]["name"]),
-    )
-    _fill(getattr(content, request["kind"]), request["data"])
-    return notifier_pb2.SendEmailRequest(idempotency_key=idempotency_key, content=content, request_id=request_id)
-
-
 class GrpcNotifier:
     """The outbox's items go over as one SendEmails call per round."""
 
@@ -92,7 +70,8 @@ class GrpcNotifier:
 
     async def send_emails(self, items: Sequence[OutboxItem]) -> list[str | None]:
         request = notifier_pb2.SendEmailsRequest(
-            emails=[to_request(i.idempotency_key, i.request, i.request_id) for i in items])
+            emails=[notifier_pb2.SendEmailRequest(idempotency_key=i.idempotency_key, request_id=i.request_id,
+                                                  content=from_stored(i.kind, i.request)) for i in items])
         try:
             reply = await self._stub.SendEmails(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:

@@ -24,6 +24,7 @@ from billing.domain.model import (
 from billing.adapters.rows import PG_TYPES, SUB_COLUMNS, TXN_COLUMNS, subscription_from_row, transaction_from_row
 from billing.domain.working_set import WorkingSet
 from billing.domain.notifications import EmailIntent
+from billing.adapters.email_messages import stored
 
 _TRANSIENT = (
     asyncpg.exceptions.DeadlockDetectedError,
@@ -73,14 +74,15 @@ outbox AS (
         AS e(idempotency_key text, kind text, request jsonb, request_id text, hold_seconds float8)
     ON CONFLICT (idempotency_key) DO NOTHING
 ),
--- Data for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
+-- Links for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
 -- the outbox is small joins by scanning it). One not yet tried is sent at once; one being handed to the
 -- notifier keeps its lease (if that fails, the amended one is sent); one the notifier refused takes the data
 -- for when an operator queues it again; one sent already stays as it was.
 amended AS (
     UPDATE billing.email_outbox o
     SET request = CASE WHEN o.status IN ('pending', 'dead')
-                       THEN jsonb_set(o.request, '{{data}}', (o.request -> 'data') || ($9::jsonb -> o.idempotency_key))
+                       THEN jsonb_set(o.request, ARRAY[o.kind],
+                                      coalesce(o.request -> o.kind, '{{}}') || ($9::jsonb -> o.idempotency_key))
                        ELSE o.request END,
         next_attempt_at = CASE WHEN o.status = 'pending' AND o.attempts = 0 THEN least(o.next_attempt_at, now())
                                ELSE o.next_attempt_at END
@@ -172,7 +174,7 @@ def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
 
 
 def _outbox_row(email: EmailIntent) -> dict[str, Any]:
-    return {"idempotency_key": email.idempotency_key, "kind": email.kind, "request": email.as_json(),
+    return {"idempotency_key": email.idempotency_key, "kind": email.kind, "request": stored(email),
             "request_id": email.request_id, "hold_seconds": email.hold.total_seconds()}
 
 
@@ -233,7 +235,7 @@ class PostgresUnit(BatchUnit):
             _rows_json(_event_row(r, now) for r in new),
             *self._retry.parameters(),
             [a.idempotency_key for a in working_set.amendments],
-            orjson.dumps({a.idempotency_key: a.data for a in working_set.amendments}).decode(),
+            orjson.dumps({a.idempotency_key: {a.link: a.url} for a in working_set.amendments}).decode(),
         )
         retried = [r for r in records if r.retry]
         if retried:

@@ -26,7 +26,7 @@ class OutboxItem:
     id: str
     idempotency_key: str
     kind: str
-    request: dict[str, Any]
+    request: dict[str, Any]  # the email as the outbox stores it, read by the notifier adapter
     attempts: int
     request_id: str = ""
 

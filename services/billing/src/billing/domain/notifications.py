@@ -28,10 +28,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from billing.domain.email_contents import (
+    EmailContent,
+    Money,
+    PaymentFailed,
+    PaymentReceived,
+    PaymentRefunded,
+    PaymentRefundFailed,
+    SubscriptionActivated,
+    SubscriptionCancelled,
+    SubscriptionTrialEnding,
+)
 from billing.domain.model import Provider, Refund, RefundState, SubStatus, Subscription, Transaction, TxnStatus
 
 DEFAULT_TENANT_NAME = "BoxCostPro"
@@ -39,36 +50,35 @@ DEFAULT_TENANT_NAME = "BoxCostPro"
 
 @dataclass(frozen=True)
 class EmailIntent:
-    """An email to ask the notifier for; `data` is JSON-safe (money as minor units + currency)."""
+    """An email to ask the notifier for, and how long it waits in the outbox before it is sent."""
 
     idempotency_key: str
-    kind: str
     tenant_id: str
     user_id: str
     to_email: str
     to_name: str
-    data: dict[str, Any] = field(default_factory=dict)
+    content: EmailContent
     tenant_name: str = DEFAULT_TENANT_NAME
     request_id: str = ""
-    hold: timedelta = timedelta(0)  # how long it waits in the outbox before it is sent
+    hold: timedelta = timedelta(0)
+
+    @property
+    def kind(self) -> str:
+        return self.content.kind
 
     def amended(self, amendment: EmailAmendment) -> EmailIntent:
-        """This email with the amendment's data, due at once."""
-        return replace(self, data={**self.data, **amendment.data}, hold=timedelta(0))
-
-    def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tenant_id": self.tenant_id, "user_id": self.user_id,
-                "to": {"email": self.to_email, "name": self.to_name}, "tenant_name": self.tenant_name,
-                "data": self.data}
+        """This email with the amendment's link, due at once."""
+        return replace(self, content=self.content.with_link(amendment.link, amendment.url), hold=timedelta(0))
 
 
 @dataclass(frozen=True)
 class EmailAmendment:
-    """Data for an email asked for already: added to it while it waits unsent, and it is then sent at once.
-    An email sent already stays as it was."""
+    """A link for an email asked for already (`link` names its field): added to it while it waits unsent,
+    and it is then sent at once. An email sent already stays as it was."""
 
     idempotency_key: str
-    data: dict[str, Any]
+    link: str
+    url: str
 
 
 def fold_amendments(intents: list[EmailIntent], amendments: list[EmailAmendment],
@@ -88,22 +98,21 @@ def fold_amendments(intents: list[EmailIntent], amendments: list[EmailAmendment]
     return folded, rest
 
 
-def _money(amount: int | None, currency: str | None) -> dict[str, Any] | None:
+def _money(amount: int | None, currency: str | None) -> Money | None:
     if amount is None or currency is None:
         return None
-    return {"amount_minor": amount, "currency": currency}
+    return Money(amount, currency)
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _intent(row: Transaction | Subscription, key: str, kind: str, data: dict[str, Any],
-            request_id: str) -> EmailIntent | None:
+def _intent(row: Transaction | Subscription, key: str, content: EmailContent, request_id: str) -> EmailIntent | None:
     if not row.customer_email or not row.tenant_id:
         return None  # no one to write to, or no tenant to write as
-    return EmailIntent(key, kind, row.tenant_id, row.user_id or "", row.customer_email, row.customer_name or "",
-                       {k: v for k, v in data.items() if v is not None}, request_id=request_id)
+    return EmailIntent(key, row.tenant_id, row.user_id or "", row.customer_email, row.customer_name or "",
+                       content, request_id=request_id)
 
 
 _Row = Transaction | Subscription
@@ -164,10 +173,10 @@ def link_amendments(before: Transaction | None, after: Transaction) -> list[Emai
         return []
     amendments = []
     if _paid(before) and _reachable(before) and not before.receipt_url and after.receipt_url:
-        amendments.append(EmailAmendment(_receipt_key(after), {"receipt_url": after.receipt_url}))
+        amendments.append(EmailAmendment(_receipt_key(after), "receipt_url", after.receipt_url))
     if (_failed(before) and _reachable(before) and not before.invoice_url and after.invoice_url
             and after.failed_at == before.failed_at):
-        amendments.append(EmailAmendment(_failure_key(after), {"retry_url": after.invoice_url}))
+        amendments.append(EmailAmendment(_failure_key(after), "retry_url", after.invoice_url))
     return amendments
 
 
@@ -216,30 +225,30 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
     intents: list[EmailIntent | None] = []
     money = _money(after.amount, after.currency)
     if _newly(before, after, _paid, at, since=lambda row: row.paid_at):
-        receipt = _intent(after, _receipt_key(after), "payment_received", {
-            "transaction_id": after.id, "amount": money, "payment_method": _method_name(after.payment_method),
-            "payment_date": _iso(after.paid_at), "receipt_url": after.receipt_url or after.invoice_url}, request_id)
+        receipt = _intent(after, _receipt_key(after), PaymentReceived(
+            transaction_id=after.id, amount=money, payment_method=_method_name(after.payment_method),
+            payment_date=after.paid_at, receipt_url=after.receipt_url or after.invoice_url), request_id)
         if receipt is not None and _receipt_link_to_come(after):
             receipt = replace(receipt, hold=RECEIPT_LINK_WAIT)
         intents.append(receipt)
     if _newly(before, after, _failed, at, since=lambda row: row.failed_at) or _failed_again(before, after):
         # A Stripe invoice's page is where its customer pays another way, or authenticates (3-D Secure).
-        intents.append(_intent(after, _failure_key(after), "payment_failed", {
-            "amount": money, "reason": after.failure_message, "retry_url": after.invoice_url}, request_id))
+        intents.append(_intent(after, _failure_key(after), PaymentFailed(
+            amount=money, reason=after.failure_message, retry_url=after.invoice_url), request_id))
     refunded_before = before.amount_refunded if before is not None else 0
     late_address = (before is not None and refunded_before > 0 and not _reachable(before)
                     and _recent(before.refunded_at, at))
     if _reachable(after) and (after.amount_refunded > refunded_before or late_address):
-        intents.append(_intent(after, _refund_key(after), "payment_refunded", {
-            "transaction_id": after.id, "refunded": _money(after.amount_refunded, after.currency),
-            "original": money, "full": after.amount is not None and after.amount_refunded >= after.amount}, request_id))
+        intents.append(_intent(after, _refund_key(after), PaymentRefunded(
+            transaction_id=after.id, refunded=_money(after.amount_refunded, after.currency), original=money,
+            full=after.amount is not None and after.amount_refunded >= after.amount), request_id))
     for refund in after.refunds:
         # A refund's failure has no time of its own here, and is news whenever the customer can be emailed.
         if _told_of_failure(refund) and _newly(before, after, lambda row, r=refund.id: _failed_refund(row, r),
                                                          at, since=lambda row: None):
-            intents.append(_intent(after, f"txn:{after.id}:refund_failed:{refund.id}", "payment_refund_failed", {
-                "transaction_id": after.id, "amount": _money(refund.amount, after.currency),
-                "reason": _REFUND_FAILURES.get(refund.failure_reason or "")}, request_id))
+            intents.append(_intent(after, f"txn:{after.id}:refund_failed:{refund.id}", PaymentRefundFailed(
+                transaction_id=after.id, amount=_money(refund.amount, after.currency),
+                reason=_REFUND_FAILURES.get(refund.failure_reason or "")), request_id))
     return [i for i in intents if i is not None]
 
 
@@ -250,9 +259,9 @@ def trial_ending_emails(after: Subscription, trial_ends: datetime, received_at: 
     trial had ended (recovered days afterwards, before the event that converted it)."""
     if after.status is not SubStatus.TRIALING or trial_ends <= received_at:
         return []
-    intent = _intent(after, f"sub:{after.id}:trial_ending:{_iso(trial_ends)}", "subscription_trial_ending", {
-        "plan": _plan_name(after.plan), "trial_end": _iso(trial_ends),
-        "price": _money(after.price_amount, after.price_currency)}, request_id)
+    intent = _intent(after, f"sub:{after.id}:trial_ending:{_iso(trial_ends)}", SubscriptionTrialEnding(
+        plan=_plan_name(after.plan), trial_end=trial_ends, price=_money(after.price_amount, after.price_currency)),
+        request_id)
     return [intent] if intent else []
 
 
@@ -313,13 +322,12 @@ def subscription_emails(before: Subscription | None, after: Subscription, at: da
         intents.extend(trial_ending_emails(after, after.trial_ends, received_at or at, request_id))
     # status_at is the newest snapshot's time: a renewal months later makes an activation stale news.
     if _newly(before, after, _live, at, since=lambda row: row.status_at):
-        intents.append(_intent(after, f"sub:{after.id}:activated", "subscription_activated", {
-            "plan": _plan_name(after.plan), "price": _money(after.price_amount, after.price_currency),
-            "next_billing_date": _iso(after.current_period_end)}, request_id))
+        intents.append(_intent(after, f"sub:{after.id}:activated", SubscriptionActivated(
+            plan=_plan_name(after.plan), price=_money(after.price_amount, after.price_currency),
+            next_billing_date=after.current_period_end), request_id))
     if _newly(before, after, _cancelled, at, since=lambda row: row.cancelled_at or row.status_at):
-        intents.append(_intent(after, f"sub:{after.id}:cancelled", "subscription_cancelled", {
-            "plan": _plan_name(after.plan),
-            "effective_date": _iso(after.cancel_at or after.cancelled_at or after.current_period_end
-                                   or after.status_at),
-            "ended": after.status is SubStatus.CANCELLED}, request_id))
+        intents.append(_intent(after, f"sub:{after.id}:cancelled", SubscriptionCancelled(
+            plan=_plan_name(after.plan),
+            effective_date=after.cancel_at or after.cancelled_at or after.current_period_end or after.status_at,
+            ended=after.status is SubStatus.CANCELLED), request_id))
     return [i for i in intents if i is not None]

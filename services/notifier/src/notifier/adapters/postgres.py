@@ -12,7 +12,8 @@ from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import migrate as _migrate
 
 from notifier.domain.ports import DeliveryResult, ListFilter, NewEmail
-from notifier.domain.model import EmailRecord, EmailStatus, InvalidEmailRequest
+from notifier.domain.contents import InvalidEmailRequest
+from notifier.domain.model import EmailRecord, EmailStatus
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 

@@ -21,7 +21,7 @@ from servicekit.gctune import settle_after_startup
 
 from notifier.domain.accept import EmailFactory, Submission
 from notifier.domain.ports import NewEmail
-from notifier.domain.model import InvalidEmailRequest
+from notifier.domain.contents import InvalidEmailRequest
 from notifier.domain.render import Renderer
 
 _factory: EmailFactory | None = None

@@ -12,16 +12,9 @@ from servicekit.timestamps import field_datetime, to_timestamp
 from notifier.domain.accept import AcceptEmail, Submission
 from notifier.domain.operations import NotFound, NotRetryable, ReadEmails, RequeueFailedEmails
 from notifier.domain.ports import ListFilter
-from notifier.domain.model import (
-    EmailKind,
-    EmailRecord,
-    EmailRequest,
-    EmailStatus,
-    IdempotencyConflict,
-    InvalidEmailRequest,
-    Money,
-    validate,
-)
+from notifier.api.content_codec import decode_content
+from notifier.domain.contents import InvalidEmailRequest
+from notifier.domain.model import EmailRecord, EmailStatus, IdempotencyConflict, validate
 from notifier.domain.render import Renderer
 
 _STATUS_TO_PB = {
@@ -45,33 +38,11 @@ errors = maps_errors(ERROR_CODES)
 per_email_errors = maps_errors(ERROR_CODES, refuse_nul=False)
 
 
-def _timestamp(message, field: str, path: str | None = None) -> datetime | None:
+def _timestamp(message, field: str) -> datetime | None:
     try:
         return field_datetime(message, field)
     except ValueError:
-        raise InvalidEmailRequest(path or field, "is not a valid timestamp") from None
-
-
-def _value(message, field, path: str):
-    value = getattr(message, field.name)
-    if field.message_type is None:
-        return value
-    if field.message_type.full_name == "google.protobuf.Timestamp":
-        return _timestamp(message, field.name, path)
-    if not message.HasField(field.name):
-        return None
-    return Money(value.amount_minor, value.currency.upper())
-
-
-def decode_content(content: notifier_pb2.EmailContent) -> EmailRequest:
-    kind_name = content.WhichOneof("kind")
-    if kind_name is None:
-        raise InvalidEmailRequest("content.kind", "one email kind is required")
-    data_message = getattr(content, kind_name)
-    data = {f.name: _value(data_message, f, f"content.{kind_name}.{f.name}") for f in data_message.DESCRIPTOR.fields}
-    return EmailRequest(kind=EmailKind(kind_name), tenant_id=content.tenant_id, user_id=content.user_id,
-                        to_email=content.to.email, to_name=content.to.name, tenant_name=content.tenant_name,
-                        data=data)
+        raise InvalidEmailRequest(field, "is not a valid timestamp") from None
 
 
 def _submission(request: notifier_pb2.SendEmailRequest) -> Submission | InvalidEmailRequest:

@@ -15,7 +15,8 @@ import iso4217
 from babel.numbers import format_currency, get_currency_precision
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from notifier.domain.model import EmailKind, EmailRequest, Money, RenderedEmail
+from notifier.domain.contents import EmailKind, Money
+from notifier.domain.model import EmailRequest, RenderedEmail
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PLATFORM = "BoxCostPro"  # whose service sends every tenant's emails; a tenant of that name is the platform itself
@@ -88,7 +89,7 @@ class Renderer:
 
     def render(self, request: EmailRequest) -> RenderedEmail:
         context = {
-            **request.data,
+            **request.content.values(),
             "kind": request.kind.value,
             "tenant_name": request.tenant_name,
             "customer_name": request.to_name or "there",

@@ -1,0 +1,97 @@
+"""Billing's emails as the notifier's messages, and as the outbox stores them.
+
+The outbox keeps each email as its EmailContent message in protobuf's JSON form (proto field names), so an
+operator reads it with psql and a link that comes later is one jsonb merge into the kind's object.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import singledispatch
+from typing import Any
+
+from boxcost.notifier.v1 import notifier_pb2 as pb
+from google.protobuf import json_format
+from servicekit.timestamps import to_timestamp
+
+from billing.domain import email_contents as c
+from billing.domain.notifications import EmailIntent
+
+
+def _money(value: c.Money | None) -> pb.Money | None:
+    return None if value is None else pb.Money(amount_minor=value.amount_minor, currency=value.currency)
+
+
+def _time(value: datetime | None):
+    return None if value is None else to_timestamp(value)
+
+
+@singledispatch
+def _message(content: Any) -> Any:
+    raise TypeError(f"no message for {type(content).__name__}")
+
+
+@_message.register
+def _(content: c.PaymentReceived) -> pb.PaymentReceived:
+    return pb.PaymentReceived(transaction_id=content.transaction_id, amount=_money(content.amount),
+                              payment_method=content.payment_method, payment_date=_time(content.payment_date),
+                              receipt_url=content.receipt_url)
+
+
+@_message.register
+def _(content: c.PaymentFailed) -> pb.PaymentFailed:
+    return pb.PaymentFailed(amount=_money(content.amount), reason=content.reason, retry_url=content.retry_url)
+
+
+@_message.register
+def _(content: c.PaymentRefunded) -> pb.PaymentRefunded:
+    return pb.PaymentRefunded(transaction_id=content.transaction_id, refunded=_money(content.refunded),
+                              original=_money(content.original), full=content.full)
+
+
+@_message.register
+def _(content: c.PaymentRefundFailed) -> pb.PaymentRefundFailed:
+    return pb.PaymentRefundFailed(transaction_id=content.transaction_id, amount=_money(content.amount),
+                                  reason=content.reason)
+
+
+@_message.register
+def _(content: c.SubscriptionActivated) -> pb.SubscriptionActivated:
+    return pb.SubscriptionActivated(plan=content.plan, price=_money(content.price),
+                                    next_billing_date=_time(content.next_billing_date))
+
+
+@_message.register
+def _(content: c.SubscriptionCancelled) -> pb.SubscriptionCancelled:
+    return pb.SubscriptionCancelled(plan=content.plan, effective_date=_time(content.effective_date),
+                                    ended=content.ended)
+
+
+@_message.register
+def _(content: c.SubscriptionTrialEnding) -> pb.SubscriptionTrialEnding:
+    return pb.SubscriptionTrialEnding(plan=content.plan, trial_end=_time(content.trial_end),
+                                      price=_money(content.price))
+
+
+def email_content(intent: EmailIntent) -> pb.EmailContent:
+    return pb.EmailContent(
+        tenant_id=intent.tenant_id, user_id=intent.user_id, tenant_name=intent.tenant_name,
+        to=pb.Recipient(email=intent.to_email, name=intent.to_name), **{intent.kind: _message(intent.content)})
+
+
+def stored(intent: EmailIntent) -> dict[str, Any]:
+    """The email as the outbox stores it."""
+    return json_format.MessageToDict(email_content(intent), preserving_proto_field_name=True)
+
+
+def _previous_release(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """During a rolling upgrade, replicas of the previous release still write their shape: the kind's
+    fields under "data", money as minor units and dates as ISO 8601, which protobuf's JSON form accepts."""
+    rest = {k: v for k, v in stored.items() if k not in ("kind", "data")}
+    return {**rest, kind: {**stored.get(kind, {}), **stored["data"]}}
+
+
+def from_stored(kind: str, stored: dict[str, Any]) -> pb.EmailContent:
+    if "data" in stored:
+        stored = _previous_release(kind, stored)
+    return json_format.ParseDict(stored, pb.EmailContent())

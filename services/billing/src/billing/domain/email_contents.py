@@ -1,0 +1,92 @@
+"""What each email billing asks for says, as typed values: one class per kind of the notifier's contract.
+
+Optional text is None when absent, money is minor units with its ISO 4217 currency, dates are aware.
+A link that comes after its email was asked for is added with `with_link` (see EmailAmendment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Money:
+    amount_minor: int
+    currency: str
+
+
+class _Content:
+    kind: ClassVar[str]  # the notifier's name of the kind (the field of its EmailContent)
+    links: ClassVar[tuple[str, ...]] = ()  # fields a later event may fill in
+
+    def with_link(self, name: str, url: str):
+        if name not in self.links:
+            raise ValueError(f"{self.kind} has no link {name!r}")
+        return replace(self, **{name: url})  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class PaymentReceived(_Content):
+    kind = "payment_received"
+    links = ("receipt_url",)
+    transaction_id: str
+    amount: Money | None
+    payment_date: datetime | None
+    payment_method: str | None = None
+    receipt_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentFailed(_Content):
+    kind = "payment_failed"
+    links = ("retry_url",)
+    amount: Money | None
+    reason: str | None = None
+    retry_url: str | None = None  # where the customer pays again, or authenticates
+
+
+@dataclass(frozen=True)
+class PaymentRefunded(_Content):
+    kind = "payment_refunded"
+    transaction_id: str
+    refunded: Money | None  # refunded so far
+    original: Money | None
+    full: bool
+
+
+@dataclass(frozen=True)
+class PaymentRefundFailed(_Content):
+    kind = "payment_refund_failed"
+    transaction_id: str
+    amount: Money | None  # the refund that failed
+    reason: str | None = None  # in words for the customer
+
+
+@dataclass(frozen=True)
+class SubscriptionActivated(_Content):
+    kind = "subscription_activated"
+    plan: str | None  # the plan's name as the customer knows it; None: the email names no plan
+    price: Money | None
+    next_billing_date: datetime | None
+
+
+@dataclass(frozen=True)
+class SubscriptionCancelled(_Content):
+    kind = "subscription_cancelled"
+    plan: str | None
+    effective_date: datetime | None
+    ended: bool  # it has ended already, rather than going on until effective_date
+
+
+@dataclass(frozen=True)
+class SubscriptionTrialEnding(_Content):
+    kind = "subscription_trial_ending"
+    plan: str | None
+    trial_end: datetime
+    price: Money | None  # what each period then costs
+
+
+EmailContent = (PaymentReceived | PaymentFailed | PaymentRefunded | PaymentRefundFailed | SubscriptionActivated
+                | SubscriptionCancelled | SubscriptionTrialEnding)
