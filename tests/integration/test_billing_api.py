@@ -109,7 +109,7 @@ async def test_a_transaction_merged_into_another_is_answered_with_the_one_kept(b
     # two rows, both listed to the tenant; invoice_payment.paid makes them one. The id the tenant saw
     # first still answers, with the row kept, and so does any id an event stored before the merge names.
     stub, ingest = billing
-    s = StripeScenario(tenant_id="t_merge", basil=True)
+    s = StripeScenario(tenant_id="t_merge", api_version="2025-03-31")
     s.pi = s.invoice_pi
     [by_intent] = await ingest.execute([incoming("stripe", s.event("payment_intent.succeeded"))])
     [by_invoice] = await ingest.execute([incoming("stripe", s.event("invoice.paid"))])
@@ -129,7 +129,7 @@ async def test_a_payment_made_ahead_and_merged_into_its_invoice_still_answers_it
     # 2025-03-31). invoice_payment.paid merges it into the invoice's row, which is kept: the platform's retry
     # with the same key is still the same payment, and what it asked for stays with the row.
     stub, ingest = billing
-    s = StripeScenario(tenant_id="t1", basil=True, amount=3999)
+    s = StripeScenario(tenant_id="t1", api_version="2025-03-31", amount=3999)
     s.pi = s.invoice_pi
     asked = await stub.CreatePendingTransaction(pending(key="sub-1", pi=s.pi, amount=4999))
     for event_type in ("invoice.paid", "payment_intent.succeeded", "invoice_payment.paid"):

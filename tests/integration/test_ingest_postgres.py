@@ -188,7 +188,7 @@ async def test_text_and_times_are_stored_exactly(ingest, db):
 async def test_a_payment_recorded_by_invoice_and_by_intent_becomes_the_invoice_row_when_linked(ingest, db):
     # API versions from 2025-03-31: the invoice's row (with the tenant) and the payment intent's row
     # (without) are one payment once invoice_payment.paid names both. The tenant's row id stays.
-    events = {e.event_type: e for e in (incoming("stripe", raw) for raw in FLOWS["stripe-subscription-basil"].build(
+    events = {e.event_type: e for e in (incoming("stripe", raw) for raw in FLOWS["stripe-subscription-2025-03-31"].build(
         "t1", "u1"))}
     [by_invoice] = await ingest.execute([events["invoice.paid"]])
     [by_intent] = await ingest.execute([events["payment_intent.succeeded"]])

@@ -52,7 +52,7 @@ async def test_razorpay_subscription_lifecycle_ends_cancelled_with_its_charge_re
 
 
 async def test_events_of_one_batch_name_the_row_kept_when_a_later_one_merges_theirs():
-    events = [e for e in flow_events("stripe-subscription-basil") if e.event_type in (
+    events = [e for e in flow_events("stripe-subscription-2025-03-31") if e.event_type in (
         "payment_intent.succeeded", "invoice.paid", "invoice_payment.paid")]
     store = InMemoryEventStore()
     results = await IngestEvents(store).execute(events)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STRIPE_API_VERSION = "2024-06-20"
+# The first API version whose invoices are linked to their payments by invoice_payment objects.
+STRIPE_INVOICE_PAYMENTS_VERSION = "2025-03-31"
 
 
 def _id(prefix: str, length: int = 24) -> str:
@@ -70,9 +72,9 @@ class StripeScenario:
     refunded: int = 0
     refund_parts: int = 5  # each refund is this share of the amount: 5, a fifth; 1, all of it
     refunds: list[dict[str, Any]] = field(default_factory=list)  # the refunds made, newest first
-    # Objects as API versions from 2025-03-31 (basil) shape them: an invoice names neither its payment
-    # intent nor (at the top) its subscription; invoice_payment.paid links invoice and payment intent.
-    basil: bool = False
+    # The API version whose shape objects take. From 2025-03-31 an invoice names neither its payment intent
+    # nor (at the top) its subscription; invoice_payment.paid links invoice and payment intent.
+    api_version: str = STRIPE_API_VERSION
     # What a Checkout Session is for ("subscription", or "payment" of `pi`), and whether it is paid by a
     # delayed method (a bank debit): then it completes unpaid and the outcome comes as an async event.
     checkout_mode: str = "subscription"
@@ -95,6 +97,10 @@ class StripeScenario:
     )
 
     @property
+    def invoice_payments(self) -> bool:
+        return self.api_version >= STRIPE_INVOICE_PAYMENTS_VERSION
+
+    @property
     def metadata(self) -> dict[str, str]:
         return {"tenant_id": self.tenant_id, "user_id": self.user_id}
 
@@ -102,7 +108,7 @@ class StripeScenario:
         return {
             "id": _id("evt_"),
             "object": "event",
-            "api_version": STRIPE_API_VERSION,
+            "api_version": self.api_version,
             "created": self.clock.tick(),
             "data": {"object": obj},
             "livemode": False,
@@ -173,7 +179,7 @@ class StripeScenario:
             "status_transitions": {"paid_at": self.clock.now if paid else None},
             "hosted_invoice_url": f"https://invoice.stripe.com/i/{invoice}",
         }
-        if self.basil:
+        if self.invoice_payments:
             for key in ("payment_intent", "subscription", "subscription_details"):
                 del obj[key]
             obj["parent"] = {"type": "subscription_details",

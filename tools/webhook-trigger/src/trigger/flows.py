@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trigger.events import RazorpayScenario, StripeScenario
+from trigger.events import STRIPE_INVOICE_PAYMENTS_VERSION, RazorpayScenario, StripeScenario
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ def _stripe_subscription(tenant: str, user: str) -> list[dict[str, Any]]:
             s.event("customer.subscription.deleted")]
 
 
-def _stripe_subscription_basil(tenant: str, user: str) -> list[dict[str, Any]]:
+def _stripe_subscription_invoice_payments(tenant: str, user: str) -> list[dict[str, Any]]:
     # From API version 2025-03-31 the invoice and its payment intent name each other only through
     # invoice_payment.paid, and the intent and charge Stripe makes for an invoice carry no metadata.
-    s = StripeScenario(tenant_id=tenant, user_id=user, basil=True)
+    s = StripeScenario(tenant_id=tenant, user_id=user, api_version=STRIPE_INVOICE_PAYMENTS_VERSION)
     s.pi = s.invoice_pi
     intent, charge = s.event("payment_intent.succeeded"), s.event("charge.succeeded")
     for event in (intent, charge):
@@ -89,9 +89,9 @@ FLOWS: dict[str, Flow] = {
                                  _stripe_refund_failed),
     "stripe-subscription": Flow("stripe", "checkout -> subscription created -> invoice paid (charge, intent, "
                                 "invoice) -> renewal failed -> past due -> cancelled", _stripe_subscription),
-    "stripe-subscription-basil": Flow("stripe", "the subscription flow as API versions from 2025-03-31 send it: "
+    "stripe-subscription-2025-03-31": Flow("stripe", "the subscription flow as API versions from 2025-03-31 send it: "
                                       "invoice and payment intent linked by invoice_payment.paid",
-                                      _stripe_subscription_basil),
+                                      _stripe_subscription_invoice_payments),
     "razorpay-payment": Flow("razorpay", "order -> payment failed -> retry authorized -> captured -> order paid "
                              "-> partial refund (created, then processed)", _razorpay_payment),
     "razorpay-dispute": Flow("razorpay", "payment captured -> chargeback opened -> contested -> lost",
