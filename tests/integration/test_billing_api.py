@@ -16,8 +16,9 @@ from billing.adapters.reader import PostgresBillingReader
 from billing.api.metrics import record_ingest
 from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
-from billing.domain import internal_api
-from billing.domain.internal_api import BillingApi, EventFilter
+from billing.domain import replay
+from billing.domain.api_types import EventFilter
+from billing.domain.internal_api import InternalApi
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import REGISTRY
@@ -36,7 +37,7 @@ async def billing_server(database_url):
     ingest = IngestEvents(PostgresEventStore(pool), on_applied=record_ingest)  # as billing's main wires it
     server = new_server(None)  # with the interceptors of production (plaintext: no policy)
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
-        BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
+        BillingServicer(ingest, InternalApi.wired(PostgresBillingReader(pool), ingest)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}", ingest
@@ -433,21 +434,21 @@ async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(da
         ingest = IngestEvents(PostgresEventStore(pool, EventRetryPolicy(max_attempts=3, base_seconds=0.05)),
                               on_applied=lambda events, results: applied.extend(
                                   (e.event_id, r.outcome.value) for e, r in zip(events, results)))
-        api = BillingApi(PostgresBillingReader(pool), ingest)
+        api = InternalApi.wired(PostgresBillingReader(pool), ingest)
         await _blocking_trigger(admin, "pi_stuck")
         stuck = incoming("stripe", StripeScenario(pi="pi_stuck").event("payment_intent.succeeded"))
         healed = incoming("stripe", StripeScenario(pi="pi_healed").event("payment_intent.succeeded"))
         await ingest.execute([stuck])
         deadline = time.monotonic() + 10
         while True:  # the retry worker's rounds, polled with a deadline
-            await api.retry_due()
+            await api.events.retry_due()
             row = await admin.fetchrow("SELECT status, attempts, next_retry_at FROM billing.webhook_events")
             if row["next_retry_at"] is None:
                 break
             assert time.monotonic() < deadline, dict(row)
             await asyncio.sleep(0.02)
         assert (row["status"], row["attempts"]) == ("failed", 3)  # dead letter: failed, no next retry
-        dead = await api.list_events(EventFilter(status="dead_letter"), 10, None)
+        dead = await api.events.list_events(EventFilter(status="dead_letter"), 10, None)
         assert [e.event_id for e in dead.items] == [stuck.event_id] and dead.items[0].dead_letter
         # A failure whose cause goes away before the retries run out heals by itself.
         await admin.execute("DROP TRIGGER refuse ON billing.transactions")
@@ -458,7 +459,7 @@ async def test_failed_events_retry_automatically_then_rest_in_the_dead_letter(da
         while await admin.fetchval("SELECT status FROM billing.webhook_events WHERE event_id = $1",
                                    healed.event_id) != "processed":
             assert time.monotonic() < deadline
-            await api.retry_due()
+            await api.events.retry_due()
             await asyncio.sleep(0.02)
         assert await admin.fetchval("SELECT status FROM billing.transactions WHERE stripe_payment_intent_id = "
                                     "'pi_healed'") == "succeeded"
@@ -475,7 +476,7 @@ async def _retry_schedule(database_url, policy: EventRetryPolicy, pi: str) -> li
     admin = await asyncpg.connect(database_url)
     try:
         ingest = IngestEvents(PostgresEventStore(pool, policy))
-        api = BillingApi(PostgresBillingReader(pool), ingest)
+        api = InternalApi.wired(PostgresBillingReader(pool), ingest)
         await _blocking_trigger(admin, pi)
         await ingest.execute([incoming("stripe", StripeScenario(pi=pi).event("payment_intent.succeeded"))])
         query = ("SELECT attempts, extract(epoch FROM next_retry_at - processed_at)::float8 AS gap "
@@ -486,7 +487,7 @@ async def _retry_schedule(database_url, policy: EventRetryPolicy, pi: str) -> li
         deadline = time.monotonic() + 10
         while gaps[-1] is not None:  # the retry worker's rounds, polled with a deadline
             assert time.monotonic() < deadline, gaps
-            await api.retry_due()
+            await api.events.retry_due()
             row = await admin.fetchrow(query, pi)
             if row["attempts"] > len(gaps):
                 gaps.append(row["gap"])
@@ -604,7 +605,7 @@ async def test_emails_the_notifier_refused_are_listed_oldest_first_and_queued_ag
 async def test_replaying_all_failed_events_goes_on_while_a_full_share_makes_progress(
         billing_server, db, monkeypatch, capsys):
     addr, ingest = billing_server
-    monkeypatch.setattr(internal_api, "MAX_REPLAYED", 2)  # a share of two, for three events
+    monkeypatch.setattr(replay, "MAX_REPLAYED", 2)  # a share of two, for three events
     monkeypatch.setattr(billing_cli, "MAX_REPLAYED", 2)
     monkeypatch.setenv("BILLING_ADDR", addr)
     await db.execute("""
@@ -730,14 +731,14 @@ async def test_two_replicas_retry_workers_take_each_due_event_once(database_url)
     pools = [await create_pool(database_url, min_size=1, max_size=4) for _ in range(2)]
     try:
         policy = EventRetryPolicy(max_attempts=8, base_seconds=3600)  # one retry per round, then an hour's wait
-        replicas = [BillingApi(PostgresBillingReader(pool), IngestEvents(PostgresEventStore(pool, policy)))
+        replicas = [InternalApi.wired(PostgresBillingReader(pool), IngestEvents(PostgresEventStore(pool, policy)))
                     for pool in pools]
         await _blocking_trigger(admin, "pi_stuck")
         failing = [incoming("stripe", StripeScenario(pi="pi_stuck").event("payment_intent.succeeded"))
                    for _ in range(20)]
-        await replicas[0]._ingest.execute(failing)
+        await IngestEvents(PostgresEventStore(pools[0], policy)).execute(failing)
         await admin.execute("UPDATE billing.webhook_events SET next_retry_at = now()")  # every one due now
-        taken = await asyncio.gather(*(replica.retry_due() for replica in replicas))
+        taken = await asyncio.gather(*(replica.events.retry_due() for replica in replicas))
         assert sum(taken) == len(failing)
         attempts = await admin.fetch("SELECT attempts FROM billing.webhook_events")
         assert [r["attempts"] for r in attempts] == [2] * len(failing)  # the first try, and one retry each

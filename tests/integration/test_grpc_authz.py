@@ -15,7 +15,7 @@ from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.reader import PostgresBillingReader
 from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
-from billing.domain.internal_api import BillingApi
+from billing.domain.internal_api import InternalApi
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from devstack.stack import free_port
@@ -110,7 +110,7 @@ def billing_at(database_url, identities, started):
         ingest = IngestEvents(PostgresEventStore(pool))
         server = new_server(server_policy(False, str(policy_file), [billing_pb2.DESCRIPTOR]))
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(ingest, BillingApi(PostgresBillingReader(pool), ingest)), server)
+            BillingServicer(ingest, InternalApi.wired(PostgresBillingReader(pool), ingest)), server)
         health_pb2_grpc.add_HealthServicer_to_server(_Healthy(), server)
         reflection.enable_server_reflection((BILLING.full_name, reflection.SERVICE_NAME), server)
         return await started(server, pool, identities["server"])

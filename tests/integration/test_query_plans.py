@@ -16,7 +16,7 @@ from billing.adapters.reader import PostgresBillingReader
 from billing.domain.dispatch import DispatchResult
 from billing.domain.ingest import IngestEvents
 from billing.domain.model import Provider
-from billing.domain.internal_api import EventFilter, PendingPayment
+from billing.domain.api_types import EventFilter, PendingPayment
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
 from notifier.domain.deliver import DeliverEmails, RetryPolicy

@@ -30,7 +30,7 @@ from billing.api.servicer import BillingServicer
 from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
 from billing.domain.ingest import IngestEvents
-from billing.domain.internal_api import BillingApi
+from billing.domain.internal_api import InternalApi
 from billing.domain.recovery import EventFeed, InvalidRange, RecoverEvents
 
 log = logging.getLogger("billing")
@@ -49,8 +49,8 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake,
                               on_applied=record_ingest, stripe_scope=settings.stripe_scope)
         reader = PostgresBillingReader(pool)
-        api = BillingApi(reader, ingest, on_emails_queued=outbox_worker.wake)
-        retry_worker = PollingWorker(api.retry_due, api.next_retry_in, name="event-retries")
+        api = InternalApi.wired(reader, ingest, on_emails_queued=outbox_worker.wake)
+        retry_worker = PollingWorker(api.events.retry_due, api.events.next_retry_in, name="event-retries")
         billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)
         health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)
         log.info("billing listening", extra={"fields": {"addr": settings.listen_addr,

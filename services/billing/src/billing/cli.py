@@ -33,7 +33,7 @@ from servicekit.env import env_secrets
 from servicekit.operator import run_command
 from servicekit.tls import GrpcTls
 
-from billing.domain.internal_api import MAX_REFUSED, MAX_REPLAYED, MAX_UNATTRIBUTED
+from billing.domain.api_types import MAX_REFUSED, MAX_REPLAYED, MAX_UNATTRIBUTED
 
 PROVIDERS = {"stripe": billing_pb2.PROVIDER_STRIPE, "razorpay": billing_pb2.PROVIDER_RAZORPAY, None: 0}
 

@@ -17,7 +17,7 @@ from billing.adapters.rows import subscription_from_row, transaction_from_row
 from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
 from billing.domain.errors import InvalidRequest
 from billing.domain.events import IngestResult
-from billing.domain.internal_api import (
+from billing.domain.api_types import (
     EventSelection,
     Evidence,
     EventFilter,

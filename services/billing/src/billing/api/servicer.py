@@ -16,8 +16,8 @@ from billing.domain import ingest
 from billing.domain.events import IncomingEvent, IngestResult, Outcome, TransientStoreError
 from billing.domain.model import Provider, Subscription, Transaction
 from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
-from billing.domain.internal_api import (
-    BillingApi,
+from billing.domain.internal_api import InternalApi
+from billing.domain.api_types import (
     EventFilter,
     EventSelection,
     PendingPayment,
@@ -183,9 +183,12 @@ def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, ingest_events: ingest.IngestEvents, api: BillingApi) -> None:
+    def __init__(self, ingest_events: ingest.IngestEvents, api: InternalApi) -> None:
         self._ingest = ingest_events
-        self._api = api
+        self._records = api.records
+        self._events = api.events
+        self._refused = api.refused
+        self._attribution = api.attribution
 
     @errors
     async def IngestEvents(self, request: billing_pb2.IngestEventsRequest,
@@ -203,13 +206,13 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             provider=_PROVIDERS.get(request.provider), amount=request.amount.amount_minor,
             currency=request.amount.currency.upper(), stripe_payment_intent_id=request.stripe_payment_intent_id,
             razorpay_order_id=request.razorpay_order_id)
-        stamped, created = await self._api.create_pending(pending)
+        stamped, created = await self._records.create_pending(pending)
         return billing_pb2.CreatePendingTransactionResponse(transaction=_transaction_pb(stamped), created=created)
 
     @errors
     async def GetTransaction(self, request: billing_pb2.GetTransactionRequest,
                              context: grpc.aio.ServicerContext) -> billing_pb2.GetTransactionResponse:
-        stamped = await self._api.get_transaction(request.tenant_id, request.id)
+        stamped = await self._records.get_transaction(request.tenant_id, request.id)
         return billing_pb2.GetTransactionResponse(transaction=_transaction_pb(stamped))
 
     @errors
@@ -218,14 +221,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         where = TxnFilter(request.tenant_id, request.user_id or None, request.status or None,
                           _provider_filter(request.provider), _time(request, "created_after"),
                           _time(request, "created_before"))
-        page = await self._api.list_transactions(where, request.page_size, request.page_token)
+        page = await self._records.list_transactions(where, request.page_size, request.page_token)
         return billing_pb2.ListTransactionsResponse(transactions=[_transaction_pb(t) for t in page.items],
                                                     next_page_token=page.next_token or "")
 
     @errors
     async def GetSubscription(self, request: billing_pb2.GetSubscriptionRequest,
                               context: grpc.aio.ServicerContext) -> billing_pb2.GetSubscriptionResponse:
-        stamped = await self._api.get_subscription(request.tenant_id, request.id)
+        stamped = await self._records.get_subscription(request.tenant_id, request.id)
         return billing_pb2.GetSubscriptionResponse(subscription=_subscription_pb(stamped))
 
     @errors
@@ -233,7 +236,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                 context: grpc.aio.ServicerContext) -> billing_pb2.ListSubscriptionsResponse:
         where = SubFilter(request.tenant_id, request.user_id or None, request.status or None,
                           _provider_filter(request.provider))
-        page = await self._api.list_subscriptions(where, request.page_size, request.page_token)
+        page = await self._records.list_subscriptions(where, request.page_size, request.page_token)
         return billing_pb2.ListSubscriptionsResponse(subscriptions=[_subscription_pb(s) for s in page.items],
                                                      next_page_token=page.next_token or "")
 
@@ -243,25 +246,25 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         where = EventFilter(_provider_filter(request.provider), request.status or None, request.event_type or None,
                             _time(request, "received_after"),
                             _time(request, "received_before"))
-        page = await self._api.list_events(where, request.page_size, request.page_token)
+        page = await self._events.list_events(where, request.page_size, request.page_token)
         return billing_pb2.ListWebhookEventsResponse(events=[_event_pb(e) for e in page.items],
                                                      next_page_token=page.next_token or "")
 
     @errors
     async def GetWebhookEvent(self, request: billing_pb2.GetWebhookEventRequest,
                               context: grpc.aio.ServicerContext) -> billing_pb2.GetWebhookEventResponse:
-        event = await self._api.get_event(_PROVIDERS.get(request.provider), request.event_id)
+        event = await self._events.get_event(_PROVIDERS.get(request.provider), request.event_id)
         return billing_pb2.GetWebhookEventResponse(event=_event_pb(event))
 
     @errors
     async def ReplayWebhookEvents(self, request: billing_pb2.ReplayWebhookEventsRequest,
                                   context: grpc.aio.ServicerContext) -> billing_pb2.ReplayWebhookEventsResponse:
         if not request.HasField("selection"):
-            results = await self._api.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
+            results = await self._events.replay(_PROVIDERS.get(request.provider), request.event_id, request.all_failed)
             return billing_pb2.ReplayWebhookEventsResponse(results=[_encode(r) for r in results])
         if request.event_id or request.all_failed:
             raise InvalidRequest("selection", "give a selection, or event_id / all_failed, not both")
-        report = await self._api.replay_selection(
+        report = await self._events.replay_selection(
             _selection(request.selection), request.selection.limit, dry_run=request.dry_run, reason=request.reason,
             requested_by=", ".join(peer_identities(context)) or "a caller without a certificate (plaintext)")
         preview = report.preview
@@ -274,7 +277,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     @errors
     async def RetryRefusedEmails(self, request: billing_pb2.RetryRefusedEmailsRequest,
                                  context: grpc.aio.ServicerContext) -> billing_pb2.RetryRefusedEmailsResponse:
-        emails = await self._api.refused_emails(request.limit, requeue=not request.dry_run)
+        emails = await self._refused.refused_emails(request.limit, requeue=not request.dry_run)
         return billing_pb2.RetryRefusedEmailsResponse(emails=[
             billing_pb2.RefusedEmail(id=e.id, idempotency_key=e.idempotency_key, kind=e.kind, refusal=e.refusal,
                                      created_at=to_timestamp(e.created_at)) for e in emails])
@@ -283,21 +286,21 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def ListUnattributedTransactions(
             self, request: billing_pb2.ListUnattributedTransactionsRequest, context: grpc.aio.ServicerContext,
     ) -> billing_pb2.ListUnattributedTransactionsResponse:
-        payments = await self._api.unattributed_payments(request.limit)
+        payments = await self._attribution.unattributed_payments(request.limit)
         return billing_pb2.ListUnattributedTransactionsResponse(transactions=[_transaction_pb(t) for t in payments])
 
     @errors
     async def ListUnattributedSubscriptions(
             self, request: billing_pb2.ListUnattributedSubscriptionsRequest, context: grpc.aio.ServicerContext,
     ) -> billing_pb2.ListUnattributedSubscriptionsResponse:
-        subscriptions = await self._api.unattributed_subscriptions(request.limit)
+        subscriptions = await self._attribution.unattributed_subscriptions(request.limit)
         return billing_pb2.ListUnattributedSubscriptionsResponse(
             subscriptions=[_subscription_pb(s) for s in subscriptions])
 
     @errors
     async def AssignTransactionTenant(self, request: billing_pb2.AssignTransactionTenantRequest,
                                       context: grpc.aio.ServicerContext) -> billing_pb2.AssignTransactionTenantResponse:
-        payment = await self._api.assign_tenant(request.transaction_id, request.tenant_id, request.user_id,
+        payment = await self._attribution.assign_tenant(request.transaction_id, request.tenant_id, request.user_id,
                                                 request_id_var.get())
         return billing_pb2.AssignTransactionTenantResponse(transaction=_transaction_pb(payment))
 
@@ -305,7 +308,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def AssignSubscriptionTenant(
             self, request: billing_pb2.AssignSubscriptionTenantRequest, context: grpc.aio.ServicerContext,
     ) -> billing_pb2.AssignSubscriptionTenantResponse:
-        subscription = await self._api.assign_subscription_tenant(
+        subscription = await self._attribution.assign_subscription_tenant(
             _PROVIDERS.get(request.provider), request.subscription_id, request.tenant_id, request.user_id,
             request_id_var.get())
         return billing_pb2.AssignSubscriptionTenantResponse(subscription=_subscription_pb(subscription))

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from billing.domain.api_ports import RefusedEmailsPort
+from billing.domain.api_types import MAX_REFUSED, RefusedEmail, operator_limit
+
 log = logging.getLogger(__name__)
 
 # Longest wait between probes of an unreachable notifier: bounds how late emails resume after it returns.
@@ -111,3 +114,19 @@ class DispatchEmails:
     def _retry(self, item: OutboxItem, error: str) -> DispatchResult:
         delay = self._rng.uniform(0.5, min(self._max_delay, 2.0 ** min(item.attempts, 10)))
         return DispatchResult(item.id, "retry", error, self._clock() + timedelta(seconds=delay))
+
+
+class RefusedEmails:
+    """Use case: the emails the notifier refused, listed, or queued for it again once the cause is fixed."""
+
+    def __init__(self, store: RefusedEmailsPort, on_emails_queued: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._on_emails_queued = on_emails_queued
+
+    async def refused_emails(self, limit: int, *, requeue: bool) -> list[RefusedEmail]:
+        """List the emails the notifier refused, or queue them for it again once the cause is fixed."""
+        emails = await self._store.refused_emails(operator_limit(limit, MAX_REFUSED), requeue=requeue)
+        if requeue and emails:
+            log.info("refused emails queued again", extra={"fields": {"emails": len(emails)}})
+            self._on_emails_queued()
+        return emails
