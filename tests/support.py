@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from billing.adapters.email_messages import stored
+from billing.adapters.email_messages import email_content, from_stored
 from billing.domain.notifications import EmailIntent
 from billing.domain.events import IncomingEvent
 from billing.domain.model import Provider
@@ -125,17 +125,18 @@ def emails(outbox) -> Counter:
     """The emails an outbox asks for: kind, tenant, recipient and the amounts it states (a date or a link
     may rightly come from whichever event told it first). Takes the in-memory outbox's intents or the rows
     of billing.email_outbox."""
-    def seen(kind: str, request: dict[str, Any]) -> tuple:
-        amounts = {k: v for k, v in request[kind].items() if isinstance(v, dict) and "currency" in v}
-        return (kind, request["tenant_id"], request["to"]["email"], json.dumps(amounts, sort_keys=True))
+    def seen(kind: str, content) -> tuple:
+        told = getattr(content, kind)
+        amounts = {f.name: [v.amount_minor, v.currency] for f, v in told.ListFields() if f.message_type is not None
+                   and f.message_type.name == "Money"}
+        return (kind, content.tenant_id, content.to.email, json.dumps(amounts, sort_keys=True))
 
     told: Counter = Counter()
     for item in outbox:
-        if isinstance(item, EmailIntent):  # the in-memory outbox's intent, stored as the outbox would
-            told[seen(item.kind, stored(item))] += 1
+        if isinstance(item, EmailIntent):  # the in-memory outbox's intent
+            told[seen(item.kind, email_content(item))] += 1
         else:  # a row of billing.email_outbox
-            request = item["request"]
-            told[seen(item["kind"], json.loads(request) if isinstance(request, str) else request)] += 1
+            told[seen(item["kind"], from_stored(item["kind"], item["content"]))] += 1
     return told
 
 

@@ -188,8 +188,8 @@ async def test_an_email_the_notifier_refused_is_sent_once_queued_again_from_bill
 
     await wait_for(delivered, what="the receipt to reach the notifier")
     await db.execute(
-        "INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, status, attempts, last_error) "
-        "SELECT gen_random_uuid(), idempotency_key || ':refused', kind, request, 'dead', 1, "
+        "INSERT INTO billing.email_outbox (id, idempotency_key, kind, content, status, attempts, last_error) "
+        "SELECT gen_random_uuid(), idempotency_key || ':refused', kind, content, 'dead', 1, "
         "'INVALID_ARGUMENT: content.kind: one email kind is required' FROM billing.email_outbox")
 
     async def cli(*args):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import random
 from datetime import timedelta
 
 import asyncpg
 import pytest
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from billing.adapters.email_messages import from_stored
 from billing.adapters.migrations import migrate
 from billing.adapters.postgres import PostgresEventStore
 from billing.domain.events import Outcome
@@ -221,14 +222,15 @@ async def test_payments_stored_without_an_owner_take_their_subscriptions_and_its
     owners = {r["stripe_subscription_id"]: (r["tenant_id"], r["user_id"]) for r in await rows(db, "transactions")}
     assert owners == {s.sub: ("acme", "7"), other.sub: (None, None)}
     assert owned.transaction_ids == paid.transaction_ids
-    outbox = await db.fetch("SELECT kind, request FROM billing.email_outbox")
-    receipts = [json.loads(r["request"]) for r in outbox if r["kind"] == "payment_received"]
-    assert [(r["tenant_id"], r["payment_received"]["transaction_id"]) for r in receipts] == [("acme", paid.transaction_ids[0])]
+    outbox = await db.fetch("SELECT kind, content FROM billing.email_outbox")
+    receipts = [from_stored(r["kind"], r["content"]) for r in outbox if r["kind"] == "payment_received"]
+    assert [(r.tenant_id, r.payment_received.transaction_id) for r in receipts] == [("acme", paid.transaction_ids[0])]
 
 
 async def outbox_row(db):
-    row = await db.fetchrow("SELECT kind, request, attempts, next_attempt_at - now() AS wait FROM billing.email_outbox")
-    return json.loads(row["request"])[row["kind"]], row["attempts"], row["wait"]
+    row = await db.fetchrow("SELECT kind, content, attempts, next_attempt_at - now() AS wait FROM billing.email_outbox")
+    told = getattr(from_stored(row["kind"], row["content"]), row["kind"])
+    return json_format.MessageToDict(told, preserving_proto_field_name=True), row["attempts"], row["wait"]
 
 
 async def test_a_stripe_receipt_waits_unsent_for_its_link_and_the_charge_sends_it_at_once(ingest, db):

@@ -21,7 +21,7 @@ from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
 import asyncpg
 from billing.adapters import outbox as billing_outbox
-from billing.adapters.email_messages import email_content, stored
+from billing.adapters.email_messages import email_content
 from billing.domain.dispatch import OutboxItem
 from billing.domain.email_contents import Money, PaymentReceived, SubscriptionActivated
 from billing.domain.notifications import EmailAmendment, EmailIntent
@@ -280,17 +280,17 @@ async def test_billing_handing_over_an_amended_email_the_notifier_has_already_ta
     # A receipt handed over, its answer lost; then its link came, and billing hands over the amended one.
     intent = EmailIntent("txn:9:payment_received", "t1", "u1", "asha@example.com", "Asha", PaymentReceived(
         transaction_id="txn-9", amount=Money(4999, "USD"), payment_date=datetime(2026, 11, 28, 9, tzinfo=UTC)))
-    receipt = stored(intent)
-    amended = stored(intent.amended(EmailAmendment(intent.idempotency_key, "receipt_url",
-                                                   "https://pay.stripe.com/receipts/payment/x")))
-    invalid = stored(replace(intent, to_email="nope"))
+    receipt = email_content(intent)
+    amended = email_content(intent.amended(EmailAmendment(intent.idempotency_key, "payment_received", "receipt_url",
+                                                          "https://pay.stripe.com/receipts/payment/x")))
+    invalid = email_content(replace(intent, to_email="nope"))
     async with grpc.aio.insecure_channel(notifier_addr) as channel:
         notifier = billing_outbox.GrpcNotifier(channel)
         item = OutboxItem(id="o1", idempotency_key="txn:9:payment_received", kind="payment_received",
-                          request=receipt, attempts=1)
+                          content=receipt, attempts=1)
         assert await notifier.send_emails([item]) == [None]
-        again = [replace(item, request=amended, attempts=2), replace(item, id="o2", idempotency_key="k-bad",
-                                                                      request=invalid)]
+        again = [replace(item, content=amended, attempts=2), replace(item, id="o2", idempotency_key="k-bad",
+                                                                      content=invalid)]
         assert [r and r.split(":")[0] for r in await notifier.send_emails(again)] == [None, "INVALID_ARGUMENT"]
     conn = await asyncpg.connect(database_url)
     try:

@@ -195,7 +195,7 @@ def test_the_link_amends_only_a_receipt_asked_for_without_it():
     txn = _paid_stripe
     link = "https://pay.stripe.com/receipts/payment/x"
     [amendment] = link_amendments(txn(), txn(receipt_url=link))
-    assert amendment == EmailAmendment("txn:t1:payment_received", "receipt_url", link)
+    assert amendment == EmailAmendment("txn:t1:payment_received", "payment_received", "receipt_url", link)
     assert link_amendments(txn(receipt_url=link), txn(receipt_url=link)) == []  # the receipt had it
     assert link_amendments(None, txn(receipt_url=link)) == []  # the receipt is asked for with it
     unreachable = replace(txn(), customer_email=None)

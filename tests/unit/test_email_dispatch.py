@@ -7,7 +7,7 @@ from billing.domain.dispatch import DispatchEmails, NotifierUnavailable, Dispatc
 
 
 def _item(n: int) -> OutboxItem:
-    return OutboxItem(id=f"id-{n}", idempotency_key=f"key-{n}", kind="payment_received", request={}, attempts=1)
+    return OutboxItem(id=f"id-{n}", idempotency_key=f"key-{n}", kind="payment_received", content=None, attempts=1)
 
 
 @dataclass

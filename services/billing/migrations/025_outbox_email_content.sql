@@ -1,6 +1,7 @@
--- The outbox keeps each email as the notifier's EmailContent message in protobuf's JSON form (proto field
--- names): the kind's fields move from "data" to the object named by the kind. Amounts in minor units and
--- ISO 8601 dates are already valid in that form.
-UPDATE billing.email_outbox
-SET request = (request - 'kind' - 'data') || jsonb_build_object(kind, request -> 'data')
-WHERE request ? 'data';
+-- The outbox keeps each email as the notifier's EmailContent message, serialized (protobuf's binary form):
+-- a link that comes later is appended as a message of its own, which protobuf merges into the first on
+-- reading. Rows written before keep their JSON in `request` until they are sent.
+ALTER TABLE billing.email_outbox
+    ADD COLUMN content bytea,
+    ALTER COLUMN request DROP NOT NULL,
+    ADD CONSTRAINT email_outbox_content_or_request CHECK (content IS NOT NULL OR request IS NOT NULL);

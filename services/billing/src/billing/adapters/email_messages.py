@@ -1,7 +1,7 @@
 """Billing's emails as the notifier's messages, and as the outbox stores them.
 
-The outbox keeps each email as its EmailContent message in protobuf's JSON form (proto field names), so an
-operator reads it with psql and a link that comes later is one jsonb merge into the kind's object.
+The outbox keeps each email as its serialized EmailContent message. A link that comes later is stored as
+a message holding only that field, appended to the first: parsing concatenated messages merges them.
 """
 
 from __future__ import annotations
@@ -79,19 +79,24 @@ def email_content(intent: EmailIntent) -> pb.EmailContent:
         to=pb.Recipient(email=intent.to_email, name=intent.to_name), **{intent.kind: _message(intent.content)})
 
 
-def stored(intent: EmailIntent) -> dict[str, Any]:
+def stored(intent: EmailIntent) -> bytes:
     """The email as the outbox stores it."""
-    return json_format.MessageToDict(email_content(intent), preserving_proto_field_name=True)
+    return email_content(intent).SerializeToString()
 
 
-def _previous_release(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
-    """During a rolling upgrade, replicas of the previous release still write their shape: the kind's
-    fields under "data", money as minor units and dates as ISO 8601, which protobuf's JSON form accepts."""
-    rest = {k: v for k, v in stored.items() if k not in ("kind", "data")}
-    return {**rest, kind: {**stored.get(kind, {}), **stored["data"]}}
+def link_appendix(kind: str, link: str, url: str) -> bytes:
+    """What to append to a stored email of `kind` to set one of its links."""
+    return pb.EmailContent(**{kind: {link: url}}).SerializeToString()
 
 
-def from_stored(kind: str, stored: dict[str, Any]) -> pb.EmailContent:
-    if "data" in stored:
-        stored = _previous_release(kind, stored)
-    return json_format.ParseDict(stored, pb.EmailContent())
+def _previous_release(kind: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Rows written before the outbox kept messages hold JSON: the kind's fields under "data", money as
+    minor units and dates as ISO 8601, which protobuf's JSON form accepts."""
+    rest = {k: v for k, v in request.items() if k not in ("kind", "data")}
+    return {**rest, kind: request["data"]}
+
+
+def from_stored(kind: str, content: bytes | None, request: dict[str, Any] | None = None) -> pb.EmailContent:
+    if content is not None:
+        return pb.EmailContent.FromString(content)
+    return json_format.ParseDict(_previous_release(kind, request or {"data": {}}), pb.EmailContent())

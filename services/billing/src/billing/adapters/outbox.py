@@ -29,12 +29,13 @@ class PostgresOutbox:
             WHERE id IN (SELECT id FROM billing.email_outbox
                          WHERE status = 'pending' AND next_attempt_at <= now()
                          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-            RETURNING id, idempotency_key, kind, request, attempts, request_id
+            RETURNING id, idempotency_key, kind, content, request, attempts, request_id
             """,
             limit, lease,
         )
-        return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], orjson.loads(r["request"]), r["attempts"],
-                           r["request_id"] or "") for r in rows]
+        return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], from_stored(
+            r["kind"], r["content"], r["request"] and orjson.loads(r["request"])), r["attempts"], r["request_id"] or "")
+            for r in rows]
 
     async def record_outcomes(self, outcomes: list[DispatchResult]) -> None:
         await self._pool.execute(
@@ -71,7 +72,7 @@ class GrpcNotifier:
     async def send_emails(self, items: Sequence[OutboxItem]) -> list[str | None]:
         request = notifier_pb2.SendEmailsRequest(
             emails=[notifier_pb2.SendEmailRequest(idempotency_key=i.idempotency_key, request_id=i.request_id,
-                                                  content=from_stored(i.kind, i.request)) for i in items])
+                                                  content=i.content) for i in items])
         try:
             reply = await self._stub.SendEmails(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:

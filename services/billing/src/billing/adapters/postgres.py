@@ -23,8 +23,8 @@ from billing.domain.model import (
 )
 from billing.adapters.rows import PG_TYPES, SUB_COLUMNS, TXN_COLUMNS, subscription_from_row, transaction_from_row
 from billing.domain.working_set import WorkingSet
-from billing.domain.notifications import EmailIntent
-from billing.adapters.email_messages import stored
+from billing.domain.notifications import EmailAmendment, EmailIntent
+from billing.adapters.email_messages import link_appendix, stored
 
 _TRANSIENT = (
     asyncpg.exceptions.DeadlockDetectedError,
@@ -67,11 +67,11 @@ _WRITE_BATCH = f"""
 WITH subscriptions AS ({_upsert_sql("user_subscriptions", SUB_COLUMNS, "$1")}),
 transactions AS ({_upsert_sql("transactions", TXN_COLUMNS, "$2")}),
 outbox AS (
-    INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, request_id, next_attempt_at)
-    SELECT gen_random_uuid(), idempotency_key, kind, request, nullif(request_id, ''),
+    INSERT INTO billing.email_outbox (id, idempotency_key, kind, content, request_id, next_attempt_at)
+    SELECT gen_random_uuid(), idempotency_key, kind, decode(content, 'base64'), nullif(request_id, ''),
            now() + make_interval(secs => hold_seconds)
     FROM json_to_recordset($3::json)
-        AS e(idempotency_key text, kind text, request jsonb, request_id text, hold_seconds float8)
+        AS e(idempotency_key text, kind text, content text, request_id text, hold_seconds float8)
     ON CONFLICT (idempotency_key) DO NOTHING
 ),
 -- Links for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
@@ -80,9 +80,13 @@ outbox AS (
 -- for when an operator queues it again; one sent already stays as it was.
 amended AS (
     UPDATE billing.email_outbox o
-    SET request = CASE WHEN o.status IN ('pending', 'dead')
-                       THEN jsonb_set(o.request, ARRAY[o.kind],
-                                      coalesce(o.request -> o.kind, '{{}}') || ($9::jsonb -> o.idempotency_key))
+    SET content = CASE WHEN o.status IN ('pending', 'dead')
+                       THEN o.content || decode($9::jsonb -> o.idempotency_key ->> 'appendix', 'base64')
+                       ELSE o.content END,
+        -- a row written by the previous release keeps JSON, the kind's fields under "data"
+        request = CASE WHEN o.status IN ('pending', 'dead') AND o.content IS NULL
+                       THEN jsonb_set(o.request, '{{data}}',
+                                      (o.request -> 'data') || ($9::jsonb -> o.idempotency_key -> 'fields'))
                        ELSE o.request END,
         next_attempt_at = CASE WHEN o.status = 'pending' AND o.attempts = 0 THEN least(o.next_attempt_at, now())
                                ELSE o.next_attempt_at END
@@ -174,8 +178,13 @@ def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
 
 
 def _outbox_row(email: EmailIntent) -> dict[str, Any]:
-    return {"idempotency_key": email.idempotency_key, "kind": email.kind, "request": stored(email),
+    return {"idempotency_key": email.idempotency_key, "kind": email.kind, "content": base64.b64encode(stored(email)).decode(),
             "request_id": email.request_id, "hold_seconds": email.hold.total_seconds()}
+
+
+def _amendment(amendment: EmailAmendment) -> dict[str, Any]:
+    return {"appendix": base64.b64encode(link_appendix(amendment.kind, amendment.link, amendment.url)).decode(),
+            "fields": {amendment.link: amendment.url}}
 
 
 @dataclass(frozen=True)
@@ -235,7 +244,7 @@ class PostgresUnit(BatchUnit):
             _rows_json(_event_row(r, now) for r in new),
             *self._retry.parameters(),
             [a.idempotency_key for a in working_set.amendments],
-            orjson.dumps({a.idempotency_key: {a.link: a.url} for a in working_set.amendments}).decode(),
+            orjson.dumps({a.idempotency_key: _amendment(a) for a in working_set.amendments}).decode(),
         )
         retried = [r for r in records if r.retry]
         if retried:

@@ -29,7 +29,7 @@ class OutboxItem:
     id: str
     idempotency_key: str
     kind: str
-    request: dict[str, Any]  # the email as the outbox stores it, read by the notifier adapter
+    content: Any  # the email, as the notifier's adapter reads and sends it
     attempts: int
     request_id: str = ""
 

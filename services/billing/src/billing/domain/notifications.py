@@ -77,6 +77,7 @@ class EmailAmendment:
     and it is then sent at once. An email sent already stays as it was."""
 
     idempotency_key: str
+    kind: str  # the email's
     link: str
     url: str
 
@@ -173,10 +174,10 @@ def link_amendments(before: Transaction | None, after: Transaction) -> list[Emai
         return []
     amendments = []
     if _paid(before) and _reachable(before) and not before.receipt_url and after.receipt_url:
-        amendments.append(EmailAmendment(_receipt_key(after), "receipt_url", after.receipt_url))
+        amendments.append(EmailAmendment(_receipt_key(after), PaymentReceived.kind, "receipt_url", after.receipt_url))
     if (_failed(before) and _reachable(before) and not before.invoice_url and after.invoice_url
             and after.failed_at == before.failed_at):
-        amendments.append(EmailAmendment(_failure_key(after), "retry_url", after.invoice_url))
+        amendments.append(EmailAmendment(_failure_key(after), PaymentFailed.kind, "retry_url", after.invoice_url))
     return amendments
 
 
