@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy" / "overlays").iterdir())
-JOBS = sorted(f"../jobs/{p.name}" for p in (ROOT / "deploy" / "jobs").iterdir())  # opt-in (Cron)Jobs
+JOBS = sorted(f"../jobs/{p.name}" for p in (ROOT / "deploy" / "jobs").iterdir())  # recoveries, retention
 KUBERNETES_VERSION = "1.30.0"
 
 
@@ -60,9 +60,11 @@ def test_deployments_are_hardened_probed_and_drain_before_the_kill(overlay):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("HorizontalPodAutoscaler", "webhook-gateway") in kinds
     assert {n for k, n in kinds if k == "PodDisruptionBudget"} == {"webhook-gateway", "billing", "notifier"}
-    # billing-recovery: for the pods of the opt-in recovery in deploy/jobs.
+    # billing-recovery: for the pods of the opt-in recovery in deploy/jobs; payments-retention: the jobs of
+    # partition upkeep and retention, which every overlay runs.
     assert {n for k, n in kinds if k == "NetworkPolicy"} == {"webhook-gateway", "billing", "notifier",
-                                                            "billing-recovery"}
+                                                            "billing-recovery", "payments-retention"}
+    assert {n for k, n in kinds if k == "CronJob"} == {"billing-retention", "notifier-retention"}
 
 
 def _workload(doc: dict) -> dict:
@@ -86,6 +88,7 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
     docs = documents(overlay)
     for job in JOBS:
         docs += documents(job)
+    docs = list({(d["kind"], d["metadata"]["name"]): d for d in docs}.values())  # jobs the overlay also runs
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
     folders = {str(Path(config["data"][name]).parent)
                for name in ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CA_FILE")}
@@ -102,7 +105,7 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
 
 
 @pytest.mark.parametrize("job", JOBS)
-def test_opt_in_jobs_are_hardened_confined_and_run_again_only_when_it_can_help(job):
+def test_jobs_are_hardened_confined_and_run_again_only_when_it_can_help(job):
     docs = documents(job)
     [job_doc] = [d for d in docs if d["kind"] in ("Job", "CronJob")]
     pod = _pod(job_doc)

@@ -15,6 +15,8 @@ import pytest
 from billing.adapters.email_messages import email_content
 from billing.adapters.outbox import PostgresOutbox
 from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
+from notifier.adapters.postgres import MIGRATIONS as NOTIFIER_MIGRATIONS
+from notifier.adapters.postgres import migrate as notifier_migrate
 from billing.adapters.postgres import EventRetryPolicy, PostgresEventStore, PostgresUnit, create_pool
 from billing.domain.email_contents import Money, PaymentReceived
 from billing.domain.ingest import IngestEvents
@@ -139,6 +141,48 @@ async def test_emails_waiting_in_the_outbox_across_the_upgrade_are_sent_as_they_
     assert item.content == email_content(replace(_RECEIPT, content=replace(_RECEIPT.content, receipt_url=link)))
 
 
+async def test_partitioning_keeps_every_stored_event_email_and_key(postgres_admin_url, tmp_path):
+    # 026 (billing) and 004 (notifier) copy the tables into weekly partitions: each row is kept, in its
+    # week's partition, and each event id and email key goes on being unique.
+    weeks_ago = [0, 3, 20]
+    async with _scratch_database(postgres_admin_url) as url:
+        await migrate(url, _migrations_before(tmp_path, "026"))
+        await notifier_migrate(url, _migrations_before(tmp_path, "004", NOTIFIER_MIGRATIONS))
+        conn = await asyncpg.connect(url)
+        try:
+            for n in weeks_ago:
+                await conn.execute(
+                    "INSERT INTO billing.webhook_events (id, provider, event_id, event_type, payload, received_at, "
+                    "status) VALUES (gen_random_uuid(), 'stripe', $1, 'charge.succeeded', '{}', "
+                    "now() - make_interval(weeks => $2), 'processed')", f"evt_{n}", n)
+                await conn.execute(
+                    "INSERT INTO billing.email_outbox (id, idempotency_key, kind, request, status, created_at) "
+                    "VALUES (gen_random_uuid(), $1, 'payment_received', '{}', 'delivered', "
+                    "now() - make_interval(weeks => $2))", f"key_{n}", n)
+                await conn.execute(
+                    "INSERT INTO notifier.email_logs (id, tenant_id, to_email, tenant_name, subject, email_type, html, "
+                    "body_text, status, idempotency_key, request_fingerprint, message_id, created_at) VALUES "
+                    "(gen_random_uuid(), 't1', 'a@example.com', 'T', 's', 'payment_received', '<p>', 'p', 'sent', "
+                    "$1, 'f', '<m@x>', now() - make_interval(weeks => $2))", f"key_{n}", n)
+            before = {table: sorted(tuple(r) for r in await conn.fetch(f"SELECT * FROM {table}"))
+                      for table in ("billing.webhook_events", "billing.email_outbox", "notifier.email_logs")}
+            await migrate(url)
+            await notifier_migrate(url)
+            for table, rows in before.items():
+                assert sorted(tuple(r) for r in await conn.fetch(f"SELECT * FROM {table}")) == rows, table
+                assert await conn.fetchval(f"SELECT count(*) FROM {table}_default") == 0, table
+                partitions = await conn.fetchval(f"SELECT count(DISTINCT tableoid) FROM {table}")
+                assert partitions == len(weeks_ago), table
+            assert await conn.fetchval("SELECT count(*) FROM billing.event_ids") == len(weeks_ago)
+            assert await conn.fetchval("SELECT count(*) FROM billing.email_keys") == len(weeks_ago)
+            assert await conn.fetchval("SELECT count(*) FROM notifier.email_keys") == len(weeks_ago)
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute("INSERT INTO billing.event_ids (provider, event_id, id, received_at) "
+                                   "VALUES ('stripe', 'evt_3', gen_random_uuid(), now())")
+        finally:
+            await conn.close()
+
+
 async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:
     """Migrate to 008, write rows as the old code did, apply 009; the rows then."""
     await migrate(url, _migrations_before(tmp_path, "009"))
@@ -156,11 +200,11 @@ async def _rows_after_009(url: str, tmp_path) -> list[asyncpg.Record]:
         await conn.close()
 
 
-def _migrations_before(tmp_path, version: str):
+def _migrations_before(tmp_path, version: str, source=DEFAULT_DIRECTORY):
     """A directory of the migrations older than `version`."""
     directory = tmp_path / f"before_{version}"
     directory.mkdir()
-    for path in sorted(DEFAULT_DIRECTORY.glob("*.sql")):
+    for path in sorted(source.glob("*.sql")):
         if path.name < version:
             shutil.copy(path, directory)
     return directory

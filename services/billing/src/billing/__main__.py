@@ -22,6 +22,7 @@ from servicekit.metrics import serve_metrics
 from servicekit.worker import PollingWorker
 
 from billing.adapters.migrations import DEFAULT_DIRECTORY, migrate
+from billing.adapters import retention
 from billing.adapters.outbox import GrpcNotifier, PostgresOutbox
 from billing.adapters.postgres import PostgresEventStore, create_pool
 from billing.adapters.reader import PostgresBillingReader
@@ -42,6 +43,7 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
     notifier_channel = settings.grpc_tls.channel(settings.notifier_addr)
     try:
+        await retention.prepare(pool, settings.retention, datetime.now(UTC))
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
                                   clock=lambda: datetime.now(UTC))
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
@@ -70,6 +72,15 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
     finally:
         await notifier_channel.close()
         await pool.close()
+
+
+async def keep_for_retention(settings: Settings) -> None:
+    pool = await create_pool(settings.database_url.value, min_size=1, max_size=1)
+    try:
+        done = await retention.apply_retention(pool, settings.retention, datetime.now(UTC))
+    finally:
+        await pool.close()
+    log.info("retention applied", extra={"fields": done})
 
 
 async def recover_events(settings: Settings, provider: str, since: datetime, until: datetime | None,
@@ -203,6 +214,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve billing's gRPC API (the default)")
     commands.add_parser("migrate", help="apply billing's database migrations")
+    commands.add_parser("retention", help="make the weeks ahead and drop events and outbox emails past RETENTION_DAYS")
     recover = commands.add_parser(
         "recover-stripe-events", help="take in the Stripe events of a time range that billing never got",
         description="Reads Stripe's list of events (it keeps 30 days) with STRIPE_API_KEY and applies those billing "
@@ -253,6 +265,8 @@ def main(argv: list[str]) -> int:
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
     if args.command == "check-setup":
         return run_logged(log, lambda: asyncio.run(check_setup(settings, args.url, args.fix)))
+    if args.command == "retention":
+        return run_logged(log, lambda: asyncio.run(keep_for_retention(settings)))
     if args.command in ("recover-stripe-events", "recover-razorpay-events"):
         provider = args.command.split("-")[1]
         return run_logged(log, lambda: asyncio.run(recover_events(settings, provider, args.since, args.until,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pgkit.partitions import Retention
 from servicekit.env import ConfigError, Secret, env_float, env_int, env_str
 from servicekit.tls import GrpcTls
 
@@ -42,6 +43,7 @@ class Settings:
     razorpay_key_secret: Secret | None = None
     razorpay_api_base: str = "https://api.razorpay.com"
     metrics_pushgateway: str | None = None  # where recovery runs push what they did (host:port or URL)
+    retention: Retention = Retention()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -69,4 +71,7 @@ class Settings:
             razorpay_key_secret=Secret(k) if (k := env_str(environ, "RAZORPAY_KEY_SECRET", "")) else None,
             razorpay_api_base=env_str(environ, "RAZORPAY_API_BASE", "https://api.razorpay.com"),
             metrics_pushgateway=env_str(environ, "METRICS_PUSHGATEWAY", "") or None,
+            retention=Retention(days=env_int(environ, "RETENTION_DAYS", 90, minimum=1),
+                                key_days=env_int(environ, "KEY_RETENTION_DAYS", 35, minimum=35),
+                                ahead_weeks=env_int(environ, "PARTITIONS_AHEAD_WEEKS", 8, minimum=2)),
         )

@@ -21,6 +21,7 @@ from servicekit.logs import configure_logging, run_logged
 from servicekit.metrics import serve_metrics
 from servicekit.worker import PollingWorker
 
+from notifier.adapters import retention
 from notifier.adapters.postgres import MIGRATIONS, PostgresEmailLog, migrate
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
 from notifier.adapters.workers import WorkerEmails
@@ -54,6 +55,7 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
     domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
     workers = WorkerEmails(settings.render_workers, domain) if settings.render_workers else None
     try:
+        await retention.prepare(pool, settings.retention, datetime.now(UTC))
         email_log = PostgresEmailLog(pool)
         renderer = Renderer()
         policy = RetryPolicy(max_attempts=settings.max_attempts,
@@ -87,6 +89,15 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
             workers.close()
 
 
+async def keep_for_retention(settings: Settings) -> None:
+    pool = await create_pool(settings.database_url.value, min_size=1, max_size=1, application_name="notifier")
+    try:
+        done = await retention.apply_retention(pool, settings.retention, datetime.now(UTC))
+    finally:
+        await pool.close()
+    log.info("retention applied", extra={"fields": done})
+
+
 def render(kind: str, out: Path | None) -> int:
     """For designers: render a template with sample data (HTML to --out, or both parts to stdout)."""
     try:
@@ -106,7 +117,8 @@ def render(kind: str, out: Path | None) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="notifier")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", "render"])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", "render", "retention"],
+                        help="retention: make the weeks ahead and drop the email log past RETENTION_DAYS")
     parser.add_argument("kind", nargs="?")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv[1:])
@@ -123,6 +135,8 @@ def main(argv: list[str]) -> int:
     if args.command == "migrate":
         directory = Path(settings.migrations_dir) if settings.migrations_dir else MIGRATIONS
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
+    if args.command == "retention":
+        return run_logged(log, lambda: asyncio.run(keep_for_retention(settings)))
     return run_logged(log, lambda: uvloop.run(serve(settings, authz)))
 
 

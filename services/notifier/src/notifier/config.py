@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pgkit.partitions import Retention
 from servicekit.env import ConfigError, Secret, env_float, env_int, env_str
 from servicekit.tls import GrpcTls
 
@@ -33,6 +34,7 @@ class Settings:
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
+    retention: Retention = Retention()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -67,4 +69,7 @@ class Settings:
             db_pool_size=env_int(environ, "NOTIFIER_DB_POOL_SIZE", 10, minimum=2),
             shutdown_grace_seconds=env_float(environ, "SHUTDOWN_GRACE_SECONDS", 20.0),
             log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+            retention=Retention(days=env_int(environ, "RETENTION_DAYS", 90, minimum=1),
+                                key_days=env_int(environ, "KEY_RETENTION_DAYS", 35, minimum=35),
+                                ahead_weeks=env_int(environ, "PARTITIONS_AHEAD_WEEKS", 8, minimum=2)),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-
+import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -66,13 +66,20 @@ def _next_retry_at(status: str, attempts: str, at: str, policy: tuple[str, str, 
 _WRITE_BATCH = f"""
 WITH subscriptions AS ({_upsert_sql("user_subscriptions", SUB_COLUMNS, "$1")}),
 transactions AS ({_upsert_sql("transactions", TXN_COLUMNS, "$2")}),
+-- An email key seen before (in the outbox or purged from it) asks for nothing.
+email_keys AS (
+    INSERT INTO billing.email_keys (idempotency_key)
+    SELECT idempotency_key FROM json_to_recordset($3::json) AS e(idempotency_key text)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key
+),
 outbox AS (
     INSERT INTO billing.email_outbox (id, idempotency_key, kind, content, request_id, next_attempt_at)
-    SELECT gen_random_uuid(), idempotency_key, kind, decode(content, 'base64'), nullif(request_id, ''),
+    SELECT gen_random_uuid(), e.idempotency_key, kind, decode(content, 'base64'), nullif(request_id, ''),
            now() + make_interval(secs => hold_seconds)
     FROM json_to_recordset($3::json)
         AS e(idempotency_key text, kind text, content text, request_id text, hold_seconds float8)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    JOIN email_keys USING (idempotency_key)
 ),
 -- Links for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
 -- the outbox is small joins by scanning it). One not yet tried is sent at once; one being handed to the
@@ -92,6 +99,11 @@ amended AS (
                                ELSE o.next_attempt_at END
     WHERE o.idempotency_key = ANY($8::text[])
 ),
+event_ids AS (
+    INSERT INTO billing.event_ids (provider, event_id, id, received_at)
+    SELECT provider, event_id, id, received_at
+    FROM json_to_recordset($4::json) AS e(provider text, event_id text, id uuid, received_at timestamptz)
+),
 bodies AS (
     INSERT INTO billing.razorpay_bodies (payload_sha256, event_id)
     SELECT decode(payload_sha256, 'hex'), event_id
@@ -102,12 +114,12 @@ events AS (
     INSERT INTO billing.webhook_events
         (id, provider, event_id, event_type, payload, request_id, received_at, processed_at, status, error,
          transaction_ids, subscription_ids, next_retry_at, payload_sha256, body, headers, client_address)
-    SELECT gen_random_uuid(), provider, event_id, event_type, payload, nullif(request_id, ''), received_at,
+    SELECT id, provider, event_id, event_type, payload, nullif(request_id, ''), received_at,
            processed_at, status, error, transaction_ids, subscription_ids,
            {_next_retry_at("status", "1", "processed_at", ("$5", "$6", "$7"))}, decode(payload_sha256, 'hex'),
            decode(body, 'base64'), headers, nullif(client_address, '')
     FROM json_to_recordset($4::json) AS e(
-        provider text, event_id text, event_type text, payload jsonb, request_id text, received_at timestamptz,
+        id uuid, provider text, event_id text, event_type text, payload jsonb, request_id text, received_at timestamptz,
         processed_at timestamptz, status text, error text, transaction_ids uuid[], subscription_ids uuid[],
         payload_sha256 text, body text, headers jsonb, client_address text)
 )
@@ -127,10 +139,11 @@ WHERE provider = $1 AND event_id = $2
 # committed when it started). The rows come back as JSON arrays: three result shapes in one row.
 _READ_BATCH = """
 SELECT
-    (SELECT coalesce(json_agg(json_build_array(e.provider, e.event_id, e.status)), '[]')
-     FROM billing.webhook_events e
-     JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
-       ON e.provider = k.provider AND e.event_id = k.event_id) AS known,
+    -- An event id kept after its event's partition was dropped is known, and done with.
+    (SELECT coalesce(json_agg(json_build_array(i.provider, i.event_id, coalesce(e.status, 'purged'))), '[]')
+     FROM unnest($1::text[], $2::text[]) AS k(provider, event_id)
+     JOIN billing.event_ids i ON i.provider = k.provider AND i.event_id = k.event_id
+     LEFT JOIN billing.webhook_events e ON e.id = i.id AND e.received_at = i.received_at) AS known,
     (SELECT coalesce(json_agg(json_build_array(encode(b.payload_sha256, 'hex'), b.event_id)), '[]')
      FROM billing.razorpay_bodies b WHERE b.payload_sha256 = ANY($10::bytea[])) AS bodies,
     (SELECT coalesce(json_agg(t), '[]') FROM (
@@ -167,7 +180,7 @@ def _rows_json(rows: Iterable[Any]) -> str:
 
 def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
     return {
-        "provider": record.event.provider, "event_id": record.event.event_id,
+        "id": str(uuid.uuid4()), "provider": record.event.provider, "event_id": record.event.event_id,
         "event_type": record.event.event_type, "payload": orjson.Fragment(record.payload_text),
         "request_id": record.event.request_id, "received_at": record.event.received_at, "processed_at": now,
         "status": record.status, "error": record.error, "transaction_ids": record.transaction_ids,

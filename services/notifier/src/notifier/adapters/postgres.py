@@ -52,23 +52,32 @@ class PostgresEmailLog:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert_many(self, emails: Sequence[NewEmail]) -> list[tuple[EmailRecord, bool, str]]:
+    async def insert_many(self, emails: Sequence[NewEmail]) -> list[tuple[EmailRecord | None, bool, str]]:
         # One statement for the batch; a key seen before (in an earlier call, or earlier in this one)
         # inserts nothing, and its stored email is read back after.
         inserted = await self._pool.fetch(
             f"""
+            WITH batch AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+                     WITH ORDINALITY AS e(tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type,
+                                          html, body_text, idempotency_key, request_fingerprint, message_id, n)
+            ),
+            keys AS (
+                INSERT INTO notifier.email_keys (idempotency_key)
+                SELECT idempotency_key FROM batch ORDER BY n
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING idempotency_key
+            )
             INSERT INTO notifier.email_logs
                 (id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
                  body_text, status, attempts, next_attempt_at, idempotency_key, request_fingerprint,
                  message_id)
             SELECT gen_random_uuid(), tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
                    body_text, 'queued', 0, now(), idempotency_key, request_fingerprint, message_id
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
-                 WITH ORDINALITY AS e(tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type,
-                                      html, body_text, idempotency_key, request_fingerprint, message_id, n)
+            FROM (SELECT DISTINCT ON (idempotency_key) * FROM batch ORDER BY idempotency_key, n) AS first
+            JOIN keys USING (idempotency_key)
             ORDER BY n
-            ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING {_COLUMNS}, request_fingerprint
             """,
             [e.request.tenant_id for e in emails], [e.request.user_id or None for e in emails],
@@ -90,7 +99,10 @@ class PostgresEmailLog:
         results, claimed = [], set()
         for email in emails:
             key = email.idempotency_key
-            row = created.get(key) or earlier[key]
+            row = created.get(key) or earlier.get(key)
+            if row is None:  # the key's email was purged with its partition
+                results.append((None, False, ""))
+                continue
             results.append((_record(row), key in created and key not in claimed, row["request_fingerprint"]))
             claimed.add(key)
         return results

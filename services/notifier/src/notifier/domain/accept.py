@@ -113,6 +113,10 @@ class AcceptEmail:
                 results.append(item)
                 continue
             record, created, stored_fingerprint = next(stored)
+            if record is None:
+                results.append(IdempotencyConflict(
+                    f"idempotency key {item.idempotency_key!r} was used for an email whose log has since been purged"))
+                continue
             if not created and stored_fingerprint != item.fingerprint:
                 results.append(IdempotencyConflict(
                     f"idempotency key {item.idempotency_key!r} was used for a different email"))

@@ -71,9 +71,10 @@ class ListFilter:
 
 
 class EmailLog(Protocol):
-    async def insert_many(self, emails: Sequence[NewEmail]) -> list[tuple[EmailRecord, bool, str]]:
+    async def insert_many(self, emails: Sequence[NewEmail]) -> list[tuple[EmailRecord | None, bool, str]]:
         """Store the emails whose key is new; for each, in order: the stored email, whether this call
-        created it, and the fingerprint of the request that did."""
+        created it, and the fingerprint of the request that did. An email whose key is kept but whose log
+        was purged (past retention) is None."""
         ...
     async def get(self, tenant_id: str, email_id: str) -> EmailRecord | None: ...
     async def list(self, where: ListFilter, limit: int, after: str | None) -> tuple[list[EmailRecord], str | None]: ...
