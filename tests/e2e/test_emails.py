@@ -282,3 +282,28 @@ async def test_a_notifier_stopped_mid_burst_records_what_it_sent_and_a_restart_s
     for message in mail_sink.messages:
         copies[message["Message-ID"]] += 1
     assert len(copies) == payments and set(copies.values()) == {1}  # every receipt, each exactly once
+
+
+async def test_an_operator_erases_a_customer_from_billing_and_the_email_log_with_one_command(stack, db, mail_sink):
+    s = StripeScenario(tenant_id="acme", email="erase.me@example.com")
+    await deliver(stack.gateway_url, paid(s))
+
+    async def sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 1
+
+    await wait_for(sent, what="the receipt to be sent")
+    code, out = await run_module("billing.cli", "erase-customer", "--email", "Erase.Me@example.com",
+                                 "--reason", "GDPR request 9", env=operator_env(stack))
+    assert code == 0, out
+    assert '"transactions": 1' in out and '"events": 2' in out and '"emails": 1' in out, out
+    held = await db.fetchval(
+        "SELECT (SELECT count(*) FROM billing.transactions t WHERE strpos(t::text, 'erase.me') > 0)"
+        " + (SELECT count(*) FROM billing.webhook_events e WHERE strpos(e::text, 'erase.me') > 0)"
+        " + (SELECT count(*) FROM notifier.email_logs l WHERE strpos(l::text, 'erase.me') > 0)")
+    assert held == 0
+    # Stripe delivers the payment again: a duplicate, acknowledged, and nothing is stored or sent again.
+    responses = await deliver(stack.gateway_url, paid(s))
+    assert {r.status for r in responses} == {200}
+    assert await db.fetchval("SELECT count(*) FROM billing.email_outbox") == 0
+    assert await db.fetchval("SELECT count(*) FROM notifier.email_logs") == 1
+    assert len(mail_sink.messages) == 1

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from notifier.adapters.postgres import PostgresEmailLog
 from notifier.api.servicer import NotifierServicer
+from notifier.domain.erasure import EraseRecipient
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
 from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
@@ -126,7 +127,7 @@ def notifier_at(database_url, identities, started):
         server = new_server(server_policy(False, str(policy_file), [notifier_pb2.DESCRIPTOR]))
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
             NotifierServicer(AcceptEmail(log, InlineEmails(EmailFactory(Renderer(), "boxcostpro.com"))),
-                             ReadEmails(log), Renderer(), RequeueFailedEmails(log)), server)
+                             ReadEmails(log), Renderer(), RequeueFailedEmails(log), EraseRecipient(log)), server)
         return await started(server, pool, identities["server"])
 
     return start

@@ -16,6 +16,7 @@ from notifier.adapters.workers import WorkerEmails
 from notifier import cli as notifier_cli
 from notifier.api.servicer import NotifierServicer
 from notifier.domain import operations as notifier_operations
+from notifier.domain.erasure import EraseRecipient
 from notifier.domain.accept import AcceptEmail
 from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.render import Renderer
@@ -44,7 +45,7 @@ async def notifier_addr(database_url, workers):
     server = grpc.aio.server()
     notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
         NotifierServicer(AcceptEmail(email_log, workers), ReadEmails(email_log), renderer,
-                         RequeueFailedEmails(email_log)), server)
+                         RequeueFailedEmails(email_log), EraseRecipient(email_log)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"

@@ -155,6 +155,11 @@ def peer_identities(context: grpc.aio.ServicerContext) -> tuple[str, ...]:
     return tuple(v.decode("utf-8", "replace") for key in ("peer_uri", "peer_dns") for v in auth.get(key, ()))
 
 
+def caller_name(context: grpc.aio.ServicerContext) -> str:
+    """Who called, for audit records: the certificate's identities, or that there was no certificate."""
+    return ", ".join(peer_identities(context)) or "a caller without a certificate (plaintext)"
+
+
 @cache
 def _tenant_paths(descriptor: Descriptor) -> tuple[tuple[str, Descriptor | None, bool], ...]:
     """(field, message type or None for the tenant_id string itself, repeated) of the fields that hold

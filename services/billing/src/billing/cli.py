@@ -16,6 +16,8 @@ without them, plaintext (make run).
   python -m billing.cli assign-tenant TRANSACTION_ID TENANT_ID [--user USER_ID]   # give one its tenant
   python -m billing.cli unattributed-subscriptions  # subscriptions that no tenant owns
   python -m billing.cli assign-subscription-tenant stripe sub_123 TENANT_ID [--user USER_ID]
+  python -m billing.cli erase-customer --email ADDRESS --reason WHY   # a customer's personal data, from
+                                                    # billing and the notifier's log (NOTIFIER_ADDR); audited
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import razorpay
 import stripe
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from google.protobuf.json_format import MessageToDict
 from servicekit.env import env_secrets
 from servicekit.operator import run_command
@@ -175,7 +178,23 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
         elif args.command == "txn":
             _print(await stub.GetTransaction(billing_pb2.GetTransactionRequest(
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
+        elif args.command == "erase-customer":
+            await _erase(stub, args, tls)
     return 0
+
+
+# Erasure reads every stored event once: minutes on a large database, not seconds.
+ERASE_TIMEOUT = 900
+
+
+async def _erase(stub: billing_pb2_grpc.BillingServiceStub, args: argparse.Namespace, tls: GrpcTls) -> None:
+    """Billing's data, then the notifier's email log. Run again after a failure: what was erased already is
+    not found again, and each run is recorded."""
+    _print(await stub.EraseCustomer(billing_pb2.EraseCustomerRequest(email=args.email, reason=args.reason),
+                                    timeout=ERASE_TIMEOUT))
+    async with tls.channel(os.environ.get("NOTIFIER_ADDR", "127.0.0.1:50052")) as channel:
+        _print(await notifier_pb2_grpc.NotifierServiceStub(channel).EraseRecipient(
+            notifier_pb2.EraseRecipientRequest(email=args.email, reason=args.reason), timeout=ERASE_TIMEOUT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("txn")
     p.add_argument("tenant_id")
     p.add_argument("transaction_id")
+    p = sub.add_parser("erase-customer", help="erase a customer's personal data from billing and the email log")
+    p.add_argument("--email", required=True)
+    p.add_argument("--reason", required=True, help="why (a request or ticket reference): kept with the erasure")
     args = parser.parse_args(argv)
     if args.command == "replay" and not args.all_failed and not (args.provider_name and args.event_id):
         parser.error("replay needs PROVIDER EVENT_ID, or --all-failed")

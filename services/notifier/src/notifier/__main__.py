@@ -28,6 +28,7 @@ from notifier.adapters.workers import WorkerEmails
 from notifier.api.metrics import CountingLog, TimedSender
 from notifier.api.servicer import NotifierServicer
 from notifier.config import Settings
+from notifier.domain.erasure import EraseRecipient
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
 from notifier.domain.deliver import DeliverEmails, RetryPolicy
 from notifier.domain.operations import ReadEmails, RequeueFailedEmails
@@ -71,7 +72,7 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
         server = new_server(authz)
         notifier_pb2_grpc.add_NotifierServiceServicer_to_server(
             NotifierServicer(accept, ReadEmails(email_log), renderer,
-                             RequeueFailedEmails(email_log, on_queued=worker.wake)),
+                             RequeueFailedEmails(email_log, on_queued=worker.wake), EraseRecipient(email_log)),
             server
         )
         health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)

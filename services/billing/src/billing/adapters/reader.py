@@ -17,6 +17,8 @@ from billing.adapters.rows import subscription_from_row, transaction_from_row
 from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
 from billing.domain.errors import InvalidRequest
 from billing.domain.events import IngestResult
+from billing.adapters.erasure import erase_customer
+from billing.domain.erasure import Erasure
 from billing.domain.api_types import (
     EventSelection,
     Evidence,
@@ -63,7 +65,7 @@ def _stamped_sub(row: asyncpg.Record) -> Stamped[Subscription]:
 def _event(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(str(row["id"]), Provider(row["provider"]), row["event_id"], row["event_type"], row["status"],
                        row["error"], row["attempts"], row["received_at"], row["processed_at"], row["request_id"],
-                       row["next_retry_at"])
+                       row["next_retry_at"], erased_at=row["erased_at"])
 
 
 # What a replay or retry applies: the body exactly as it was signed, or for events stored before bodies
@@ -71,7 +73,7 @@ def _event(row: asyncpg.Record) -> StoredEvent:
 _REPLAYED = "coalesce(body, convert_to(payload::text, 'UTF8'))"
 
 _EVENT_COLUMNS = ("id, provider, event_id, event_type, status, error, attempts, received_at, processed_at, "
-                  "request_id, next_retry_at")
+                  "request_id, next_retry_at, erased_at")
 
 # Operators' list of events, newest first. Failed events are few among many: their filters are written
 # out, so that even a generic plan walks the partial index of failed events rather than every event.
@@ -214,14 +216,14 @@ class PostgresBillingReader:
     async def failed_events(self, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
         rows = await self._pool.fetch(
             f"SELECT {_EVENT_COLUMNS}, {_REPLAYED} AS payload FROM billing.webhook_events "
-            f"WHERE status = 'failed' ORDER BY received_at LIMIT $1", limit)
+            f"WHERE status = 'failed' AND erased_at IS NULL ORDER BY received_at LIMIT $1", limit)
         return [(_event(r), r["payload"]) for r in rows]
 
     async def select_events(self, selection: EventSelection, limit: int) -> Sequence[tuple[StoredEvent, bytes]]:
         # A tenant's events are those that named its payments or subscriptions.
         rows = await self._pool.fetch(
             f"""SELECT {_EVENT_COLUMNS}, {_REPLAYED} AS payload FROM billing.webhook_events e
-            WHERE ($1::text IS NULL OR e.provider = $1)
+            WHERE e.erased_at IS NULL AND ($1::text IS NULL OR e.provider = $1)
               AND (cardinality($2::text[]) = 0 OR e.event_id = ANY($2::text[]))
               AND ($3::text IS NULL OR e.event_type = $3)
               AND (cardinality($4::text[]) = 0 OR e.status = ANY($4::text[]))
@@ -262,6 +264,9 @@ class PostgresBillingReader:
             f"ORDER BY next_retry_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
             f"RETURNING {_EVENT_COLUMNS}, {_REPLAYED} AS payload", limit, lease)
         return sorted(((_event(r), r["payload"]) for r in rows), key=lambda e: e[0].received_at)
+
+    async def erase_customer(self, email: str, email_sha256: bytes, requested_by: str, reason: str) -> Erasure:
+        return await erase_customer(self._pool, email, email_sha256, requested_by, reason)
 
     async def next_retry_in(self) -> float | None:
         # NULL when nothing waits (the worker then idles); never negative when something is overdue.

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import grpc
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
-from servicekit.authz import peer_identities
+from servicekit.authz import caller_name
 from servicekit.grpcserve import maps_errors
 from servicekit.logs import request_id_var
 from servicekit.timestamps import field_datetime, to_timestamp
@@ -175,7 +175,7 @@ def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
         id=e.id, provider=_PROVIDER_TO_PB[e.provider], event_id=e.event_id, event_type=e.event_type,
         status=e.status, error=e.error or "", attempts=e.attempts, received_at=to_timestamp(e.received_at),
         processed_at=to_timestamp(e.processed_at), request_id=e.request_id or "", payload=e.payload,
-        dead_letter=e.dead_letter, next_retry_at=to_timestamp(e.next_retry_at),
+        dead_letter=e.dead_letter, next_retry_at=to_timestamp(e.next_retry_at), erased_at=to_timestamp(e.erased_at),
         **({"body": kept.body, "body_sha256": kept.body_sha256, "headers": kept.headers,
             "client_address": kept.client_address, "transaction_ids": kept.transaction_ids,
             "subscription_ids": kept.subscription_ids} if kept else {}),
@@ -189,6 +189,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self._events = api.events
         self._refused = api.refused
         self._attribution = api.attribution
+        self._erasure = api.erasure
 
     @errors
     async def IngestEvents(self, request: billing_pb2.IngestEventsRequest,
@@ -266,7 +267,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             raise InvalidRequest("selection", "give a selection, or event_id / all_failed, not both")
         report = await self._events.replay_selection(
             _selection(request.selection), request.selection.limit, dry_run=request.dry_run, reason=request.reason,
-            requested_by=", ".join(peer_identities(context)) or "a caller without a certificate (plaintext)")
+            requested_by=caller_name(context))
         preview = report.preview
         return billing_pb2.ReplayWebhookEventsResponse(
             results=[_encode(r) for r in report.results], replay_id=report.replay_id,
@@ -312,3 +313,13 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             _PROVIDERS.get(request.provider), request.subscription_id, request.tenant_id, request.user_id,
             request_id_var.get())
         return billing_pb2.AssignSubscriptionTenantResponse(subscription=_subscription_pb(subscription))
+
+    @errors
+    async def EraseCustomer(self, request: billing_pb2.EraseCustomerRequest,
+                            context: grpc.aio.ServicerContext) -> billing_pb2.EraseCustomerResponse:
+        erased = await self._erasure.execute(
+            request.email, request.reason,
+            requested_by=caller_name(context))
+        return billing_pb2.EraseCustomerResponse(
+            erasure_id=erased.erasure_id, transactions=erased.transactions, subscriptions=erased.subscriptions,
+            events=erased.events, outbox_emails=erased.outbox_emails)

@@ -60,6 +60,7 @@ class StoredEvent:
     next_retry_at: datetime | None = None
     payload: str = ""
     evidence: Evidence | None = None  # one event's read only
+    erased_at: datetime | None = None  # its payload, body and headers erased at a customer's request
 
     @property
     def dead_letter(self) -> bool:

@@ -10,12 +10,13 @@ from typing import Protocol
 from billing.domain.api_ports import AttributionPort, EventsPort, RecordsPort, RefusedEmailsPort
 from billing.domain.attribution import Attribution
 from billing.domain.dispatch import RefusedEmails
+from billing.domain.erasure import EraseCustomer, ErasurePort
 from billing.domain.ingest import IngestEvents
 from billing.domain.records import TenantRecords
 from billing.domain.replay import EventOperations
 
 
-class BillingStore(RecordsPort, EventsPort, RefusedEmailsPort, AttributionPort, Protocol):
+class BillingStore(RecordsPort, EventsPort, RefusedEmailsPort, AttributionPort, ErasurePort, Protocol):
     """Every port of the internal API."""
 
 
@@ -25,9 +26,10 @@ class InternalApi:
     events: EventOperations
     refused: RefusedEmails
     attribution: Attribution
+    erasure: EraseCustomer
 
     @classmethod
     def wired(cls, store: BillingStore, ingest: IngestEvents, on_emails_queued: Callable[[], None] = lambda: None,
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> InternalApi:
         return cls(TenantRecords(store), EventOperations(store, ingest), RefusedEmails(store, on_emails_queued),
-                   Attribution(store, ingest, clock))
+                   Attribution(store, ingest, clock), EraseCustomer(store))

@@ -103,6 +103,8 @@ class EventOperations:
             found = await self._store.get_event(provider, text("event_id", event_id))
             if found is None:
                 raise NotFound(f"no {provider.value} event {event_id}")
+            if found[0].erased_at is not None:
+                raise NotReplayable("the event's payload was erased at the customer's request")
             if found[0].status != "failed":
                 raise NotReplayable(f"the event is {found[0].status}; only failed events are replayed")
             targets = [found]

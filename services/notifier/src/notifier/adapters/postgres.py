@@ -13,13 +13,14 @@ from pgkit.migrations import migrate as _migrate
 
 from notifier.domain.ports import DeliveryResult, ListFilter, NewEmail
 from notifier.domain.contents import InvalidEmailRequest
+from notifier.domain.erasure import Erasure
 from notifier.domain.model import EmailRecord, EmailStatus
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 _COLUMNS = ("id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html, body_text, "
             "status, error_message, attempts, next_attempt_at, sent_at, idempotency_key, message_id, created_at, "
-            "requeued_at")
+            "requeued_at, erased_at")
 
 # A failed email queued again: a fresh round of attempts, due now, its retry window counted from now.
 _REQUEUE = ("status = 'queued', attempts = 0, next_attempt_at = now(), requeued_at = now(), "
@@ -37,7 +38,7 @@ def _record(row: asyncpg.Record) -> EmailRecord:
         status=EmailStatus(row["status"]), attempts=row["attempts"], idempotency_key=row["idempotency_key"],
         message_id=row["message_id"], created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
         sent_at=row["sent_at"], error_message=row["error_message"], tenant_name=row["tenant_name"],
-        html=row["html"], text=row["body_text"], requeued_at=row["requeued_at"],
+        html=row["html"], text=row["body_text"], requeued_at=row["requeued_at"], erased_at=row["erased_at"],
     )
 
 
@@ -180,9 +181,10 @@ class PostgresEmailLog:
         rows = await self._pool.fetch(
             f"""
             WITH wanted AS (  -- by id alone, then the tenant: see get()
-                SELECT id, tenant_id, status FROM notifier.email_logs WHERE id = ANY($1::uuid[]) FOR UPDATE
+                SELECT id, tenant_id, status, erased_at FROM notifier.email_logs WHERE id = ANY($1::uuid[]) FOR UPDATE
             ), every_one_failed AS (
-                SELECT count(*) = cardinality($1::uuid[]) AND bool_and(tenant_id = $2 AND status = 'failed') AS yes
+                SELECT count(*) = cardinality($1::uuid[])
+                       AND bool_and(tenant_id = $2 AND status = 'failed' AND erased_at IS NULL) AS yes
                 FROM wanted
             )
             UPDATE notifier.email_logs AS e SET {_REQUEUE}
@@ -201,6 +203,7 @@ class PostgresEmailLog:
             WHERE id IN (
                 SELECT id FROM notifier.email_logs
                 WHERE status = 'failed' AND updated_at >= $1 AND ($2::text IS NULL OR tenant_id = $2)
+                  AND erased_at IS NULL
                 ORDER BY updated_at LIMIT $3 FOR UPDATE
             )
             RETURNING id
@@ -208,6 +211,30 @@ class PostgresEmailLog:
             since, tenant_id, limit,
         )
         return [str(row["id"]) for row in rows]
+
+    async def erase_recipient(self, email: str, email_sha256: bytes, requested_by: str, reason: str) -> Erasure:
+        # Found by the address without regard to case; an email still to be sent is not sent.
+        erasure_id = uuid.uuid4()
+        emails = await self._pool.fetchval(
+            """
+            WITH erased AS (
+                UPDATE notifier.email_logs
+                SET to_email = '', to_name = '', subject = '', html = '', body_text = '', erased_at = now(),
+                    error_message = CASE WHEN status IN ('queued', 'retrying')
+                                         THEN 'not sent: the recipient''s data was erased' ELSE error_message END,
+                    next_attempt_at = CASE WHEN status IN ('queued', 'retrying') THEN NULL ELSE next_attempt_at END,
+                    status = CASE WHEN status IN ('queued', 'retrying') THEN 'failed' ELSE status END,
+                    updated_at = now()
+                WHERE lower(to_email) = lower($1) AND erased_at IS NULL
+                RETURNING 1
+            )
+            INSERT INTO notifier.erasures (id, requested_by, reason, email_sha256, emails)
+            SELECT $2, $3, $4, $5, count(*) FROM erased
+            RETURNING emails
+            """,
+            email, erasure_id, requested_by[:255], reason, email_sha256,
+        )
+        return Erasure(str(erasure_id), emails)
 
     async def next_due_in(self) -> float | None:
         """Seconds until the next email falls due (0 if one is due now), None when nothing waits."""

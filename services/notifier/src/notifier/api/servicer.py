@@ -6,6 +6,7 @@ from datetime import datetime
 
 import grpc
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from servicekit.authz import caller_name
 from servicekit.grpcserve import maps_errors, nul_field
 from servicekit.timestamps import field_datetime, to_timestamp
 
@@ -14,6 +15,7 @@ from notifier.domain.operations import NotFound, NotRetryable, ReadEmails, Reque
 from notifier.domain.ports import ListFilter
 from notifier.api.content_codec import decode_content
 from notifier.domain.contents import InvalidEmailRequest
+from notifier.domain.erasure import EraseRecipient
 from notifier.domain.model import EmailRecord, EmailStatus, IdempotencyConflict, validate
 from notifier.domain.render import Renderer
 
@@ -85,11 +87,12 @@ def encode_email(record: EmailRecord) -> notifier_pb2.Email:
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     def __init__(self, accept: AcceptEmail, read: ReadEmails, renderer: Renderer,
-                 retry: RequeueFailedEmails) -> None:
+                 retry: RequeueFailedEmails, erase: EraseRecipient) -> None:
         self._accept = accept
         self._read = read
         self._renderer = renderer
         self._retry = retry
+        self._erase = erase
 
     @errors
     async def SendEmail(self, request: notifier_pb2.SendEmailRequest,
@@ -130,3 +133,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                           context: grpc.aio.ServicerContext) -> notifier_pb2.RetryEmailsResponse:
         ids = await self._retry.execute(request.tenant_id, list(request.ids), _timestamp(request, "failed_since"))
         return notifier_pb2.RetryEmailsResponse(ids=ids)
+
+    @errors
+    async def EraseRecipient(self, request: notifier_pb2.EraseRecipientRequest,
+                             context: grpc.aio.ServicerContext) -> notifier_pb2.EraseRecipientResponse:
+        erased = await self._erase.execute(request.email, request.reason, requested_by=caller_name(context))
+        return notifier_pb2.EraseRecipientResponse(erasure_id=erased.erasure_id, emails=erased.emails)

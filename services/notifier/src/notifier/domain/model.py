@@ -100,6 +100,7 @@ class EmailRecord:
     html: str = ""
     text: str = ""
     requeued_at: datetime | None = None  # when an operator last queued it again after it failed
+    erased_at: datetime | None = None  # when its recipient's data was erased at their request
 
     @property
     def sent(self) -> bool:

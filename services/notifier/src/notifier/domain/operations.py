@@ -102,6 +102,8 @@ class RequeueFailedEmails:
             record = await self._log.get(tenant_id, email_id)
             if record is None:
                 raise NotFound(f"no email {email_id} for this tenant")
+            if record.erased_at is not None:
+                raise NotRetryable(f"email {email_id} was to a recipient whose data was erased")
             if record.status is not EmailStatus.FAILED:
                 raise NotRetryable(f"email {email_id} is {record.status.value}, not failed")
         raise NotRetryable("the emails changed while being queued; ask again")
