@@ -59,8 +59,8 @@ test: install ## Check the import rules (.importlinter), then run the whole suit
 test-unit: install ## Run the unit tests only (no sockets)
 	$(PY) -m pytest tests/unit
 
-bench: install ## Start the stack on a fresh database, load it from a separate process, print figures
-	$(PY) -m devstack bench
+bench: install ## Start the stack on a fresh database (STORED=N: holding N events), load it, print figures
+	$(PY) -m devstack bench $(if $(STORED),--stored $(STORED))
 
 trigger: install ## Send realistic signed events: make trigger EVENT=payment_intent.succeeded (or FLOW=...)
 	$(PY) -m trigger $(if $(FLOW),flow $(FLOW),event $(EVENT)) $(ARGS)

@@ -22,6 +22,7 @@ from servicekit.metrics import serve_metrics
 from servicekit.worker import PollingWorker
 
 from notifier.adapters import retention
+from notifier.adapters.dkim import DkimSigner
 from notifier.adapters.postgres import MIGRATIONS, PostgresEmailLog, migrate
 from notifier.adapters.smtp import SmtpSender, SmtpSettings
 from notifier.adapters.workers import WorkerEmails
@@ -41,7 +42,7 @@ log = logging.getLogger("notifier")
 SERVICE_NAME = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name
 
 
-async def serve(settings: Settings, authz: Policy | None) -> None:
+async def serve(settings: Settings, authz: Policy | None, dkim: DkimSigner | None) -> None:
     # Every notifier statement is an index lookup; a plan made while email_logs was small must not
     # stay a sequential scan as it grows.
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
@@ -52,7 +53,7 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
         from_email=settings.from_email, tls=settings.smtp_tls,
         timeout_seconds=settings.smtp_timeout_seconds, ca_file=settings.smtp_ca_file,
     )
-    sender = SmtpSender(smtp, connections=settings.smtp_connections)
+    sender = SmtpSender(smtp, connections=settings.smtp_connections, dkim=dkim)
     domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
     workers = WorkerEmails(settings.render_workers, domain) if settings.render_workers else None
     try:
@@ -129,6 +130,7 @@ def main(argv: list[str]) -> int:
         settings = Settings.from_env(os.environ)
         authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [notifier_pb2.DESCRIPTOR])
                   if args.command == "serve" else None)
+        dkim = DkimSigner.from_file(*settings.dkim) if settings.dkim and args.command == "serve" else None
     except ConfigError as exc:
         print(f"notifier: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +140,7 @@ def main(argv: list[str]) -> int:
         return run_logged(log, lambda: asyncio.run(migrate(settings.database_url.value, directory)))
     if args.command == "retention":
         return run_logged(log, lambda: asyncio.run(keep_for_retention(settings)))
-    return run_logged(log, lambda: uvloop.run(serve(settings, authz)))
+    return run_logged(log, lambda: uvloop.run(serve(settings, authz, dkim)))
 
 
 def run() -> None:

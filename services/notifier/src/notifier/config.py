@@ -35,6 +35,7 @@ class Settings:
     shutdown_grace_seconds: float
     log_level: str
     retention: Retention = Retention()
+    dkim: tuple[str, str, str] | None = None  # domain, selector, private key file: sign outgoing mail
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -72,4 +73,15 @@ class Settings:
             retention=Retention(days=env_int(environ, "RETENTION_DAYS", 90, minimum=1),
                                 key_days=env_int(environ, "KEY_RETENTION_DAYS", 35, minimum=35),
                                 ahead_weeks=env_int(environ, "PARTITIONS_AHEAD_WEEKS", 8, minimum=2)),
+            dkim=_dkim(environ),
         )
+
+
+def _dkim(environ: Mapping[str, str]) -> tuple[str, str, str] | None:
+    names = ("DKIM_DOMAIN", "DKIM_SELECTOR", "DKIM_PRIVATE_KEY_FILE")
+    values = tuple(environ.get(n, "").strip() for n in names)
+    if not any(values):
+        return None
+    if not all(values):
+        raise ConfigError(f"set {', '.join(names)} together, or none of them (no signing)")
+    return values

@@ -116,7 +116,7 @@ def _redact(url: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="devstack")
-    parser.add_argument("command", choices=["run", "db", "db-stop", "bench"])
+    parser.add_argument("command", choices=["run", "db", "db-stop", "bench", "fill"])
     args, rest = parser.parse_known_args()
     try:
         return _command(args.command, rest)
@@ -139,6 +139,10 @@ def _command(command: str, rest: list[str]) -> int:
     if command == "db-stop":
         local_postgres().stop()
         return 0
+    if command == "fill":
+        from devstack.fill import main as fill_main
+
+        return fill_main(rest)
     from devstack.bench import main as bench_main
 
     return bench_main(rest)

@@ -1,7 +1,8 @@
 """`make bench`: start the stack on a fresh database, drive it from a separate load process, print figures.
 
 Durability is real (the local PostgreSQL runs with fsync on), and the benchmark confirms that every event
-acknowledged 2xx is in billing.webhook_events.
+acknowledged 2xx is in billing.webhook_events. With `--stored N` (`make bench STORED=N`) the database
+starts with N events already stored (devstack.fill): filled once into a template database, copied per run.
 """
 
 from __future__ import annotations
@@ -18,11 +19,59 @@ from pathlib import Path
 import asyncpg
 
 from devstack.cpumeter import CpuMeter
-from devstack.localpg import recreate_database
+from devstack.localpg import recreate_database, with_database
 from devstack.mailsink import MailSink
 from devstack.stack import DEV_RAZORPAY_SECRET, DEV_STRIPE_SECRET, Stack, free_port
 
 BENCH_DB = "boxcostpro_bench"
+
+
+_APPLIED = ("SELECT 'billing/' || version FROM billing.schema_migrations UNION ALL "
+            "SELECT 'notifier/' || version FROM notifier.schema_migrations")
+
+
+def _migrations() -> set[str]:
+    """Today's migrations, as the schemas record them once applied."""
+    from billing.adapters.migrations import DEFAULT_DIRECTORY
+    from notifier.adapters.postgres import MIGRATIONS
+
+    return ({f"billing/{p.name}" for p in DEFAULT_DIRECTORY.glob("*.sql")}
+            | {f"notifier/{p.name}" for p in MIGRATIONS.glob("*.sql")})
+
+
+async def _stored_copy(admin_url: str, events: int) -> str:
+    """A fresh copy of a database holding `events` stored events, filled once: the template is filled
+    again when its migrations differ from today's."""
+    from devstack.fill import fill
+
+    template = f"boxcostpro_stored_{events}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        exists = await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", template)
+    finally:
+        await conn.close()
+    if exists:
+        conn = await asyncpg.connect(with_database(admin_url, template))
+        try:
+            exists = {r[0] for r in await conn.fetch(_APPLIED)} == _migrations()
+        finally:
+            await conn.close()
+    if not exists:
+        print(f"filling a template database with {events:,} stored events (once) ...", flush=True)
+        from billing.adapters.migrations import migrate as billing_migrate
+        from notifier.adapters.postgres import migrate as notifier_migrate
+
+        url = await recreate_database(admin_url, template)
+        await billing_migrate(url)
+        await notifier_migrate(url)
+        await fill(url, events, weeks=12)
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{BENCH_DB}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    return with_database(admin_url, BENCH_DB)
 
 
 async def _missing(database_url: str, acknowledged: list[list[str]]) -> int:
@@ -79,12 +128,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--stored", type=int, default=0, help="events stored before the run (devstack.fill)")
     args = parser.parse_args(argv)
     replicas = int(os.environ.get("REPLICAS", "1"))  # processes of each service
 
     pg = local_postgres()
     pg.start()
-    database_url = asyncio.run(recreate_database(pg.url(), BENCH_DB))
+    database_url = (asyncio.run(_stored_copy(pg.url(), args.stored)) if args.stored
+                    else asyncio.run(recreate_database(pg.url(), BENCH_DB)))
     log_dir = LOCAL / "bench-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
@@ -141,7 +192,7 @@ def main(argv: list[str]) -> int:
     measured = result["sent"]
     accepted = len(result["acknowledged"]) - (args.events - measured)
     print(f"webhook ingestion (gateway -> billing -> PostgreSQL, fsync on), {replicas} process(es) of each service, "
-          f"{measured} measured events:")
+          f"{measured} measured events, {args.stored:,} events stored before:")
     print(f"  accepted events/s   {accepted / result['elapsed']:.0f}")
     print(f"  latency p50         {result['p50_ms']:.1f} ms")
     print(f"  latency p99         {result['p99_ms']:.1f} ms")

@@ -12,6 +12,7 @@ from email.utils import formataddr, formatdate
 
 import aiosmtplib
 
+from notifier.adapters.dkim import DkimSigner
 from notifier.domain.ports import OutgoingMessage, PermanentSendError, TransientSendError
 
 
@@ -94,8 +95,9 @@ def _classify(exc: Exception) -> Exception:
 class SmtpSender:
     """Up to `connections` SMTP sessions kept open and reused; a broken one is replaced on next use."""
 
-    def __init__(self, settings: SmtpSettings, connections: int = 4) -> None:
+    def __init__(self, settings: SmtpSettings, connections: int = 4, dkim: DkimSigner | None = None) -> None:
         self._settings = settings
+        self._dkim = dkim
         # aiosmtplib would resolve our FQDN (a blocking DNS lookup) on every new connection.
         self._local_hostname = settings.from_email.rpartition("@")[2] or "localhost"
         self._idle: asyncio.Queue[aiosmtplib.SMTP | None] = asyncio.Queue()
@@ -120,8 +122,11 @@ class SmtpSender:
                 if client is None or not client.is_connected:
                     client = self._client()
                     await client.connect()
-                await _transact(client, self._settings.from_email, message.to_email,
-                                build_message(message, self._settings.from_email), self._settings.timeout_seconds)
+                content = build_message(message, self._settings.from_email)
+                if self._dkim is not None:
+                    content = await self._dkim.sign_off_loop(content)
+                await _transact(client, self._settings.from_email, message.to_email, content,
+                                self._settings.timeout_seconds)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             client = await _discard(client) if not isinstance(exc, aiosmtplib.SMTPResponseException) else client
             if limit.expired():
