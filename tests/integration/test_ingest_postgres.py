@@ -243,6 +243,7 @@ async def test_a_stripe_receipt_waits_unsent_for_its_link_and_the_charge_sends_i
     data, attempts, wait = await outbox_row(db)
     assert data["receipt_url"] == f"https://pay.stripe.com/receipts/payment/{s.charge}"
     assert data["amount"] == {"amount_minor": "4999", "currency": "USD"}  # the rest of the email as it was
+    assert data["payment_method"] == "Visa •••• 4242"  # the charge names the card; the intent only its type
     assert wait <= timedelta(0)  # due now
 
 

@@ -148,6 +148,46 @@ async def test_the_receipt_names_the_payment_method_as_a_customer_reads_it(metho
     assert receipt.content.payment_method == shown
 
 
+@pytest.mark.parametrize(("details", "shown"), [
+    ({"type": "card", "card": {"brand": "visa", "last4": "4242"}}, "Visa •••• 4242"),
+    ({"type": "card", "card": {"brand": "amex", "last4": "0005"}}, "American Express •••• 0005"),
+    ({"type": "card", "card": {"brand": "visa", "last4": "4242424242424242"}}, "Card"),  # never more than 4
+    ({"type": "us_bank_account", "us_bank_account": {"bank_name": "STRIPE TEST BANK", "last4": "6789"}},
+     "US bank account (STRIPE TEST BANK)"),
+])
+async def test_a_card_is_named_by_its_brand_and_last_four_digits_and_a_bank_account_by_its_bank(details, shown):
+    s = StripeScenario()
+    charge = s.event("charge.succeeded")
+    charge["data"]["object"]["payment_method_details"] = details
+    # The intent, after its charge, names the type only: the card the charge told of stays.
+    [receipt] = (await outbox_after([incoming("stripe", charge),
+                                     incoming("stripe", s.event("payment_intent.succeeded"))])).values()
+    assert receipt.content.payment_method == shown
+
+
+@pytest.mark.parametrize("intent_first", [True, False])
+async def test_a_waiting_receipt_takes_the_card_with_its_link_whichever_event_comes_first(intent_first):
+    s = StripeScenario()
+    events = [incoming("stripe", s.event(t)) for t in ("payment_intent.succeeded", "charge.succeeded")]
+    [receipt] = (await outbox_after(events if intent_first else events[::-1])).values()
+    assert (receipt.content.payment_method, receipt.content.receipt_url) == (
+        "Visa •••• 4242", f"https://pay.stripe.com/receipts/payment/{s.charge}")
+
+
+@pytest.mark.parametrize(("method", "extra", "shown"), [
+    ("card", {"card": {"network": "RuPay", "last4": "1111"}}, "RuPay •••• 1111"),
+    ("netbanking", {"bank": "HDFC"}, "Net banking (HDFC)"),
+    ("wallet", {"wallet": "paytm"}, "Wallet (paytm)"),
+    ("upi", {"vpa": "asha@okhdfcbank"}, "UPI"),  # a UPI address identifies the customer: never shown
+])
+async def test_a_razorpay_receipt_names_the_card_bank_or_wallet_and_never_the_upi_address(method, extra, shown):
+    r = RazorpayScenario()
+    captured = r.event("payment.captured")
+    captured["payload"]["payment"]["entity"].update(method=method, **extra)
+    [receipt] = (await outbox_after([incoming("razorpay", captured)])).values()
+    assert receipt.content.payment_method == shown
+
+
 async def test_the_payment_email_links_the_charge_receipt_or_else_the_invoice_page():
     s = StripeScenario()
     s.pi = s.invoice_pi

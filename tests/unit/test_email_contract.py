@@ -6,7 +6,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 
 import pytest
-from billing.adapters.email_messages import email_content, from_stored, link_appendix, stored
+from billing.adapters.email_messages import appendix, email_content, from_stored, stored
 from billing.domain import email_contents as c
 from billing.domain.notifications import EmailAmendment, EmailIntent
 from notifier.api.content_codec import decode_content
@@ -46,9 +46,9 @@ def test_every_field_billing_sets_is_what_the_notifier_reads(content):
 def test_a_link_appended_to_a_stored_email_is_read_as_part_of_it(kind, link):
     # The outbox adds a late link by appending bytes; protobuf merges concatenated messages on reading.
     [content] = [e for e in EVERY_FIELD_SET if e.kind == kind]
-    intent = _intent(content.with_link(link, "https://first.example/old"))
+    intent = _intent(content.amended(link, "https://first.example/old"))
     amendment = EmailAmendment(intent.idempotency_key, kind, link, "https://pay.example/new")
-    appended = stored(intent) + link_appendix(kind, link, amendment.url)
+    appended = stored(intent) + appendix(kind, link, amendment.value)
     assert from_stored(kind, appended) == email_content(intent.amended(amendment))
 
 

@@ -1,7 +1,8 @@
 """Billing's emails as the notifier's messages, and as the outbox stores them.
 
-The outbox keeps each email as its serialized EmailContent message. A link that comes later is stored as
-a message holding only that field, appended to the first: parsing concatenated messages merges them.
+The outbox keeps each email as its serialized EmailContent message. A field that comes later (a receipt's
+link) is stored as a message holding only that field, appended to the first: parsing concatenated messages
+merges them, the last value of a field winning.
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ def stored(intent: EmailIntent) -> bytes:
     return email_content(intent).SerializeToString()
 
 
-def link_appendix(kind: str, link: str, url: str) -> bytes:
-    """What to append to a stored email of `kind` to set one of its links."""
-    return pb.EmailContent(**{kind: {link: url}}).SerializeToString()
+def appendix(kind: str, field: str, value: str) -> bytes:
+    """What to append to a stored email of `kind` to set one of its fields."""
+    return pb.EmailContent(**{kind: {field: value}}).SerializeToString()
 
 
 def _previous_release(kind: str, request: dict[str, Any]) -> dict[str, Any]:

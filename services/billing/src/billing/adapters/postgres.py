@@ -24,7 +24,7 @@ from billing.domain.model import (
 from billing.adapters.rows import PG_TYPES, SUB_COLUMNS, TXN_COLUMNS, subscription_from_row, transaction_from_row
 from billing.domain.working_set import WorkingSet
 from billing.domain.notifications import EmailAmendment, EmailIntent
-from billing.adapters.email_messages import link_appendix, stored
+from billing.adapters.email_messages import appendix, stored
 
 _TRANSIENT = (
     asyncpg.exceptions.DeadlockDetectedError,
@@ -195,9 +195,15 @@ def _outbox_row(email: EmailIntent) -> dict[str, Any]:
             "request_id": email.request_id, "hold_seconds": email.hold.total_seconds()}
 
 
-def _amendment(amendment: EmailAmendment) -> dict[str, Any]:
-    return {"appendix": base64.b64encode(link_appendix(amendment.kind, amendment.link, amendment.url)).decode(),
-            "fields": {amendment.link: amendment.url}}
+def _amendments(amendments: Sequence[EmailAmendment]) -> dict[str, dict[str, Any]]:
+    """Per email key: the bytes to append to its stored message, and (for rows of the previous release)
+    its fields as JSON."""
+    appended: dict[str, bytes] = {}
+    fields: dict[str, dict[str, str]] = {}
+    for a in amendments:
+        appended[a.idempotency_key] = appended.get(a.idempotency_key, b"") + appendix(a.kind, a.field, a.value)
+        fields.setdefault(a.idempotency_key, {})[a.field] = a.value
+    return {key: {"appendix": base64.b64encode(appended[key]).decode(), "fields": fields[key]} for key in appended}
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,7 @@ class PostgresUnit(BatchUnit):
             _rows_json(_event_row(r, now) for r in new),
             *self._retry.parameters(),
             [a.idempotency_key for a in working_set.amendments],
-            orjson.dumps({a.idempotency_key: _amendment(a) for a in working_set.amendments}).decode(),
+            orjson.dumps(_amendments(working_set.amendments)).decode(),
         )
         retried = [r for r in records if r.retry]
         if retried:

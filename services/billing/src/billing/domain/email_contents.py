@@ -1,7 +1,7 @@
 """What each email billing asks for says, as typed values: one class per kind of the notifier's contract.
 
 Optional text is None when absent, money is minor units with its ISO 4217 currency, dates are aware.
-A link that comes after its email was asked for is added with `with_link` (see EmailAmendment).
+What comes after its email was asked for (a receipt's link, the card) is added with `amended` (see EmailAmendment).
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ class Money:
 
 class _Content:
     kind: ClassVar[str]  # the notifier's name of the kind (the field of its EmailContent)
-    links: ClassVar[tuple[str, ...]] = ()  # fields a later event may fill in
+    amendable: ClassVar[tuple[str, ...]] = ()  # fields a later event may fill in
 
-    def with_link(self, name: str, url: str):
-        if name not in self.links:
-            raise ValueError(f"{self.kind} has no link {name!r}")
-        return replace(self, **{name: url})  # type: ignore[type-var]
+    def amended(self, name: str, value: str):
+        if name not in self.amendable:
+            raise ValueError(f"{self.kind} has no field {name!r} to amend")
+        return replace(self, **{name: value})  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
 class PaymentReceived(_Content):
     kind = "payment_received"
-    links = ("receipt_url",)
+    amendable = ("receipt_url", "payment_method")
     transaction_id: str
     amount: Money | None
     payment_date: datetime | None
@@ -41,7 +41,7 @@ class PaymentReceived(_Content):
 @dataclass(frozen=True)
 class PaymentFailed(_Content):
     kind = "payment_failed"
-    links = ("retry_url",)
+    amendable = ("retry_url",)
     amount: Money | None
     reason: str | None = None
     retry_url: str | None = None  # where the customer pays again, or authenticates

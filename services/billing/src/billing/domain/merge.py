@@ -249,10 +249,11 @@ def _take_charge(changes: dict, row: Transaction, fact: PaymentFact, *, decided:
         changes.update({column: charge, "receipt_url": fact.receipt_url if from_charge else None})
     elif from_charge and row.receipt_url is None:
         changes["receipt_url"] = fact.receipt_url
-    if from_charge and fact.payment_method:
+    if (from_charge and fact.payment_method) or row.payment_method is None:
         changes["payment_method"] = fact.payment_method
-    elif row.payment_method is None:
-        changes["payment_method"] = fact.payment_method
+        # A payment intent names the method's type only: the card its charge told of stays.
+        if fact.payment_method_detail or fact.payment_method != row.payment_method:
+            changes["payment_method_detail"] = fact.payment_method_detail
 
 
 def twin_to_keep(a: Transaction, b: Transaction) -> tuple[Transaction, Transaction]:
@@ -278,6 +279,7 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
         amount=gone.amount, currency=gone.currency, amount_refunded=gone.refunds_reported, refunds=gone.refunds,
         refunded_at=gone.refunded_at, paid_at=gone.paid_at, disputed_at=gone.disputed_at,
         receipt_url=gone.receipt_url, invoice_url=gone.invoice_url, payment_method=gone.payment_method,
+        payment_method_detail=gone.payment_method_detail,
         customer_email=gone.customer_email, customer_name=gone.customer_name,
         email_rank=gone.customer_email_rank, name_rank=gone.customer_name_rank,
         subscription=gone.subscription,

@@ -133,6 +133,9 @@ class PaymentFact:
     receipt_url: str | None = None  # the receipt of the charge the fact names
     invoice_url: str | None = None  # the invoice's page
     payment_method: str | None = None
+    # What the customer knows the method by: a card's brand and last four digits ("visa 4242"), a bank's
+    # or wallet's name. Never more of a card number than its last four digits.
+    payment_method_detail: str | None = None
     customer_email: str | None = None
     customer_name: str | None = None
     # How much each is to be trusted as the customer's (CONTACT_*): sources disagree, and the best wins.
@@ -189,6 +192,7 @@ class Transaction:
     razorpay_payment_id: str | None = None
     razorpay_subscription_id: str | None = None
     payment_method: str | None = None
+    payment_method_detail: str | None = None
     customer_email: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None

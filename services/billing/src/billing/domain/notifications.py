@@ -68,18 +68,18 @@ class EmailIntent:
 
     def amended(self, amendment: EmailAmendment) -> EmailIntent:
         """This email with the amendment's link, due at once."""
-        return replace(self, content=self.content.with_link(amendment.link, amendment.url), hold=timedelta(0))
+        return replace(self, content=self.content.amended(amendment.field, amendment.value), hold=timedelta(0))
 
 
 @dataclass(frozen=True)
 class EmailAmendment:
-    """A link for an email asked for already (`link` names its field): added to it while it waits unsent,
-    and it is then sent at once. An email sent already stays as it was."""
+    """What came later for an email asked for already (its receipt link, the card that paid): added to it
+    while it waits unsent, and it is then sent at once. An email sent already stays as it was."""
 
     idempotency_key: str
     kind: str  # the email's
-    link: str
-    url: str
+    field: str
+    value: str
 
 
 def fold_amendments(intents: list[EmailIntent], amendments: list[EmailAmendment],
@@ -175,6 +175,10 @@ def link_amendments(before: Transaction | None, after: Transaction) -> list[Emai
     amendments = []
     if _paid(before) and _reachable(before) and not before.receipt_url and after.receipt_url:
         amendments.append(EmailAmendment(_receipt_key(after), PaymentReceived.kind, "receipt_url", after.receipt_url))
+        # The charge that brings the link names the card too; the intent before it named the type only.
+        method = _method_name(after.payment_method, after.payment_method_detail)
+        if method and method != _method_name(before.payment_method, before.payment_method_detail):
+            amendments.append(EmailAmendment(_receipt_key(after), PaymentReceived.kind, "payment_method", method))
     if (_failed(before) and _reachable(before) and not before.invoice_url and after.invoice_url
             and after.failed_at == before.failed_at):
         amendments.append(EmailAmendment(_failure_key(after), PaymentFailed.kind, "retry_url", after.invoice_url))
@@ -214,10 +218,23 @@ _METHOD_NAMES = {
 }
 
 
-def _method_name(method: str | None) -> str | None:
+# Card brands as Stripe and Razorpay spell them, as their holders read them.
+_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "american express": "American Express",
+           "rupay": "RuPay", "discover": "Discover", "diners": "Diners Club", "diners club": "Diners Club",
+           "jcb": "JCB", "unionpay": "UnionPay", "maestro": "Maestro", "cartes_bancaires": "Cartes Bancaires"}
+
+
+def _method_name(method: str | None, detail: str | None = None) -> str | None:
+    """"Visa •••• 4242", "Net banking (HDFC)", "UPI": the method as the customer knows it."""
     if not method:
         return None
-    return _METHOD_NAMES.get(method) or method.replace("_", " ").capitalize()
+    name = _METHOD_NAMES.get(method) or method.replace("_", " ").capitalize()
+    if not detail:
+        return name
+    brand, _, last4 = detail.rpartition(" ")
+    if method == "card" and brand and len(last4) == 4 and last4.isdigit():
+        return f"{_BRANDS.get(brand, brand.title())} •••• {last4}"
+    return f"{name} ({detail})"
 
 
 def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
@@ -227,7 +244,7 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
     money = _money(after.amount, after.currency)
     if _newly(before, after, _paid, at, since=lambda row: row.paid_at):
         receipt = _intent(after, _receipt_key(after), PaymentReceived(
-            transaction_id=after.id, amount=money, payment_method=_method_name(after.payment_method),
+            transaction_id=after.id, amount=money, payment_method=_method_name(after.payment_method, after.payment_method_detail),
             payment_date=after.paid_at, receipt_url=after.receipt_url or after.invoice_url), request_id)
         if receipt is not None and _receipt_link_to_come(after):
             receipt = replace(receipt, hold=RECEIPT_LINK_WAIT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -114,3 +116,16 @@ def _id_value(value: Any, key: str) -> str | None:
     if len(value) > MAX_ID_LENGTH:
         raise InvalidEvent(f"{key} is too long")
     return value
+
+
+_LAST4 = re.compile(r"[0-9]{4}")
+
+
+def method_detail(brand: Any, last4: Any, name: Any = None) -> str | None:
+    """What a customer knows a payment method by: a card's brand and last four digits ("visa 4242"), else a
+    bank's or wallet's name. A card end that is not exactly four digits is not kept."""
+    if isinstance(brand, str) and brand.strip() and isinstance(last4, str) and _LAST4.fullmatch(last4):
+        return f"{brand.strip().lower()[:40]} {last4}"
+    if isinstance(name, str) and name.strip():
+        return name.strip()[:80]
+    return None

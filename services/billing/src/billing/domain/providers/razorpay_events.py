@@ -105,11 +105,18 @@ def _payment_fact(
         paid_at=at if status is TxnStatus.SUCCEEDED else None,
         failure=failure,
         payment_method=f.text(payment, "method"),
+        payment_method_detail=_method_detail(payment),
         customer_email=f.text(payment, "email"),
         email_rank=CONTACT_ACCOUNT,
         subscription=subscription,
         invoice_url=pay_again_url,  # where the customer pays again (a failed payment's email links it)
     )
+
+
+def _method_detail(payment: dict[str, Any]) -> str | None:
+    """A card's network and last four digits, or the bank's or wallet's name; never a UPI address."""
+    card = payment.get("card") if isinstance(payment.get("card"), dict) else {}
+    return f.method_detail(card.get("network"), card.get("last4"), payment.get("bank") or payment.get("wallet"))
 
 
 def _payment_event(event_type: str, payload: dict[str, Any], at: datetime) -> Facts:

@@ -114,6 +114,15 @@ def _only_method(pi: dict[str, Any]) -> str | None:
     return None
 
 
+def _method_detail(details: dict[str, Any]) -> str | None:
+    """A card's brand and last four digits, or a bank account's bank, from the charge's method details."""
+    kind = details.get("type")
+    used = details.get(kind) if isinstance(kind, str) else None
+    if not isinstance(used, dict):
+        return None
+    return f.method_detail(used.get("brand"), used.get("last4"), used.get("bank_name"))
+
+
 def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
     charge_id = f.text(charge, "id", required=True)
     billing = f.obj(charge, "billing_details", required=False)
@@ -130,6 +139,7 @@ def _charge(event_type: str, charge: dict[str, Any], at: datetime) -> Facts:
         currency=f.currency(charge, required=True),
         receipt_url=f.text(charge, "receipt_url"),
         payment_method=f.text(details, "type"),
+        payment_method_detail=_method_detail(details),
         customer_email=receipt_email or f.text(billing, "email"),
         email_rank=CONTACT_RECEIPT if receipt_email else CONTACT_CARD,
         customer_name=f.text(billing, "name"),
