@@ -42,7 +42,7 @@ def run() -> int:
     sink = None
     if not os.environ.get("SMTP_HOST"):
         mail_dir = LOCAL / "mail"
-        sink = MailSink(free_port(), directory=mail_dir).start()
+        sink = MailSink(free_port(), directory=mail_dir, fast=True).start()
         env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(sink.port), SMTP_TLS="none")
     stack = Stack(
         env,

@@ -140,7 +140,7 @@ def main(argv: list[str]) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
         old.unlink()
-    sink = MailSink(free_port()).start()
+    sink = MailSink(free_port(), fast=True).start()
     stack = Stack({"DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": DEV_STRIPE_SECRET,
                    "RAZORPAY_WEBHOOK_SECRET": DEV_RAZORPAY_SECRET, "LOG_LEVEL": "WARNING",
                    "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_TLS": "none"}, log_dir=log_dir,
