@@ -284,6 +284,16 @@ async def test_subscription_emails_name_the_plan_by_the_merchants_name_for_it_ne
     assert [i.content.plan for i in outbox.values()] == [named, named]
 
 
+async def test_a_razorpay_subscriptions_emails_name_no_plan_for_razorpay_knows_it_by_id_only():
+    # "Your plan_pro_monthly subscription has been cancelled" read as a system's output: Razorpay's events
+    # carry the plan's id, never its name, so the emails word it without one.
+    events = [incoming("razorpay", e) for e in FLOWS["razorpay-subscription"].build("acme", "u1")]
+    outbox = await outbox_after(events)
+    told = [i for i in outbox.values() if i.kind.startswith("subscription_")]
+    assert {i.kind for i in told} == {"subscription_activated", "subscription_cancelled"}
+    assert all(i.content.plan is None for i in told)
+
+
 def _priced(items: list[dict], **subscription) -> list:
     """A checkout and a subscription.created whose items are these."""
     s = StripeScenario()

@@ -278,7 +278,7 @@ def trial_ending_emails(after: Subscription, trial_ends: datetime, received_at: 
     if after.status is not SubStatus.TRIALING or trial_ends <= received_at:
         return []
     intent = _intent(after, f"sub:{after.id}:trial_ending:{_iso(trial_ends)}", SubscriptionTrialEnding(
-        plan=_plan_name(after.plan), trial_end=trial_ends, price=_money(after.price_amount, after.price_currency)),
+        plan=_plan_name(after), trial_end=trial_ends, price=_money(after.price_amount, after.price_currency)),
         request_id)
     return [intent] if intent else []
 
@@ -319,8 +319,13 @@ _LIVE = (SubStatus.ACTIVE, SubStatus.TRIALING)
 _PROVIDER_PLAN_ID = re.compile(r"(?:price|plan)_[A-Za-z0-9]{14,}")
 
 
-def _plan_name(plan: str | None) -> str | None:
-    return None if plan is None or _PROVIDER_PLAN_ID.fullmatch(plan) else plan
+def _plan_name(row: Subscription) -> str | None:
+    """The plan as the customer knows it, or None. A Razorpay subscription knows its plan by id only
+    (plan_id: its events carry no name), so its emails name no plan."""
+    plan = row.plan
+    if plan is None or row.provider is Provider.RAZORPAY or _PROVIDER_PLAN_ID.fullmatch(plan):
+        return None
+    return plan
 
 
 def _live(row: Subscription) -> bool:
@@ -341,11 +346,11 @@ def subscription_emails(before: Subscription | None, after: Subscription, at: da
     # status_at is the newest snapshot's time: a renewal months later makes an activation stale news.
     if _newly(before, after, _live, at, since=lambda row: row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:activated", SubscriptionActivated(
-            plan=_plan_name(after.plan), price=_money(after.price_amount, after.price_currency),
+            plan=_plan_name(after), price=_money(after.price_amount, after.price_currency),
             next_billing_date=after.current_period_end), request_id))
     if _newly(before, after, _cancelled, at, since=lambda row: row.cancelled_at or row.status_at):
         intents.append(_intent(after, f"sub:{after.id}:cancelled", SubscriptionCancelled(
-            plan=_plan_name(after.plan),
+            plan=_plan_name(after),
             effective_date=after.cancel_at or after.cancelled_at or after.current_period_end or after.status_at,
             ended=after.status is SubStatus.CANCELLED), request_id))
     return [i for i in intents if i is not None]
