@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -89,23 +90,34 @@ async def _missing(database_url: str, acknowledged: list[list[str]]) -> int:
         await conn.close()
 
 
-async def _drain(database_url: str, timeout: float = 600.0) -> dict[str, float]:
-    """Wait (polling, with a deadline) until every outbox email is logged sent by the notifier.
+async def _now(database_url: str) -> datetime:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval("SELECT now()")
+    finally:
+        await conn.close()
+
+
+async def _drain(database_url: str, since: datetime, timeout: float = 600.0) -> dict[str, float]:
+    """Wait (polling, with a deadline) until every outbox email made since `since` (the run's, not those
+    stored before it) is logged sent by the notifier.
 
     The rate is taken from the notifier's own log, first email accepted to last email sent: the pipeline
     at work, without the seconds billing's dispatcher waits before probing a notifier that was away.
     """
     conn = await asyncpg.connect(database_url)
     try:
-        count = await conn.fetchval("SELECT count(*) FROM billing.email_outbox")
+        count = await conn.fetchval("SELECT count(*) FROM billing.email_outbox WHERE created_at >= $1", since)
         started = time.perf_counter()
         while True:
-            sent = await conn.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent")
+            sent = await conn.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent AND created_at >= $1",
+                                       since)
             if sent >= count or time.perf_counter() - started > timeout:
                 break
-            await asyncio.sleep(0.5)  # each poll counts the whole table: keep the observer cheap
+            await asyncio.sleep(0.5)  # each poll counts the run's rows: keep the observer cheap
         seconds = await conn.fetchval(
-            "SELECT extract(epoch FROM max(sent_at) - min(created_at))::float8 FROM notifier.email_logs")
+            "SELECT extract(epoch FROM max(sent_at) - min(created_at))::float8 FROM notifier.email_logs "
+            "WHERE created_at >= $1", since)
         return {"count": count, "sent": sent, "seconds": seconds or float("nan")}
     finally:
         await conn.close()
@@ -157,6 +169,7 @@ def main(argv: list[str]) -> int:
             notifier.signal()
         for notifier in notifiers:
             notifier.wait(30)
+        since = asyncio.run(_now(database_url))
         print(f"driving {stack.gateway_url} with {args.events} distinct signed events, "
               f"{args.concurrency} concurrent connections ...", flush=True)
         postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
@@ -181,7 +194,7 @@ def main(argv: list[str]) -> int:
                           "PostgreSQL": postmaster})
         meter.start()
         own = time.process_time()
-        emails = asyncio.run(_drain(database_url))
+        emails = asyncio.run(_drain(database_url, since))
         # This process alone (the services are its children): the sink's aiosmtpd thread, and the drain's
         # polls, which cost next to nothing.
         email_cpu = {**meter.stop(), "mail sink (bench)": time.process_time() - own}
