@@ -224,7 +224,7 @@ async def test_an_email_given_back_unsent_is_due_at_once_with_its_claim_not_coun
     record, _ = await AcceptEmail(email_log, INLINE).execute("k-back", sample(EmailKind.TICKET_UPDATED))
     [claimed] = await email_log.claim_due(10, timedelta(minutes=3))
     assert claimed.id == record.id and claimed.attempts == 1
-    await email_log.record_outcomes([DeliveryResult(record.id, EmailStatus.QUEUED, None, datetime.now(UTC),
+    await email_log.record_outcomes([DeliveryResult(record.id, record.created_at, EmailStatus.QUEUED, None, datetime.now(UTC),
                                              attempted=False)])
     back = await email_log.get("tenant_demo", record.id)
     assert (back.status, back.attempts) == (EmailStatus.QUEUED, 0)

@@ -158,7 +158,7 @@ async def test_notifier_statements_planned_on_empty_tables_look_rows_up_by_their
 
     _assert_lookups_by_key(plans, exercised=(
         "INSERT INTO notifier.email_logs", "WHERE idempotency_key = ANY", "UPDATE notifier.email_logs SET attempts",
-        "UPDATE notifier.email_logs AS e", "requeued_at FROM notifier.email_logs WHERE", "WITH wanted AS",
+        "UPDATE notifier.email_logs AS e", "erased_at FROM notifier.email_logs WHERE", "WITH wanted AS",
         "WHERE status = 'failed' AND updated_at >= $1"))
 
 

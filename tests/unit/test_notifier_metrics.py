@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from notifier.api.metrics import CountingLog, TimedSender
 from notifier.domain.ports import DeliveryResult, OutgoingMessage, PermanentSendError
@@ -29,7 +31,7 @@ class RefusingSender:
 async def test_outcomes_are_recorded_then_counted_by_kind_and_status():
     inner = RecordingLog()
     before = sample("notifier_emails_total", email_type="payment_failed", status="retrying")
-    await CountingLog(inner).record_outcomes([DeliveryResult("id-1", EmailStatus.RETRYING, "451", email_type="payment_failed")])
+    await CountingLog(inner).record_outcomes([DeliveryResult("id-1", datetime.now(UTC), EmailStatus.RETRYING, "451", email_type="payment_failed")])
     assert len(inner.recorded) == 1
     assert sample("notifier_emails_total", email_type="payment_failed", status="retrying") == before + 1
 
@@ -37,7 +39,7 @@ async def test_outcomes_are_recorded_then_counted_by_kind_and_status():
 async def test_an_email_given_back_unsent_is_recorded_but_not_counted_as_a_delivery():
     inner = RecordingLog()
     before = sample("notifier_emails_total", email_type="payment_failed", status="queued")
-    await CountingLog(inner).record_outcomes([DeliveryResult("id-2", EmailStatus.QUEUED, email_type="payment_failed",
+    await CountingLog(inner).record_outcomes([DeliveryResult("id-2", datetime.now(UTC), EmailStatus.QUEUED, email_type="payment_failed",
                                                       attempted=False)])
     assert len(inner.recorded) == 1
     assert sample("notifier_emails_total", email_type="payment_failed", status="queued") == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import grpc
@@ -18,6 +18,17 @@ from billing.domain.dispatch import NotifierUnavailable, DispatchResult, OutboxI
 log = logging.getLogger(__name__)
 
 
+def _item_id(row_id: uuid.UUID, created_at: datetime) -> str:
+    """An outbox row's key, its partition's time included, so that recording an outcome reads one
+    partition rather than every week's."""
+    return f"{row_id}@{created_at.isoformat()}"
+
+
+def _row_key(item_id: str) -> tuple[uuid.UUID, datetime]:
+    row_id, _, created_at = item_id.partition("@")
+    return uuid.UUID(row_id), datetime.fromisoformat(created_at)
+
+
 class PostgresOutbox:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -26,14 +37,14 @@ class PostgresOutbox:
         rows = await self._pool.fetch(
             """
             UPDATE billing.email_outbox SET attempts = attempts + 1, next_attempt_at = now() + $2
-            WHERE id IN (SELECT id FROM billing.email_outbox
+            WHERE (id, created_at) IN (SELECT id, created_at FROM billing.email_outbox
                          WHERE status = 'pending' AND next_attempt_at <= now()
                          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-            RETURNING id, idempotency_key, kind, content, request, attempts, request_id
+            RETURNING id, created_at, idempotency_key, kind, content, request, attempts, request_id
             """,
             limit, lease,
         )
-        return [OutboxItem(str(r["id"]), r["idempotency_key"], r["kind"], from_stored(
+        return [OutboxItem(_item_id(r["id"], r["created_at"]), r["idempotency_key"], r["kind"], from_stored(
             r["kind"], r["content"], r["request"] and orjson.loads(r["request"])), r["attempts"], r["request_id"] or "")
             for r in rows]
 
@@ -45,13 +56,15 @@ class PostgresOutbox:
                 last_error = o.error,
                 next_attempt_at = coalesce(o.next_attempt_at, b.next_attempt_at),
                 delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS o(id, status, error, next_attempt_at)
-            WHERE b.id = o.id
+            FROM unnest($1::uuid[], $5::timestamptz[], $2::text[], $3::text[], $4::timestamptz[])
+                AS o(id, created_at, status, error, next_attempt_at)
+            WHERE b.id = o.id AND b.created_at = o.created_at
             """,
-            [uuid.UUID(o.item_id) for o in outcomes],
+            [_row_key(o.item_id)[0] for o in outcomes],
             [o.status for o in outcomes],
             [o.error[:2000] if o.error else None for o in outcomes],
             [o.next_attempt_at for o in outcomes],
+            [_row_key(o.item_id)[1] for o in outcomes],
         )
 
     async def next_due_in(self) -> float | None:

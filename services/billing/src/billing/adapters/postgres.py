@@ -82,7 +82,7 @@ outbox AS (
     JOIN email_keys USING (idempotency_key)
 ),
 -- Links for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
--- the outbox is small joins by scanning it). One not yet tried is sent at once; one being handed to the
+-- the outbox is small joins by scanning it), through the key's time, which names the one partition to read. One not yet tried is sent at once; one being handed to the
 -- notifier keeps its lease (if that fails, the amended one is sent); one the notifier refused takes the data
 -- for when an operator queues it again; one sent already stays as it was.
 amended AS (
@@ -97,7 +97,9 @@ amended AS (
                        ELSE o.request END,
         next_attempt_at = CASE WHEN o.status = 'pending' AND o.attempts = 0 THEN least(o.next_attempt_at, now())
                                ELSE o.next_attempt_at END
-    WHERE o.idempotency_key = ANY($8::text[])
+    FROM billing.email_keys k
+    WHERE k.idempotency_key = ANY($8::text[]) AND o.idempotency_key = k.idempotency_key
+      AND o.created_at = k.created_at
 ),
 event_ids AS (
     INSERT INTO billing.event_ids (provider, event_id, id, received_at)

@@ -26,7 +26,7 @@ MAX_PAUSE_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class OutboxItem:
-    id: str
+    id: str  # the outbox's key for it, as its adapter makes it
     idempotency_key: str
     kind: str
     content: Any  # the email, as the notifier's adapter reads and sends it

@@ -145,8 +145,8 @@ class PostgresEmailLog:
             f"""
             UPDATE notifier.email_logs SET attempts = attempts + 1, next_attempt_at = now() + $2,
                                            updated_at = now()
-            WHERE id IN (
-                SELECT id FROM notifier.email_logs
+            WHERE (id, created_at) IN (
+                SELECT id, created_at FROM notifier.email_logs
                 WHERE status IN ('queued', 'retrying') AND next_attempt_at <= now()
                 ORDER BY next_attempt_at
                 LIMIT $1
@@ -165,15 +165,16 @@ class PostgresEmailLog:
             SET status = o.status, error_message = o.error, next_attempt_at = o.next_attempt_at,
                 sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE e.sent_at END, updated_at = now(),
                 attempts = CASE WHEN o.attempted THEN e.attempts ELSE e.attempts - 1 END
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[])
-                 AS o(id, status, error, next_attempt_at, attempted)
-            WHERE e.id = o.id
+            FROM unnest($1::uuid[], $6::timestamptz[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[])
+                 AS o(id, created_at, status, error, next_attempt_at, attempted)
+            WHERE e.id = o.id AND e.created_at = o.created_at  -- the partition's time: one week's read, not all
             """,
             [uuid.UUID(o.email_id) for o in outcomes],
             [o.status.value for o in outcomes],
             [o.error[:2000] if o.error else None for o in outcomes],
             [o.next_attempt_at for o in outcomes],
             [o.attempted for o in outcomes],
+            [o.created_at for o in outcomes],
         )
 
     async def requeue(self, tenant_id: str, ids: Sequence[str]) -> list[str]:

@@ -128,8 +128,8 @@ class DeliverEmails:
     def _give_back(self, record: EmailRecord) -> DeliveryResult:
         log.info("email given back unsent: its lease would not outlast a send",
                  extra={"fields": {"email_id": record.id, "email_type": record.email_type}})
-        return DeliveryResult(record.id, record.status, record.error_message, self._clock(), record.email_type,
-                       attempted=False)
+        return DeliveryResult(record.id, record.created_at, record.status, record.error_message, self._clock(),
+                              record.email_type, attempted=False)
 
     async def _deliver(self, record: EmailRecord) -> DeliveryResult:
         message = OutgoingMessage(record.message_id, record.to_email, record.to_name, record.tenant_name,
@@ -139,17 +139,18 @@ class DeliverEmails:
             await self._sender.send(message)
         except PermanentSendError as exc:
             log.warning("email refused", extra={"fields": {**fields, "reply": str(exc)}})
-            return DeliveryResult(record.id, EmailStatus.FAILED, str(exc), email_type=record.email_type)
+            return DeliveryResult(record.id, record.created_at, EmailStatus.FAILED, str(exc),
+                                  email_type=record.email_type)
         except TransientSendError as exc:
             # The window counts from when the email was queued: accepted, or queued again by an operator.
             too_old = self._clock() - (record.requeued_at or record.created_at) > self._policy.give_up_after
             if record.attempts >= self._policy.max_attempts or too_old:
                 log.warning("email retries exhausted", extra={"fields": {**fields, "error": str(exc)}})
-                return DeliveryResult(record.id, EmailStatus.FAILED, f"gave up after {record.attempts} attempts: {exc}",
-                               email_type=record.email_type)
+                return DeliveryResult(record.id, record.created_at, EmailStatus.FAILED,
+                                      f"gave up after {record.attempts} attempts: {exc}", email_type=record.email_type)
             delay = self._policy.next_delay(record.attempts, self._rng)
             log.info("email will be retried", extra={"fields": {**fields, "error": str(exc), "delay": delay}})
-            return DeliveryResult(record.id, EmailStatus.RETRYING, str(exc), self._clock() + timedelta(seconds=delay),
-                           record.email_type)
+            return DeliveryResult(record.id, record.created_at, EmailStatus.RETRYING, str(exc),
+                                  self._clock() + timedelta(seconds=delay), record.email_type)
         log.info("email sent", extra={"fields": fields})
-        return DeliveryResult(record.id, EmailStatus.SENT, email_type=record.email_type)
+        return DeliveryResult(record.id, record.created_at, EmailStatus.SENT, email_type=record.email_type)

@@ -55,6 +55,7 @@ class DeliveryResult:
     """What one delivery attempt came to: sent, retry at `next_attempt_at`, or failed for good."""
 
     email_id: str
+    created_at: datetime  # the email's, with its id its key in the log
     status: EmailStatus
     error: str | None = None
     next_attempt_at: datetime | None = None
