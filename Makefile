@@ -59,8 +59,8 @@ test: install ## Check the import rules (.importlinter), then run the whole suit
 test-unit: install ## Run the unit tests only (no sockets)
 	$(PY) -m pytest tests/unit
 
-bench: install ## Start the stack on a fresh database (STORED=N: holding N events), load it, print figures
-	$(PY) -m devstack bench $(if $(STORED),--stored $(STORED))
+bench: install ## Start the stack on a fresh database (STORED=N: holding N events; EVENTS=N sent), print figures
+	$(PY) -m devstack bench $(if $(STORED),--stored $(STORED)) $(if $(EVENTS),--events $(EVENTS))
 
 trigger: install ## Send realistic signed events: make trigger EVENT=payment_intent.succeeded (or FLOW=...)
 	$(PY) -m trigger $(if $(FLOW),flow $(FLOW),event $(EVENT)) $(ARGS)
