@@ -19,7 +19,7 @@ from notifier.domain.contents import EmailKind
 from notifier.domain.model import IdempotencyConflict
 from notifier.domain.render import Renderer
 from notifier.domain.samples import sample
-from pgkit.partitions import Retention, week_of, weeks
+from pgkit.partitions import Retention, apply_retention, week_of, weeks
 from trigger.events import StripeScenario
 
 from tests.support import incoming, run_module
@@ -36,13 +36,21 @@ async def pool(database_url):
     await pool.close()
 
 
+async def _billing(pool, now: datetime) -> dict:
+    return await apply_retention(pool, billing_retention.TABLES, billing_retention.KEYS, SHORT, now)
+
+
+async def _notifier(pool, now: datetime) -> dict:
+    return await apply_retention(pool, notifier_retention.TABLES, notifier_retention.KEYS, SHORT, now)
+
+
 async def _weeks(pool, table) -> list[datetime]:
     async with pool.acquire() as conn:
         return await weeks(conn, table)
 
 
 async def test_partitions_are_made_for_the_weeks_ahead_and_each_row_lands_in_its_week(pool, db):
-    await billing_retention.apply_retention(pool, SHORT, NOW + timedelta(weeks=10))
+    await _billing(pool, NOW + timedelta(weeks=10))
     have = await _weeks(pool, billing_retention.EVENTS)
     assert all(w in have for w in (week_of(NOW + timedelta(weeks=n)) for n in range(10, 13)))
     assert await _weeks(pool, billing_retention.OUTBOX) == have
@@ -60,7 +68,7 @@ async def test_rows_outside_the_prepared_weeks_wait_in_the_default_partition_and
     [result] = await IngestEvents(PostgresEventStore(pool)).execute([replace(event, received_at=far)])
     assert result.outcome is Outcome.PROCESSED
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events_default") == 1
-    await billing_retention.apply_retention(pool, SHORT, far)
+    await _billing(pool, far)
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events_default") == 0
     assert await db.fetchval("SELECT tableoid::regclass::text FROM billing.webhook_events") == (
         f"billing.webhook_events_p{week_of(far):%Y%m%d}")
@@ -76,7 +84,7 @@ async def test_an_event_whose_partition_was_dropped_is_still_a_duplicate_while_i
     await db.execute("UPDATE billing.email_outbox SET status = 'delivered'")
 
     three_weeks_on = NOW + timedelta(weeks=3)
-    done = await billing_retention.apply_retention(pool, SHORT, three_weeks_on)
+    done = await _billing(pool, three_weeks_on)
     assert f"webhook_events_p{week_of(NOW):%Y%m%d}" in done["billing.webhook_events"]["dropped"]
     assert f"email_outbox_p{week_of(NOW):%Y%m%d}" in done["billing.email_outbox"]["dropped"]
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == 0  # the payload is gone
@@ -90,7 +98,7 @@ async def test_an_event_whose_partition_was_dropped_is_still_a_duplicate_while_i
     assert receipts == 1
 
     # Past the key retention the id goes too: the provider can no longer send the event.
-    await billing_retention.apply_retention(pool, SHORT, NOW + timedelta(days=36))
+    await _billing(pool, NOW + timedelta(days=36))
     assert await db.fetchval("SELECT count(*) FROM billing.event_ids") == 0
 
 
@@ -98,14 +106,14 @@ async def test_an_outbox_email_not_yet_handed_over_keeps_its_partition_until_it_
     await IngestEvents(PostgresEventStore(pool)).execute(
         [incoming("stripe", StripeScenario(tenant_id="acme").event("payment_intent.succeeded"))])
     later = NOW + timedelta(weeks=3)
-    done = await billing_retention.apply_retention(pool, SHORT, later)
+    done = await _billing(pool, later)
     week = f"email_outbox_p{week_of(NOW):%Y%m%d}"
     assert week in done["billing.email_outbox"]["kept"] and week not in done["billing.email_outbox"]["dropped"]
     outbox = PostgresOutbox(pool)
     await db.execute("UPDATE billing.email_outbox SET next_attempt_at = now()")
     [item] = await outbox.claim_due(10, timedelta(minutes=1))
     await outbox.record_outcomes([DispatchResult(item.id, "delivered", None, None)])
-    done = await billing_retention.apply_retention(pool, SHORT, later)
+    done = await _billing(pool, later)
     assert week in done["billing.email_outbox"]["dropped"]
     assert await db.fetchval("SELECT count(*) FROM billing.email_keys") == 1  # its key stays 35 days
 
@@ -118,11 +126,11 @@ async def test_the_notifier_drops_sent_emails_past_retention_and_refuses_their_k
         await accept.execute("k-sent", sample(EmailKind.PAYMENT_FAILED))
         await db.execute("UPDATE notifier.email_logs SET status = 'sent' WHERE idempotency_key = 'k-sent'")
         later = NOW + timedelta(weeks=3)
-        done = await notifier_retention.apply_retention(pool, SHORT, later)
+        done = await _notifier(pool, later)
         week = f"email_logs_p{week_of(NOW):%Y%m%d}"
         assert week in done["notifier.email_logs"]["kept"]  # an email still to send keeps its week
         await db.execute("UPDATE notifier.email_logs SET status = 'sent'")
-        done = await notifier_retention.apply_retention(pool, SHORT, later)
+        done = await _notifier(pool, later)
         assert week in done["notifier.email_logs"]["dropped"]
         assert await db.fetchval("SELECT count(*) FROM notifier.email_logs") == 0  # bodies and addresses gone
         with pytest.raises(IdempotencyConflict, match="purged"):  # the sender's retry sends nothing
@@ -133,7 +141,7 @@ async def test_the_notifier_drops_sent_emails_past_retention_and_refuses_their_k
         await accept.execute("k-far", sample(EmailKind.PAYMENT_RECEIVED))
         await db.execute("UPDATE notifier.email_logs SET created_at = $1", far)
         assert await db.fetchval("SELECT count(*) FROM notifier.email_logs_default") == 1
-        await notifier_retention.apply_retention(pool, SHORT, far)
+        await _notifier(pool, far)
         assert await db.fetchval("SELECT tableoid::regclass::text FROM notifier.email_logs") == (
             f"notifier.email_logs_p{week_of(far):%Y%m%d}")
     finally:

@@ -9,7 +9,7 @@ and rows past retention are deleted from it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -178,3 +178,27 @@ async def delete_older(conn: asyncpg.Connection, table: str, column: str, cutoff
         deleted += count
         if count < batch:
             return deleted
+
+
+async def prepare(pool: asyncpg.Pool, tables: tuple[PartitionedTable, ...], retention: Retention,
+                  now: datetime) -> None:
+    """The weeks ahead, at a service's start-up. A failure is logged, not fatal: rows outside the prepared
+    weeks go to the DEFAULT partition, and the next run of the retention job moves them."""
+    try:
+        async with pool.acquire() as conn:
+            for table in tables:
+                await ensure_weeks(conn, table, now, now + retention.ahead)
+    except (asyncpg.PostgresError, OSError) as exc:
+        log.warning("partitions ahead not made at start-up", extra={"fields": {"error": str(exc)}})
+
+
+async def apply_retention(pool: asyncpg.Pool, tables: tuple[PartitionedTable, ...],
+                          keys: tuple[tuple[str, str], ...], retention: Retention, now: datetime) -> dict:
+    """Make the weeks ahead, drop those past retention, and delete the rows of the key tables (table, time
+    column) past the keys' retention; what was done, by table."""
+    async with pool.acquire() as conn:
+        done: dict = {t.qualified: asdict(await maintain(conn, t, now, retention.ahead, retention.rows))
+                      for t in tables}
+        for table, column in keys:
+            done[table] = {"deleted": await delete_older(conn, table, column, now - retention.keys)}
+    return done

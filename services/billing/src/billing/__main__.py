@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvloop
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
+from pgkit import partitions
 from servicekit.authz import Policy, server_policy
 from servicekit.env import ConfigError
 from servicekit.grpcserve import listen, new_server, serve_until_signalled
@@ -43,7 +44,7 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
     notifier_channel = settings.grpc_tls.channel(settings.notifier_addr)
     try:
-        await retention.prepare(pool, settings.retention, datetime.now(UTC))
+        await partitions.prepare(pool, retention.TABLES, settings.retention, datetime.now(UTC))
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
                                   clock=lambda: datetime.now(UTC))
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
@@ -77,7 +78,8 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
 async def keep_for_retention(settings: Settings) -> None:
     pool = await create_pool(settings.database_url.value, min_size=1, max_size=1)
     try:
-        done = await retention.apply_retention(pool, settings.retention, datetime.now(UTC))
+        done = await partitions.apply_retention(pool, retention.TABLES, retention.KEYS, settings.retention,
+                                                 datetime.now(UTC))
     finally:
         await pool.close()
     log.info("retention applied", extra={"fields": done})

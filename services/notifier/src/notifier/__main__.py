@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvloop
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from pgkit import partitions
 from pgkit.pool import create_pool
 from servicekit.authz import Policy, server_policy
 from servicekit.env import ConfigError
@@ -57,7 +58,7 @@ async def serve(settings: Settings, authz: Policy | None, dkim: DkimSigner | Non
     domain = settings.from_email.rpartition("@")[2] or "boxcostpro.com"
     workers = WorkerEmails(settings.render_workers, domain) if settings.render_workers else None
     try:
-        await retention.prepare(pool, settings.retention, datetime.now(UTC))
+        await partitions.prepare(pool, retention.TABLES, settings.retention, datetime.now(UTC))
         email_log = PostgresEmailLog(pool)
         renderer = Renderer()
         policy = RetryPolicy(max_attempts=settings.max_attempts,
@@ -94,7 +95,8 @@ async def serve(settings: Settings, authz: Policy | None, dkim: DkimSigner | Non
 async def keep_for_retention(settings: Settings) -> None:
     pool = await create_pool(settings.database_url.value, min_size=1, max_size=1, application_name="notifier")
     try:
-        done = await retention.apply_retention(pool, settings.retention, datetime.now(UTC))
+        done = await partitions.apply_retention(pool, retention.TABLES, retention.KEYS, settings.retention,
+                                                 datetime.now(UTC))
     finally:
         await pool.close()
     log.info("retention applied", extra={"fields": done})

@@ -113,7 +113,7 @@ def _rows(templates: list[_Template], start: datetime, step: timedelta, count: i
                 None, None)
             tenant = f"t{random.randrange(50)}"
             txns.append((txn_id, tenant, "user_1", template.provider, template.amount, template.currency, "succeeded",
-                         template.provider == "stripe" and "succeeded" or "captured", at, pi, charge, order, payment,
+                         "succeeded" if template.provider == "stripe" else "captured", at, pi, charge, order, payment,
                          "card" if template.provider == "stripe" else "upi", "buyer@example.com", at, at, at))
             key = f"txn:{txn_id}:payment_received"
             outbox.append((uuid.uuid4(), key, "payment_received", receipt, "delivered", 1, at, at, at))
