@@ -60,6 +60,23 @@ async def test_partitions_are_made_for_the_weeks_ahead_and_each_row_lands_in_its
     assert where == f"billing.webhook_events_p{week_of(NOW + timedelta(weeks=11)):%Y%m%d}"
 
 
+async def test_queue_partitions_are_vacuumed_after_a_fixed_number_of_updates_not_a_fifth_of_the_week(pool, db):
+    # Partitions made by the migration, before the setting existed, take it too.
+    await db.execute("ALTER TABLE billing.email_outbox_default RESET (autovacuum_vacuum_scale_factor)")
+    await _billing(pool, NOW)
+    await _notifier(pool, NOW)
+    options = {r["relname"]: set(r["reloptions"] or ()) for r in await db.fetch(
+        "SELECT c.relname, c.reloptions FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent IN ('billing.email_outbox'::regclass, 'notifier.email_logs'::regclass, "
+        "'billing.webhook_events'::regclass)")}
+    current = f"{week_of(NOW):%Y%m%d}"
+    for table in ("email_outbox", "email_logs"):
+        for name in (f"{table}_p{current}", f"{table}_p{week_of(NOW + timedelta(weeks=2)):%Y%m%d}", f"{table}_default"):
+            assert {"autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=5000"} <= options[name], name
+    # Events are written once, never updated in bulk: PostgreSQL's defaults serve them.
+    assert options[f"webhook_events_p{current}"] == set()
+
+
 async def test_rows_outside_the_prepared_weeks_wait_in_the_default_partition_and_move_into_theirs(pool, db):
     # No write fails for want of a partition: a week nobody made yet takes the row in DEFAULT, and making
     # the week moves it there.

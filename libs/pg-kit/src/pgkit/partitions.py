@@ -22,6 +22,10 @@ WEEK = timedelta(days=7)
 # DDL waits this long for a lock held by a long transaction, then gives up until the next run, rather than
 # queue every write of the table behind it.
 LOCK_TIMEOUT = "5s"
+# A queue's partitions: each row is updated once its work is done, and the partial index the workers poll
+# fills with dead entries until vacuum clears them. PostgreSQL's default waits until a fifth of the
+# partition is dead, which in a week holding a few hundred thousand rows is most of a day's work.
+QUEUE_VACUUM = ("autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=5000")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class PartitionedTable:
     # SQL condition on a row: a partition holding such a row is not dropped (work not yet done, such as an
     # email not yet sent); it goes at a later run.
     keep_while: str = ""
+    # Storage parameters ("name=value") of each partition from the current week on, and of DEFAULT.
+    storage: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -112,6 +118,8 @@ async def _create(conn: asyncpg.Connection, table: PartitionedTable, week: datet
         await conn.execute(f"ALTER TABLE {table.qualified} ATTACH PARTITION {name} "
                            f"FOR VALUES FROM ('{week.isoformat()}') TO ('{until.isoformat()}')")
         await conn.execute(f"ALTER TABLE {name} DROP CONSTRAINT {table.name(week)}_range")
+        if table.storage:
+            await conn.execute(f"ALTER TABLE {name} SET ({', '.join(table.storage)})")
     if moved != "INSERT 0 0":
         log.warning("rows of the default partition moved into their week's", extra={"fields": {
             "table": table.qualified, "partition": name, "rows": int(moved.split()[-1])}})
@@ -127,7 +135,21 @@ async def ensure_weeks(conn: asyncpg.Connection, table: PartitionedTable, start:
             await _create(conn, table, week)
             created.append(table.name(week))
         week += WEEK
+    await _set_storage(conn, table, [f"{table.schema}.{table.name(w)}" for w in have if w >= week_of(start)]
+                       + [table.default])
     return created
+
+
+async def _set_storage(conn: asyncpg.Connection, table: PartitionedTable, names: list[str]) -> None:
+    """The table's storage parameters on partitions made before they were declared (or changed)."""
+    if not table.storage:
+        return
+    for name in names:
+        have = await conn.fetchval("SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass", name)
+        if not set(table.storage) <= set(have):
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                await conn.execute(f"ALTER TABLE {name} SET ({', '.join(table.storage)})")
 
 
 async def drop_before(conn: asyncpg.Connection, table: PartitionedTable,

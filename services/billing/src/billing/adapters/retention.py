@@ -4,11 +4,12 @@ Transactions and subscriptions are never dropped. The upkeep itself is pgkit.par
 
 from __future__ import annotations
 
-from pgkit.partitions import PartitionedTable
+from pgkit.partitions import QUEUE_VACUUM, PartitionedTable
 
 EVENTS = PartitionedTable("billing", "webhook_events", "received_at")
 # An email not yet handed to the notifier keeps its week's partition until it is.
-OUTBOX = PartitionedTable("billing", "email_outbox", "created_at", keep_while="status = 'pending'")
+OUTBOX = PartitionedTable("billing", "email_outbox", "created_at", keep_while="status = 'pending'",
+                          storage=QUEUE_VACUUM)
 TABLES = (EVENTS, OUTBOX)
 KEYS = (("billing.event_ids", "received_at"), ("billing.razorpay_bodies", "stored_at"),
         ("billing.email_keys", "created_at"))

@@ -4,9 +4,10 @@ itself is pgkit.partitions'."""
 
 from __future__ import annotations
 
-from pgkit.partitions import PartitionedTable
+from pgkit.partitions import QUEUE_VACUUM, PartitionedTable
 
 # An email still to be sent keeps its week's partition until it is sent or fails.
-EMAIL_LOGS = PartitionedTable("notifier", "email_logs", "created_at", keep_while="status IN ('queued', 'retrying')")
+EMAIL_LOGS = PartitionedTable("notifier", "email_logs", "created_at", keep_while="status IN ('queued', 'retrying')",
+                              storage=QUEUE_VACUUM)
 TABLES = (EMAIL_LOGS,)
 KEYS = (("notifier.email_keys", "created_at"),)
