@@ -59,6 +59,13 @@ def _in_use(port: int) -> bool:
     return False
 
 
+def _buffers_mb() -> int:
+    """A quarter of the machine's memory for shared buffers, as PostgreSQL's tuning guides advise, between
+    128 MB and 4 GB."""
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return max(128, min(4096, memory_mb // 4))
+
+
 @dataclass
 class LocalPostgres:
     data_dir: Path
@@ -88,6 +95,11 @@ class LocalPostgres:
             "-E", "UTF8", "--locale=C", "--no-sync",
         )
 
+    def _accepts(self, setting: str) -> bool:
+        """Whether this server build takes the setting (lz4 and zstd are build options)."""
+        name = setting.split("=", 1)[0]
+        return self._run("postgres", "-D", str(self.data_dir), "-C", name, "-c", setting, check=False).returncode == 0
+
     def is_running(self) -> bool:
         return self._run("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
 
@@ -109,8 +121,10 @@ class LocalPostgres:
         else:
             # As a production server is sized rather than PostgreSQL's defaults (128 MB of buffers, a
             # checkpoint every 1 GB of WAL): with millions of rows stored, the keys' indexes stay in memory and
-            # fewer checkpoints mean fewer full-page images in the WAL.
-            options += ["-c shared_buffers=1GB", "-c max_wal_size=4GB"]
+            # fewer checkpoints mean fewer full-page images in the WAL, compressed where the server can.
+            options += [f"-c shared_buffers={_buffers_mb()}MB", "-c max_wal_size=4GB"]
+            if self._accepts("wal_compression=lz4"):
+                options.append("-c wal_compression=lz4")
         if _in_use(self.port):
             raise LocalPostgresError(f"port {self.port} is already taken on 127.0.0.1 (by another checkout's "
                                      "PostgreSQL, or another program)")
