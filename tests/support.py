@@ -18,6 +18,8 @@ from billing.adapters.email_messages import email_content, from_stored
 from billing.domain.notifications import EmailIntent
 from billing.domain.events import IncomingEvent
 from billing.domain.model import Provider
+import grpc
+import pytest
 from hypothesis import strategies as st
 from trigger.events import RazorpayScenario, StripeScenario, new_event_id
 
@@ -164,3 +166,11 @@ def assert_same_emails(got: Counter, expected: Counter, context: object = None, 
     assert got_rest == expected_rest, diff
     if not news_as_learned:
         assert got_news <= expected_news, diff
+
+
+async def expect_code(call, code):
+    """The details of the gRPC error the call ends in, which must have the code."""
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    assert error.value.code() is code, error.value.details()
+    return error.value.details()

@@ -13,8 +13,6 @@ import pytest
 from billing import cli as billing_cli
 from billing.adapters.postgres import EventRetryPolicy, PostgresEventStore, create_pool
 from billing.adapters.reader import PostgresBillingReader
-from billing.api.metrics import record_ingest
-from billing.api.servicer import BillingServicer
 from billing.domain.ingest import IngestEvents
 from billing.domain import replay
 from billing.domain.api_types import EventFilter
@@ -22,42 +20,11 @@ from billing.domain.internal_api import InternalApi
 from boxcost.billing.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import REGISTRY
-from servicekit.grpcserve import new_server
 from trigger.events import StripeScenario
 
-from tests.support import incoming, wait_for
+from tests.support import expect_code, incoming, wait_for
 
 STRIPE = billing_pb2.PROVIDER_STRIPE
-
-
-@pytest.fixture
-async def billing_server(database_url):
-    """Billing's API served on a local port: its address, and its ingest use case."""
-    pool = await create_pool(database_url, min_size=1, max_size=5)
-    ingest = IngestEvents(PostgresEventStore(pool), on_applied=record_ingest)  # as billing's main wires it
-    server = new_server(None)  # with the interceptors of production (plaintext: no policy)
-    billing_pb2_grpc.add_BillingServiceServicer_to_server(
-        BillingServicer(ingest, InternalApi.wired(PostgresBillingReader(pool), ingest)), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}", ingest
-    await server.stop(0)
-    await pool.close()
-
-
-@pytest.fixture
-async def billing_channel(billing_server):
-    """A channel to billing, and its ingest use case."""
-    addr, ingest = billing_server
-    channel = grpc.aio.insecure_channel(addr)
-    yield channel, ingest
-    await channel.close()
-
-
-@pytest.fixture
-def billing(billing_channel):
-    channel, ingest = billing_channel
-    return billing_pb2_grpc.BillingServiceStub(channel), ingest
 
 
 def pending(key="k1", tenant="t1", pi="pi_pending_1", amount=4999, **overrides):
@@ -65,13 +32,6 @@ def pending(key="k1", tenant="t1", pi="pi_pending_1", amount=4999, **overrides):
                   amount=billing_pb2.Money(amount_minor=amount, currency="usd"), stripe_payment_intent_id=pi)
     fields.update(overrides)
     return billing_pb2.CreatePendingTransactionRequest(**fields)
-
-
-async def expect_code(call, code):
-    with pytest.raises(grpc.aio.AioRpcError) as error:
-        await call
-    assert error.value.code() is code, error.value.details()
-    return error.value.details()
 
 
 async def test_pending_transaction_is_idempotent_and_webhooks_attach_to_it(billing):
