@@ -65,9 +65,9 @@ bench: install ## Start the stack on a fresh database (STORED=N: holding N event
 trigger: install ## Send realistic signed events: make trigger EVENT=payment_intent.succeeded (or FLOW=...)
 	$(PY) -m trigger $(if $(FLOW),flow $(FLOW),event $(EVENT)) $(ARGS)
 
-render-email: install ## Render an email with sample data: make render-email KIND=payment_received
+render-email: install ## Render an email with sample data: make render-email KIND=payment_received [TENANT=none]
 	mkdir -p .local/preview
-	$(PY) -m notifier render $(KIND) --out .local/preview/$(KIND).html
+	$(PY) -m notifier render $(KIND) --out .local/preview/$(KIND).html $(if $(TENANT),--tenant $(TENANT))
 
 db: install ## Start the project-local PostgreSQL and print its URL
 	$(PY) -m devstack db

@@ -309,3 +309,41 @@ async def test_an_operator_erases_a_customer_from_billing_and_the_email_log_with
     assert await db.fetchval("SELECT count(*) FROM billing.email_outbox") == 0
     assert await db.fetchval("SELECT count(*) FROM notifier.email_logs") == 1
     assert len(mail_sink.messages) == 1
+
+
+async def test_a_tenants_emails_come_from_its_name_answer_to_it_and_wear_its_colours(stack, db, mail_sink):
+    profile = ["--name", "Shree Packaging", "--reply-to", "accounts@shreepackaging.in",
+               "--support-email", "support@shreepackaging.in", "--brand-color", "#0f766e",
+               "--portal-url", "https://shreepackaging.in/billing?customer={user_id}"]
+    for tenant, extra in (("shree", []), ("quiet", ["--disable", "payment_received"])):
+        code, out = await run_module("billing.cli", "set-tenant-profile", tenant, *profile, *extra,
+                                     env=operator_env(stack))
+        assert code == 0, out
+    code, out = await run_module("billing.cli", "tenant-profile", "shree", env=operator_env(stack))
+    assert code == 0 and '"reply_to": "accounts@shreepackaging.in"' in out, out
+    s = StripeScenario(tenant_id="shree", email="buyer@example.com")
+    failed = RazorpayScenario(tenant_id="shree", user_id="u7")
+    quiet = StripeScenario(tenant_id="quiet", email="buyer@example.com")
+    deliveries = [*paid(s), sign("razorpay", failed.event("payment.failed"), RAZORPAY_SECRET), *paid(quiet)]
+    assert {r.status for r in await deliver(stack.gateway_url, deliveries)} == {200}
+
+    async def handled():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 2 and await db.fetchval(
+            "SELECT count(*) FROM billing.email_outbox WHERE status = 'skipped'") == 1
+
+    await wait_for(handled, what="two emails sent and the turned-off one skipped")
+    assert len(mail_sink.messages) == 2
+    by_subject = {m["Subject"]: m for m in mail_sink.messages}
+    receipt = by_subject["Payment received: $49.99"]
+    assert parseaddr(receipt["From"])[0] == "Shree Packaging via BoxCostPro"
+    assert receipt["Reply-To"] == "accounts@shreepackaging.in"
+    assert parseaddr(receipt["To"])[1] == "buyer@example.com"
+    html = receipt.get_body(("html",)).get_content()
+    plain = receipt.get_body(("plain",)).get_content()
+    assert "background: #0f766e" in html and "#8a5a2b" not in html
+    assert plain.startswith(("Hi Asha Rao,", "Hello,"))  # the name is the charge's, whichever came first
+    assert "The Shree Packaging team" in plain and "Questions? Contact Shree Packaging at support@shreepackaging.in" in plain
+    # Razorpay gives no page to pay again: the tenant's billing portal stands in.
+    [failure] = [m for subject, m in by_subject.items() if subject != receipt["Subject"]]
+    assert "https://shreepackaging.in/billing?customer=u7" in failure.get_body(("plain",)).get_content()
+    assert parseaddr(failure["From"])[0] == "Shree Packaging via BoxCostPro"

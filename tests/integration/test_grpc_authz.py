@@ -44,7 +44,8 @@ BILLING = billing_pb2.DESCRIPTOR.services_by_name["BillingService"]
 NOTIFIER = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"]
 
 # What the shipped policy grants, written out here rather than read from it: the test states the intent.
-APP_READS = {"CreatePendingTransaction", "GetTransaction", "ListTransactions", "GetSubscription", "ListSubscriptions"}
+APP_READS = {"CreatePendingTransaction", "GetTransaction", "ListTransactions", "GetSubscription", "ListSubscriptions",
+             "GetTenantProfile", "SetTenantProfile"}
 BILLING_GRANTS = {
     "webhook-gateway": {"IngestEvents"},
     "billing": set(),
@@ -204,7 +205,8 @@ callers:
   - name: portal-acme
     identities: ["{spiffe("portal", namespace="boxcost")}"]
     methods: [boxcost.billing.v1.BillingService/CreatePendingTransaction,
-              boxcost.billing.v1.BillingService/GetTransaction, boxcost.billing.v1.BillingService/ListTransactions]
+              boxcost.billing.v1.BillingService/GetTransaction, boxcost.billing.v1.BillingService/ListTransactions,
+              boxcost.billing.v1.BillingService/SetTenantProfile]
     tenants: [acme]
   - name: boxcost-app
     identities: ["{spiffe("boxcost-app", namespace="boxcost")}"]
@@ -234,14 +236,20 @@ async def test_a_tenant_bound_caller_reads_and_writes_only_its_tenants_rows(bill
                        billing_pb2.GetTransactionRequest(tenant_id="globex", id=globex.transaction.id)),
             await call(portal, BILLING, "ListTransactions", billing_pb2.ListTransactionsRequest(tenant_id="globex")),
             await call(portal, BILLING, "ListTransactions", billing_pb2.ListTransactionsRequest()),
+            await call(portal, BILLING, "SetTenantProfile", billing_pb2.SetTenantProfileRequest(
+                tenant_id="globex", profile=billing_pb2.TenantProfile(display_name="Not Globex"))),
         ]
-        assert [code for code, _ in refused] == [grpc.StatusCode.PERMISSION_DENIED] * 4
+        assert [code for code, _ in refused] == [grpc.StatusCode.PERMISSION_DENIED] * 5
         assert "'globex'" in refused[0][1] and "named none" in refused[3][1]
 
         code, listed = await call(portal, BILLING, "ListTransactions",
                                   billing_pb2.ListTransactionsRequest(tenant_id="acme"))
         assert code is grpc.StatusCode.OK and [t.id for t in listed.transactions] == [mine.transaction.id]
+        code, profile = await call(portal, BILLING, "SetTenantProfile", billing_pb2.SetTenantProfileRequest(
+            tenant_id="acme", profile=billing_pb2.TenantProfile(display_name="Acme Cartons")))
+        assert code is grpc.StatusCode.OK and profile.profile.updated_by == "spiffe://boxcost.internal/ns/boxcost/sa/portal"
     assert await db.fetchval("SELECT count(*) FROM billing.transactions") == 2
+    assert await db.fetchval("SELECT array_agg(tenant_id) FROM billing.tenant_profiles") == ["acme"]
 
 
 async def test_another_tenants_idempotency_key_never_returns_or_changes_its_row(billing_at, identities, tmp_path, db):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from jinja2 import UndefinedError
 from notifier.domain.contents import EmailKind, InvalidEmailRequest, Money
-from notifier.domain.model import EmailRequest, validate
+from notifier.domain.model import Branding, EmailRequest, validate
 from notifier.domain.render import Renderer, money
-from notifier.domain.samples import sample
+from notifier.domain.samples import SAMPLE_BRANDING, sample
 
 GOLDEN = Path(__file__).parent / "golden"
 renderer = Renderer()
@@ -24,13 +24,14 @@ def _with(kind: EmailKind, **changes) -> EmailRequest:
     return replace(base, content=replace(base.content, **changes.pop("data", {})), **changes)
 
 
+@pytest.mark.parametrize("branded", [False, True], ids=["no-profile", "branded"])
 @pytest.mark.parametrize("kind", list(EmailKind), ids=lambda k: k.value)
-def test_rendered_email_matches_golden_file(kind):
+def test_rendered_email_matches_golden_file(kind, branded):
     """Regenerate after an intended design change with UPDATE_GOLDEN=1 make test-unit, and review the diff."""
-    rendered = renderer.render(validate(sample(kind)))
+    rendered = renderer.render(validate(sample(kind, SAMPLE_BRANDING if branded else Branding())))
     expected = {"html": rendered.html, "txt": f"Subject: {rendered.subject}\n\n{rendered.text}"}
     for suffix, content in expected.items():
-        path = GOLDEN / f"{kind.value}.{suffix}"
+        path = GOLDEN / ("branded" if branded else "") / f"{kind.value}.{suffix}"
         if os.environ.get("UPDATE_GOLDEN"):
             path.write_text(content)
         assert content == path.read_text(), f"{path.name} differs from its golden file"
@@ -43,6 +44,37 @@ def test_every_email_has_branding_footer_and_both_parts(kind):
     assert "do not reply" in rendered.html and "do not reply" in rendered.text
     assert 'style="' in rendered.html  # CSS inlined for mail clients
     assert "<" not in rendered.text
+
+
+@pytest.mark.parametrize("kind", list(EmailKind), ids=lambda k: k.value)
+def test_a_tenants_profile_gives_its_colour_logo_contacts_and_invites_replies(kind):
+    rendered = renderer.render(validate(sample(kind, SAMPLE_BRANDING)))
+    html = " ".join(rendered.html.split())
+    assert "background: #0f766e" in html and "#8a5a2b" not in html
+    assert '<img src="https://shreepackaging.in/logo.png" alt="Shree Packaging"' in html
+    assert 'href="mailto:support@shreepackaging.in"' in html and 'href="https://shreepackaging.in/help"' in html
+    for part in (html, rendered.text):
+        assert "Questions? Contact Shree Packaging at support@shreepackaging.in" in part.replace(
+            '<a href="mailto:support@shreepackaging.in">', "").replace("</a>", "")
+        assert "You can reply to this email." in part and "do not reply" not in part
+
+
+def test_a_customer_without_a_name_is_greeted_without_one():
+    rendered = renderer.render(validate(replace(sample(EmailKind.PAYMENT_RECEIVED), to_name="")))
+    assert rendered.text.startswith("Hello,\n") and "<p>Hello,</p>" in rendered.html
+    assert "there" not in rendered.text
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("brand_color", "red"), ("brand_color", "#0f766e; x: url(evil)"), ("logo_url", "http://shreepackaging.in/l.png"),
+    ("logo_url", "javascript:alert(1)"), ("support_url", "ftp://x"), ("reply_to", "not an address"),
+    ("reply_to", "a@b.in\r\nBcc: all@x.in"), ("support_email", "x@"),
+])
+def test_a_branding_field_that_could_break_the_email_is_refused_naming_it(field, value):
+    bad = sample(EmailKind.PAYMENT_RECEIVED, replace(SAMPLE_BRANDING, **{field: value}))
+    with pytest.raises(InvalidEmailRequest) as refused:
+        validate(bad)
+    assert refused.value.field == f"content.branding.{field}"
 
 
 def test_an_email_billing_sends_as_the_platform_does_not_say_it_came_through_itself():

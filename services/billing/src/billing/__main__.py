@@ -45,13 +45,13 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
     notifier_channel = settings.grpc_tls.channel(settings.notifier_addr)
     try:
         await partitions.prepare(pool, retention.TABLES, settings.retention, datetime.now(UTC))
+        reader = PostgresBillingReader(pool)
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
-                                  clock=lambda: datetime.now(UTC))
+                                  clock=lambda: datetime.now(UTC), profiles=reader)
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server(authz)
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake,
                               on_applied=record_ingest, stripe_scope=settings.stripe_scope)
-        reader = PostgresBillingReader(pool)
         api = InternalApi.wired(reader, ingest, on_emails_queued=outbox_worker.wake)
         retry_worker = PollingWorker(api.events.retry_due, api.events.next_retry_in, name="event-retries")
         billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)

@@ -18,6 +18,10 @@ without them, plaintext (make run).
   python -m billing.cli assign-subscription-tenant stripe sub_123 TENANT_ID [--user USER_ID]
   python -m billing.cli erase-customer --email ADDRESS --reason WHY   # a customer's personal data, from
                                                     # billing and the notifier's log (NOTIFIER_ADDR); audited
+  python -m billing.cli tenant-profile TENANT_ID     # how the tenant's emails name and brand it
+  python -m billing.cli set-tenant-profile TENANT_ID --name NAME [--reply-to A] [--support-email A]
+      [--support-url URL] [--brand-color #RRGGBB] [--logo-url URL] [--locale en-IN] [--time-zone Asia/Kolkata]
+      [--portal-url URL] [--disable KIND ...]       # replaces the whole profile: unnamed fields are emptied
 """
 
 from __future__ import annotations
@@ -180,6 +184,16 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
         elif args.command == "erase-customer":
             await _erase(stub, args, tls)
+        elif args.command == "tenant-profile":
+            _print(await stub.GetTenantProfile(billing_pb2.GetTenantProfileRequest(tenant_id=args.tenant_id),
+                                               timeout=timeout))
+        elif args.command == "set-tenant-profile":
+            _print(await stub.SetTenantProfile(billing_pb2.SetTenantProfileRequest(
+                tenant_id=args.tenant_id, profile=billing_pb2.TenantProfile(
+                    display_name=args.name, support_email=args.support_email, support_url=args.support_url,
+                    reply_to=args.reply_to, brand_color=args.brand_color, logo_url=args.logo_url, locale=args.locale,
+                    time_zone=args.time_zone, portal_url_template=args.portal_url, disabled_emails=args.disable)),
+                timeout=timeout))
     return 0
 
 
@@ -248,6 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("erase-customer", help="erase a customer's personal data from billing and the email log")
     p.add_argument("--email", required=True)
     p.add_argument("--reason", required=True, help="why (a request or ticket reference): kept with the erasure")
+    p = sub.add_parser("tenant-profile", help="a tenant's profile: how its emails name and brand it")
+    p.add_argument("tenant_id")
+    p = sub.add_parser("set-tenant-profile", help="set a tenant's profile whole (unnamed fields are emptied)")
+    p.add_argument("tenant_id")
+    p.add_argument("--name", required=True, help="the name its customers know it by")
+    for option in ("reply-to", "support-email", "support-url", "brand-color", "logo-url", "locale", "time-zone"):
+        p.add_argument(f"--{option}", default="")
+    p.add_argument("--portal-url", default="", help="its billing portal, https; may hold {user_id}")
+    p.add_argument("--disable", action="append", default=[], metavar="KIND",
+                   help="an email kind its customers are not sent (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "replay" and not args.all_failed and not (args.provider_name and args.event_id):
         parser.error("replay needs PROVIDER EVENT_ID, or --all-failed")

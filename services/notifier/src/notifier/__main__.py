@@ -8,6 +8,8 @@ import logging
 import os
 import random
 import sys
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +38,8 @@ from notifier.domain.deliver import DeliverEmails, RetryPolicy
 from notifier.domain.operations import ReadEmails, RequeueFailedEmails
 from notifier.domain.contents import EmailKind
 from notifier.domain.render import Renderer
-from notifier.domain.samples import sample
+from notifier.domain.model import Branding
+from notifier.domain.samples import SAMPLE_BRANDING, sample
 
 log = logging.getLogger("notifier")
 
@@ -102,20 +105,38 @@ async def keep_for_retention(settings: Settings) -> None:
     log.info("retention applied", extra={"fields": done})
 
 
-def render(kind: str, out: Path | None) -> int:
-    """For designers: render a template with sample data (HTML to --out, or both parts to stdout)."""
+# Sample tenants for previews: one with a profile (its name, colour, logo and contacts), one without.
+_SAMPLE_TENANTS = {"shree": SAMPLE_BRANDING, "none": Branding()}
+_CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def render(kind: str, out: Path | None, tenant: str = "shree") -> int:
+    """For designers: render a template with sample data (HTML to --out, with a PNG of it when Chromium is
+    installed, or both parts to stdout)."""
     try:
         email_kind = EmailKind(kind)
     except ValueError:
         print(f"unknown kind {kind!r}; kinds: {', '.join(k.value for k in EmailKind)}", file=sys.stderr)
         return 2
-    rendered = Renderer().render(sample(email_kind))
-    if out:
-        out.write_text(rendered.html)
-        out.with_suffix(".txt").write_text(rendered.text)
-        print(f"Subject: {rendered.subject}\nwrote {out} and {out.with_suffix('.txt')}")
-    else:
+    if tenant not in _SAMPLE_TENANTS:
+        print(f"unknown sample tenant {tenant!r}; tenants: {', '.join(_SAMPLE_TENANTS)}", file=sys.stderr)
+        return 2
+    rendered = Renderer().render(sample(email_kind, _SAMPLE_TENANTS[tenant]))
+    if not out:
         print(f"Subject: {rendered.subject}\n\n{rendered.text}")
+        return 0
+    out.write_text(rendered.html)
+    out.with_suffix(".txt").write_text(rendered.text)
+    print(f"Subject: {rendered.subject}\nwrote {out} and {out.with_suffix('.txt')}")
+    browser = next((found for name in _CHROMIUM if (found := shutil.which(name))), None)
+    if browser is None:
+        print("no Chromium on PATH: no PNG written")
+        return 0
+    png = out.with_suffix(".png")
+    shot = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+                           f"--screenshot={png.resolve()}", "--window-size=640,1000", out.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=60)
+    print(f"wrote {png}" if shot.returncode == 0 and png.exists() else f"Chromium wrote no PNG: {shot.stderr[-300:]}")
     return 0
 
 
@@ -125,9 +146,10 @@ def main(argv: list[str]) -> int:
                         help="retention: make the weeks ahead and drop the email log past RETENTION_DAYS")
     parser.add_argument("kind", nargs="?")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--tenant", default="shree", help="render: the sample tenant, shree (with a profile) or none")
     args = parser.parse_args(argv[1:])
     if args.command == "render":
-        return render(args.kind or "", args.out)
+        return render(args.kind or "", args.out, args.tenant)
     try:
         settings = Settings.from_env(os.environ)
         authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [notifier_pb2.DESCRIPTOR])

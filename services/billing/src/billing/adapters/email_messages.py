@@ -17,6 +17,7 @@ from servicekit.timestamps import to_timestamp
 
 from billing.domain import email_contents as c
 from billing.domain.notifications import EmailIntent
+from billing.domain.tenant_profiles import TenantProfile
 
 
 def _money(value: c.Money | None) -> pb.Money | None:
@@ -101,3 +102,26 @@ def from_stored(kind: str, content: bytes | None, request: dict[str, Any] | None
     if content is not None:
         return pb.EmailContent.FromString(content)
     return json_format.ParseDict(_previous_release(kind, request or {"data": {}}), pb.EmailContent())
+
+
+# Links the tenant's billing portal stands in for when the provider gave none: where to pay again, where
+# to take a cancelled subscription up again.
+_PORTAL_LINKS = {"payment_failed": "retry_url", "subscription_cancelled": "reactivation_url"}
+
+
+def branded(content: pb.EmailContent, profile: TenantProfile | None) -> pb.EmailContent:
+    """The email as its tenant's profile has it sent: the tenant's name, look and contacts, and its billing
+    portal where the email has no link of its own. Without a profile, as it is."""
+    if profile is None:
+        return content
+    sent = pb.EmailContent()
+    sent.CopyFrom(content)
+    sent.tenant_name = profile.display_name
+    sent.branding.CopyFrom(pb.Branding(
+        reply_to=profile.reply_to, support_email=profile.support_email, support_url=profile.support_url,
+        brand_color=profile.brand_color, logo_url=profile.logo_url))
+    kind = sent.WhichOneof("kind")
+    link = _PORTAL_LINKS.get(kind or "")
+    if link and not getattr(getattr(sent, kind), link):
+        setattr(getattr(sent, kind), link, profile.portal_url(sent.user_id))
+    return sent

@@ -12,7 +12,7 @@ import grpc
 import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
-from billing.adapters.email_messages import from_stored
+from billing.adapters.email_messages import branded, from_stored
 from billing.domain.dispatch import NotifierUnavailable, DispatchResult, OutboxItem
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,12 @@ class PostgresOutbox:
             """,
             limit, lease,
         )
-        return [OutboxItem(_item_id(r["id"], r["created_at"]), r["idempotency_key"], r["kind"], from_stored(
-            r["kind"], r["content"], r["request"] and orjson.loads(r["request"])), r["attempts"], r["request_id"] or "")
-            for r in rows]
+        items = []
+        for r in rows:
+            content = from_stored(r["kind"], r["content"], r["request"] and orjson.loads(r["request"]))
+            items.append(OutboxItem(_item_id(r["id"], r["created_at"]), r["idempotency_key"], r["kind"], content,
+                                    r["attempts"], r["request_id"] or "", tenant_id=content.tenant_id))
+        return items
 
     async def record_outcomes(self, outcomes: list[DispatchResult]) -> None:
         await self._pool.execute(
@@ -85,7 +88,7 @@ class GrpcNotifier:
     async def send_emails(self, items: Sequence[OutboxItem]) -> list[str | None]:
         request = notifier_pb2.SendEmailsRequest(
             emails=[notifier_pb2.SendEmailRequest(idempotency_key=i.idempotency_key, request_id=i.request_id,
-                                                  content=i.content) for i in items])
+                                                  content=branded(i.content, i.profile)) for i in items])
         try:
             reply = await self._stub.SendEmails(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:

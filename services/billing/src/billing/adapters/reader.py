@@ -17,8 +17,10 @@ from billing.adapters.rows import subscription_from_row, transaction_from_row
 from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
 from billing.domain.errors import InvalidRequest
 from billing.domain.events import IngestResult
+from billing.adapters import tenant_profiles
 from billing.adapters.erasure import erase_customer
 from billing.domain.erasure import Erasure
+from billing.domain.tenant_profiles import TenantProfile
 from billing.domain.api_types import (
     EventSelection,
     Evidence,
@@ -267,6 +269,15 @@ class PostgresBillingReader:
 
     async def erase_customer(self, email: str, email_sha256: bytes, requested_by: str, reason: str) -> Erasure:
         return await erase_customer(self._pool, email, email_sha256, requested_by, reason)
+
+    async def save_profile(self, tenant_id: str, profile: TenantProfile, updated_by: str) -> TenantProfile:
+        return await tenant_profiles.save_profile(self._pool, tenant_id, profile, updated_by)
+
+    async def profile(self, tenant_id: str) -> TenantProfile | None:
+        return (await tenant_profiles.profiles(self._pool, [tenant_id])).get(tenant_id)
+
+    async def profiles(self, tenant_ids: list[str]) -> dict[str, TenantProfile]:
+        return await tenant_profiles.profiles(self._pool, tenant_ids)
 
     async def next_retry_in(self) -> float | None:
         # NULL when nothing waits (the worker then idles); never negative when something is overdue.

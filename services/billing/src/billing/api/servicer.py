@@ -17,6 +17,7 @@ from billing.domain.events import IncomingEvent, IngestResult, Outcome, Transien
 from billing.domain.model import Provider, Subscription, Transaction
 from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
 from billing.domain.internal_api import InternalApi
+from billing.domain.tenant_profiles import TenantProfile
 from billing.domain.api_types import (
     EventFilter,
     EventSelection,
@@ -182,6 +183,20 @@ def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
     )
 
 
+_PROFILE_FIELDS = ("display_name", "support_email", "support_url", "reply_to", "brand_color", "logo_url", "locale",
+                   "time_zone", "portal_url_template")
+
+
+def _profile(p: billing_pb2.TenantProfile) -> TenantProfile:
+    return TenantProfile(**{f: getattr(p, f) for f in _PROFILE_FIELDS}, disabled_emails=tuple(p.disabled_emails))
+
+
+def _profile_pb(p: TenantProfile) -> billing_pb2.TenantProfile:
+    return billing_pb2.TenantProfile(**{f: getattr(p, f) for f in _PROFILE_FIELDS},
+                                     disabled_emails=list(p.disabled_emails), updated_at=to_timestamp(p.updated_at),
+                                     updated_by=p.updated_by)
+
+
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, ingest_events: ingest.IngestEvents, api: InternalApi) -> None:
         self._ingest = ingest_events
@@ -190,6 +205,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self._refused = api.refused
         self._attribution = api.attribution
         self._erasure = api.erasure
+        self._profiles = api.profiles
 
     @errors
     async def IngestEvents(self, request: billing_pb2.IngestEventsRequest,
@@ -323,3 +339,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.EraseCustomerResponse(
             erasure_id=erased.erasure_id, transactions=erased.transactions, subscriptions=erased.subscriptions,
             events=erased.events, outbox_emails=erased.outbox_emails)
+
+    @errors
+    async def SetTenantProfile(self, request: billing_pb2.SetTenantProfileRequest,
+                               context: grpc.aio.ServicerContext) -> billing_pb2.SetTenantProfileResponse:
+        stored = await self._profiles.set(request.tenant_id, _profile(request.profile), caller_name(context))
+        return billing_pb2.SetTenantProfileResponse(profile=_profile_pb(stored))
+
+    @errors
+    async def GetTenantProfile(self, request: billing_pb2.GetTenantProfileRequest,
+                               context: grpc.aio.ServicerContext) -> billing_pb2.GetTenantProfileResponse:
+        return billing_pb2.GetTenantProfileResponse(profile=_profile_pb(await self._profiles.get(request.tenant_id)))

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from billing.domain.api_ports import RefusedEmailsPort
 from billing.domain.api_types import MAX_REFUSED, RefusedEmail, operator_limit
+from billing.domain.tenant_profiles import TenantProfile
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,13 @@ class OutboxItem:
     content: Any  # the email, as the notifier's adapter reads and sends it
     attempts: int
     request_id: str = ""
+    tenant_id: str = ""
+    profile: TenantProfile | None = None  # the tenant's, when it has one: sent with it
+
+
+class Profiles(Protocol):
+    async def profiles(self, tenant_ids: list[str]) -> dict[str, TenantProfile]:
+        """The profiles of those tenants that have one."""
 
 
 class NotifierUnavailable(Exception):
@@ -53,7 +61,8 @@ class Outbox(Protocol):
 
 @dataclass(frozen=True)
 class DispatchResult:
-    """What handing one outbox email to the notifier came to: delivered, retry (at next_attempt_at) or dead."""
+    """What handing one outbox email to the notifier came to: delivered, retry (at next_attempt_at), dead, or
+    skipped (its tenant turned its kind off)."""
 
     item_id: str
     status: str
@@ -63,8 +72,9 @@ class DispatchResult:
 
 class DispatchEmails:
     def __init__(self, outbox: Outbox, notifier: Notifier, *, clock: Callable[[], datetime],
-                 max_delay: float = 60.0, rng: random.Random | None = None) -> None:
+                 profiles: Profiles | None = None, max_delay: float = 60.0, rng: random.Random | None = None) -> None:
         self._outbox = outbox
+        self._profiles = profiles
         self._pause = 0.0
         self._paused_until: datetime | None = None
         self._notifier = notifier
@@ -79,10 +89,14 @@ class DispatchEmails:
         items = await self._outbox.claim_due(1 if self._pause else limit, timedelta(seconds=30))
         if not items:
             return 0
+        items, skipped = await self._with_profiles(items)
+        if not items:
+            await self._outbox.record_outcomes(skipped)
+            return len(skipped)
         try:
             refusals = await self._notifier.send_emails(items)
         except NotifierUnavailable as exc:
-            await self._outbox.record_outcomes([self._retry(item, str(exc)) for item in items])
+            await self._outbox.record_outcomes([self._retry(item, str(exc)) for item in items] + skipped)
             # Pause the whole dispatcher, not just these items: a dead notifier must not turn the
             # outbox into a busy loop of claims and failed calls.
             self._pause = min(MAX_PAUSE_SECONDS, max(1.0, self._pause * 2))
@@ -91,7 +105,7 @@ class DispatchEmails:
                         extra={"fields": {"seconds": self._pause, "error": str(exc)}})
             return 0
         self._pause, self._paused_until = 0.0, None
-        outcomes = []
+        outcomes = skipped
         for item, refusal in zip(items, refusals, strict=True):
             if refusal is None:
                 outcomes.append(DispatchResult(item.id, "delivered"))
@@ -101,7 +115,23 @@ class DispatchEmails:
                                                                               "error": refusal}})
             outcomes.append(DispatchResult(item.id, "dead", refusal))
         await self._outbox.record_outcomes(outcomes)
-        return len(items)
+        return len(outcomes)
+
+    async def _with_profiles(self, items: list[OutboxItem]) -> tuple[list[OutboxItem], list[DispatchResult]]:
+        """The items to send, each with its tenant's profile, and those of a kind their tenant turned off."""
+        if self._profiles is None:
+            return items, []
+        found = await self._profiles.profiles(sorted({i.tenant_id for i in items if i.tenant_id}))
+        send, skipped = [], []
+        for item in items:
+            profile = found.get(item.tenant_id)
+            if profile is not None and not profile.sends(item.kind):
+                log.info("email not sent: its tenant turned this kind off", extra={"fields": {
+                    "key": item.idempotency_key, "kind": item.kind, "tenant_id": item.tenant_id}})
+                skipped.append(DispatchResult(item.id, "skipped", "turned off in the tenant's profile"))
+            else:
+                send.append(replace(item, profile=profile))
+        return send, skipped
 
     async def next_due_in(self) -> float | None:
         """Seconds until there is dispatch work: the pause, else the outbox's next due item."""

@@ -90,3 +90,6 @@ class SubscriptionTrialEnding(_Content):
 
 EmailContent = (PaymentReceived | PaymentFailed | PaymentRefunded | PaymentRefundFailed | SubscriptionActivated
                 | SubscriptionCancelled | SubscriptionTrialEnding)
+# The kinds billing sends, as tenants name them to turn one off.
+EMAIL_KINDS = tuple(c.kind for c in (PaymentReceived, PaymentFailed, PaymentRefunded, PaymentRefundFailed,
+                                     SubscriptionActivated, SubscriptionCancelled, SubscriptionTrialEnding))

@@ -14,9 +14,11 @@ from billing.domain.erasure import EraseCustomer, ErasurePort
 from billing.domain.ingest import IngestEvents
 from billing.domain.records import TenantRecords
 from billing.domain.replay import EventOperations
+from billing.domain.tenant_profiles import TenantProfilePort, TenantProfiles
 
 
-class BillingStore(RecordsPort, EventsPort, RefusedEmailsPort, AttributionPort, ErasurePort, Protocol):
+class BillingStore(RecordsPort, EventsPort, RefusedEmailsPort, AttributionPort, ErasurePort, TenantProfilePort,
+                   Protocol):
     """Every port of the internal API."""
 
 
@@ -27,9 +29,10 @@ class InternalApi:
     refused: RefusedEmails
     attribution: Attribution
     erasure: EraseCustomer
+    profiles: TenantProfiles
 
     @classmethod
     def wired(cls, store: BillingStore, ingest: IngestEvents, on_emails_queued: Callable[[], None] = lambda: None,
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> InternalApi:
         return cls(TenantRecords(store), EventOperations(store, ingest), RefusedEmails(store, on_emails_queued),
-                   Attribution(store, ingest, clock), EraseCustomer(store))
+                   Attribution(store, ingest, clock), EraseCustomer(store), TenantProfiles(store))

@@ -20,7 +20,7 @@ MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 _COLUMNS = ("id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html, body_text, "
             "status, error_message, attempts, next_attempt_at, sent_at, idempotency_key, message_id, created_at, "
-            "requeued_at, erased_at")
+            "requeued_at, erased_at, reply_to")
 
 # A failed email queued again: a fresh round of attempts, due now, its retry window counted from now.
 _REQUEUE = ("status = 'queued', attempts = 0, next_attempt_at = now(), requeued_at = now(), "
@@ -39,6 +39,7 @@ def _record(row: asyncpg.Record) -> EmailRecord:
         message_id=row["message_id"], created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
         sent_at=row["sent_at"], error_message=row["error_message"], tenant_name=row["tenant_name"],
         html=row["html"], text=row["body_text"], requeued_at=row["requeued_at"], erased_at=row["erased_at"],
+        reply_to=row["reply_to"],
     )
 
 
@@ -60,9 +61,11 @@ class PostgresEmailLog:
             f"""
             WITH batch AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+                                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                                     $13::text[])
                      WITH ORDINALITY AS e(tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type,
-                                          html, body_text, idempotency_key, request_fingerprint, message_id, n)
+                                          html, body_text, idempotency_key, request_fingerprint, message_id,
+                                          reply_to, n)
             ),
             keys AS (
                 INSERT INTO notifier.email_keys (idempotency_key)
@@ -73,9 +76,9 @@ class PostgresEmailLog:
             INSERT INTO notifier.email_logs
                 (id, tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
                  body_text, status, attempts, next_attempt_at, idempotency_key, request_fingerprint,
-                 message_id)
+                 message_id, reply_to)
             SELECT gen_random_uuid(), tenant_id, user_id, to_email, to_name, tenant_name, subject, email_type, html,
-                   body_text, 'queued', 0, now(), idempotency_key, request_fingerprint, message_id
+                   body_text, 'queued', 0, now(), idempotency_key, request_fingerprint, message_id, reply_to
             FROM (SELECT DISTINCT ON (idempotency_key) * FROM batch ORDER BY idempotency_key, n) AS first
             JOIN keys USING (idempotency_key)
             ORDER BY n
@@ -87,6 +90,7 @@ class PostgresEmailLog:
             [e.request.kind.value for e in emails], [e.rendered.html for e in emails],
             [e.rendered.text for e in emails], [e.idempotency_key for e in emails],
             [e.fingerprint for e in emails], [e.message_id for e in emails],
+            [e.request.branding.reply_to for e in emails],
         )
         created = {row["idempotency_key"]: row for row in inserted}
         earlier = {}

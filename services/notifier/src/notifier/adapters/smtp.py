@@ -69,6 +69,7 @@ def build_message(message: OutgoingMessage, from_email: str) -> bytes:
     head = b"".join((
         _header("From", _address(sender, from_email)),
         _header("To", _address(message.to_name, message.to_email)),
+        _header("Reply-To", message.reply_to) if message.reply_to else b"",
         _header("Subject", message.subject),
         _header("Message-ID", message.message_id),
         _header("Date", formatdate(usegmt=True)),

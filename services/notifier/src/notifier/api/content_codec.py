@@ -11,7 +11,7 @@ from servicekit.timestamps import field_datetime
 
 from notifier.domain import contents as c
 from notifier.domain.contents import InvalidEmailRequest, Money
-from notifier.domain.model import EmailRequest
+from notifier.domain.model import Branding, EmailRequest
 
 
 def _money(message: Any, name: str) -> Money | None:
@@ -100,6 +100,9 @@ def decode_content(content: pb.EmailContent) -> EmailRequest:
     kind = content.WhichOneof("kind")
     if kind is None:
         raise InvalidEmailRequest("content.kind", "one email kind is required")
+    b = content.branding
     return EmailRequest(tenant_id=content.tenant_id, user_id=content.user_id, to_email=content.to.email,
                         to_name=content.to.name, tenant_name=content.tenant_name,
-                        content=_DECODERS[kind](getattr(content, kind)))
+                        content=_DECODERS[kind](getattr(content, kind)),
+                        branding=Branding(reply_to=b.reply_to, support_email=b.support_email,
+                                          support_url=b.support_url, brand_color=b.brand_color, logo_url=b.logo_url))

@@ -63,7 +63,7 @@ def check_line(path: str, value: str, limit: int = MAX_LINE, required: bool = Tr
         raise InvalidEmailRequest(path, f"must be at most {limit} characters")
 
 
-def _url(path: str, value: str, required: bool = True) -> None:
+def check_url(path: str, value: str, required: bool = True) -> None:
     check_line(path, value, MAX_URL, required)
     if value and not value.startswith(("https://", "http://")):
         raise InvalidEmailRequest(path, "must be an http(s) URL")
@@ -109,7 +109,7 @@ class QuoteCreated(Content):
     def check(self) -> None:
         check_line(self.at("quote_number"), self.quote_number)
         _money(self.at("total"), self.total)
-        _url(self.at("view_url"), self.view_url)
+        check_url(self.at("view_url"), self.view_url)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class InvoiceGenerated(Content):
         check_line(self.at("invoice_number"), self.invoice_number)
         _money(self.at("amount"), self.amount)
         _date(self.at("due_date"), self.due_date)
-        _url(self.at("pay_url"), self.pay_url)
+        check_url(self.at("pay_url"), self.pay_url)
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class PaymentReceived(Content):
         _money(self.at("amount"), self.amount)
         check_line(self.at("payment_method"), self.payment_method, required=False)
         _date(self.at("payment_date"), self.payment_date)
-        _url(self.at("receipt_url"), self.receipt_url, required=False)
+        check_url(self.at("receipt_url"), self.receipt_url, required=False)
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class PaymentFailed(Content):
     def check(self) -> None:
         _money(self.at("amount"), self.amount)
         check_line(self.at("reason"), self.reason, required=False)
-        _url(self.at("retry_url"), self.retry_url, required=False)
+        check_url(self.at("retry_url"), self.retry_url, required=False)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class TicketCreated(Content):
     def check(self) -> None:
         check_line(self.at("ticket_number"), self.ticket_number)
         check_line(self.at("subject"), self.subject)
-        _url(self.at("ticket_url"), self.ticket_url)
+        check_url(self.at("ticket_url"), self.ticket_url)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ class TicketUpdated(Content):
     def check(self) -> None:
         for name in ("ticket_number", "subject", "old_status", "new_status"):
             check_line(self.at(name), getattr(self, name))
-        _url(self.at("ticket_url"), self.ticket_url)
+        check_url(self.at("ticket_url"), self.ticket_url)
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ class SubscriptionCancelled(Content):
     def check(self) -> None:
         check_line(self.at("plan"), self.plan, required=False)
         _date(self.at("effective_date"), self.effective_date)
-        _url(self.at("reactivation_url"), self.reactivation_url, required=False)
+        check_url(self.at("reactivation_url"), self.reactivation_url, required=False)
 
 
 @dataclass(frozen=True)

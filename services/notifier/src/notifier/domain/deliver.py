@@ -133,7 +133,7 @@ class DeliverEmails:
 
     async def _deliver(self, record: EmailRecord) -> DeliveryResult:
         message = OutgoingMessage(record.message_id, record.to_email, record.to_name, record.tenant_name,
-                                  record.subject, record.html, record.text)
+                                  record.subject, record.html, record.text, record.reply_to)
         fields = {"email_id": record.id, "email_type": record.email_type, "attempt": record.attempts}
         try:
             await self._sender.send(message)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+import re
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from notifier.domain.contents import EmailContent, EmailKind, InvalidEmailRequest, Money, check_line
+from notifier.domain.contents import EmailContent, EmailKind, InvalidEmailRequest, Money, check_line, check_url
 
 
 class EmailStatus(str, Enum):
@@ -28,6 +29,43 @@ class IdempotencyConflict(Exception):
 MAX_ID = 255
 
 
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass(frozen=True)
+class Branding:
+    """How a tenant's emails look and whom its customers answer; each field optional, "" when not set.
+    Unset, the email has BoxCostPro's colour, no logo, no Reply-To, and a footer naming only the tenant."""
+
+    reply_to: str = ""
+    support_email: str = ""
+    support_url: str = ""
+    brand_color: str = ""
+    logo_url: str = ""
+
+    def check(self) -> Branding:
+        """The branding with its addresses normalised, or InvalidEmailRequest naming the field."""
+        addresses = {}
+        for name in ("reply_to", "support_email"):
+            value = getattr(self, name)
+            check_line(f"content.branding.{name}", value, 254, required=False)
+            if value:
+                try:
+                    addresses[name] = validate_email(value, check_deliverability=False).normalized
+                except EmailNotValidError as exc:
+                    raise InvalidEmailRequest(f"content.branding.{name}", str(exc)) from None
+        check_url("content.branding.support_url", self.support_url, required=False)
+        check_url("content.branding.logo_url", self.logo_url, required=False)
+        if self.logo_url and not self.logo_url.startswith("https://"):
+            raise InvalidEmailRequest("content.branding.logo_url", "must be an https URL: mail clients block others")
+        if self.brand_color and not _COLOUR.match(self.brand_color):
+            raise InvalidEmailRequest("content.branding.brand_color", "must be #rrggbb")
+        return replace(self, **addresses)
+
+    def values(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+
 @dataclass(frozen=True)
 class EmailRequest:
     tenant_id: str
@@ -36,6 +74,7 @@ class EmailRequest:
     tenant_name: str
     content: EmailContent
     user_id: str = ""
+    branding: Branding = Branding()
 
     @property
     def kind(self) -> EmailKind:
@@ -52,6 +91,8 @@ class EmailRequest:
         body = {"kind": self.kind.value, "tenant": self.tenant_id, "user": self.user_id, "to": self.to_email,
                 "name": self.to_name, "tenant_name": self.tenant_name,
                 "data": {k: encode(v) for k, v in sorted(self.content.values().items())}}
+        if self.branding.values():  # absent from the digests of emails without one, as before it existed
+            body["branding"] = self.branding.values()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -67,7 +108,7 @@ def validate(request: EmailRequest) -> EmailRequest:
     check_line("content.to.name", request.to_name, required=False)
     check_line("content.tenant_name", request.tenant_name)
     request.content.check()
-    return replace(request, to_email=address)
+    return replace(request, to_email=address, branding=request.branding.check())
 
 
 @dataclass(frozen=True)
@@ -101,6 +142,7 @@ class EmailRecord:
     text: str = ""
     requeued_at: datetime | None = None  # when an operator last queued it again after it failed
     erased_at: datetime | None = None  # when its recipient's data was erased at their request
+    reply_to: str = ""  # the Reply-To header; empty: none
 
     @property
     def sent(self) -> bool:

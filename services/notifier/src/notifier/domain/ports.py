@@ -35,6 +35,7 @@ class OutgoingMessage:
     subject: str
     html: str
     text: str
+    reply_to: str = ""
 
 
 class MailSender(Protocol):

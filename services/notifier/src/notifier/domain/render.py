@@ -19,6 +19,7 @@ from notifier.domain.contents import EmailKind, Money
 from notifier.domain.model import EmailRequest, RenderedEmail
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+BRAND_COLOUR = "#8a5a2b"  # a tenant without a colour of its own gets BoxCostPro's
 PLATFORM = "BoxCostPro"  # whose service sends every tenant's emails; a tenant of that name is the platform itself
 
 SUBJECTS: dict[EmailKind, str] = {
@@ -92,7 +93,12 @@ class Renderer:
             **request.content.values(),
             "kind": request.kind.value,
             "tenant_name": request.tenant_name,
-            "customer_name": request.to_name or "there",
+            "customer_name": request.to_name,
+            "brand_color": request.branding.brand_color or BRAND_COLOUR,
+            "logo_url": request.branding.logo_url,
+            "support_email": request.branding.support_email,
+            "support_url": request.branding.support_url,
+            "reply_to": request.branding.reply_to,
         }
         html = self._html.get_template(f"{request.kind.value}.html").render(context)
         text = self._plain.get_template(f"{request.kind.value}.txt").render(context)

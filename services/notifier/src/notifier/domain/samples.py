@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from notifier.domain import contents as c
 from notifier.domain.contents import EmailKind, Money
-from notifier.domain.model import EmailRequest
+from notifier.domain.model import Branding, EmailRequest
 
 _WHEN = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 _TXN = "3f2b8c1e-7d4a-4e8f-9a21-5c6d7e8f9a0b"
@@ -41,6 +41,12 @@ _CONTENT: dict[EmailKind, c.EmailContent] = {
 }
 
 
-def sample(kind: EmailKind) -> EmailRequest:
+# A tenant's look and contacts, as its profile in billing gives them.
+SAMPLE_BRANDING = Branding(reply_to="accounts@shreepackaging.in", support_email="support@shreepackaging.in",
+                           support_url="https://shreepackaging.in/help", brand_color="#0f766e",
+                           logo_url="https://shreepackaging.in/logo.png")
+
+
+def sample(kind: EmailKind, branding: Branding = Branding()) -> EmailRequest:
     return EmailRequest(tenant_id="tenant_demo", user_id="user_demo", to_email="asha@example.com",
-                        to_name="Asha Rao", tenant_name="Shree Packaging", content=_CONTENT[kind])
+                        to_name="Asha Rao", tenant_name="Shree Packaging", content=_CONTENT[kind], branding=branding)
