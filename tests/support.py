@@ -143,10 +143,12 @@ def emails(outbox) -> Counter:
 
 
 # News that is no longer true when billing learns of it is not told: a payment's failure once it is paid,
-# a refund once it failed, an activation once the subscription ended. In the providers' own orders (the
+# a request to act on a payment once it went on, a refund once it failed, an activation once the
+# subscription ended. In the providers' own orders (the
 # trigger tool's flows) that is the only difference order makes: of these, only what in-order delivery
 # tells may be told. Every other email is asked for exactly as in-order delivery asks for it.
-NEWS_WHILE_TRUE = frozenset({"payment_failed", "payment_refunded", "subscription_activated"})
+NEWS_WHILE_TRUE = frozenset({"payment_failed", "payment_action_required", "payment_refunded",
+                             "subscription_activated"})
 
 
 def assert_same_emails(got: Counter, expected: Counter, context: object = None, *,

@@ -347,3 +347,31 @@ async def test_a_tenants_emails_come_from_its_name_answer_to_it_and_wear_its_col
     [failure] = [m for subject, m in by_subject.items() if subject != receipt["Subject"]]
     assert "https://shreepackaging.in/billing?customer=u7" in failure.get_body(("plain",)).get_content()
     assert parseaddr(failure["From"])[0] == "Shree Packaging via BoxCostPro"
+
+
+async def test_a_renewal_waiting_on_the_customers_bank_mails_them_the_page_to_confirm_it_once(stack, db, mail_sink):
+    s = StripeScenario(tenant_id="acme", email="buyer@example.com")
+    waiting = sign("stripe", s.event("invoice.payment_action_required"), STRIPE_SECRET)
+    responses = await deliver(stack.gateway_url, [waiting], DeliveryPlan(times=3, concurrent=True))
+    assert {r.status for r in responses} == {200}
+
+    async def sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 1
+
+    await wait_for(sent, what="the request to act to be mailed")
+    [message] = mail_sink.messages
+    assert message["Subject"] == "Your payment of $49.99 needs one more step from you"
+    plain = message.get_body(("plain",)).get_content()
+    page = s.event("invoice.payment_action_required")["data"]["object"]["hosted_invoice_url"]
+    assert f"Complete your payment: {page}\n" in plain
+    assert "Your bank asks you to confirm this payment." in plain
+    # Stripe's retry fails: that is told too, with the same page to pay again; the request is not repeated.
+    assert {r.status for r in await deliver(stack.gateway_url, [
+        sign("stripe", s.event("invoice.payment_failed"), STRIPE_SECRET), waiting])} == {200}
+
+    async def both():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 2
+
+    await wait_for(both, what="the failure to be mailed")
+    assert sorted(m["Subject"] for m in mail_sink.messages) == [
+        "Your payment of $49.99 did not go through", "Your payment of $49.99 needs one more step from you"]

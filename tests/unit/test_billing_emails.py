@@ -122,6 +122,55 @@ async def test_every_order_and_duplication_asks_for_exactly_the_emails_in_order_
         assert_same_emails(emails(outbox.values()), expected, [e.event_type for e in order])
 
 
+def _waiting(s: StripeScenario, next_action: dict | None) -> dict:
+    event = s.event("payment_intent.requires_action")
+    event["data"]["object"]["next_action"] = next_action
+    return event
+
+
+TRANSFER = {"type": "display_bank_transfer_instructions", "display_bank_transfer_instructions": {
+    "type": "gb_bank_transfer", "reference": "REF123",
+    "hosted_instructions_url": "https://payments.stripe.com/bank_transfers/instructions/test_123"}}
+
+
+async def test_a_payment_waiting_on_a_hosted_step_asks_the_customer_once_with_the_page():
+    s = StripeScenario(tenant_id="t1")
+    waiting = incoming("stripe", _waiting(s, TRANSFER))
+    outbox = await outbox_after([waiting, waiting, incoming("stripe", s.event("payment_intent.succeeded"))])
+    asked = [i for i in outbox.values() if i.kind == "payment_action_required"]
+    assert len(asked) == 1 and kinds(outbox)["payment_received"] == 1
+    assert asked[0].content.action_url == TRANSFER["display_bank_transfer_instructions"]["hosted_instructions_url"]
+    assert asked[0].content.instructions == "Transfer the amount to the bank account shown on the page."
+    assert asked[0].content.amount == Money(4999, "USD") and asked[0].to_email == "buyer@example.com"
+
+
+@pytest.mark.parametrize("next_action", [
+    {"type": "redirect_to_url", "redirect_to_url": {"url": "https://hooks.stripe.com/3d_secure_2/hosted/x",
+                                                    "return_url": "https://shop.example/return"}},
+    {"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect"}},
+    None,
+])
+async def test_a_step_done_in_the_checkout_while_the_customer_is_there_asks_nothing_by_email(next_action):
+    outbox = await outbox_after([incoming("stripe", _waiting(StripeScenario(tenant_id="t1"), next_action))])
+    assert outbox == {}
+
+
+async def test_a_request_to_act_that_arrives_after_the_payment_went_through_asks_nothing():
+    s = StripeScenario(tenant_id="t1")
+    outbox = await outbox_after([incoming("stripe", e) for e in (s.event("payment_intent.succeeded"),
+                                                                    _waiting(s, TRANSFER))])
+    assert kinds(outbox) == Counter({"payment_received": 1})
+
+
+async def test_a_renewal_waiting_on_the_customer_again_days_later_asks_again():
+    s = StripeScenario(tenant_id="t1")
+    first = s.event("invoice.payment_action_required")
+    again = s.event("invoice.payment_action_required")
+    again["id"], again["created"] = "evt_retry_1", again["created"] + 3 * 86400
+    outbox = await outbox_after([incoming("stripe", e) for e in (first, first, again)])
+    assert kinds(outbox) == Counter({"payment_action_required": 2})
+
+
 async def test_late_failure_after_success_sends_no_failure_email():
     s = StripeScenario()
     success, failure = s.event("payment_intent.succeeded"), s.event("payment_intent.payment_failed")

@@ -18,12 +18,18 @@ EVERY_FIELD_SET = [
     c.PaymentReceived(transaction_id="t1", amount=USD, payment_date=WHEN, payment_method="Visa",
                       receipt_url="https://pay.stripe.com/receipts/payment/x"),
     c.PaymentFailed(amount=USD, reason="Your card was declined.", retry_url="https://invoice.stripe.com/i/x"),
+    c.PaymentActionRequired(amount=USD, action_url="https://invoice.stripe.com/i/x",
+                            instructions="Your bank asks you to confirm this payment."),
     c.PaymentRefunded(transaction_id="t1", refunded=c.Money(1000, "USD"), original=USD, full=True),
     c.PaymentRefundFailed(transaction_id="t1", amount=USD, reason="the card was reported lost or stolen"),
     c.SubscriptionActivated(plan="Pro monthly", price=USD, next_billing_date=WHEN),
     c.SubscriptionCancelled(plan="Pro monthly", effective_date=WHEN, ended=True),
     c.SubscriptionTrialEnding(plan="Pro monthly", trial_end=WHEN, price=USD),
 ]
+
+
+def test_every_kind_billing_sends_is_in_the_contract_test():
+    assert sorted(content.kind for content in EVERY_FIELD_SET) == sorted(c.EMAIL_KINDS)
 
 
 def _intent(content) -> EmailIntent:

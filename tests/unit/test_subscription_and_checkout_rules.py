@@ -131,12 +131,18 @@ async def test_a_renewal_awaiting_the_customers_authentication_shows_it_then_wha
     assert (txn.status, txn.provider_status, txn.tenant_id) == (TxnStatus.REQUIRES_ACTION,
                                                                 "invoice_payment_action_required", "t1")
     assert txn.invoice_url and txn.invoice_url.endswith(txn.stripe_invoice_id) and txn.failure_code is None
-    assert store.outbox == {}  # the customer is asked by the card's own flow; nothing failed yet
-    # Not authenticated in time: Stripe's retry fails, and that later attempt shows, in either order.
+    # The customer is asked to authenticate on the invoice's page; nothing failed yet.
+    [asked] = store.outbox.values()
+    assert (asked.kind, asked.content.action_url) == ("payment_action_required", txn.invoice_url)
+    # Not authenticated in time: Stripe's retry fails, and that later attempt shows, in either order. A
+    # request to act that arrives after the failure is stale, and asks nothing.
     gave_up = incoming("stripe", s.event("invoice.payment_failed"))
-    for order in ([waiting, gave_up], [gave_up, waiting]):
-        [txn] = (await ingest_one_by_one(order)).transactions.values()
+    for order, told in (([waiting, gave_up], ["payment_action_required", "payment_failed"]),
+                        ([gave_up, waiting], ["payment_failed"])):
+        store = await ingest_one_by_one(order)
+        [txn] = store.transactions.values()
         assert (txn.status, txn.provider_status) == (TxnStatus.FAILED, "invoice_payment_failed")
+        assert sorted(e.kind for e in store.outbox.values()) == told
 
 
 @pytest.mark.parametrize("api_version", ["2024-06-20", "2025-03-31"])

@@ -41,6 +41,12 @@ def _(content: c.PaymentReceived) -> pb.PaymentReceived:
 
 
 @_message.register
+def _(content: c.PaymentActionRequired) -> pb.PaymentActionRequired:
+    return pb.PaymentActionRequired(amount=_money(content.amount), action_url=content.action_url,
+                                    instructions=content.instructions)
+
+
+@_message.register
 def _(content: c.PaymentFailed) -> pb.PaymentFailed:
     return pb.PaymentFailed(amount=_money(content.amount), reason=content.reason, retry_url=content.retry_url)
 

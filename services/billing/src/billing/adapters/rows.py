@@ -24,7 +24,7 @@ PG_TYPES = {
     "status_at": "timestamptz", "failed_at": "timestamptz", "paid_at": "timestamptz",
     "refunded_at": "timestamptz", "disputed_at": "timestamptz", "current_period_start": "timestamptz",
     "current_period_end": "timestamptz", "cancelled_at": "timestamptz", "cancel_at": "timestamptz",
-    "trial_ends": "timestamptz",
+    "trial_ends": "timestamptz", "action_requested_at": "timestamptz",
 }
 
 

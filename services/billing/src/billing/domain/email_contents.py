@@ -48,6 +48,14 @@ class PaymentFailed(_Content):
 
 
 @dataclass(frozen=True)
+class PaymentActionRequired(_Content):
+    kind = "payment_action_required"
+    amount: Money | None
+    action_url: str  # the provider's page where the customer completes the payment
+    instructions: str | None = None  # what that page asks of them, in words for the customer
+
+
+@dataclass(frozen=True)
 class PaymentRefunded(_Content):
     kind = "payment_refunded"
     transaction_id: str
@@ -88,8 +96,9 @@ class SubscriptionTrialEnding(_Content):
     price: Money | None  # what each period then costs
 
 
-EmailContent = (PaymentReceived | PaymentFailed | PaymentRefunded | PaymentRefundFailed | SubscriptionActivated
-                | SubscriptionCancelled | SubscriptionTrialEnding)
+EmailContent = (PaymentReceived | PaymentFailed | PaymentActionRequired | PaymentRefunded | PaymentRefundFailed
+                | SubscriptionActivated | SubscriptionCancelled | SubscriptionTrialEnding)
 # The kinds billing sends, as tenants name them to turn one off.
-EMAIL_KINDS = tuple(c.kind for c in (PaymentReceived, PaymentFailed, PaymentRefunded, PaymentRefundFailed,
-                                     SubscriptionActivated, SubscriptionCancelled, SubscriptionTrialEnding))
+EMAIL_KINDS = tuple(c.kind for c in (PaymentReceived, PaymentFailed, PaymentActionRequired, PaymentRefunded,
+                                     PaymentRefundFailed, SubscriptionActivated, SubscriptionCancelled,
+                                     SubscriptionTrialEnding))

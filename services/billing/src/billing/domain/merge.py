@@ -191,6 +191,9 @@ def merge_payment(row: Transaction | None, fact: PaymentFact, owner_hint: Owner 
         row.customer_email, row.customer_email_rank, fact.customer_email, fact.email_rank)
     changes["customer_name"], changes["customer_name_rank"] = _best_contact(
         row.customer_name, row.customer_name_rank, fact.customer_name, fact.name_rank)
+    if fact.action is not None and (row.action_requested_at is None or fact.at >= row.action_requested_at):
+        changes.update(action_url=fact.action.url, action_instructions=fact.action.instructions,
+                       action_requested_at=fact.at)
     if fact.failure is not None and _is_latest_failure(row, fact.at, fact.failure.code, fact.failure.message):
         changes.update(failed_at=fact.at, failure_code=fact.failure.code, failure_message=fact.failure.message)
     changes["amount_refunded"] = _refunded(changes["refunds"], changes["refunds_reported"])
@@ -293,6 +296,10 @@ def absorb(keep: Transaction, gone: Transaction) -> Transaction:
                                                          gone.failure_message):
         merged = replace(merged, failed_at=gone.failed_at, failure_code=gone.failure_code,
                          failure_message=gone.failure_message)
+    if gone.action_requested_at is not None and (merged.action_requested_at is None
+                                                 or gone.action_requested_at > merged.action_requested_at):
+        merged = replace(merged, action_url=gone.action_url, action_instructions=gone.action_instructions,
+                         action_requested_at=gone.action_requested_at)
     return merged
 
 

@@ -115,6 +115,14 @@ CONTACT_RECEIPT = 3
 
 
 @dataclass(frozen=True)
+class CustomerAction:
+    """A step the customer takes on the provider's hosted page before the payment goes through."""
+
+    url: str
+    instructions: str | None = None  # in words for the customer
+
+
+@dataclass(frozen=True)
 class PaymentFact:
     """What one event says about one payment. None means the event does not say."""
 
@@ -132,6 +140,7 @@ class PaymentFact:
     failure: Failure | None = None
     receipt_url: str | None = None  # the receipt of the charge the fact names
     invoice_url: str | None = None  # the invoice's page
+    action: CustomerAction | None = None  # what the payment waits on the customer to do, where
     payment_method: str | None = None
     # What the customer knows the method by: a card's brand and last four digits ("visa 4242"), a bank's
     # or wallet's name. Never more of a card number than its last four digits.
@@ -204,6 +213,11 @@ class Transaction:
     disputed_at: datetime | None = None
     customer_name: str | None = None
     invoice_url: str | None = None
+    # The provider's page where the customer completes a payment that waits on them, what it asks of
+    # them, and when the provider asked (the latest attempt's).
+    action_url: str | None = None
+    action_instructions: str | None = None
+    action_requested_at: datetime | None = None
     customer_email_rank: int = 0  # the CONTACT_* rank of the source each came from
     customer_name_rank: int = 0
     # What the platform asked for, on a row it created before the payment (CreatePendingTransaction);

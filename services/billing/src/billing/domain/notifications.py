@@ -9,6 +9,8 @@ notifier sends one email per key.
   links the invoice's page when the payment is a Stripe invoice's;
 - payment refunded: each new cumulative refunded amount (a refund that failed lowers it, and a later
   refund that raises it again is emailed);
+- payment needs the customer: once per attempt that waits on them with a page to act on (an invoice to
+  authenticate, a bank transfer to make, a voucher to pay), not once the payment has gone on;
 - refund failed: once per refund that failed (the customer has to be refunded another way);
 - subscription activated: the first activation only, not renewals; with the price of each period where
   one fixed price states it;
@@ -35,6 +37,7 @@ from typing import Any
 from billing.domain.email_contents import (
     EmailContent,
     Money,
+    PaymentActionRequired,
     PaymentFailed,
     PaymentReceived,
     PaymentRefunded,
@@ -185,6 +188,19 @@ def link_amendments(before: Transaction | None, after: Transaction) -> list[Emai
     return amendments
 
 
+def _awaits_customer(row: Transaction) -> bool:
+    """The payment waits on its customer, on a page of the provider's. Once it has gone on (paid, failed,
+    cancelled), a request to act that arrives late is stale and tells nothing."""
+    return row.status is TxnStatus.REQUIRES_ACTION and row.action_url is not None
+
+
+def _asked_again(before: Transaction | None, after: Transaction) -> bool:
+    """Another attempt (a renewal retried days later) that waits on the customer, with no outcome between."""
+    return (before is not None and _awaits_customer(before) and _awaits_customer(after) and _reachable(after)
+            and before.action_requested_at is not None and after.action_requested_at is not None
+            and after.action_requested_at - before.action_requested_at > RETRY_GAP)
+
+
 def _failure_key(row: Transaction) -> str:
     return f"txn:{row.id}:payment_failed:{_iso(row.failed_at)}"
 
@@ -253,6 +269,11 @@ def payment_emails(before: Transaction | None, after: Transaction, at: datetime,
         # A Stripe invoice's page is where its customer pays another way, or authenticates (3-D Secure).
         intents.append(_intent(after, _failure_key(after), PaymentFailed(
             amount=money, reason=after.failure_message, retry_url=after.invoice_url), request_id))
+    if (_newly(before, after, _awaits_customer, at, since=lambda row: row.action_requested_at)
+            or _asked_again(before, after)):
+        intents.append(_intent(after, f"txn:{after.id}:payment_action_required:{_iso(after.action_requested_at)}",
+                               PaymentActionRequired(amount=money, action_url=after.action_url or "",
+                                                     instructions=after.action_instructions), request_id))
     refunded_before = before.amount_refunded if before is not None else 0
     late_address = (before is not None and refunded_before > 0 and not _reachable(before)
                     and _recent(before.refunded_at, at))

@@ -48,6 +48,10 @@ def _payment_failed(m: pb.PaymentFailed) -> c.PaymentFailed:
     return c.PaymentFailed(amount=_money(m, "amount"), reason=m.reason, retry_url=m.retry_url)
 
 
+def _payment_action_required(m: pb.PaymentActionRequired) -> c.PaymentActionRequired:
+    return c.PaymentActionRequired(amount=_money(m, "amount"), action_url=m.action_url, instructions=m.instructions)
+
+
 def _payment_refunded(m: pb.PaymentRefunded) -> c.PaymentRefunded:
     return c.PaymentRefunded(transaction_id=m.transaction_id, refunded=_money(m, "refunded"),
                              original=_money(m, "original"), full=m.full)
@@ -86,6 +90,7 @@ _DECODERS: dict[str, Callable[[Any], c.EmailContent]] = {
     "invoice_generated": _invoice_generated,
     "payment_received": _payment_received,
     "payment_failed": _payment_failed,
+    "payment_action_required": _payment_action_required,
     "payment_refunded": _payment_refunded,
     "payment_refund_failed": _payment_refund_failed,
     "ticket_created": _ticket_created,

@@ -25,6 +25,7 @@ class EmailKind(str, Enum):
     SUBSCRIPTION_CANCELLED = "subscription_cancelled"
     SUBSCRIPTION_TRIAL_ENDING = "subscription_trial_ending"
     PAYMENT_REFUND_FAILED = "payment_refund_failed"
+    PAYMENT_ACTION_REQUIRED = "payment_action_required"
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,19 @@ class PaymentFailed(Content):
 
 
 @dataclass(frozen=True)
+class PaymentActionRequired(Content):
+    kind = EmailKind.PAYMENT_ACTION_REQUIRED
+    amount: Money | None
+    action_url: str
+    instructions: str = ""
+
+    def check(self) -> None:
+        _money(self.at("amount"), self.amount)
+        check_url(self.at("action_url"), self.action_url)
+        check_line(self.at("instructions"), self.instructions, required=False)
+
+
+@dataclass(frozen=True)
 class PaymentRefunded(Content):
     kind = EmailKind.PAYMENT_REFUNDED
     transaction_id: str
@@ -253,4 +267,4 @@ class SubscriptionTrialEnding(Content):
 
 EmailContent = (QuoteCreated | InvoiceGenerated | PaymentReceived | PaymentFailed | PaymentRefunded
                 | PaymentRefundFailed | TicketCreated | TicketUpdated | SubscriptionActivated
-                | SubscriptionCancelled | SubscriptionTrialEnding)
+                | SubscriptionCancelled | SubscriptionTrialEnding | PaymentActionRequired)

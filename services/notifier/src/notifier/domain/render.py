@@ -27,6 +27,7 @@ SUBJECTS: dict[EmailKind, str] = {
     EmailKind.INVOICE_GENERATED: "Invoice {{ invoice_number }} from {{ tenant_name }}: {{ amount | money }} due",
     EmailKind.PAYMENT_RECEIVED: "Payment received: {{ amount | money }}",
     EmailKind.PAYMENT_FAILED: "Your payment of {{ amount | money }} did not go through",
+    EmailKind.PAYMENT_ACTION_REQUIRED: "Your payment of {{ amount | money }} needs one more step from you",
     EmailKind.PAYMENT_REFUNDED: "{{ 'Refund' if full else 'Partial refund' }} of {{ refunded | money }} issued",
     EmailKind.TICKET_CREATED: "Ticket {{ ticket_number }} received: {{ subject }}",
     EmailKind.TICKET_UPDATED: "Ticket {{ ticket_number }} is now {{ new_status }}",

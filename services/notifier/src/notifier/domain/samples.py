@@ -24,6 +24,9 @@ _CONTENT: dict[EmailKind, c.EmailContent] = {
                                                   receipt_url="https://pay.stripe.com/receipts/payment/ch_sample"),
     EmailKind.PAYMENT_FAILED: c.PaymentFailed(amount=Money(125000, "INR"), reason="Your card has insufficient funds.",
                                               retry_url="https://app.boxcostpro.com/billing/retry"),
+    EmailKind.PAYMENT_ACTION_REQUIRED: c.PaymentActionRequired(
+        amount=Money(249990000, "INR"), action_url="https://invoice.stripe.com/i/acct_sample/test_sample",
+        instructions="Your bank asks you to confirm this payment."),
     EmailKind.PAYMENT_REFUNDED: c.PaymentRefunded(transaction_id=_TXN, refunded=Money(1000, "USD"),
                                                   original=Money(4999, "USD"), full=False),
     EmailKind.TICKET_CREATED: c.TicketCreated(ticket_number="T-314", subject="Flute B quote shows wrong GSM",

@@ -38,6 +38,11 @@ def obj(parent: dict[str, Any], key: str, *, required: bool = True) -> dict[str,
     raise InvalidEvent(f"{key} must be an object")
 
 
+# Links and messages, which may be longer than any id.
+_LONG_TEXT = frozenset({"receipt_url", "hosted_invoice_url", "hosted_instructions_url", "hosted_verification_url",
+                        "hosted_voucher_url", "failure_message", "description", "error_description", "message"})
+
+
 def text(parent: dict[str, Any], key: str, *, required: bool = False) -> str | None:
     value = parent.get(key)
     if value is None or value == "":
@@ -49,8 +54,7 @@ def text(parent: dict[str, Any], key: str, *, required: bool = False) -> str | N
         value = value.get("id")
     if not isinstance(value, str):
         raise InvalidEvent(f"{key} must be a string")
-    if len(value) > MAX_ID_LENGTH and key not in {"receipt_url", "hosted_invoice_url", "failure_message", "description",
-                                                   "error_description", "message"}:
+    if len(value) > MAX_ID_LENGTH and key not in _LONG_TEXT:
         raise InvalidEvent(f"{key} is too long")
     return value
 

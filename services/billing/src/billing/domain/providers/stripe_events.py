@@ -23,6 +23,7 @@ from billing.domain.model import (
     CONTACT_ACCOUNT,
     CONTACT_CARD,
     CONTACT_RECEIPT,
+    CustomerAction,
     Facts,
     Failure,
     PaymentFact,
@@ -70,6 +71,33 @@ def _ref(pi: str | None, *, invoice: str | None = None, charge: str | None = Non
     )
 
 
+# Next actions the customer completes on a page of Stripe's, away from the checkout and often days later:
+# the page's link, and what it asks. 3-D Secure (redirect_to_url, use_stripe_sdk) is done in the checkout
+# while the customer is there, and an invoice's is told by invoice.payment_action_required.
+_HOSTED_ACTIONS = {
+    "display_bank_transfer_instructions": ("hosted_instructions_url",
+                                           "Transfer the amount to the bank account shown on the page."),
+    "verify_with_microdeposits": ("hosted_verification_url",
+                                  "Confirm your bank account with the small deposits made to it."),
+    "boleto_display_details": ("hosted_voucher_url", "Pay the Boleto voucher shown on the page."),
+    "oxxo_display_details": ("hosted_voucher_url", "Pay the OXXO voucher shown on the page at any OXXO store."),
+    "konbini_display_details": ("hosted_voucher_url", "Pay at a convenience store with the details on the page."),
+    "multibanco_display_details": ("hosted_voucher_url", "Pay with the Multibanco reference shown on the page."),
+}
+# An invoice paid off-session (a renewal) whose card asks the customer to authenticate: on its page.
+_AUTHENTICATE = "Your bank asks you to confirm this payment."
+
+
+def _hosted_action(pi: dict[str, Any]) -> CustomerAction | None:
+    action = f.obj(pi, "next_action", required=False)
+    kind = f.text(action, "type")
+    if kind not in _HOSTED_ACTIONS:
+        return None
+    link, instructions = _HOSTED_ACTIONS[kind]
+    url = f.text(f.obj(action, kind, required=False), link)
+    return CustomerAction(url, instructions) if url else None
+
+
 def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
     status = _PI_STATUS[event_type]
     error = f.obj(pi, "last_payment_error", required=False)
@@ -97,6 +125,7 @@ def _payment_intent(event_type: str, pi: dict[str, Any], at: datetime) -> Facts:
             payment_method=_only_method(pi),
             customer_email=f.text(pi, "receipt_email"),
             email_rank=CONTACT_RECEIPT,
+            action=_hosted_action(pi) if status is TxnStatus.REQUIRES_ACTION else None,
         )
     ]
 
@@ -253,7 +282,7 @@ def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str | None, dict[str
 _INVOICE_UNPAID = {
     "invoice.payment_failed": (TxnStatus.FAILED, "invoice_payment_failed"),
     # The card asks the customer to authenticate (3-D Secure), as a renewal often does: the payment waits
-    # on them, and the invoice's page (invoice_url) is where they do it. Not a failure: no email.
+    # on them, and the invoice's page is where they do it. Not a failure: they are asked to act.
     "invoice.payment_action_required": (TxnStatus.REQUIRES_ACTION, "invoice_payment_action_required"),
     # No longer owed: a payment that was attempted (and failed, or waits) ends cancelled.
     "invoice.voided": (TxnStatus.CANCELLED, "invoice_voided"),
@@ -281,8 +310,10 @@ def _invoice(event_type: str, invoice: dict[str, Any], at: datetime) -> Facts:
         if event_type == "invoice.voided" and invoice.get("attempted") is not True:
             return []  # voided before any attempt: it names no payment, and records none
         failure = Failure(provider_status, None) if status is TxnStatus.FAILED else None
+        page = f.text(invoice, "hosted_invoice_url")
+        action = CustomerAction(page, _AUTHENTICATE) if status is TxnStatus.REQUIRES_ACTION and page else None
         return [PaymentFact(**common, amount=f.amount(invoice, "amount_due", required=True), status=status,
-                            provider_status=provider_status, failure=failure)]
+                            provider_status=provider_status, failure=failure, action=action)]
     paid = f.amount(invoice, "amount_paid", required=True)
     if paid == 0:
         # A trial's first invoice, or one a coupon covered: Stripe marks it paid, but no money moved,
