@@ -41,27 +41,32 @@ def _migrations() -> set[str]:
 
 
 async def _stored_copy(admin_url: str, events: int) -> str:
-    """A fresh copy of a database holding `events` stored events, filled once: the template is filled
-    again when its migrations differ from today's."""
+    """A fresh copy of a database holding `events` stored events, filled once. Migrations made since are
+    applied to the template, as an upgrade applies them to a production database; one holding migrations
+    this code no longer has is filled again."""
+    from billing.adapters.migrations import migrate as billing_migrate
+    from notifier.adapters.postgres import migrate as notifier_migrate
+
     from devstack.fill import fill
 
     template = f"boxcostpro_stored_{events}"
+    url = with_database(admin_url, template)
     conn = await asyncpg.connect(admin_url)
     try:
         exists = await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", template)
     finally:
         await conn.close()
     if exists:
-        conn = await asyncpg.connect(with_database(admin_url, template))
+        conn = await asyncpg.connect(url)
         try:
-            exists = {r[0] for r in await conn.fetch(_APPLIED)} == _migrations()
+            exists = {r[0] for r in await conn.fetch(_APPLIED)} <= _migrations()
         finally:
             await conn.close()
-    if not exists:
+    if exists:
+        await billing_migrate(url)
+        await notifier_migrate(url)
+    else:
         print(f"filling a template database with {events:,} stored events (once) ...", flush=True)
-        from billing.adapters.migrations import migrate as billing_migrate
-        from notifier.adapters.postgres import migrate as notifier_migrate
-
         url = await recreate_database(admin_url, template)
         await billing_migrate(url)
         await notifier_migrate(url)
