@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GENERATED := $(PROTO_OUT)/boxcost/.generated
 PACKAGES := libs/contracts libs/service-kit libs/pg-kit services/billing services/notifier services/webhook-gateway tools/devstack tools/webhook-trigger
 
-.PHONY: help install protos run test test-unit bench trigger render-email db db-stop clean lock
+.PHONY: help install protos run test test-unit bench trigger render-email messages db db-stop clean lock
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -65,9 +65,12 @@ bench: install ## Start the stack on a fresh database (STORED=N: holding N event
 trigger: install ## Send realistic signed events: make trigger EVENT=payment_intent.succeeded (or FLOW=...)
 	$(PY) -m trigger $(if $(FLOW),flow $(FLOW),event $(EVENT)) $(ARGS)
 
-render-email: install ## Render an email with sample data: make render-email KIND=payment_received [TENANT=none]
+render-email: install ## Render an email with sample data: make render-email KIND=payment_received [LOCALE=hi-IN] [TENANT=none]
 	mkdir -p .local/preview
-	$(PY) -m notifier render $(KIND) --out .local/preview/$(KIND).html $(if $(TENANT),--tenant $(TENANT))
+	$(PY) -m notifier render $(KIND) --out .local/preview/$(KIND)$(if $(LOCALE),.$(LOCALE)).html $(if $(TENANT),--tenant $(TENANT)) $(if $(LOCALE),--locale $(LOCALE))
+
+messages: install ## Add the texts the email templates gained to the message catalogs; list what needs translating
+	$(PY) -m notifier messages
 
 db: install ## Start the project-local PostgreSQL and print its URL
 	$(PY) -m devstack db

@@ -375,3 +375,26 @@ async def test_a_renewal_waiting_on_the_customers_bank_mails_them_the_page_to_co
     await wait_for(both, what="the failure to be mailed")
     assert sorted(m["Subject"] for m in mail_sink.messages) == [
         "Your payment of $49.99 did not go through", "Your payment of $49.99 needs one more step from you"]
+
+
+async def test_a_tenant_in_india_mails_its_customers_in_hindi_with_rupees_in_lakhs(stack, db, mail_sink):
+    code, out = await run_module("billing.cli", "set-tenant-profile", "shree", "--name", "श्री पैकेजिंग",
+                                 "--locale", "hi-IN", "--reply-to", "accounts@shreepackaging.in",
+                                 env=operator_env(stack))
+    assert code == 0, out
+    s = RazorpayScenario(tenant_id="shree", amount=24990000)  # ₹2,49,900
+    responses = await deliver(stack.gateway_url, [sign("razorpay", s.event("payment.captured"), RAZORPAY_SECRET)])
+    assert {r.status for r in responses} == {200}
+
+    async def sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent") == 1
+
+    await wait_for(sent, what="the receipt to be mailed")
+    [message] = mail_sink.messages
+    assert message["Subject"] == "भुगतान प्राप्त हुआ: ₹2,49,900.00"
+    assert parseaddr(message["From"])[0] == "श्री पैकेजिंग via BoxCostPro"
+    plain = message.get_body(("plain",)).get_content()
+    assert plain.startswith(("नमस्ते,", "नमस्ते "))
+    assert "राशि: ₹2,49,900.00" in plain and "श्री पैकेजिंग टीम" in plain
+    assert "आप इस ईमेल का उत्तर दे सकते हैं।" in plain
+    assert '<html lang="hi-IN">' in message.get_body(("html",)).get_content()

@@ -24,14 +24,19 @@ def _with(kind: EmailKind, **changes) -> EmailRequest:
     return replace(base, content=replace(base.content, **changes.pop("data", {})), **changes)
 
 
-@pytest.mark.parametrize("branded", [False, True], ids=["no-profile", "branded"])
+# Each kind without a profile (BoxCostPro's look), with the sample tenant's, and in Hindi with it.
+VARIANTS = {"": (Branding(), ""), "branded": (SAMPLE_BRANDING, ""), "hi-IN": (SAMPLE_BRANDING, "hi-IN")}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS), ids=lambda v: v or "no-profile")
 @pytest.mark.parametrize("kind", list(EmailKind), ids=lambda k: k.value)
-def test_rendered_email_matches_golden_file(kind, branded):
+def test_rendered_email_matches_golden_file(kind, variant):
     """Regenerate after an intended design change with UPDATE_GOLDEN=1 make test-unit, and review the diff."""
-    rendered = renderer.render(validate(sample(kind, SAMPLE_BRANDING if branded else Branding())))
+    branding, locale = VARIANTS[variant]
+    rendered = renderer.render(validate(replace(sample(kind, branding), locale=locale)))
     expected = {"html": rendered.html, "txt": f"Subject: {rendered.subject}\n\n{rendered.text}"}
     for suffix, content in expected.items():
-        path = GOLDEN / ("branded" if branded else "") / f"{kind.value}.{suffix}"
+        path = GOLDEN / variant / f"{kind.value}.{suffix}"
         if os.environ.get("UPDATE_GOLDEN"):
             path.write_text(content)
         assert content == path.read_text(), f"{path.name} differs from its golden file"

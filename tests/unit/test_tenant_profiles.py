@@ -6,7 +6,7 @@ from billing.adapters.email_messages import branded
 from billing.domain.tenant_profiles import TenantProfile, checked
 from boxcost.notifier.v1 import notifier_pb2 as pb
 
-PROFILE = checked(TenantProfile(display_name=" Shree Packaging ", reply_to="Accounts@ShreePackaging.in",
+PROFILE = checked(TenantProfile(display_name=" Shree Packaging ", reply_to="Accounts@ShreePackaging.in", locale="hi-IN",
                                 brand_color="#0F766E", portal_url_template="https://shree.in/pay?c={user_id}",
                                 disabled_emails=("payment_refunded", "payment_refunded")))
 
@@ -36,6 +36,6 @@ def test_the_email_takes_the_tenants_name_and_look_and_the_stored_one_is_left_as
     stored = _failed()
     sent = branded(stored, PROFILE)
     assert sent.tenant_name == "Shree Packaging" and sent.branding.reply_to == "Accounts@ShreePackaging.in"
-    assert sent.branding.brand_color == "#0f766e"
+    assert sent.branding.brand_color == "#0f766e" and sent.locale == "hi-IN"
     assert stored.tenant_name == "BoxCostPro" and not stored.HasField("branding")
     assert branded(stored, None) is stored

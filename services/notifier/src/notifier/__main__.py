@@ -7,9 +7,10 @@ import asyncio
 import logging
 import os
 import random
-import sys
 import shutil
 import subprocess
+import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,9 +37,10 @@ from notifier.domain.erasure import EraseRecipient
 from notifier.domain.accept import AcceptEmail, EmailFactory, InlineEmails
 from notifier.domain.deliver import DeliverEmails, RetryPolicy
 from notifier.domain.operations import ReadEmails, RequeueFailedEmails
-from notifier.domain.contents import EmailKind
-from notifier.domain.render import Renderer
-from notifier.domain.model import Branding
+from notifier.domain.contents import EmailKind, InvalidEmailRequest
+from notifier.domain.locales import update_catalogs
+from notifier.domain.model import Branding, validate
+from notifier.domain.render import SUBJECTS, TEMPLATES, Renderer
 from notifier.domain.samples import SAMPLE_BRANDING, sample
 
 log = logging.getLogger("notifier")
@@ -110,7 +112,7 @@ _SAMPLE_TENANTS = {"shree": SAMPLE_BRANDING, "none": Branding()}
 _CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-def render(kind: str, out: Path | None, tenant: str = "shree") -> int:
+def render(kind: str, out: Path | None, tenant: str = "shree", locale: str = "") -> int:
     """For designers: render a template with sample data (HTML to --out, with a PNG of it when Chromium is
     installed, or both parts to stdout)."""
     try:
@@ -121,7 +123,12 @@ def render(kind: str, out: Path | None, tenant: str = "shree") -> int:
     if tenant not in _SAMPLE_TENANTS:
         print(f"unknown sample tenant {tenant!r}; tenants: {', '.join(_SAMPLE_TENANTS)}", file=sys.stderr)
         return 2
-    rendered = Renderer().render(sample(email_kind, _SAMPLE_TENANTS[tenant]))
+    try:
+        request = validate(replace(sample(email_kind, _SAMPLE_TENANTS[tenant]), locale=locale))
+    except InvalidEmailRequest as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    rendered = Renderer().render(request)
     if not out:
         print(f"Subject: {rendered.subject}\n\n{rendered.text}")
         return 0
@@ -142,14 +149,21 @@ def render(kind: str, out: Path | None, tenant: str = "shree") -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="notifier")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", "render", "retention"],
+    parser.add_argument("command", nargs="?", default="serve",
+                        choices=["serve", "migrate", "render", "retention", "messages"],
                         help="retention: make the weeks ahead and drop the email log past RETENTION_DAYS")
     parser.add_argument("kind", nargs="?")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--tenant", default="shree", help="render: the sample tenant, shree (with a profile) or none")
+    parser.add_argument("--locale", default="", help="render: the customer's locale, such as hi-IN (default English)")
     args = parser.parse_args(argv[1:])
     if args.command == "render":
-        return render(args.kind or "", args.out, args.tenant)
+        return render(args.kind or "", args.out, args.tenant, args.locale)
+    if args.command == "messages":
+        missing = update_catalogs(TEMPLATES, list(SUBJECTS.values()))
+        for language, texts in missing.items():
+            print(f"{language}: {len(texts)} to translate" + "".join(f"\n  {t}" for t in texts))
+        return 1 if any(missing.values()) else 0
     try:
         settings = Settings.from_env(os.environ)
         authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [notifier_pb2.DESCRIPTOR])

@@ -116,13 +116,15 @@ _PORTAL_LINKS = {"payment_failed": "retry_url", "subscription_cancelled": "react
 
 
 def branded(content: pb.EmailContent, profile: TenantProfile | None) -> pb.EmailContent:
-    """The email as its tenant's profile has it sent: the tenant's name, look and contacts, and its billing
-    portal where the email has no link of its own. Without a profile, as it is."""
+    """The email as its tenant's profile has it sent: the tenant's name, look, contacts and locale, and its
+    billing portal where the email has no link of its own. Without a profile, as it is."""
     if profile is None:
         return content
     sent = pb.EmailContent()
     sent.CopyFrom(content)
     sent.tenant_name = profile.display_name
+    if not sent.locale:  # the customer's own language, where a provider told it, comes first
+        sent.locale = profile.locale
     sent.branding.CopyFrom(pb.Branding(
         reply_to=profile.reply_to, support_email=profile.support_email, support_url=profile.support_url,
         brand_color=profile.brand_color, logo_url=profile.logo_url))

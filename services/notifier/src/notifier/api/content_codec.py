@@ -110,4 +110,5 @@ def decode_content(content: pb.EmailContent) -> EmailRequest:
                         to_name=content.to.name, tenant_name=content.tenant_name,
                         content=_DECODERS[kind](getattr(content, kind)),
                         branding=Branding(reply_to=b.reply_to, support_email=b.support_email,
-                                          support_url=b.support_url, brand_color=b.brand_color, logo_url=b.logo_url))
+                                          support_url=b.support_url, brand_color=b.brand_color, logo_url=b.logo_url),
+                        locale=content.locale)

@@ -12,6 +12,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from notifier.domain import locales
 from notifier.domain.contents import EmailContent, EmailKind, InvalidEmailRequest, Money, check_line, check_url
 
 
@@ -75,6 +76,7 @@ class EmailRequest:
     content: EmailContent
     user_id: str = ""
     branding: Branding = Branding()
+    locale: str = ""  # BCP 47 (hi-IN); empty: English
 
     @property
     def kind(self) -> EmailKind:
@@ -91,8 +93,11 @@ class EmailRequest:
         body = {"kind": self.kind.value, "tenant": self.tenant_id, "user": self.user_id, "to": self.to_email,
                 "name": self.to_name, "tenant_name": self.tenant_name,
                 "data": {k: encode(v) for k, v in sorted(self.content.values().items())}}
-        if self.branding.values():  # absent from the digests of emails without one, as before it existed
+        # Absent from the digests of emails without them, as before they existed.
+        if self.branding.values():
             body["branding"] = self.branding.values()
+        if self.locale:
+            body["locale"] = self.locale
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -107,6 +112,12 @@ def validate(request: EmailRequest) -> EmailRequest:
         raise InvalidEmailRequest("content.to.email", str(exc)) from None
     check_line("content.to.name", request.to_name, required=False)
     check_line("content.tenant_name", request.tenant_name)
+    check_line("content.locale", request.locale, 35, required=False)
+    if request.locale:
+        try:
+            locales.parse(request.locale)
+        except ValueError as exc:
+            raise InvalidEmailRequest("content.locale", str(exc)) from None
     request.content.check()
     return replace(request, to_email=address, branding=request.branding.check())
 

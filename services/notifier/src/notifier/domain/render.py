@@ -1,40 +1,54 @@
-"""Rendering emails from Jinja2 templates: HTML (CSS inlined for mail clients) and plain text.
+"""Rendering emails from Jinja2 templates: HTML (CSS inlined for mail clients) and plain text, in the
+request's locale.
 
-Autoescaping is on for HTML, and an undefined variable is an error, not an empty string.
+Autoescaping is on for HTML, and an undefined variable is an error, not an empty string. Text goes through
+gettext (Jinja2's i18n extension): a translation is HTML its translator wrote, the values put into it are
+escaped.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 
 import css_inline
 import iso4217
+from babel.dates import format_date
 from babel.numbers import format_currency, get_currency_precision
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
+from markupsafe import Markup
 
 from notifier.domain.contents import EmailKind, Money
+from notifier.domain.locales import DEFAULT_LOCALE, Catalogs
 from notifier.domain.model import EmailRequest, RenderedEmail
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 BRAND_COLOUR = "#8a5a2b"  # a tenant without a colour of its own gets BoxCostPro's
 PLATFORM = "BoxCostPro"  # whose service sends every tenant's emails; a tenant of that name is the platform itself
 
+# Subjects are Jinja2 too, their text in the message catalogs like the templates'.
 SUBJECTS: dict[EmailKind, str] = {
-    EmailKind.QUOTE_CREATED: "Your quote {{ quote_number }} from {{ tenant_name }}",
-    EmailKind.INVOICE_GENERATED: "Invoice {{ invoice_number }} from {{ tenant_name }}: {{ amount | money }} due",
-    EmailKind.PAYMENT_RECEIVED: "Payment received: {{ amount | money }}",
-    EmailKind.PAYMENT_FAILED: "Your payment of {{ amount | money }} did not go through",
-    EmailKind.PAYMENT_ACTION_REQUIRED: "Your payment of {{ amount | money }} needs one more step from you",
-    EmailKind.PAYMENT_REFUNDED: "{{ 'Refund' if full else 'Partial refund' }} of {{ refunded | money }} issued",
-    EmailKind.TICKET_CREATED: "Ticket {{ ticket_number }} received: {{ subject }}",
-    EmailKind.TICKET_UPDATED: "Ticket {{ ticket_number }} is now {{ new_status }}",
-    EmailKind.SUBSCRIPTION_ACTIVATED: "Your {% if plan %}{{ plan }} {% endif %}subscription is active",
-    EmailKind.SUBSCRIPTION_CANCELLED: "Your {% if plan %}{{ plan }} {% endif %}subscription has been cancelled",
-    EmailKind.PAYMENT_REFUND_FAILED: "Your refund of {{ amount | money }} could not be completed",
-    EmailKind.SUBSCRIPTION_TRIAL_ENDING: "Your {% if plan %}{{ plan }} {% endif %}trial ends on {{ trial_end | date }}",
+    EmailKind.QUOTE_CREATED: '{{ _("Your quote %(number)s from %(tenant)s", number=quote_number, tenant=tenant_name) }}',
+    EmailKind.INVOICE_GENERATED: '{{ _("Invoice %(number)s from %(tenant)s: %(amount)s due", number=invoice_number, '
+                                 'tenant=tenant_name, amount=amount|money) }}',
+    EmailKind.PAYMENT_RECEIVED: '{{ _("Payment received: %(amount)s", amount=amount|money) }}',
+    EmailKind.PAYMENT_FAILED: '{{ _("Your payment of %(amount)s did not go through", amount=amount|money) }}',
+    EmailKind.PAYMENT_ACTION_REQUIRED: '{{ _("Your payment of %(amount)s needs one more step from you", '
+                                       'amount=amount|money) }}',
+    EmailKind.PAYMENT_REFUNDED: '{{ _("Refund of %(amount)s issued", amount=refunded|money) if full else '
+                                '_("Partial refund of %(amount)s issued", amount=refunded|money) }}',
+    EmailKind.TICKET_CREATED: '{{ _("Ticket %(number)s received: %(subject)s", number=ticket_number, subject=subject) }}',
+    EmailKind.TICKET_UPDATED: '{{ _("Ticket %(number)s is now %(status)s", number=ticket_number, status=new_status) }}',
+    EmailKind.SUBSCRIPTION_ACTIVATED: '{{ _("Your %(plan)s subscription is active", plan=plan) if plan else '
+                                      '_("Your subscription is active") }}',
+    EmailKind.SUBSCRIPTION_CANCELLED: '{{ _("Your %(plan)s subscription has been cancelled", plan=plan) if plan else '
+                                      '_("Your subscription has been cancelled") }}',
+    EmailKind.PAYMENT_REFUND_FAILED: '{{ _("Your refund of %(amount)s could not be completed", amount=amount|money) }}',
+    EmailKind.SUBSCRIPTION_TRIAL_ENDING: '{{ _("Your %(plan)s trial ends on %(date)s", plan=plan, date=trial_end|date) '
+                                         'if plan else _("Your trial ends on %(date)s", date=trial_end|date) }}',
 }
 
 
@@ -49,47 +63,82 @@ def _exponent(code: str) -> int:
 
 
 @lru_cache(maxsize=4096)
-def money(value: Money) -> str:
-    """ISO 4217 minor units to a display amount: USD 4999 -> $49.99, INR 125000 -> ₹1,250.00, JPY 500 -> ¥500,
-    HUF 1000000 -> HUF10,000. Shown to CLDR's digits for the currency, never rounding a fraction away."""
+def money(value: Money, locale: str = DEFAULT_LOCALE) -> str:
+    """ISO 4217 minor units to a display amount in the locale's way: USD 4999 -> $49.99, JPY 500 -> ¥500,
+    HUF 1000000 -> HUF10,000; INR 24990000 in en-IN -> ₹2,49,900.00 (grouped in lakhs). Shown to CLDR's
+    digits for the currency, never rounding a fraction away."""
     amount = Decimal(value.amount_minor).scaleb(-_exponent(value.currency))
-    return format_currency(amount, value.currency, locale="en_US", decimal_quantization=False)
+    return format_currency(amount, value.currency, locale=locale, decimal_quantization=False)
 
 
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
+def date(value: datetime, locale: str = DEFAULT_LOCALE) -> str:
+    """March 14, 2026 in English, 14 March 2026 in en-IN, 14 मार्च 2026 in Hindi: CLDR's long form."""
+    return format_date(value, format="long", locale=locale)
 
 
-def date(value: datetime) -> str:
-    """March 14, 2026 (the emails are in English; strftime's %B would follow the process locale)."""
-    return f"{_MONTHS[value.month - 1]} {value.day}, {value.year}"
+def _strong(value: object) -> Markup:
+    return Markup("<strong>%s</strong>") % value
+
+
+def _mailto(address: str) -> Markup:
+    return Markup('<a href="mailto:%s">%s</a>') % (address, address)
+
+
+def _link(url: str) -> Markup:
+    return Markup('<a href="%s">%s</a>') % (url, url)
+
+
+def _same(value: object) -> object:
+    return value
+
+
+@dataclass(frozen=True)
+class _Environments:
+    html: Environment
+    plain: Environment
+    subjects: dict[EmailKind, Template]
 
 
 class Renderer:
-    def __init__(self, templates: Path = TEMPLATES) -> None:
-        html = Environment(
-            loader=FileSystemLoader(templates),
-            autoescape=select_autoescape(["html"]),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,  # templates ship with the code: no stat() of every file per email
-        )
-        # Plain text and subjects are not HTML: no escaping, still strict about undefined names.
-        plain = Environment(loader=FileSystemLoader(templates), autoescape=False, undefined=StrictUndefined,
-                            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                            auto_reload=False)
-        for env in (html, plain):
-            env.filters["money"] = money
-            env.filters["date"] = date
-            env.globals["platform"] = PLATFORM
-        self._html = html
-        self._plain = plain
-        self._subjects = {kind: plain.from_string(source) for kind, source in SUBJECTS.items()}
+    """Renders every kind in every locale: the text in the locale's language where a catalog has it (else
+    English), money and dates in the locale's way."""
+
+    def __init__(self, templates: Path = TEMPLATES, catalogs: Catalogs | None = None) -> None:
+        self._templates = templates
+        self._catalogs = catalogs or Catalogs.load()
+        self._environments: dict[str, _Environments] = {}
         # Styles go inline for clients that strip <style>; the block stays for the responsive @media rule.
         self._inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
 
+    def _for(self, locale: str) -> _Environments:
+        made = self._environments.get(locale)
+        if made is not None:
+            return made
+        common = dict(loader=FileSystemLoader(self._templates), undefined=StrictUndefined, trim_blocks=True,
+                      lstrip_blocks=True, auto_reload=False,  # templates ship with the code: no stat() per email
+                      extensions=["jinja2.ext.i18n"])
+        html = Environment(autoescape=select_autoescape(["html"]), **common)
+        # Plain text and subjects are not HTML: no escaping, still strict about undefined names.
+        plain = Environment(autoescape=False, keep_trailing_newline=True, **common)
+        translations = self._catalogs.translations(locale)
+        for env, marked in ((html, True), (plain, False)):
+            env.install_gettext_translations(translations, newstyle=True)
+            env.filters["money"] = lambda value, _l=locale: money(value, _l)
+            env.filters["date"] = lambda value, _l=locale: date(value, _l)
+            env.filters["strong"] = _strong if marked else _same
+            env.filters["mailto"] = _mailto if marked else _same
+            env.filters["link"] = _link if marked else _same
+            # Text a sender wrote in English (billing's words for a provider's step), in the catalog's
+            # language where it has it: plain text, escaped like any value.
+            env.filters["translated"] = translations.gettext
+            env.globals["platform"] = PLATFORM
+            env.globals["lang"] = locale.replace("_", "-")
+        made = _Environments(html, plain, {kind: plain.from_string(source) for kind, source in SUBJECTS.items()})
+        self._environments[locale] = made
+        return made
+
     def render(self, request: EmailRequest) -> RenderedEmail:
+        envs = self._for(self._catalogs.locale_for(request.locale))
         context = {
             **request.content.values(),
             "kind": request.kind.value,
@@ -101,7 +150,7 @@ class Renderer:
             "support_url": request.branding.support_url,
             "reply_to": request.branding.reply_to,
         }
-        html = self._html.get_template(f"{request.kind.value}.html").render(context)
-        text = self._plain.get_template(f"{request.kind.value}.txt").render(context)
-        subject = self._subjects[request.kind].render(context)
+        html = envs.html.get_template(f"{request.kind.value}.html").render(context)
+        text = envs.plain.get_template(f"{request.kind.value}.txt").render(context)
+        subject = envs.subjects[request.kind].render(context)
         return RenderedEmail(subject=subject, html=self._inliner.inline(html), text=text)
