@@ -67,7 +67,7 @@ async def test_a_trial_about_to_end_mails_the_customer_when_and_what_it_will_cos
 
     await wait_for(sent, what="the trial's notice to be mailed")
     [notice_mail] = [m for m in mail_sink.messages if "trial" in m["Subject"]]
-    assert notice_mail["Subject"] == f"Your pro_monthly trial ends on {ends:%B} {ends.day}, {ends.year}"
+    assert notice_mail["Subject"] == f"Your Pro monthly trial ends on {ends:%B} {ends.day}, {ends.year}"
     assert "continues at $49.99 each billing period" in notice_mail.get_body(("plain",)).get_content()
 
 
@@ -398,3 +398,23 @@ async def test_a_tenant_in_india_mails_its_customers_in_hindi_with_rupees_in_lak
     assert "राशि: ₹2,49,900.00" in plain and "श्री पैकेजिंग टीम" in plain
     assert "आप इस ईमेल का उत्तर दे सकते हैं।" in plain
     assert '<html lang="hi-IN">' in message.get_body(("html",)).get_content()
+
+
+async def test_a_subscription_email_names_the_plan_as_the_catalog_has_it(stack, db, mail_sink):
+    code, out = await run_module("billing.cli", "set-plan", "stripe", "price_pro_monthly", "--name", "Cartons Pro",
+                                 "--interval", "month", env=operator_env(stack))
+    assert code == 0, out
+    s = StripeScenario(tenant_id="acme", email="buyer@example.com")
+    s.checkout_mode = "subscription"
+    deliveries = [sign("stripe", s.event(t), STRIPE_SECRET)
+                  for t in ("checkout.session.completed", "customer.subscription.created")]
+    assert {r.status for r in await deliver(stack.gateway_url, deliveries)} == {200}
+
+    async def sent():
+        return await db.fetchval("SELECT count(*) FROM notifier.email_logs WHERE sent "
+                                 "AND email_type = 'subscription_activated'") == 1
+
+    await wait_for(sent, what="the activation to be mailed")
+    [message] = [m for m in mail_sink.messages if "subscription" in m["Subject"]]
+    assert message["Subject"] == "Your Cartons Pro subscription is active"
+    assert "Plan: Cartons Pro" in message.get_body(("plain",)).get_content()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from billing.adapters.email_messages import branded
+from billing.adapters.email_messages import as_sent
 from billing.adapters.outbox import PostgresOutbox
 from billing.adapters.postgres import create_pool
 from billing.adapters.reader import PostgresBillingReader
@@ -129,7 +129,7 @@ async def test_the_outbox_hands_emails_over_with_the_tenants_profile_and_keeps_t
             pass
     finally:
         await pool.close()
-    sent = {(i.tenant_id, i.kind): branded(i.content, i.profile) for i in notifier.sent}
+    sent = {(i.tenant_id, i.kind): as_sent(i.content, i.profile) for i in notifier.sent}
     receipt = sent[("acme", "payment_received")]
     assert receipt.tenant_name == "Shree Packaging"
     assert (receipt.branding.reply_to, receipt.branding.brand_color, receipt.branding.logo_url) == (

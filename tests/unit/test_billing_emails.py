@@ -315,12 +315,14 @@ async def test_the_activation_email_goes_out_whether_the_subscription_or_its_che
     outbox = await outbox_after(events[::-1] if reverse else events)
     assert kinds(outbox) == Counter({"subscription_activated": 1})
     [activated] = outbox.values()
-    assert (activated.to_email, activated.content.plan) == ("buyer@example.com", "pro_monthly")
+    assert (activated.to_email, activated.content.plan) == ("buyer@example.com", "Pro monthly")
 
 
+# A lookup key is a key for the merchant's code (pro_monthly), as much an id as the price's own.
 @pytest.mark.parametrize(("lookup_key", "nickname", "named"), [
-    ("pro_monthly", "Pro monthly", "pro_monthly"), (None, "Pro monthly", "Pro monthly"), (None, None, None)])
-async def test_subscription_emails_name_the_plan_by_the_merchants_name_for_it_never_by_a_price_id(
+    ("pro_monthly", "Pro monthly", "Pro monthly"), (None, "Pro monthly", "Pro monthly"),
+    ("pro_monthly", None, None), (None, None, None)])
+async def test_subscription_emails_name_the_plan_by_the_merchants_name_for_it_never_by_an_id_or_key(
         lookup_key, nickname, named):
     s = StripeScenario()
     events = [s.event("checkout.session.completed"), s.event("customer.subscription.created"),
@@ -331,6 +333,8 @@ async def test_subscription_emails_name_the_plan_by_the_merchants_name_for_it_ne
     outbox = await outbox_after([incoming("stripe", e) for e in events])
     assert kinds(outbox) == Counter({"subscription_activated": 1, "subscription_cancelled": 1})
     assert [i.content.plan for i in outbox.values()] == [named, named]
+    # Each names its plan for the catalog, whose name takes the place of this one when it is handed over.
+    assert {i.plan_ref for i in outbox.values()} == {"stripe:price_1PwdFrHrIm3tRwvjHgQieMjV"}
 
 
 async def test_a_razorpay_subscriptions_emails_name_no_plan_for_razorpay_knows_it_by_id_only():
@@ -625,7 +629,7 @@ async def test_a_trial_ending_is_told_once_while_the_subscription_is_still_in_it
         await IngestEvents(store).execute([incoming("stripe", event)])
     [told] = [i for i in store.outbox.values() if i.kind == "subscription_trial_ending"]
     assert told.to_email == "buyer@example.com"
-    assert told.content == SubscriptionTrialEnding(plan="pro_monthly", trial_end=datetime.fromtimestamp(ends, UTC),
+    assert told.content == SubscriptionTrialEnding(plan="Pro monthly", trial_end=datetime.fromtimestamp(ends, UTC),
                                                    price=Money(4999, "USD"))
 
 

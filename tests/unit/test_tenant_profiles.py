@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing.adapters.email_messages import branded
+from billing.adapters.email_messages import as_sent
 from billing.domain.tenant_profiles import TenantProfile, checked
 from boxcost.notifier.v1 import notifier_pb2 as pb
 
@@ -24,18 +24,18 @@ def test_a_profile_is_stored_in_one_spelling():
 
 
 def test_the_portal_stands_in_only_where_the_provider_gave_no_link_and_the_customer_is_known():
-    assert branded(_failed(), PROFILE).payment_failed.retry_url == "https://shree.in/pay?c=u7"
+    assert as_sent(_failed(), PROFILE).payment_failed.retry_url == "https://shree.in/pay?c=u7"
     stripe_page = "https://invoice.stripe.com/i/acct_1/test_1"
-    assert branded(_failed(stripe_page), PROFILE).payment_failed.retry_url == stripe_page
-    assert branded(_failed(user_id=""), PROFILE).payment_failed.retry_url == ""
+    assert as_sent(_failed(stripe_page), PROFILE).payment_failed.retry_url == stripe_page
+    assert as_sent(_failed(user_id=""), PROFILE).payment_failed.retry_url == ""
     cancelled = pb.EmailContent(tenant_id="shree", user_id="u7", subscription_cancelled=pb.SubscriptionCancelled())
-    assert branded(cancelled, PROFILE).subscription_cancelled.reactivation_url == "https://shree.in/pay?c=u7"
+    assert as_sent(cancelled, PROFILE).subscription_cancelled.reactivation_url == "https://shree.in/pay?c=u7"
 
 
 def test_the_email_takes_the_tenants_name_and_look_and_the_stored_one_is_left_as_it_was():
     stored = _failed()
-    sent = branded(stored, PROFILE)
+    sent = as_sent(stored, PROFILE)
     assert sent.tenant_name == "Shree Packaging" and sent.branding.reply_to == "Accounts@ShreePackaging.in"
     assert sent.branding.brand_color == "#0f766e" and sent.locale == "hi-IN"
     assert stored.tenant_name == "BoxCostPro" and not stored.HasField("branding")
-    assert branded(stored, None) is stored
+    assert as_sent(stored, None) is stored

@@ -33,6 +33,8 @@ from billing.config import Settings
 from billing.domain.dispatch import DispatchEmails
 from billing.domain.ingest import IngestEvents
 from billing.domain.internal_api import InternalApi
+from billing.domain.model import Provider
+from billing.domain.plans import PlanCatalog
 from billing.domain.recovery import EventFeed, InvalidRange, RecoverEvents
 
 log = logging.getLogger("billing")
@@ -43,16 +45,18 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 async def serve(settings: Settings, authz: Policy | None) -> None:
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
     notifier_channel = settings.grpc_tls.channel(settings.notifier_addr)
+    plan_sources = _plan_sources(settings)
     try:
         await partitions.prepare(pool, retention.TABLES, settings.retention, datetime.now(UTC))
         reader = PostgresBillingReader(pool)
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
-                                  clock=lambda: datetime.now(UTC), profiles=reader)
+                                  clock=lambda: datetime.now(UTC), profiles=reader,
+                                  plans=PlanCatalog(reader, plan_sources))
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server(authz)
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake,
                               on_applied=record_ingest, stripe_scope=settings.stripe_scope)
-        api = InternalApi.wired(reader, ingest, on_emails_queued=outbox_worker.wake)
+        api = InternalApi.wired(reader, ingest, on_emails_queued=outbox_worker.wake, plan_sources=plan_sources)
         retry_worker = PollingWorker(api.events.retry_due, api.events.next_retry_in, name="event-retries")
         billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)
         health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)
@@ -72,7 +76,25 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
                                     on_draining=stop_workers, health_port=settings.health_port)
     finally:
         await notifier_channel.close()
+        for source in plan_sources.values():
+            await source.close()
         await pool.close()
+
+
+def _plan_sources(settings: Settings) -> dict:
+    """The providers whose API billing may ask for a plan's name: those it has a key for. The SDKs are
+    imported only then: they take time and memory to import."""
+    sources: dict = {}
+    if settings.stripe_api_key is None and not settings.razorpay_key_id:
+        return sources
+    from billing.adapters.plan_sources import RazorpayPlans, StripePlans
+
+    if settings.stripe_api_key is not None:
+        sources[Provider.STRIPE] = StripePlans(settings.stripe_api_key.value, api_base=settings.stripe_api_base)
+    if settings.razorpay_key_id and settings.razorpay_key_secret is not None:
+        sources[Provider.RAZORPAY] = RazorpayPlans(settings.razorpay_key_id, settings.razorpay_key_secret.value,
+                                                   api_base=settings.razorpay_api_base)
+    return sources
 
 
 async def keep_for_retention(settings: Settings) -> None:

@@ -22,6 +22,9 @@ without them, plaintext (make run).
   python -m billing.cli set-tenant-profile TENANT_ID --name NAME [--reply-to A] [--support-email A]
       [--support-url URL] [--brand-color #RRGGBB] [--logo-url URL] [--locale en-IN] [--time-zone Asia/Kolkata]
       [--portal-url URL] [--disable KIND ...]       # replaces the whole profile: unnamed fields are emptied
+  python -m billing.cli plans [--provider stripe|razorpay]   # the plan catalog
+  python -m billing.cli set-plan stripe price_123 --name "Pro" [--interval month] [--amount 249900 --currency INR]
+                                                    # the name subscription emails give the plan
 """
 
 from __future__ import annotations
@@ -184,6 +187,15 @@ async def run(args: argparse.Namespace, tls: GrpcTls) -> int:
                 tenant_id=args.tenant_id, id=args.transaction_id), timeout=timeout))
         elif args.command == "erase-customer":
             await _erase(stub, args, tls)
+        elif args.command == "plans":
+            _print(await stub.ListPlans(billing_pb2.ListPlansRequest(provider=PROVIDERS[args.provider], limit=1000),
+                                        timeout=timeout))
+        elif args.command == "set-plan":
+            amount = (billing_pb2.Money(amount_minor=args.amount, currency=args.currency or "")
+                      if args.amount is not None else None)
+            _print(await stub.SetPlan(billing_pb2.SetPlanRequest(plan=billing_pb2.Plan(
+                provider=PROVIDERS[args.provider_name], plan_id=args.plan_id, name=args.name,
+                interval=args.interval, interval_count=args.interval_count, amount=amount)), timeout=timeout))
         elif args.command == "tenant-profile":
             _print(await stub.GetTenantProfile(billing_pb2.GetTenantProfileRequest(tenant_id=args.tenant_id),
                                                timeout=timeout))
@@ -262,6 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("erase-customer", help="erase a customer's personal data from billing and the email log")
     p.add_argument("--email", required=True)
     p.add_argument("--reason", required=True, help="why (a request or ticket reference): kept with the erasure")
+    p = sub.add_parser("plans", help="the plan catalog: the names subscription emails give plans")
+    p.add_argument("--provider", choices=["stripe", "razorpay"])
+    p = sub.add_parser("set-plan", help="the name customers know a provider's plan by")
+    p.add_argument("provider_name", choices=["stripe", "razorpay"])
+    p.add_argument("plan_id", help="a Stripe price id, a Razorpay plan id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--interval", default="", choices=["", "day", "week", "month", "year"])
+    p.add_argument("--interval-count", type=int, default=0)
+    p.add_argument("--amount", type=int, help="minor units each interval (paise, cents)")
+    p.add_argument("--currency")
     p = sub.add_parser("tenant-profile", help="a tenant's profile: how its emails name and brand it")
     p.add_argument("tenant_id")
     p = sub.add_parser("set-tenant-profile", help="set a tenant's profile whole (unnamed fields are emptied)")

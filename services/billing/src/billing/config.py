@@ -36,10 +36,10 @@ class Settings:
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
-    stripe_api_key: Secret | None  # for recovering events from Stripe's list; serving does not use it
+    stripe_api_key: Secret | None  # recovering events from Stripe's list; serving reads plans' names with it
     stripe_api_base: str
     stripe_scope: StripeScope
-    razorpay_key_id: str | None = None  # for recovering Razorpay's entities; serving does not use them
+    razorpay_key_id: str | None = None  # recovering Razorpay's entities; serving reads plans' names with it
     razorpay_key_secret: Secret | None = None
     razorpay_api_base: str = "https://api.razorpay.com"
     metrics_pushgateway: str | None = None  # where recovery runs push what they did (host:port or URL)

@@ -113,23 +113,29 @@ def from_stored(kind: str, content: bytes | None, request: dict[str, Any] | None
 # Links the tenant's billing portal stands in for when the provider gave none: where to pay again, where
 # to take a cancelled subscription up again.
 _PORTAL_LINKS = {"payment_failed": "retry_url", "subscription_cancelled": "reactivation_url"}
+_NAMES_A_PLAN = ("subscription_activated", "subscription_cancelled", "subscription_trial_ending")
 
 
-def branded(content: pb.EmailContent, profile: TenantProfile | None) -> pb.EmailContent:
-    """The email as its tenant's profile has it sent: the tenant's name, look, contacts and locale, and its
-    billing portal where the email has no link of its own. Without a profile, as it is."""
-    if profile is None:
+def as_sent(content: pb.EmailContent, profile: TenantProfile | None, plan_name: str = "") -> pb.EmailContent:
+    """The email as it goes to the notifier: with the catalog's name of its plan, and as its tenant's
+    profile has it (the tenant's name, look, contacts and locale, and its billing portal where the email
+    has no link of its own). With neither, as it is."""
+    kind = content.WhichOneof("kind") or ""
+    if profile is None and not (plan_name and kind in _NAMES_A_PLAN):
         return content
     sent = pb.EmailContent()
     sent.CopyFrom(content)
+    if plan_name and kind in _NAMES_A_PLAN:
+        getattr(sent, kind).plan = plan_name
+    if profile is None:
+        return sent
     sent.tenant_name = profile.display_name
     if not sent.locale:  # the customer's own language, where a provider told it, comes first
         sent.locale = profile.locale
     sent.branding.CopyFrom(pb.Branding(
         reply_to=profile.reply_to, support_email=profile.support_email, support_url=profile.support_url,
         brand_color=profile.brand_color, logo_url=profile.logo_url))
-    kind = sent.WhichOneof("kind")
-    link = _PORTAL_LINKS.get(kind or "")
+    link = _PORTAL_LINKS.get(kind)
     if link and not getattr(getattr(sent, kind), link):
         setattr(getattr(sent, kind), link, profile.portal_url(sent.user_id))
     return sent

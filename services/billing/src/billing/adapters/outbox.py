@@ -12,7 +12,7 @@ import grpc
 import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
-from billing.adapters.email_messages import branded, from_stored
+from billing.adapters.email_messages import as_sent, from_stored
 from billing.domain.dispatch import NotifierUnavailable, DispatchResult, OutboxItem
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class PostgresOutbox:
             WHERE (id, created_at) IN (SELECT id, created_at FROM billing.email_outbox
                          WHERE status = 'pending' AND next_attempt_at <= now()
                          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-            RETURNING id, created_at, idempotency_key, kind, content, request, attempts, request_id
+            RETURNING id, created_at, idempotency_key, kind, content, request, attempts, request_id, plan_ref
             """,
             limit, lease,
         )
@@ -48,7 +48,8 @@ class PostgresOutbox:
         for r in rows:
             content = from_stored(r["kind"], r["content"], r["request"] and orjson.loads(r["request"]))
             items.append(OutboxItem(_item_id(r["id"], r["created_at"]), r["idempotency_key"], r["kind"], content,
-                                    r["attempts"], r["request_id"] or "", tenant_id=content.tenant_id))
+                                    r["attempts"], r["request_id"] or "", tenant_id=content.tenant_id,
+                                    plan_ref=r["plan_ref"] or ""))
         return items
 
     async def record_outcomes(self, outcomes: list[DispatchResult]) -> None:
@@ -88,7 +89,8 @@ class GrpcNotifier:
     async def send_emails(self, items: Sequence[OutboxItem]) -> list[str | None]:
         request = notifier_pb2.SendEmailsRequest(
             emails=[notifier_pb2.SendEmailRequest(idempotency_key=i.idempotency_key, request_id=i.request_id,
-                                                  content=branded(i.content, i.profile)) for i in items])
+                                                  content=as_sent(i.content, i.profile, i.plan_name))
+                    for i in items])
         try:
             reply = await self._stub.SendEmails(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:

@@ -17,9 +17,11 @@ from billing.adapters.rows import subscription_from_row, transaction_from_row
 from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
 from billing.domain.errors import InvalidRequest
 from billing.domain.events import IngestResult
+from billing.adapters import plan_catalog
 from billing.adapters import tenant_profiles
 from billing.adapters.erasure import erase_customer
 from billing.domain.erasure import Erasure
+from billing.domain.plans import Plan
 from billing.domain.tenant_profiles import TenantProfile
 from billing.domain.api_types import (
     EventSelection,
@@ -278,6 +280,15 @@ class PostgresBillingReader:
 
     async def profiles(self, tenant_ids: list[str]) -> dict[str, TenantProfile]:
         return await tenant_profiles.profiles(self._pool, tenant_ids)
+
+    async def plans(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Plan]:
+        return await plan_catalog.plans(self._pool, keys)
+
+    async def save_plan(self, plan: Plan, *, keep_operators: bool) -> Plan:
+        return await plan_catalog.save_plan(self._pool, plan, keep_operators=keep_operators)
+
+    async def list_plans(self, provider: Provider | None, limit: int) -> list[Plan]:
+        return await plan_catalog.list_plans(self._pool, provider, limit)
 
     async def next_retry_in(self) -> float | None:
         # NULL when nothing waits (the worker then idles); never negative when something is overdue.

@@ -17,6 +17,7 @@ from billing.domain.events import IncomingEvent, IngestResult, Outcome, Transien
 from billing.domain.model import Provider, Subscription, Transaction
 from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
 from billing.domain.internal_api import InternalApi
+from billing.domain.plans import Plan
 from billing.domain.tenant_profiles import TenantProfile
 from billing.domain.api_types import (
     EventFilter,
@@ -197,6 +198,23 @@ def _profile_pb(p: TenantProfile) -> billing_pb2.TenantProfile:
                                      updated_by=p.updated_by)
 
 
+def _plan(p: billing_pb2.Plan) -> Plan:
+    provider = _PROVIDERS.get(p.provider)
+    if provider is None:
+        raise InvalidRequest("plan.provider", "must be STRIPE or RAZORPAY")
+    has_amount = p.HasField("amount")
+    return Plan(provider, p.plan_id, p.name, p.interval, p.interval_count or None,
+                p.amount.amount_minor if has_amount else None, p.amount.currency.upper() if has_amount else None)
+
+
+def _plan_pb(p: Plan) -> billing_pb2.Plan:
+    return billing_pb2.Plan(
+        provider=_PROVIDER_TO_PB[p.provider], plan_id=p.plan_id, name=p.name, interval=p.interval,
+        interval_count=p.interval_count or 0, source=p.source, updated_at=to_timestamp(p.updated_at),
+        updated_by=p.updated_by, amount=billing_pb2.Money(amount_minor=p.amount, currency=p.currency or "")
+        if p.amount is not None else None)
+
+
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, ingest_events: ingest.IngestEvents, api: InternalApi) -> None:
         self._ingest = ingest_events
@@ -206,6 +224,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self._attribution = api.attribution
         self._erasure = api.erasure
         self._profiles = api.profiles
+        self._plans = api.plans
 
     @errors
     async def IngestEvents(self, request: billing_pb2.IngestEventsRequest,
@@ -350,3 +369,15 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def GetTenantProfile(self, request: billing_pb2.GetTenantProfileRequest,
                                context: grpc.aio.ServicerContext) -> billing_pb2.GetTenantProfileResponse:
         return billing_pb2.GetTenantProfileResponse(profile=_profile_pb(await self._profiles.get(request.tenant_id)))
+
+    @errors
+    async def SetPlan(self, request: billing_pb2.SetPlanRequest,
+                      context: grpc.aio.ServicerContext) -> billing_pb2.SetPlanResponse:
+        return billing_pb2.SetPlanResponse(plan=_plan_pb(await self._plans.set(_plan(request.plan),
+                                                                                caller_name(context))))
+
+    @errors
+    async def ListPlans(self, request: billing_pb2.ListPlansRequest,
+                        context: grpc.aio.ServicerContext) -> billing_pb2.ListPlansResponse:
+        plans = await self._plans.list(_provider_filter(request.provider), request.limit)
+        return billing_pb2.ListPlansResponse(plans=[_plan_pb(p) for p in plans])

@@ -35,11 +35,18 @@ class OutboxItem:
     request_id: str = ""
     tenant_id: str = ""
     profile: TenantProfile | None = None  # the tenant's, when it has one: sent with it
+    plan_ref: str = ""  # the subscription's plan, for an email about one
+    plan_name: str = ""  # the catalog's name of it: the email names the plan so
 
 
 class Profiles(Protocol):
     async def profiles(self, tenant_ids: list[str]) -> dict[str, TenantProfile]:
         """The profiles of those tenants that have one."""
+
+
+class PlanNames(Protocol):
+    async def names(self, refs: list[str]) -> dict[str, str]:
+        """The names the plan catalog knows the plans by."""
 
 
 class NotifierUnavailable(Exception):
@@ -72,9 +79,11 @@ class DispatchResult:
 
 class DispatchEmails:
     def __init__(self, outbox: Outbox, notifier: Notifier, *, clock: Callable[[], datetime],
-                 profiles: Profiles | None = None, max_delay: float = 60.0, rng: random.Random | None = None) -> None:
+                 profiles: Profiles | None = None, plans: PlanNames | None = None, max_delay: float = 60.0,
+                 rng: random.Random | None = None) -> None:
         self._outbox = outbox
         self._profiles = profiles
+        self._plans = plans
         self._pause = 0.0
         self._paused_until: datetime | None = None
         self._notifier = notifier
@@ -90,6 +99,7 @@ class DispatchEmails:
         if not items:
             return 0
         items, skipped = await self._with_profiles(items)
+        items = await self._with_plan_names(items)
         if not items:
             await self._outbox.record_outcomes(skipped)
             return len(skipped)
@@ -116,6 +126,13 @@ class DispatchEmails:
             outcomes.append(DispatchResult(item.id, "dead", refusal))
         await self._outbox.record_outcomes(outcomes)
         return len(outcomes)
+
+    async def _with_plan_names(self, items: list[OutboxItem]) -> list[OutboxItem]:
+        refs = [i.plan_ref for i in items if i.plan_ref]
+        if self._plans is None or not refs:
+            return items
+        names = await self._plans.names(refs)
+        return [replace(i, plan_name=names[i.plan_ref]) if i.plan_ref in names else i for i in items]
 
     async def _with_profiles(self, items: list[OutboxItem]) -> tuple[list[OutboxItem], list[DispatchResult]]:
         """The items to send, each with its tenant's profile, and those of a kind their tenant turned off."""

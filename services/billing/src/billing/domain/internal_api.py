@@ -14,11 +14,13 @@ from billing.domain.erasure import EraseCustomer, ErasurePort
 from billing.domain.ingest import IngestEvents
 from billing.domain.records import TenantRecords
 from billing.domain.replay import EventOperations
+from billing.domain.model import Provider
+from billing.domain.plans import PlanCatalog, PlanSource, PlanStore
 from billing.domain.tenant_profiles import TenantProfilePort, TenantProfiles
 
 
 class BillingStore(RecordsPort, EventsPort, RefusedEmailsPort, AttributionPort, ErasurePort, TenantProfilePort,
-                   Protocol):
+                   PlanStore, Protocol):
     """Every port of the internal API."""
 
 
@@ -30,9 +32,12 @@ class InternalApi:
     attribution: Attribution
     erasure: EraseCustomer
     profiles: TenantProfiles
+    plans: PlanCatalog
 
     @classmethod
     def wired(cls, store: BillingStore, ingest: IngestEvents, on_emails_queued: Callable[[], None] = lambda: None,
-              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> InternalApi:
+              clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+              plan_sources: dict[Provider, PlanSource] | None = None) -> InternalApi:
         return cls(TenantRecords(store), EventOperations(store, ingest), RefusedEmails(store, on_emails_queued),
-                   Attribution(store, ingest, clock), EraseCustomer(store), TenantProfiles(store))
+                   Attribution(store, ingest, clock), EraseCustomer(store), TenantProfiles(store),
+                   PlanCatalog(store, plan_sources))

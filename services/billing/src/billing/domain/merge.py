@@ -365,6 +365,8 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
         customer_email=_first(row.customer_email, fact.customer_email),
         customer_name=_first(row.customer_name, fact.customer_name),
         plan=_first(row.plan, fact.plan),
+        plan_id=_first(row.plan_id, fact.plan_id),
+        plan_nickname=_first(row.plan_nickname, fact.plan_nickname),
         trial_ends=_latest(row.trial_ends, fact.trial_ends),  # a trial is extended, never shortened
     )
     if fact.status is None:
@@ -386,6 +388,8 @@ def merge_subscription(row: Subscription | None, fact: SubscriptionFact) -> Subs
             status_at=fact.at,
             provider_status=fact.provider_status,
             plan=plan,
+            plan_id=fact.plan_id or merged.plan_id,
+            plan_nickname=fact.plan_nickname if fact.plan_id else merged.plan_nickname,
             current_period_start=fact.current_period_start,
             current_period_end=fact.current_period_end,
             cancelled_at=fact.cancelled_at,

@@ -164,6 +164,8 @@ class SubscriptionFact:
     provider_status: str | None = None
     owner: Owner | None = None
     plan: str | None = None
+    plan_id: str | None = None  # the provider's id of the plan (a Stripe price, a Razorpay plan)
+    plan_nickname: str | None = None  # the merchant's name for it in the provider, where the event gives one
     current_period_start: datetime | None = None
     current_period_end: datetime | None = None
     cancelled_at: datetime | None = None
@@ -287,6 +289,8 @@ class Subscription:
     price_currency: str | None = None
     # When the trial ends, once a provider has sent its notice: the notice goes out when the address is known.
     trial_ends: datetime | None = None
+    plan_id: str | None = None
+    plan_nickname: str | None = None
 
     @property
     def provider_id(self) -> str:

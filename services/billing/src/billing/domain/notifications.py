@@ -64,6 +64,7 @@ class EmailIntent:
     tenant_name: str = DEFAULT_TENANT_NAME
     request_id: str = ""
     hold: timedelta = timedelta(0)
+    plan_ref: str = ""  # the subscription's plan in the catalog, whose name the email takes when handed over
 
     @property
     def kind(self) -> str:
@@ -116,7 +117,8 @@ def _intent(row: Transaction | Subscription, key: str, content: EmailContent, re
     if not row.customer_email or not row.tenant_id:
         return None  # no one to write to, or no tenant to write as
     return EmailIntent(key, row.tenant_id, row.user_id or "", row.customer_email, row.customer_name or "",
-                       content, request_id=request_id)
+                       content, request_id=request_id,
+                       plan_ref=plan_ref(row) if isinstance(row, Subscription) else "")
 
 
 _Row = Transaction | Subscription
@@ -341,12 +343,21 @@ _PROVIDER_PLAN_ID = re.compile(r"(?:price|plan)_[A-Za-z0-9]{14,}")
 
 
 def _plan_name(row: Subscription) -> str | None:
-    """The plan as the customer knows it, or None. A Razorpay subscription knows its plan by id only
-    (plan_id: its events carry no name), so its emails name no plan."""
+    """The plan as the event named it to customers, or None: a Stripe price's nickname (its lookup key is
+    a key for code, such as pro_monthly); a Razorpay subscription's events carry no name. The plan
+    catalog's name, where it has one, takes its place when the email is handed over."""
+    if row.plan_id is not None:
+        return row.plan_nickname
+    # A row from before plan ids were kept: its plan, unless that is the provider's id.
     plan = row.plan
     if plan is None or row.provider is Provider.RAZORPAY or _PROVIDER_PLAN_ID.fullmatch(plan):
         return None
     return plan
+
+
+def plan_ref(row: Subscription) -> str:
+    """The catalog's key of the row's plan ("stripe:price_…"); empty when the provider named none."""
+    return f"{row.provider.value}:{row.plan_id}" if row.plan_id else ""
 
 
 def _live(row: Subscription) -> bool:

@@ -202,6 +202,7 @@ def _subscription_event(event_type: str, payload: dict[str, Any], at: datetime) 
             provider_status=raw_status,
             owner=owner,
             plan=f.text(sub, "plan_id"),
+            plan_id=f.text(sub, "plan_id"),
             current_period_start=f.timestamp(sub, "current_start"),
             current_period_end=f.timestamp(sub, "current_end"),
             cancelled_at=ended,

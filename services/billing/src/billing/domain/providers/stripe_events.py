@@ -354,6 +354,8 @@ def _subscription(event_type: str, sub: dict[str, Any], at: datetime) -> Facts:
             provider_status=raw_status,
             owner=f.owner(sub.get("metadata")),
             plan=f.text(price, "lookup_key") or f.text(price, "nickname") or f.text(price, "id"),
+            plan_id=f.text(price, "id"),
+            plan_nickname=f.text(price, "nickname"),
             current_period_start=f.timestamp(sub, "current_period_start")
             or f.timestamp(item, "current_period_start"),
             current_period_end=period_end,
