@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from babel.messages.pofile import read_po
@@ -79,3 +80,13 @@ def test_words_a_sender_wrote_are_translated_where_known_and_escaped_always():
 def test_the_digest_of_a_request_in_a_locale_differs_from_the_english_one():
     english = sample(EmailKind.PAYMENT_RECEIVED)
     assert replace(english, locale="hi-IN").fingerprint() != english.fingerprint()
+
+
+def test_a_date_is_the_day_it_is_where_the_customer_is():
+    late = sample(EmailKind.PAYMENT_RECEIVED)
+    late = replace(late, content=replace(late.content, payment_date=datetime(2026, 3, 14, 22, 30, tzinfo=UTC)))
+    assert "Date: March 14, 2026" in renderer.render(validate(late)).text
+    assert "Date: March 15, 2026" in renderer.render(validate(replace(late, time_zone="Asia/Kolkata"))).text
+    with pytest.raises(InvalidEmailRequest) as refused:
+        validate(replace(late, time_zone="India/Pune"))
+    assert refused.value.field == "content.time_zone"

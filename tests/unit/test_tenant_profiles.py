@@ -7,6 +7,7 @@ from billing.domain.tenant_profiles import TenantProfile, checked
 from boxcost.notifier.v1 import notifier_pb2 as pb
 
 PROFILE = checked(TenantProfile(display_name=" Shree Packaging ", reply_to="Accounts@ShreePackaging.in", locale="hi-IN",
+                                time_zone="Asia/Kolkata",
                                 brand_color="#0F766E", portal_url_template="https://shree.in/pay?c={user_id}",
                                 disabled_emails=("payment_refunded", "payment_refunded")))
 
@@ -36,6 +37,6 @@ def test_the_email_takes_the_tenants_name_and_look_and_the_stored_one_is_left_as
     stored = _failed()
     sent = as_sent(stored, PROFILE)
     assert sent.tenant_name == "Shree Packaging" and sent.branding.reply_to == "Accounts@ShreePackaging.in"
-    assert sent.branding.brand_color == "#0f766e" and sent.locale == "hi-IN"
+    assert sent.branding.brand_color == "#0f766e" and (sent.locale, sent.time_zone) == ("hi-IN", "Asia/Kolkata")
     assert stored.tenant_name == "BoxCostPro" and not stored.HasField("branding")
     assert as_sent(stored, None) is stored

@@ -118,7 +118,7 @@ _NAMES_A_PLAN = ("subscription_activated", "subscription_cancelled", "subscripti
 
 def as_sent(content: pb.EmailContent, profile: TenantProfile | None, plan_name: str = "") -> pb.EmailContent:
     """The email as it goes to the notifier: with the catalog's name of its plan, and as its tenant's
-    profile has it (the tenant's name, look, contacts and locale, and its billing portal where the email
+    profile has it (the tenant's name, look, contacts, locale and time zone, and its billing portal where the email
     has no link of its own). With neither, as it is."""
     kind = content.WhichOneof("kind") or ""
     if profile is None and not (plan_name and kind in _NAMES_A_PLAN):
@@ -132,6 +132,7 @@ def as_sent(content: pb.EmailContent, profile: TenantProfile | None, plan_name: 
     sent.tenant_name = profile.display_name
     if not sent.locale:  # the customer's own language, where a provider told it, comes first
         sent.locale = profile.locale
+    sent.time_zone = profile.time_zone
     sent.branding.CopyFrom(pb.Branding(
         reply_to=profile.reply_to, support_email=profile.support_email, support_url=profile.support_url,
         brand_color=profile.brand_color, logo_url=profile.logo_url))

@@ -111,4 +111,4 @@ def decode_content(content: pb.EmailContent) -> EmailRequest:
                         content=_DECODERS[kind](getattr(content, kind)),
                         branding=Branding(reply_to=b.reply_to, support_email=b.support_email,
                                           support_url=b.support_url, brand_color=b.brand_color, logo_url=b.logo_url),
-                        locale=content.locale)
+                        locale=content.locale, time_zone=content.time_zone)

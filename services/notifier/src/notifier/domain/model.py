@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -77,6 +78,7 @@ class EmailRequest:
     user_id: str = ""
     branding: Branding = Branding()
     locale: str = ""  # BCP 47 (hi-IN); empty: English
+    time_zone: str = ""  # IANA (Asia/Kolkata): the day a date falls on for the customer; empty: UTC
 
     @property
     def kind(self) -> EmailKind:
@@ -98,6 +100,8 @@ class EmailRequest:
             body["branding"] = self.branding.values()
         if self.locale:
             body["locale"] = self.locale
+        if self.time_zone:
+            body["time_zone"] = self.time_zone
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -118,6 +122,12 @@ def validate(request: EmailRequest) -> EmailRequest:
             locales.parse(request.locale)
         except ValueError as exc:
             raise InvalidEmailRequest("content.locale", str(exc)) from None
+    check_line("content.time_zone", request.time_zone, 64, required=False)
+    if request.time_zone:
+        try:
+            ZoneInfo(request.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidEmailRequest("content.time_zone", "must be an IANA time zone such as Asia/Kolkata") from None
     request.content.check()
     return replace(request, to_email=address, branding=request.branding.check())
 

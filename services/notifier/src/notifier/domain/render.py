@@ -13,12 +13,14 @@ from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import css_inline
 import iso4217
 from babel.dates import format_date
 from babel.numbers import format_currency, get_currency_precision
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, pass_context, select_autoescape
+from jinja2.runtime import Context
 from markupsafe import Markup
 
 from notifier.domain.contents import EmailKind, Money
@@ -71,9 +73,17 @@ def money(value: Money, locale: str = DEFAULT_LOCALE) -> str:
     return format_currency(amount, value.currency, locale=locale, decimal_quantization=False)
 
 
-def date(value: datetime, locale: str = DEFAULT_LOCALE) -> str:
-    """March 14, 2026 in English, 14 March 2026 in en-IN, 14 मार्च 2026 in Hindi: CLDR's long form."""
+def date(value: datetime, locale: str = DEFAULT_LOCALE, time_zone: str = "") -> str:
+    """March 14, 2026 in English, 14 March 2026 in en-IN, 14 मार्च 2026 in Hindi (CLDR's long form): the
+    day it is in the time zone, UTC without one."""
+    if time_zone:
+        value = value.astimezone(ZoneInfo(time_zone))
     return format_date(value, format="long", locale=locale)
+
+
+@pass_context
+def _in_time_zone(context: Context, value: datetime) -> str:
+    return date(value, context["locale"], context["time_zone"])
 
 
 def _strong(value: object) -> Markup:
@@ -124,7 +134,7 @@ class Renderer:
         for env, marked in ((html, True), (plain, False)):
             env.install_gettext_translations(translations, newstyle=True)
             env.filters["money"] = lambda value, _l=locale: money(value, _l)
-            env.filters["date"] = lambda value, _l=locale: date(value, _l)
+            env.filters["date"] = _in_time_zone
             env.filters["strong"] = _strong if marked else _same
             env.filters["mailto"] = _mailto if marked else _same
             env.filters["link"] = _link if marked else _same
@@ -138,7 +148,8 @@ class Renderer:
         return made
 
     def render(self, request: EmailRequest) -> RenderedEmail:
-        envs = self._for(self._catalogs.locale_for(request.locale))
+        locale = self._catalogs.locale_for(request.locale)
+        envs = self._for(locale)
         context = {
             **request.content.values(),
             "kind": request.kind.value,
@@ -149,6 +160,8 @@ class Renderer:
             "support_email": request.branding.support_email,
             "support_url": request.branding.support_url,
             "reply_to": request.branding.reply_to,
+            "locale": locale,
+            "time_zone": request.time_zone,
         }
         html = envs.html.get_template(f"{request.kind.value}.html").render(context)
         text = envs.plain.get_template(f"{request.kind.value}.txt").render(context)
