@@ -663,3 +663,22 @@ async def test_a_trial_notice_that_comes_after_the_trial_converted_tells_nothing
               s.event("customer.subscription.updated")]  # the trial ended: active, and charged
     outbox = await outbox_after([incoming("stripe", e) for e in (events[0], events[2], events[1])])
     assert "subscription_trial_ending" not in kinds(outbox)
+
+
+@pytest.mark.parametrize(("metadata_locale", "asked"), [("hi-IN", "hi-IN"), ("en", "en"), ("klingon", ""),
+                                                        (None, ""), (7, "")])
+async def test_a_customers_language_from_the_platforms_metadata_goes_with_their_emails(metadata_locale, asked):
+    s = StripeScenario(tenant_id="t1")
+    paid = s.event("payment_intent.succeeded")
+    paid["data"]["object"]["metadata"]["locale"] = metadata_locale
+    outbox = await outbox_after([incoming("stripe", paid)])
+    [receipt] = outbox.values()
+    assert receipt.locale == asked  # a tag that is no locale is left out, and the event is applied all the same
+
+
+async def test_a_checkouts_language_goes_with_the_subscriptions_emails():
+    s = StripeScenario(tenant_id="t1", checkout_mode="subscription")
+    checkout = s.event("checkout.session.completed")
+    checkout["data"]["object"]["locale"] = "hi"
+    outbox = await outbox_after([incoming("stripe", e) for e in (checkout, s.event("customer.subscription.created"))])
+    assert [(i.kind, i.locale) for i in outbox.values()] == [("subscription_activated", "hi")]

@@ -83,7 +83,7 @@ def _(content: c.SubscriptionTrialEnding) -> pb.SubscriptionTrialEnding:
 
 def email_content(intent: EmailIntent) -> pb.EmailContent:
     return pb.EmailContent(
-        tenant_id=intent.tenant_id, user_id=intent.user_id, tenant_name=intent.tenant_name,
+        tenant_id=intent.tenant_id, user_id=intent.user_id, tenant_name=intent.tenant_name, locale=intent.locale,
         to=pb.Recipient(email=intent.to_email, name=intent.to_name), **{intent.kind: _message(intent.content)})
 
 

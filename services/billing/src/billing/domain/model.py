@@ -79,6 +79,7 @@ class Owner:
 
     tenant_id: str
     user_id: str | None = None
+    locale: str | None = None  # the customer's language, where the platform or the provider says it (hi-IN)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class Transaction:
     action_url: str | None = None
     action_instructions: str | None = None
     action_requested_at: datetime | None = None
+    customer_locale: str | None = None  # the customer's language (Owner.locale): their emails are in it
     customer_email_rank: int = 0  # the CONTACT_* rank of the source each came from
     customer_name_rank: int = 0
     # What the platform asked for, on a row it created before the payment (CreatePendingTransaction);
@@ -291,6 +293,7 @@ class Subscription:
     trial_ends: datetime | None = None
     plan_id: str | None = None
     plan_nickname: str | None = None
+    customer_locale: str | None = None
 
     @property
     def provider_id(self) -> str:

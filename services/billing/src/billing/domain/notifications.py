@@ -65,6 +65,7 @@ class EmailIntent:
     request_id: str = ""
     hold: timedelta = timedelta(0)
     plan_ref: str = ""  # the subscription's plan in the catalog, whose name the email takes when handed over
+    locale: str = ""  # the customer's language; empty: the tenant's
 
     @property
     def kind(self) -> str:
@@ -117,7 +118,7 @@ def _intent(row: Transaction | Subscription, key: str, content: EmailContent, re
     if not row.customer_email or not row.tenant_id:
         return None  # no one to write to, or no tenant to write as
     return EmailIntent(key, row.tenant_id, row.user_id or "", row.customer_email, row.customer_name or "",
-                       content, request_id=request_id,
+                       content, request_id=request_id, locale=row.customer_locale or "",
                        plan_ref=plan_ref(row) if isinstance(row, Subscription) else "")
 
 

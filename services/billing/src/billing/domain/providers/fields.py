@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+from babel import Locale, UnknownLocaleError
 
 from billing.domain.model import Owner
 
@@ -107,8 +108,22 @@ def owner(*sources: Any) -> Owner | None:
             continue
         tenant = _id_value(source.get("tenant_id"), "tenant_id")
         if tenant:
-            return Owner(tenant_id=tenant, user_id=_id_value(source.get("user_id"), "user_id"))
+            return Owner(tenant_id=tenant, user_id=_id_value(source.get("user_id"), "user_id"),
+                         locale=locale(source.get("locale")))
     return None
+
+
+def locale(value: Any) -> str | None:
+    """A customer's language as the platform's metadata or a checkout names it (hi-IN, en): the tag, when
+    it is a locale CLDR knows. Anything else is left out, never failing the event: the email is then in
+    the tenant's language."""
+    if not isinstance(value, str) or not 2 <= len(value) <= 35:
+        return None
+    try:
+        Locale.parse(value.replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return None
+    return value
 
 
 def _id_value(value: Any, key: str) -> str | None:

@@ -415,6 +415,8 @@ def _checkout_session(event_type: str, session: dict[str, Any], at: datetime) ->
     details = f.obj(session, "customer_details", required=False)
     email = f.text(details, "email") or f.text(session, "customer_email")
     owner = f.owner(session.get("metadata"))
+    if owner is not None and owner.locale is None:  # the checkout's language, where the platform set one
+        owner = replace(owner, locale=f.locale(session.get("locale")))  # "auto" is no locale
     mode = f.text(session, "mode")
     if mode == "subscription":
         sub_id = f.text(session, "subscription")
