@@ -72,7 +72,8 @@ async def test_queue_partitions_are_vacuumed_after_a_fixed_number_of_updates_not
     current = f"{week_of(NOW):%Y%m%d}"
     for table in ("email_outbox", "email_logs"):
         for name in (f"{table}_p{current}", f"{table}_p{week_of(NOW + timedelta(weeks=2)):%Y%m%d}", f"{table}_default"):
-            assert {"autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=5000"} <= options[name], name
+            assert {"autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=5000",
+                    "autovacuum_analyze_scale_factor=0", "autovacuum_analyze_threshold=5000"} <= options[name], name
     # Events are written once, never updated in bulk: PostgreSQL's defaults serve them.
     assert options[f"webhook_events_p{current}"] == set()
 

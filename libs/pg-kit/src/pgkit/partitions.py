@@ -23,9 +23,11 @@ WEEK = timedelta(days=7)
 # queue every write of the table behind it.
 LOCK_TIMEOUT = "5s"
 # A queue's partitions: each row is updated once its work is done, and the partial index the workers poll
-# fills with dead entries until vacuum clears them. PostgreSQL's default waits until a fifth of the
-# partition is dead, which in a week holding a few hundred thousand rows is most of a day's work.
-QUEUE_VACUUM = ("autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=5000")
+# fills with dead entries until vacuum clears them; and the planner must know how many rows wait, or it
+# sorts them all to claim the first hundred. PostgreSQL's defaults wait until a fifth (vacuum) or a tenth
+# (analyze) of the partition has changed: in a week holding a few hundred thousand rows, hours of work.
+QUEUE_VACUUM = ("autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=5000",
+                "autovacuum_analyze_scale_factor=0", "autovacuum_analyze_threshold=5000")
 
 
 @dataclass(frozen=True)

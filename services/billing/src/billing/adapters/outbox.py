@@ -11,6 +11,7 @@ import asyncpg
 import grpc
 import orjson
 from boxcost.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from pgkit import queues
 
 from billing.adapters.email_messages import as_sent, from_stored
 from billing.domain.dispatch import NotifierUnavailable, DispatchResult, OutboxItem
@@ -29,21 +30,22 @@ def _row_key(item_id: str) -> tuple[uuid.UUID, datetime]:
     return uuid.UUID(row_id), datetime.fromisoformat(created_at)
 
 
+# The due emails first, each out of reach of other dispatchers until its lease ends.
+CLAIM = """
+UPDATE billing.email_outbox SET attempts = attempts + 1, next_attempt_at = now() + $2
+WHERE (id, created_at) IN (SELECT id, created_at FROM billing.email_outbox
+             WHERE status = 'pending' AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, created_at, idempotency_key, kind, content, request, attempts, request_id, plan_ref
+"""
+
+
 class PostgresOutbox:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def claim_due(self, limit: int, lease: timedelta) -> list[OutboxItem]:
-        rows = await self._pool.fetch(
-            """
-            UPDATE billing.email_outbox SET attempts = attempts + 1, next_attempt_at = now() + $2
-            WHERE (id, created_at) IN (SELECT id, created_at FROM billing.email_outbox
-                         WHERE status = 'pending' AND next_attempt_at <= now()
-                         ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-            RETURNING id, created_at, idempotency_key, kind, content, request, attempts, request_id, plan_ref
-            """,
-            limit, lease,
-        )
+        rows = await queues.claim(self._pool, CLAIM, limit, lease)
         items = []
         for r in rows:
             content = from_stored(r["kind"], r["content"], r["request"] and orjson.loads(r["request"]))

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from pgkit import queues
 from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import lock_id
 
@@ -262,7 +263,8 @@ class PostgresBillingReader:
     async def claim_due_retries(self, limit: int, lease: timedelta) -> Sequence[tuple[StoredEvent, bytes]]:
         # Rows another replica holds are skipped; the ones taken are not due again until the lease ends,
         # by when the retry has set their next time (or, if this replica died, they are due again).
-        rows = await self._pool.fetch(
+        rows = await queues.claim(
+            self._pool,
             f"UPDATE billing.webhook_events SET next_retry_at = now() + $2 "
             f"WHERE id IN (SELECT id FROM billing.webhook_events WHERE status = 'failed' AND next_retry_at <= now() "
             f"ORDER BY next_retry_at LIMIT $1 FOR UPDATE SKIP LOCKED) "

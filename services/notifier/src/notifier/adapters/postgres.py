@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import migrate as _migrate
+from pgkit import queues
 
 from notifier.domain.ports import DeliveryResult, ListFilter, NewEmail
 from notifier.domain.contents import InvalidEmailRequest
@@ -145,7 +146,8 @@ class PostgresEmailLog:
     async def claim_due(self, limit: int, lease: timedelta) -> list[EmailRecord]:
         """Take due emails for one attempt: pushing next_attempt_at past the lease means another
         worker will not take them, and a crashed attempt is retried when the lease runs out."""
-        rows = await self._pool.fetch(
+        rows = await queues.claim(
+            self._pool,
             f"""
             UPDATE notifier.email_logs SET attempts = attempts + 1, next_attempt_at = now() + $2,
                                            updated_at = now()
