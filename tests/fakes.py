@@ -130,3 +130,15 @@ async def serving_billing(servicer: RecordingBilling) -> AsyncIterator[tuple[Rec
     yield servicer, f"127.0.0.1:{port}"
     servicer.release.set()
     await server.stop(None)
+
+
+class TakingNotifier:
+    """Billing's notifier port taking every email handed over, as a notifier that accepts them all; what
+    it took, as handed over."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    async def send_emails(self, items):
+        self.sent.extend(items)
+        return [None] * len(items)

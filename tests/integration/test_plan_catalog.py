@@ -4,8 +4,10 @@ APIs (stand-ins on real sockets), and the names subscription emails take when ha
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
 import grpc
 import pytest
 from aiohttp import web
@@ -20,6 +22,7 @@ from billing.domain.plans import PlanCatalog
 from boxcost.billing.v1 import billing_pb2
 from trigger.events import RazorpayScenario, StripeScenario
 
+from tests.fakes import TakingNotifier
 from tests.support import expect_code, incoming
 
 STRIPE, RAZORPAY = billing_pb2.PROVIDER_STRIPE, billing_pb2.PROVIDER_RAZORPAY
@@ -91,18 +94,9 @@ def providers(serve):
     return start
 
 
-class _Notifier:
-    def __init__(self) -> None:
-        self.sent = []
-
-    async def send_emails(self, items):
-        self.sent.extend(items)
-        return [None] * len(items)
-
-
 async def _dispatch(pool, catalog, db) -> dict:
     await db.execute("UPDATE billing.email_outbox SET next_attempt_at = now()")
-    notifier = _Notifier()
+    notifier = TakingNotifier()
     dispatch = DispatchEmails(PostgresOutbox(pool), notifier, clock=lambda: datetime.now(UTC), plans=catalog)
     while await dispatch.run_once():
         pass
@@ -118,78 +112,75 @@ def _subscription(s: StripeScenario, **price) -> list:
     return [incoming("stripe", e) for e in events]
 
 
-async def test_subscription_emails_name_the_plan_as_the_provider_calls_it_read_once_and_kept(
-        billing, database_url, db, providers):
+@dataclass
+class _Catalog:
+    """The plan catalog on real PostgreSQL, reading Stripe's and Razorpay's stand-ins, and the dispatch
+    that hands emails over through it: what each email went as, by kind and tenant."""
+
+    calls: Counter
+    state: dict
+    pool: asyncpg.Pool
+    catalog: PlanCatalog
+    db: asyncpg.Connection
+
+    async def dispatched(self) -> dict:
+        return await _dispatch(self.pool, self.catalog, self.db)
+
+
+@pytest.fixture
+async def plans(database_url, db, providers):
     calls, state, base = await providers()
-    _, ingest = billing
     pool = await create_pool(database_url, min_size=1, max_size=2)
-    stripe_plans = StripePlans("sk_test_x", api_base=base)
-    razorpay_plans = RazorpayPlans("rzp_test_x", "secret", api_base=base)
-    catalog = PlanCatalog(PostgresBillingReader(pool), {Provider.STRIPE: stripe_plans,
-                                                        Provider.RAZORPAY: razorpay_plans})
-    try:
-        await ingest.execute(_subscription(StripeScenario(tenant_id="t1")))
-        r = RazorpayScenario(tenant_id="t3")
-        await ingest.execute([incoming("razorpay", r.event(t))
-                              for t in ("subscription.authenticated", "subscription.activated",
-                                        "subscription.charged")])
-        sent = await _dispatch(pool, catalog, db)
-        # Stripe's product name, not the price's nickname; Razorpay's plan item's name.
-        assert sent[("subscription_activated", "t1")].subscription_activated.plan == "BoxCostPro Pro"
-        assert sent[("subscription_activated", "t3")].subscription_activated.plan == "Cartons Unlimited"
-        kept = {r["plan_id"]: (r["name"], r["source"], r["amount"])
-                for r in await db.fetch("SELECT plan_id, name, source, amount FROM billing.plans")}
-        assert kept["price_pro_monthly"] == ("BoxCostPro Pro", "provider", 4999)
-        # Read once: the next subscription on the same plans asks neither provider again.
-        before = sum(calls.values())
-        await ingest.execute(_subscription(StripeScenario(tenant_id="t2")))
-        again = await _dispatch(pool, catalog, db)
-        assert again[("subscription_activated", "t2")].subscription_activated.plan == "BoxCostPro Pro"
-        assert sum(calls.values()) == before
-    finally:
-        await stripe_plans.close()
-        await razorpay_plans.close()
-        await pool.close()
+    sources = {Provider.STRIPE: StripePlans("sk_test_x", api_base=base),
+               Provider.RAZORPAY: RazorpayPlans("rzp_test_x", "secret", api_base=base)}
+    yield _Catalog(calls, state, pool, PlanCatalog(PostgresBillingReader(pool), sources), db)
+    for source in sources.values():
+        await source.close()
+    await pool.close()
+
+
+async def test_subscription_emails_name_the_plan_as_the_provider_calls_it_read_once_and_kept(billing, db, plans):
+    _, ingest = billing
+    await ingest.execute(_subscription(StripeScenario(tenant_id="t1")))
+    r = RazorpayScenario(tenant_id="t3")
+    await ingest.execute([incoming("razorpay", r.event(t))
+                          for t in ("subscription.authenticated", "subscription.activated", "subscription.charged")])
+    sent = await plans.dispatched()
+    # Stripe's product name, not the price's nickname; Razorpay's plan item's name.
+    assert sent[("subscription_activated", "t1")].subscription_activated.plan == "BoxCostPro Pro"
+    assert sent[("subscription_activated", "t3")].subscription_activated.plan == "Cartons Unlimited"
+    kept = {r["plan_id"]: (r["name"], r["source"], r["amount"])
+            for r in await db.fetch("SELECT plan_id, name, source, amount FROM billing.plans")}
+    assert kept["price_pro_monthly"] == ("BoxCostPro Pro", "provider", 4999)
+    # Read once: the next subscription on the same plans asks neither provider again.
+    before = sum(plans.calls.values())
+    await ingest.execute(_subscription(StripeScenario(tenant_id="t2")))
+    again = await plans.dispatched()
+    assert again[("subscription_activated", "t2")].subscription_activated.plan == "BoxCostPro Pro"
+    assert sum(plans.calls.values()) == before
 
 
 async def test_an_operators_name_wins_and_a_provider_that_cannot_answer_leaves_the_email_as_it_was(
-        billing, database_url, db, providers):
-    calls, state, base = await providers()
+        billing, db, plans):
     stub, ingest = billing
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    stripe_plans = StripePlans("sk_test_x", api_base=base)
-    catalog = PlanCatalog(PostgresBillingReader(pool), {Provider.STRIPE: stripe_plans})
-    try:
-        state["down"] = True
-        await ingest.execute(_subscription(StripeScenario(tenant_id="t1")))
-        [email] = (await _dispatch(pool, catalog, db)).values()
-        assert email.subscription_activated.plan == "Pro monthly"  # the event's nickname
-        assert await db.fetchval("SELECT count(*) FROM billing.plans") == 0  # asked again next time
-        await stub.SetPlan(_plan(name="Pro (monthly)"))
-        state["down"] = False
-        await ingest.execute(_subscription(StripeScenario(tenant_id="t2")))
-        [email] = (await _dispatch(pool, catalog, db)).values()
-        assert email.subscription_activated.plan == "Pro (monthly)"
-        assert await db.fetchval("SELECT source FROM billing.plans") == "operator"
-    finally:
-        await stripe_plans.close()
-        await pool.close()
+    plans.state["down"] = True
+    await ingest.execute(_subscription(StripeScenario(tenant_id="t1")))
+    [email] = (await plans.dispatched()).values()
+    assert email.subscription_activated.plan == "Pro monthly"  # the event's nickname
+    assert await db.fetchval("SELECT count(*) FROM billing.plans") == 0  # asked again next time
+    await stub.SetPlan(_plan(name="Pro (monthly)"))
+    plans.state["down"] = False
+    await ingest.execute(_subscription(StripeScenario(tenant_id="t2")))
+    [email] = (await plans.dispatched()).values()
+    assert email.subscription_activated.plan == "Pro (monthly)"
+    assert await db.fetchval("SELECT source FROM billing.plans") == "operator"
 
 
-async def test_a_plan_the_provider_does_not_have_is_kept_nameless_and_not_asked_for_again(
-        billing, database_url, db, providers):
-    calls, _state, base = await providers()
+async def test_a_plan_the_provider_does_not_have_is_kept_nameless_and_not_asked_for_again(billing, db, plans):
     _, ingest = billing
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    stripe_plans = StripePlans("sk_test_x", api_base=base)
-    catalog = PlanCatalog(PostgresBillingReader(pool), {Provider.STRIPE: stripe_plans})
-    try:
-        for tenant in ("t1", "t2"):
-            await ingest.execute(_subscription(StripeScenario(tenant_id=tenant), id="price_retired", nickname=None))
-            [email] = (await _dispatch(pool, catalog, db)).values()
-            assert email.subscription_activated.plan == ""  # no name anywhere: the email names none
-        assert calls["price_retired"] == 1
-        assert await db.fetchval("SELECT name FROM billing.plans WHERE plan_id = 'price_retired'") == ""
-    finally:
-        await stripe_plans.close()
-        await pool.close()
+    for tenant in ("t1", "t2"):
+        await ingest.execute(_subscription(StripeScenario(tenant_id=tenant), id="price_retired", nickname=None))
+        [email] = (await plans.dispatched()).values()
+        assert email.subscription_activated.plan == ""  # no name anywhere: the email names none
+    assert plans.calls["price_retired"] == 1
+    assert await db.fetchval("SELECT name FROM billing.plans WHERE plan_id = 'price_retired'") == ""

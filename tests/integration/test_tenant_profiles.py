@@ -15,6 +15,7 @@ from billing.domain.dispatch import DispatchEmails
 from boxcost.billing.v1 import billing_pb2
 from trigger.events import RazorpayScenario, StripeScenario
 
+from tests.fakes import TakingNotifier
 from tests.support import expect_code, incoming
 
 SHREE = billing_pb2.TenantProfile(
@@ -93,17 +94,6 @@ async def test_a_profile_needs_its_tenant(billing, db):
     assert await db.fetchval("SELECT count(*) FROM billing.tenant_profiles") == 0
 
 
-class _Notifier:
-    """Takes every email handed over, as the notifier does."""
-
-    def __init__(self) -> None:
-        self.sent = []
-
-    async def send_emails(self, items):
-        self.sent.extend(items)
-        return [None] * len(items)
-
-
 async def test_the_outbox_hands_emails_over_with_the_tenants_profile_and_keeps_turned_off_kinds_unsent(
         billing, database_url, db):
     stub, ingest = billing
@@ -122,7 +112,7 @@ async def test_the_outbox_hands_emails_over_with_the_tenants_profile_and_keeps_t
     await db.execute("UPDATE billing.email_outbox SET next_attempt_at = now()")
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
-        notifier = _Notifier()
+        notifier = TakingNotifier()
         dispatch = DispatchEmails(PostgresOutbox(pool), notifier, clock=lambda: datetime.now(UTC),
                                   profiles=PostgresBillingReader(pool))
         while await dispatch.run_once():
