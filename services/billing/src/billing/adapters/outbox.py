@@ -55,6 +55,9 @@ class PostgresOutbox:
         return items
 
     async def record_outcomes(self, outcomes: list[DispatchResult]) -> None:
+        if not outcomes:
+            return
+        keys = [_row_key(o.item_id) for o in outcomes]
         await self._pool.execute(
             """
             UPDATE billing.email_outbox AS b
@@ -64,13 +67,15 @@ class PostgresOutbox:
                 delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
             FROM unnest($1::uuid[], $5::timestamptz[], $2::text[], $3::text[], $4::timestamptz[])
                 AS o(id, created_at, status, error, next_attempt_at)
-            WHERE b.id = o.id AND b.created_at = o.created_at
+            -- The bounds of the rows' times let the plan name only their weeks' partitions.
+            WHERE b.id = o.id AND b.created_at = o.created_at AND b.created_at BETWEEN $6 AND $7
             """,
-            [_row_key(o.item_id)[0] for o in outcomes],
+            [key[0] for key in keys],
             [o.status for o in outcomes],
             [o.error[:2000] if o.error else None for o in outcomes],
             [o.next_attempt_at for o in outcomes],
-            [_row_key(o.item_id)[1] for o in outcomes],
+            [key[1] for key in keys],
+            min(key[1] for key in keys), max(key[1] for key in keys),
         )
 
     async def next_due_in(self) -> float | None:

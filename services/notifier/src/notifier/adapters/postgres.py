@@ -165,6 +165,8 @@ class PostgresEmailLog:
         return [_record(r) for r in rows]
 
     async def record_outcomes(self, outcomes: list[DeliveryResult]) -> None:
+        if not outcomes:
+            return
         await self._pool.execute(
             """
             UPDATE notifier.email_logs AS e
@@ -173,7 +175,8 @@ class PostgresEmailLog:
                 attempts = CASE WHEN o.attempted THEN e.attempts ELSE e.attempts - 1 END
             FROM unnest($1::uuid[], $6::timestamptz[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[])
                  AS o(id, created_at, status, error, next_attempt_at, attempted)
-            WHERE e.id = o.id AND e.created_at = o.created_at  -- the partition's time: one week's read, not all
+            -- The partition's time: one week's read, not all; its bounds let the plan name only those weeks.
+            WHERE e.id = o.id AND e.created_at = o.created_at AND e.created_at BETWEEN $7 AND $8
             """,
             [uuid.UUID(o.email_id) for o in outcomes],
             [o.status.value for o in outcomes],
@@ -181,6 +184,7 @@ class PostgresEmailLog:
             [o.next_attempt_at for o in outcomes],
             [o.attempted for o in outcomes],
             [o.created_at for o in outcomes],
+            min(o.created_at for o in outcomes), max(o.created_at for o in outcomes),
         )
 
     async def requeue(self, tenant_id: str, ids: Sequence[str]) -> list[str]:
