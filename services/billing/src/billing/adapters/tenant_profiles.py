@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from billing.domain.tenant_profiles import TEXT_FIELDS as _FIELDS
 from billing.domain.tenant_profiles import TenantProfile
 
-_FIELDS = ("display_name", "support_email", "support_url", "reply_to", "brand_color", "logo_url", "locale",
-           "time_zone", "portal_url_template")
 _COLUMNS = ", ".join(("tenant_id", *_FIELDS, "disabled_emails", "updated_at", "updated_by"))
 
 _SAVE = f"""

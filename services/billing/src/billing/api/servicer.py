@@ -18,7 +18,7 @@ from billing.domain.model import Provider, Subscription, Transaction
 from billing.domain.errors import AlreadyExists, InvalidRequest, NotAssignable, NotFound, NotReplayable
 from billing.domain.internal_api import InternalApi
 from billing.domain.plans import Plan
-from billing.domain.tenant_profiles import TenantProfile
+from billing.domain.tenant_profiles import TEXT_FIELDS, TenantProfile
 from billing.domain.api_types import (
     EventFilter,
     EventSelection,
@@ -184,16 +184,12 @@ def _event_pb(e: StoredEvent) -> billing_pb2.StoredEvent:
     )
 
 
-_PROFILE_FIELDS = ("display_name", "support_email", "support_url", "reply_to", "brand_color", "logo_url", "locale",
-                   "time_zone", "portal_url_template")
-
-
 def _profile(p: billing_pb2.TenantProfile) -> TenantProfile:
-    return TenantProfile(**{f: getattr(p, f) for f in _PROFILE_FIELDS}, disabled_emails=tuple(p.disabled_emails))
+    return TenantProfile(**{f: getattr(p, f) for f in TEXT_FIELDS}, disabled_emails=tuple(p.disabled_emails))
 
 
 def _profile_pb(p: TenantProfile) -> billing_pb2.TenantProfile:
-    return billing_pb2.TenantProfile(**{f: getattr(p, f) for f in _PROFILE_FIELDS},
+    return billing_pb2.TenantProfile(**{f: getattr(p, f) for f in TEXT_FIELDS},
                                      disabled_emails=list(p.disabled_emails), updated_at=to_timestamp(p.updated_at),
                                      updated_by=p.updated_by)
 

@@ -109,4 +109,4 @@ class PlanCatalog:
                 continue
             plan = fetched or Plan(Provider(provider_name), plan_id, "", source="provider")
             found[(provider_name, plan_id)] = await self._store.save_plan(plan, keep_operators=True)
-        return {f"{p}:{i}": plan.name for (p, i), plan in found.items() if plan.name}
+        return {plan.ref: plan.name for plan in found.values() if plan.name}

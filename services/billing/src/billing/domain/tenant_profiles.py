@@ -29,6 +29,11 @@ MAX_NAME = 100
 MAX_URL = 2000
 
 
+# The profile's text fields, as the API, the store and the class name them alike.
+TEXT_FIELDS = ("display_name", "support_email", "support_url", "reply_to", "brand_color", "logo_url", "locale",
+               "time_zone", "portal_url_template")
+
+
 @dataclass(frozen=True)
 class TenantProfile:
     display_name: str
