@@ -66,6 +66,9 @@ async def test_a_tenant_without_a_profile_is_not_found(billing):
     ({"reply_to": "a@b.in, c@d.in"}, "profile.reply_to"),
     ({"support_email": "x" * 300 + "@b.in"}, "profile.support_email"),
     ({"locale": "Hindi"}, "profile.locale"),
+    # Refused as the notifier would refuse them in each email: a tag no locale has, an address with '..'.
+    ({"locale": "xx-YY"}, "profile.locale"),
+    ({"reply_to": "accounts..team@shreepackaging.in"}, "profile.reply_to"),
     ({"time_zone": "India/Pune"}, "profile.time_zone"),
     ({"portal_url_template": "https://x.in/{email}"}, "profile.portal_url_template"),
     ({"portal_url_template": "http://x.in/billing"}, "profile.portal_url_template"),

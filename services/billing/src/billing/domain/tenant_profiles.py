@@ -15,14 +15,16 @@ from typing import Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from email_validator import EmailNotValidError, validate_email
+
 from billing.domain.api_types import tenant, text
 from billing.domain.email_contents import EMAIL_KINDS
 from billing.domain.errors import InvalidRequest, NotFound
+from billing.domain.providers.fields import locale as known_locale
 
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 # BCP 47 as email clients and Babel take it: a language, and a region where it matters (en-IN, hi-IN).
 LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
-ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
 # The portal link may name the customer, as BoxCostPro knows them.
 PORTAL_FIELDS = ("{user_id}",)
 MAX_NAME = 100
@@ -73,9 +75,13 @@ def _url(field: str, value: str, *, https: bool = False) -> str:
 
 
 def _address(field: str, value: str) -> str:
+    """An address the notifier takes: checked as it checks it, so that no email of the tenant is refused."""
     value = text(field, value.strip(), required=False)
-    if value and not ADDRESS.match(value):
-        raise InvalidRequest(field, "must be an email address")
+    if value:
+        try:
+            validate_email(value, check_deliverability=False)
+        except EmailNotValidError:
+            raise InvalidRequest(field, "must be an email address") from None
     return value
 
 
@@ -88,7 +94,7 @@ def checked(profile: TenantProfile) -> TenantProfile:
         raise InvalidRequest("profile.display_name", f"one line of at most {MAX_NAME} characters, without <, > or \"")
     if profile.brand_color and not COLOUR.match(profile.brand_color):
         raise InvalidRequest("profile.brand_color", "must be #rrggbb")
-    if profile.locale and not LOCALE.match(profile.locale):
+    if profile.locale and not (LOCALE.match(profile.locale) and known_locale(profile.locale)):
         raise InvalidRequest("profile.locale", "must be a language tag such as en, en-IN or hi-IN")
     if profile.time_zone:
         try:
