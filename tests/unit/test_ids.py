@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from billing.domain.model import new_id
 from servicekit.logs import accept_request_id, new_request_id
 
 
-def test_row_ids_are_random_uuids_in_canonical_text():
+def test_row_ids_are_time_ordered_uuids_in_canonical_text():
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
-        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 7, uuid.RFC_4122)
+        assert before <= parsed.int >> 80 <= after  # the creation millisecond leads
+    # Ordered by the millisecond made, so new keys go to the end of the index.
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
 
 
 def test_request_ids_are_128_random_bits_in_hex():
