@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from billing.domain.model import (
     Provider,
     SubRef,
     TxnRef,
+    new_id,
 )
 from billing.adapters.rows import PG_TYPES, SUB_COLUMNS, TXN_COLUMNS, subscription_from_row, transaction_from_row
 from billing.domain.working_set import WorkingSet
@@ -182,7 +182,7 @@ def _rows_json(rows: Iterable[Any]) -> str:
 
 def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()), "provider": record.event.provider, "event_id": record.event.event_id,
+        "id": new_id(), "provider": record.event.provider, "event_id": record.event.event_id,
         "event_type": record.event.event_type, "payload": orjson.Fragment(record.payload_text),
         "request_id": record.event.request_id, "received_at": record.event.received_at, "processed_at": now,
         "status": record.status, "error": record.error, "transaction_ids": record.transaction_ids,
