@@ -49,14 +49,14 @@ async def serve(settings: Settings, authz: Policy | None) -> None:
     try:
         await partitions.prepare(pool, retention.TABLES, settings.retention, datetime.now(UTC))
         reader = PostgresBillingReader(pool)
+        plans = PlanCatalog(reader, plan_sources)
         dispatch = DispatchEmails(PostgresOutbox(pool), GrpcNotifier(notifier_channel),
-                                  clock=lambda: datetime.now(UTC), profiles=reader,
-                                  plans=PlanCatalog(reader, plan_sources))
+                                  clock=lambda: datetime.now(UTC), profiles=reader, plans=plans)
         outbox_worker = PollingWorker(dispatch.run_once, dispatch.next_due_in, name="email-outbox")
         server = new_server(authz)
         ingest = IngestEvents(PostgresEventStore(pool), on_emails_committed=outbox_worker.wake,
                               on_applied=record_ingest, stripe_scope=settings.stripe_scope)
-        api = InternalApi.wired(reader, ingest, on_emails_queued=outbox_worker.wake, plan_sources=plan_sources)
+        api = InternalApi.wired(reader, ingest, on_emails_queued=outbox_worker.wake, plans=plans)
         retry_worker = PollingWorker(api.events.retry_due, api.events.next_retry_in, name="event-retries")
         billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(ingest, api), server)
         health = listen(server, settings.listen_addr, SERVICE_NAME, settings.grpc_tls)

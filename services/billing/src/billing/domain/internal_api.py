@@ -14,8 +14,7 @@ from billing.domain.erasure import EraseCustomer, ErasurePort
 from billing.domain.ingest import IngestEvents
 from billing.domain.records import TenantRecords
 from billing.domain.replay import EventOperations
-from billing.domain.model import Provider
-from billing.domain.plans import PlanCatalog, PlanSource, PlanStore
+from billing.domain.plans import PlanCatalog, PlanStore
 from billing.domain.tenant_profiles import TenantProfilePort, TenantProfiles
 
 
@@ -37,7 +36,7 @@ class InternalApi:
     @classmethod
     def wired(cls, store: BillingStore, ingest: IngestEvents, on_emails_queued: Callable[[], None] = lambda: None,
               clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-              plan_sources: dict[Provider, PlanSource] | None = None) -> InternalApi:
+              plans: PlanCatalog | None = None) -> InternalApi:
         return cls(TenantRecords(store), EventOperations(store, ingest), RefusedEmails(store, on_emails_queued),
                    Attribution(store, ingest, clock), EraseCustomer(store), TenantProfiles(store),
-                   PlanCatalog(store, plan_sources))
+                   plans or PlanCatalog(store))
