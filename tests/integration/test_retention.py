@@ -27,6 +27,7 @@ from tests.support import incoming, run_module
 NOW = datetime.now(UTC)
 # Payloads a week, keys the five weeks a provider may still deliver an event again.
 SHORT = Retention(days=7, key_days=35, ahead_weeks=2)
+TLS_FILES = ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CA_FILE")
 
 
 @pytest.fixture
@@ -168,9 +169,12 @@ async def test_the_notifier_drops_sent_emails_past_retention_and_refuses_their_k
 
 @pytest.mark.parametrize("service", ["billing", "notifier"])
 async def test_the_retention_command_makes_the_weeks_ahead_and_refuses_a_setting_it_cannot_use(service, database_url,
-                                                                                               db):
-    env = {"DATABASE_URL": database_url, "PARTITIONS_AHEAD_WEEKS": "12", "SMTP_HOST": "localhost",
-           "GRPC_PLAINTEXT": "true"}
+                                                                                               db, tmp_path):
+    # As in its pod: the shared config names TLS files that are not mounted there, and no mail settings.
+    env = {"DATABASE_URL": database_url, "PARTITIONS_AHEAD_WEEKS": "12", "SMTP_HOST": "", "GRPC_PLAINTEXT": "",
+           **{name: str(tmp_path / "absent" / name) for name in TLS_FILES}}
+    code, out = await run_module(service, "migrate", env=env)
+    assert code == 0, out
     code, out = await run_module(service, "retention", env=env)
     assert code == 0, out
     assert '"retention applied"' in out or "retention applied" in out

@@ -43,6 +43,7 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 
 
 async def serve(settings: Settings, authz: Policy | None) -> None:
+    assert settings.grpc_tls is not None, "read for serving"
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size)
     notifier_channel = settings.grpc_tls.channel(settings.notifier_addr)
     plan_sources = _plan_sources(settings)
@@ -271,7 +272,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = _arguments(argv)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ, grpc=args.command in (None, "serve"))
         if args.command == "recover-stripe-events" and settings.stripe_api_key is None:
             raise ConfigError("STRIPE_API_KEY is required to read Stripe's list of events")
         if args.command == "recover-razorpay-events" and not (settings.razorpay_key_id and settings.razorpay_key_secret):
@@ -279,7 +280,7 @@ def main(argv: list[str]) -> int:
         if args.command == "check-setup" and settings.stripe_api_key is None:
             raise ConfigError("STRIPE_API_KEY is required to read Stripe's webhook endpoints")
         authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [billing_pb2.DESCRIPTOR])
-                  if args.command in (None, "serve") else None)
+                 if settings.grpc_tls else None)
     except ConfigError as exc:
         print(f"billing: configuration error: {exc}", file=sys.stderr)
         return 2

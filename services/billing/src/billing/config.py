@@ -28,7 +28,7 @@ class Settings:
     database_url: Secret
     listen_addr: str
     notifier_addr: str
-    grpc_tls: GrpcTls
+    grpc_tls: GrpcTls | None  # None for the commands that neither serve nor dial gRPC
     policy_file: str | None
     health_port: int
     migrations_dir: str | None
@@ -46,14 +46,16 @@ class Settings:
     retention: Retention = Retention()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+    def from_env(cls, environ: Mapping[str, str], *, grpc: bool = True) -> Settings:
+        """With `grpc` false (migrations, retention, recovery, the set-up check) the TLS settings are not
+        read: those pods hold no certificate or key of billing's."""
         billing_addr = env_str(environ, "BILLING_ADDR", "127.0.0.1:50051")
         return cls(
             database_url=Secret(env_str(environ, "DATABASE_URL")),
             # Clients dial BILLING_ADDR; in a container the server binds all interfaces instead.
             listen_addr=env_str(environ, "BILLING_LISTEN_ADDR", billing_addr),
             notifier_addr=env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052"),
-            grpc_tls=GrpcTls.from_env(environ),
+            grpc_tls=GrpcTls.from_env(environ) if grpc else None,
             # Who may call which RPC; required with mTLS (servicekit.authz has the format).
             policy_file=environ.get("GRPC_POLICY_FILE", "").strip() or None,
             # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.

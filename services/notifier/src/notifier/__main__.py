@@ -49,6 +49,7 @@ SERVICE_NAME = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_
 
 
 async def serve(settings: Settings, authz: Policy | None, dkim: DkimSigner | None) -> None:
+    assert settings.grpc_tls is not None and settings.smtp_host is not None, "read for serving"
     # Every notifier statement is an index lookup; a plan made while email_logs was small must not
     # stay a sequential scan as it grows.
     pool = await create_pool(settings.database_url.value, min_size=2, max_size=settings.db_pool_size,
@@ -165,9 +166,9 @@ def main(argv: list[str]) -> int:
             print(f"{language}: {len(texts)} to translate" + "".join(f"\n  {t}" for t in texts))
         return 1 if any(missing.values()) else 0
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ, serving=args.command == "serve")
         authz = (server_policy(settings.grpc_tls.plaintext, settings.policy_file, [notifier_pb2.DESCRIPTOR])
-                  if args.command == "serve" else None)
+                 if settings.grpc_tls else None)
         dkim = DkimSigner.from_file(*settings.dkim) if settings.dkim and args.command == "serve" else None
     except ConfigError as exc:
         print(f"notifier: configuration error: {exc}", file=sys.stderr)

@@ -14,12 +14,12 @@ from servicekit.tls import GrpcTls
 class Settings:
     database_url: Secret
     listen_addr: str
-    grpc_tls: GrpcTls
+    grpc_tls: GrpcTls | None  # None, like smtp_host, for the commands that only work on the database
     policy_file: str | None
     health_port: int
     migrations_dir: str | None
     metrics_port: int
-    smtp_host: str
+    smtp_host: str | None
     smtp_port: int
     smtp_user: str | None
     smtp_password: Secret | None
@@ -38,23 +38,25 @@ class Settings:
     dkim: tuple[str, str, str] | None = None  # domain, selector, private key file: sign outgoing mail
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+    def from_env(cls, environ: Mapping[str, str], *, serving: bool = True) -> Settings:
+        """Unless `serving` (migrations, retention) the TLS and mail settings are not read: those pods hold
+        no certificate, key or mail password."""
         notifier_addr = env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052")
         tls = env_str(environ, "SMTP_TLS", "starttls").lower()
         if tls not in ("starttls", "tls", "none"):
             raise ConfigError(f"SMTP_TLS must be starttls, tls or none, not {tls!r}")
-        password = environ.get("SMTP_PASSWORD", "")
+        password = environ.get("SMTP_PASSWORD", "") if serving else ""
         return cls(
             database_url=Secret(env_str(environ, "DATABASE_URL")),
             listen_addr=env_str(environ, "NOTIFIER_LISTEN_ADDR", notifier_addr),
-            grpc_tls=GrpcTls.from_env(environ),
+            grpc_tls=GrpcTls.from_env(environ) if serving else None,
             # Who may call which RPC; required with mTLS (servicekit.authz has the format).
             policy_file=environ.get("GRPC_POLICY_FILE", "").strip() or None,
             # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
             health_port=env_int(environ, "GRPC_HEALTH_PORT", 0),
             migrations_dir=environ.get("MIGRATIONS_DIR") or None,
             metrics_port=env_int(environ, "METRICS_PORT", 0),
-            smtp_host=env_str(environ, "SMTP_HOST"),
+            smtp_host=env_str(environ, "SMTP_HOST") if serving else None,
             smtp_port=env_int(environ, "SMTP_PORT", 587, minimum=1),
             smtp_user=environ.get("SMTP_USER") or None,
             smtp_password=Secret(password) if password else None,
