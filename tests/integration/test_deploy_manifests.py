@@ -82,9 +82,9 @@ def _containers(doc: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay):
-    # A service reads its settings whole at start-up and refuses to start when a TLS file they name is
-    # missing: a migration init container without them would keep its pods from ever starting.
+def test_only_the_serving_containers_hold_grpc_keys_and_only_the_notifier_the_mail_password(overlay):
+    # A server refuses to start without the TLS files the shared config names; migrations, retention and
+    # recovery read none, so their containers get neither a key nor the mail password to lose.
     docs = documents(overlay)
     for job in JOBS:
         docs += documents(job)
@@ -92,16 +92,25 @@ def test_every_container_given_the_settings_has_the_tls_files_they_name(overlay)
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "payments-config")
     folders = {str(Path(config["data"][name]).parent)
                for name in ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CA_FILE")}
-    checked = 0
+    servers, others = [], []
     for doc in docs:
         if doc["kind"] not in ("Deployment", "Job", "CronJob"):
             continue
+        secrets = {v["name"]: v["secret"]["secretName"] for v in _pod(doc)["spec"].get("volumes", []) if "secret" in v}
         for container in _containers(doc):
-            if {"name": "payments-config"} in [e.get("configMapRef") for e in container.get("envFrom", [])]:
-                mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
-                assert folders <= mounted, (doc["metadata"]["name"], container["name"])
-                checked += 1
-    assert checked == 5 + len(JOBS)  # three services, two migrations and the Jobs
+            mounted = {m["mountPath"]: secrets.get(m["name"]) for m in container.get("volumeMounts", [])}
+            env_secrets = {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+            if doc["kind"] == "Deployment" and container in _pod(doc)["spec"]["containers"]:
+                assert folders <= set(mounted), (doc["metadata"]["name"], container["name"])
+                servers.append((doc["metadata"]["name"], "payments-smtp" in env_secrets))
+            else:
+                assert not any(s and s.endswith("-grpc-tls") for s in mounted.values()), (
+                    doc["metadata"]["name"], container["name"])
+                assert "payments-smtp" not in env_secrets, (doc["metadata"]["name"], container["name"])
+                others.append(container["args"][0])
+    assert sorted(servers) == [("billing", False), ("notifier", True), ("webhook-gateway", False)]
+    assert sorted(others) == sorted(["migrate", "migrate", "retention", "retention", "recover-stripe-events",
+                                     "recover-razorpay-events"])
 
 
 @pytest.mark.parametrize("job", JOBS)
