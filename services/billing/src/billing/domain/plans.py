@@ -9,7 +9,10 @@ provider says. A plan with no name anywhere is not named: an email never shows a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 INTERVALS = ("day", "week", "month", "year")
 MAX_PLANS = 1000
 MAX_NAME = 100
+PROVIDER_PAUSE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,12 @@ def checked(plan: Plan) -> Plan:
 
 
 class PlanCatalog:
-    def __init__(self, store: PlanStore, sources: dict[Provider, PlanSource] | None = None) -> None:
+    def __init__(self, store: PlanStore, sources: dict[Provider, PlanSource] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._sources = sources or {}
+        self._clock = clock
+        self._paused_until: dict[str, float] = {}  # provider -> when it may be asked again
 
     async def set(self, plan: Plan, updated_by: str) -> Plan:
         return await self._store.save_plan(replace(checked(plan), updated_by=updated_by), keep_operators=False)
@@ -92,21 +99,31 @@ class PlanCatalog:
 
     async def names(self, refs: list[str]) -> dict[str, str]:
         """The names of the plans ("stripe:price_…") the catalog or their provider knows; each one the
-        catalog lacks is read from its provider once, and kept."""
+        catalog lacks is read from its provider once, and kept. The emails waiting on this lookup go
+        without a name rather than wait on a provider that is down: after a failure it is not asked again
+        for PROVIDER_PAUSE_SECONDS, and the plans it is asked for are read at once, not one by one."""
         keys = sorted({tuple(r.split(":", 1)) for r in refs if ":" in r})
         if not keys:
             return {}
         found = await self._store.plans(keys)
-        for provider_name, plan_id in keys:
-            source = next((s for p, s in self._sources.items() if p.value == provider_name), None)
-            if (provider_name, plan_id) in found or source is None:
-                continue
-            try:
-                fetched = await source.fetch(plan_id)
-            except PlanUnavailable as exc:
+        now = self._clock()
+        wanted = [(provider_name, plan_id, source) for provider_name, plan_id in keys
+                  if (provider_name, plan_id) not in found
+                  and (source := self._source(provider_name)) is not None
+                  and self._paused_until.get(provider_name, now) <= now]
+        fetched = await asyncio.gather(*(source.fetch(plan_id) for _, plan_id, source in wanted),
+                                       return_exceptions=True)
+        for (provider_name, plan_id, _), result in zip(wanted, fetched):
+            if isinstance(result, PlanUnavailable):
+                self._paused_until[provider_name] = self._clock() + PROVIDER_PAUSE_SECONDS
                 log.warning("plan not read from its provider; the email names none", extra={"fields": {
-                    "provider": provider_name, "plan_id": plan_id, "error": str(exc)}})
+                    "provider": provider_name, "plan_id": plan_id, "error": str(result)}})
                 continue
-            plan = fetched or Plan(Provider(provider_name), plan_id, "", source="provider")
+            if isinstance(result, BaseException):
+                raise result
+            plan = result or Plan(Provider(provider_name), plan_id, "", source="provider")
             found[(provider_name, plan_id)] = await self._store.save_plan(plan, keep_operators=True)
         return {plan.ref: plan.name for plan in found.values() if plan.name}
+
+    def _source(self, provider_name: str) -> PlanSource | None:
+        return next((s for p, s in self._sources.items() if p.value == provider_name), None)
