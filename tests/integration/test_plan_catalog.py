@@ -1,4 +1,4 @@
-"""The plan catalog on real PostgreSQL: set by operators over gRPC, read once from Stripe's and Razorpay's
+"""The plan catalog on real PostgreSQL: set by operators over gRPC, read from Stripe's and Razorpay's
 APIs (stand-ins on real sockets), and the names subscription emails take when handed to the notifier."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def providers(serve):
     """Stripe's GET /v1/prices/:id (product expanded) and Razorpay's GET /v1/plans/:id, counting calls;
     `down` makes them answer 500."""
     calls: Counter = Counter()
-    state = {"down": False}
+    state = {"down": False, "product": "BoxCostPro Pro"}
 
     async def price(request: web.Request) -> web.Response:
         calls[request.match_info["id"]] += 1
@@ -77,7 +77,7 @@ def providers(serve):
         return web.json_response({"id": "price_pro_monthly", "object": "price", "nickname": "Pro monthly",
                                   "unit_amount": 4999, "currency": "usd",
                                   "recurring": {"interval": "month", "interval_count": 1},
-                                  "product": {"id": "prod_1", "object": "product", "name": "BoxCostPro Pro"}})
+                                  "product": {"id": "prod_1", "object": "product", "name": state["product"]}})
 
     async def plan(request: web.Request) -> web.Response:
         calls[request.match_info["id"]] += 1
@@ -158,6 +158,13 @@ async def test_subscription_emails_name_the_plan_as_the_provider_calls_it_read_o
     again = await plans.dispatched()
     assert again[("subscription_activated", "t2")].subscription_activated.plan == "BoxCostPro Pro"
     assert sum(plans.calls.values()) == before
+    # A day on, the product renamed: the next email needing the plan reads it again.
+    plans.state["product"] = "BoxCostPro Professional"
+    await db.execute("UPDATE billing.plans SET updated_at = updated_at - interval '25 hours'")
+    await ingest.execute(_subscription(StripeScenario(tenant_id="t4")))
+    renamed = await plans.dispatched()
+    assert renamed[("subscription_activated", "t4")].subscription_activated.plan == "BoxCostPro Professional"
+    assert plans.calls["price_pro_monthly"] == 2
 
 
 async def test_an_operators_name_wins_and_a_provider_that_cannot_answer_leaves_the_email_as_it_was(
@@ -167,7 +174,7 @@ async def test_an_operators_name_wins_and_a_provider_that_cannot_answer_leaves_t
     await ingest.execute(_subscription(StripeScenario(tenant_id="t1")))
     [email] = (await plans.dispatched()).values()
     assert email.subscription_activated.plan == "Pro monthly"  # the event's nickname
-    assert await db.fetchval("SELECT count(*) FROM billing.plans") == 0  # asked again next time
+    assert await db.fetchval("SELECT count(*) FROM billing.plans") == 0  # nothing kept: asked again after a pause
     await stub.SetPlan(_plan(name="Pro (monthly)"))
     plans.state["down"] = False
     await ingest.execute(_subscription(StripeScenario(tenant_id="t2")))

@@ -1,20 +1,20 @@
 """Use cases: the plan catalog, the names customers know each provider plan by.
 
-A subscription's events name its plan by the provider's id (a Stripe price, a Razorpay plan), with at most
-a nickname of the merchant's. The catalog holds, for each, the name emails use, its interval and amount:
-set by operators, or read once from the provider's API (a Stripe price's product name, a Razorpay plan's
-item name) the first time an email needs it, and kept. An operator's entry is never replaced by what a
-provider says. A plan with no name anywhere is not named: an email never shows a provider's id.
+A subscription's events name its plan by the provider's id (a Stripe price, a Razorpay plan), with at most a
+nickname of the merchant's. The catalog holds, for each, the name emails use, its interval and amount: set by
+operators, or read from the provider's API (a Stripe price's product name, a Razorpay plan's item name) the
+first time an email needs it, kept, and read again when an email needs it a day later (a product renamed
+since). An operator's entry is never replaced by what a provider says. A plan with no name anywhere is not
+named: an email never shows a provider's id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from billing.domain.api_types import CURRENCY, operator_limit, text
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 INTERVALS = ("day", "week", "month", "year")
 MAX_PLANS = 1000
 MAX_NAME = 100
-PROVIDER_PAUSE_SECONDS = 60.0
+PROVIDER_PAUSE = timedelta(minutes=1)
+PROVIDER_REREAD = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,11 @@ def checked(plan: Plan) -> Plan:
 
 class PlanCatalog:
     def __init__(self, store: PlanStore, sources: dict[Provider, PlanSource] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._sources = sources or {}
         self._clock = clock
-        self._paused_until: dict[str, float] = {}  # provider -> when it may be asked again
+        self._paused_until: dict[str, datetime] = {}  # provider -> when it may be asked again
 
     async def set(self, plan: Plan, updated_by: str) -> Plan:
         return await self._store.save_plan(replace(checked(plan), updated_by=updated_by), keep_operators=False)
@@ -98,32 +99,40 @@ class PlanCatalog:
         return await self._store.list_plans(provider, operator_limit(limit, MAX_PLANS))
 
     async def names(self, refs: list[str]) -> dict[str, str]:
-        """The names of the plans ("stripe:price_…") the catalog or their provider knows; each one the
-        catalog lacks is read from its provider once, and kept. The emails waiting on this lookup go
-        without a name rather than wait on a provider that is down: after a failure it is not asked again
-        for PROVIDER_PAUSE_SECONDS, and the plans it is asked for are read at once, not one by one."""
+        """The names of the plans ("stripe:price_…") the catalog or their provider knows. One the catalog
+        lacks is read from its provider and kept; one read from a provider over PROVIDER_REREAD ago is read
+        again. Emails rarely wait on a provider that is down: after a failure it is not asked again for
+        PROVIDER_PAUSE (the email names the plan as read before, or none), and the plans it is asked for are
+        read at once, not one by one."""
         keys = sorted({tuple(r.split(":", 1)) for r in refs if ":" in r})
         if not keys:
             return {}
         found = await self._store.plans(keys)
         now = self._clock()
         wanted = [(provider_name, plan_id, source) for provider_name, plan_id in keys
-                  if (provider_name, plan_id) not in found
+                  if self._stale(found.get((provider_name, plan_id)), now)
                   and (source := self._source(provider_name)) is not None
                   and self._paused_until.get(provider_name, now) <= now]
         fetched = await asyncio.gather(*(source.fetch(plan_id) for _, plan_id, source in wanted),
                                        return_exceptions=True)
         for (provider_name, plan_id, _), result in zip(wanted, fetched):
             if isinstance(result, PlanUnavailable):
-                self._paused_until[provider_name] = self._clock() + PROVIDER_PAUSE_SECONDS
+                self._paused_until[provider_name] = self._clock() + PROVIDER_PAUSE
                 log.warning("plan not read from its provider; the email names none", extra={"fields": {
                     "provider": provider_name, "plan_id": plan_id, "error": str(result)}})
                 continue
             if isinstance(result, BaseException):
                 raise result
-            plan = result or Plan(Provider(provider_name), plan_id, "", source="provider")
+            # A plan the provider no longer has keeps the name read before; a new one is kept nameless.
+            plan = result or found.get((provider_name, plan_id)) or Plan(Provider(provider_name), plan_id, "",
+                                                                         source="provider")
             found[(provider_name, plan_id)] = await self._store.save_plan(plan, keep_operators=True)
         return {plan.ref: plan.name for plan in found.values() if plan.name}
+
+    @staticmethod
+    def _stale(plan: Plan | None, now: datetime) -> bool:
+        return plan is None or (plan.source == "provider"
+                                and (plan.updated_at is None or now - plan.updated_at >= PROVIDER_REREAD))
 
     def _source(self, provider_name: str) -> PlanSource | None:
         return next((s for p, s in self._sources.items() if p.value == provider_name), None)
