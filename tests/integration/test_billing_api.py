@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import asyncpg
 import grpc
@@ -40,6 +41,7 @@ async def test_pending_transaction_is_idempotent_and_webhooks_attach_to_it(billi
     again = await stub.CreatePendingTransaction(pending())
     assert first.created and not again.created and first.transaction.id == again.transaction.id
     assert first.transaction.status == "pending" and first.transaction.amount.currency == "USD"
+    assert uuid.UUID(first.transaction.id).version == 7  # time-ordered, as webhooks' transactions are
     s = StripeScenario(pi="pi_pending_1", tenant_id="t1")
     event = s.event("payment_intent.succeeded")
     event["data"]["object"]["metadata"] = {}  # the checkout carried no metadata: the pending row knows the tenant

@@ -82,9 +82,10 @@ outbox AS (
     JOIN email_keys USING (idempotency_key)
 ),
 -- Links for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
--- the outbox is small joins by scanning it), through the key's time, which names the one partition to read. One not yet tried is sent at once; one being handed to the
--- notifier keeps its lease (if that fails, the amended one is sent); one the notifier refused takes the data
--- for when an operator queues it again; one sent already stays as it was.
+-- the outbox is small joins by scanning it), through the key's time, which names the one partition to read.
+-- One not yet tried is sent at once; one being handed to the notifier keeps its lease (if that fails, the
+-- amended one is sent); one the notifier refused takes the data for when an operator queues it again; one
+-- sent already stays as it was.
 amended AS (
     UPDATE billing.email_outbox o
     SET content = CASE WHEN o.status IN ('pending', 'dead')

@@ -15,7 +15,7 @@ from pgkit.keyset import decode_token, encode_token
 from pgkit.migrations import lock_id
 
 from billing.adapters.rows import subscription_from_row, transaction_from_row
-from billing.domain.model import Provider, Subscription, Transaction, TxnStatus
+from billing.domain.model import Provider, Subscription, Transaction, TxnStatus, new_id
 from billing.domain.errors import InvalidRequest
 from billing.domain.events import IngestResult
 from billing.adapters import plan_catalog
@@ -134,7 +134,7 @@ class PostgresBillingReader:
                     requested_currency)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *
                 """,
-                uuid.uuid4(), p.tenant_id, p.user_id or None, p.provider.value, p.amount, p.currency,
+                new_id(), p.tenant_id, p.user_id or None, p.provider.value, p.amount, p.currency,
                 TxnStatus.PENDING.value, datetime(1970, 1, 1, tzinfo=UTC),
                 p.stripe_payment_intent_id or None, p.razorpay_order_id or None, p.idempotency_key,
                 p.amount, p.currency)
