@@ -1,6 +1,7 @@
 """The plan catalog's reads from a provider: a plan read long ago is read again (a product renamed since),
 and they never hold emails back for long: a provider that failed is left alone for a minute (the emails
-name no plan, or the one read before, meanwhile), and the plans one round needs are read at the same time."""
+name no plan, or the one read before, meanwhile), and the plans one round needs are read together, a few
+at a time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from billing.domain.model import Provider
-from billing.domain.plans import PROVIDER_PAUSE, PROVIDER_REREAD, Plan, PlanCatalog, PlanUnavailable
+from billing.domain.plans import (PROVIDER_PAUSE, PROVIDER_READS, PROVIDER_REREAD, Plan, PlanCatalog,
+                                  PlanUnavailable)
 
 
 class MemoryPlans:
@@ -101,13 +103,18 @@ async def test_a_name_read_a_day_ago_is_read_again_and_kept_while_the_provider_c
     assert len(stripe.calls) == 4 and store.saved[("stripe", "price_a")].source == "operator"
 
 
-async def test_the_plans_a_round_needs_are_read_at_the_same_time():
+async def test_the_plans_a_round_needs_are_read_at_the_same_time_a_few_at_a_time():
     _, stripe, _, catalog = _catalog()
-    stripe.names = {p: f"Plan {p}" for p in ("price_a", "price_b", "price_c")}
+    wanted = [f"price_{i}" for i in range(PROVIDER_READS + 3)]
+    stripe.names = {p: f"Plan {p}" for p in wanted}
     stripe.hold = asyncio.Event()
-    lookup = asyncio.create_task(catalog.names(["stripe:price_a", "stripe:price_b", "stripe:price_c"]))
+    lookup = asyncio.create_task(catalog.names([f"stripe:{p}" for p in wanted]))
     async with asyncio.timeout(5):
-        while stripe.waiting < 3:  # all three asked before any answered
+        while stripe.waiting < PROVIDER_READS:  # as many asked as may be, before any answered
             await asyncio.sleep(0.01)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert stripe.waiting == PROVIDER_READS
     stripe.hold.set()
-    assert set((await lookup).values()) == {"Plan price_a", "Plan price_b", "Plan price_c"}
+    assert set((await lookup).values()) == {f"Plan {p}" for p in wanted}
+    assert sorted(stripe.calls) == sorted(wanted)

@@ -28,6 +28,7 @@ MAX_PLANS = 1000
 MAX_NAME = 100
 PROVIDER_PAUSE = timedelta(minutes=1)
 PROVIDER_REREAD = timedelta(days=1)
+PROVIDER_READS = 8  # a batch's plans read at once, at most: well inside the providers' rate limits
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class PlanCatalog:
         lacks is read from its provider and kept; one read from a provider over PROVIDER_REREAD ago is read
         again. Emails rarely wait on a provider that is down: after a failure it is not asked again for
         PROVIDER_PAUSE (the email names the plan as read before, or none), and the plans it is asked for are
-        read at once, not one by one."""
+        read together, PROVIDER_READS at a time."""
         keys = sorted({tuple(r.split(":", 1)) for r in refs if ":" in r})
         if not keys:
             return {}
@@ -113,7 +114,13 @@ class PlanCatalog:
                   if self._stale(found.get((provider_name, plan_id)), now)
                   and (source := self._source(provider_name)) is not None
                   and self._paused_until.get(provider_name, now) <= now]
-        fetched = await asyncio.gather(*(source.fetch(plan_id) for _, plan_id, source in wanted),
+        reads = asyncio.Semaphore(PROVIDER_READS)
+
+        async def read(source: PlanSource, plan_id: str) -> Plan | None:
+            async with reads:
+                return await source.fetch(plan_id)
+
+        fetched = await asyncio.gather(*(read(source, plan_id) for _, plan_id, source in wanted),
                                        return_exceptions=True)
         for (provider_name, plan_id, _), result in zip(wanted, fetched):
             if isinstance(result, PlanUnavailable):
