@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import random
+import uuid
 from datetime import timedelta
 
 import asyncpg
@@ -222,9 +223,10 @@ async def test_payments_stored_without_an_owner_take_their_subscriptions_and_its
     owners = {r["stripe_subscription_id"]: (r["tenant_id"], r["user_id"]) for r in await rows(db, "transactions")}
     assert owners == {s.sub: ("acme", "7"), other.sub: (None, None)}
     assert owned.transaction_ids == paid.transaction_ids
-    outbox = await db.fetch("SELECT kind, content FROM billing.email_outbox")
+    outbox = await db.fetch("SELECT id, kind, content FROM billing.email_outbox")
     receipts = [from_stored(r["kind"], r["content"]) for r in outbox if r["kind"] == "payment_received"]
     assert [(r.tenant_id, r.payment_received.transaction_id) for r in receipts] == [("acme", paid.transaction_ids[0])]
+    assert {uuid.UUID(str(r["id"])).version for r in outbox} == {7}  # time-ordered, like every row billing adds
 
 
 async def outbox_row(db):

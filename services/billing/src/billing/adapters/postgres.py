@@ -75,10 +75,11 @@ email_keys AS (
 ),
 outbox AS (
     INSERT INTO billing.email_outbox (id, idempotency_key, kind, content, request_id, next_attempt_at, plan_ref)
-    SELECT gen_random_uuid(), e.idempotency_key, kind, decode(content, 'base64'), nullif(request_id, ''),
+    SELECT id, e.idempotency_key, kind, decode(content, 'base64'), nullif(request_id, ''),
            now() + make_interval(secs => hold_seconds), nullif(plan_ref, '')
     FROM json_to_recordset($3::json)
-        AS e(idempotency_key text, kind text, content text, request_id text, hold_seconds float8, plan_ref text)
+        AS e(id uuid, idempotency_key text, kind text, content text, request_id text, hold_seconds float8,
+             plan_ref text)
     JOIN email_keys USING (idempotency_key)
 ),
 -- Links for emails of earlier batches that wait unsent, looked up by key (a list, so that no plan made while
@@ -194,8 +195,9 @@ def _event_row(record: EventRecord, now: datetime) -> dict[str, Any]:
 
 
 def _outbox_row(email: EmailIntent) -> dict[str, Any]:
-    return {"idempotency_key": email.idempotency_key, "kind": email.kind, "content": base64.b64encode(stored(email)).decode(),
-            "request_id": email.request_id, "hold_seconds": email.hold.total_seconds(), "plan_ref": email.plan_ref}
+    return {"id": new_id(), "idempotency_key": email.idempotency_key, "kind": email.kind,
+            "content": base64.b64encode(stored(email)).decode(), "request_id": email.request_id,
+            "hold_seconds": email.hold.total_seconds(), "plan_ref": email.plan_ref}
 
 
 def _amendments(amendments: Sequence[EmailAmendment]) -> dict[str, dict[str, Any]]:
