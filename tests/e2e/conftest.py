@@ -32,10 +32,14 @@ async def stack(database_url, tmp_path, monkeypatch, mail_sink):
 
 @contextlib.asynccontextmanager
 async def running(stack: Stack):
-    """The stack started and ready; stopped at the end, every process having exited 0 (else its logs say why)."""
-    stack.start()
+    """The stack started and ready; stopped at the end, every process having exited 0 (else its logs say why).
+    Replicas start a service at a time, so that each client's first connections find every replica up."""
     try:
-        await stack.wait_ready()
+        if stack.replicas > 1:
+            await stack.start_in_order()
+        else:
+            stack.start()
+            await stack.wait_ready()
         yield stack
     finally:
         codes = stack.stop()

@@ -53,8 +53,7 @@ def run() -> int:
     )
     try:
         stack.migrate()
-        stack.start()
-        asyncio.run(stack.wait_ready())
+        asyncio.run(stack.start_in_order())
     except (TimeoutError, RuntimeError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         stack.stop()

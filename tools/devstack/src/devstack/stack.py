@@ -161,9 +161,11 @@ class Stack:
                 sys.stderr.write(done.stdout + done.stderr)
                 raise RuntimeError(f"{module} migrate failed with exit code {done.returncode}")
 
-    def start(self) -> None:
+    def start(self, only: str | None = None) -> None:
         env = self._env()
         for name, module in (("notifier", "notifier"), ("billing", "billing"), ("webhook-gateway", "gateway")):
+            if only is not None and name != only:
+                continue
             for replica in range(self.replicas):
                 replica_name = name if replica == 0 else f"{name}-{replica + 1}"
                 own: dict[str, str] = {}
@@ -203,9 +205,7 @@ class Stack:
         backends_up: float | None = None
         async with aiohttp.ClientSession() as session:
             while True:
-                for service in self.services:
-                    if service.process and service.process.poll() is not None:
-                        raise RuntimeError(f"{service.name} exited with {service.process.returncode}")
+                self._all_running()
                 if backends_up is None:
                     backends = self.addrs("billing") + (self.addrs("notifier") if "notifier" in names else [])
                     if all([await self._serving(addr) for addr in backends]):
@@ -215,6 +215,26 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the stack did not become ready in time")
                 await asyncio.sleep(0.1)
+
+    async def start_in_order(self, timeout: float = 30.0) -> None:
+        """Start the notifiers, then billing, then the gateways, each once the ones before serve. A client
+        balancing over replicas that dials one still starting waits a second or more before it tries that
+        one again, and meanwhile sends everything to the others."""
+        deadline = time.monotonic() + timeout
+        for name in ("notifier", "billing"):
+            self.start(only=name)
+            while not all([await self._serving(addr) for addr in self.addrs(name)]):
+                self._all_running()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not serve in time")
+                await asyncio.sleep(0.1)
+        self.start(only="webhook-gateway")
+        await self.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def _all_running(self) -> None:
+        for service in self.services:
+            if service.process and service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with {service.process.returncode}")
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
