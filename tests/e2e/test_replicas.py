@@ -35,13 +35,17 @@ async def events_applied(stack: Stack, replica: str) -> float:
     return await gateway_metric(stack.metrics_ports[replica], "billing_webhook_events_total") or 0.0
 
 
-async def test_a_burst_through_the_gateways_reaches_both_billing_replicas_in_fair_shares(replicated, db):
+async def test_a_burst_through_the_gateways_reaches_both_billing_replicas_in_turn(replicated, db):
     sent = list(deliveries(600))
     answers = await deliver(replicated.gateway_url, sent, DeliveryPlan(concurrent=True))
     assert {r.status for r in answers} == {200}
     shares = [await events_applied(replicated, name) for name in ("billing", "billing-2")]
-    assert sum(shares) == len(sent)
-    assert min(shares) >= len(sent) / 4, shares  # round robin over the replicas: about half each
+    assert sum(shares) == len(sent) and min(shares) > 0, shares
+    # Round robin, call by call: the replicas take about half the calls each. (Not half the events: the
+    # events a call carries vary with how many were waiting when it was made.)
+    calls = [await gateway_metric(replicated.metrics_ports[name], "billing_ingest_batch_events_count")
+             for name in ("billing", "billing-2")]
+    assert min(calls) >= sum(calls) / 3, calls
     assert await db.fetchval("SELECT count(*) FROM billing.webhook_events") == len(sent)
 
 
