@@ -202,15 +202,13 @@ class Stack:
         deadline = time.monotonic() + timeout
         names = {s.name for s in self.services}
         reuse = float(self._env().get("HEALTH_CACHE_SECONDS", "1.0"))
-        backends_up: float | None = None
+        backends = self.addrs("billing") + (self.addrs("notifier") if "notifier" in names else [])
+        await self._until_serving(backends, deadline, "the stack did not become ready in time")
+        backends_up = time.monotonic()
         async with aiohttp.ClientSession() as session:
             while True:
                 self._all_running()
-                if backends_up is None:
-                    backends = self.addrs("billing") + (self.addrs("notifier") if "notifier" in names else [])
-                    if all([await self._serving(addr) for addr in backends]):
-                        backends_up = time.monotonic()
-                elif time.monotonic() - backends_up > reuse and await self._gateway_ready(session):
+                if time.monotonic() - backends_up > reuse and await self._gateway_ready(session):
                     return
                 if time.monotonic() > deadline:
                     raise TimeoutError("the stack did not become ready in time")
@@ -223,13 +221,18 @@ class Stack:
         deadline = time.monotonic() + timeout
         for name in ("notifier", "billing"):
             self.start(only=name)
-            while not all([await self._serving(addr) for addr in self.addrs(name)]):
-                self._all_running()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} did not serve in time")
-                await asyncio.sleep(0.1)
+            await self._until_serving(self.addrs(name), deadline, f"{name} did not serve in time")
         self.start(only="webhook-gateway")
         await self.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    async def _until_serving(self, addrs: list[str], deadline: float, late: str) -> None:
+        """Poll until every address answers its health check SERVING; a process that exits or the
+        deadline ends the wait."""
+        while not all([await self._serving(addr) for addr in addrs]):
+            self._all_running()
+            if time.monotonic() > deadline:
+                raise TimeoutError(late)
+            await asyncio.sleep(0.1)
 
     def _all_running(self) -> None:
         for service in self.services:
