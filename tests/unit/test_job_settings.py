@@ -17,7 +17,7 @@ JOB_ENV = {"DATABASE_URL": "postgresql://x@localhost/x", "GRPC_PLAINTEXT": "",
 
 
 def test_billing_jobs_read_no_tls_settings_and_serving_still_needs_them():
-    assert BillingSettings.from_env(JOB_ENV, grpc=False).grpc_tls is None
+    assert BillingSettings.from_env(JOB_ENV, serving=False).grpc_tls is None
     with pytest.raises(ConfigError, match="GRPC_TLS_CERT_FILE: no file at /absent/tls.crt"):
         BillingSettings.from_env(JOB_ENV)
 

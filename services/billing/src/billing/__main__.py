@@ -272,7 +272,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = _arguments(argv)
     try:
-        settings = Settings.from_env(os.environ, grpc=args.command in (None, "serve"))
+        settings = Settings.from_env(os.environ, serving=args.command in (None, "serve"))
         if args.command == "recover-stripe-events" and settings.stripe_api_key is None:
             raise ConfigError("STRIPE_API_KEY is required to read Stripe's list of events")
         if args.command == "recover-razorpay-events" and not (settings.razorpay_key_id and settings.razorpay_key_secret):

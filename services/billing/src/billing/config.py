@@ -46,8 +46,8 @@ class Settings:
     retention: Retention = Retention()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], *, grpc: bool = True) -> Settings:
-        """With `grpc` false (migrations, retention, recovery, the set-up check) the TLS settings are not
+    def from_env(cls, environ: Mapping[str, str], *, serving: bool = True) -> Settings:
+        """Unless `serving` (migrations, retention, recovery, the set-up check) the TLS settings are not
         read: those pods hold no certificate or key of billing's."""
         billing_addr = env_str(environ, "BILLING_ADDR", "127.0.0.1:50051")
         return cls(
@@ -55,7 +55,7 @@ class Settings:
             # Clients dial BILLING_ADDR; in a container the server binds all interfaces instead.
             listen_addr=env_str(environ, "BILLING_LISTEN_ADDR", billing_addr),
             notifier_addr=env_str(environ, "NOTIFIER_ADDR", "127.0.0.1:50052"),
-            grpc_tls=GrpcTls.from_env(environ) if grpc else None,
+            grpc_tls=GrpcTls.from_env(environ) if serving else None,
             # Who may call which RPC; required with mTLS (servicekit.authz has the format).
             policy_file=environ.get("GRPC_POLICY_FILE", "").strip() or None,
             # Plaintext health-only port for Kubernetes gRPC probes when the main port needs mTLS; 0 = off.
