@@ -125,8 +125,8 @@ class PlanCatalog:
         for (provider_name, plan_id, _), result in zip(wanted, fetched):
             if isinstance(result, PlanUnavailable):
                 self._paused_until[provider_name] = self._clock() + PROVIDER_PAUSE
-                log.warning("plan not read from its provider; the email names none", extra={"fields": {
-                    "provider": provider_name, "plan_id": plan_id, "error": str(result)}})
+                log.warning("plan not read from its provider; the email names it as read before, or not at all",
+                            extra={"fields": {"provider": provider_name, "plan_id": plan_id, "error": str(result)}})
                 continue
             if isinstance(result, BaseException):
                 raise result
